@@ -1,0 +1,1 @@
+//! confab-settlement (placeholder, being written)

@@ -1,0 +1,1 @@
+//! confab-store (placeholder, being written)
