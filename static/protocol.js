@@ -1,0 +1,884 @@
+// confab browser protocol library: signaling (docs/protocol.md) and the two peer connections.
+//
+// This module owns no DOM. It owns:
+//   - the WebSocket to `/ws` and the join / reconnect lifecycle (`state`),
+//   - the publisher RTCPeerConnection (client offers; our microphone, camera, screen and the `chat`
+//     DataChannel) and the subscriber RTCPeerConnection (server offers; everyone else's tracks),
+//   - the room model: the other participants, their published tracks and mute states, and which
+//     received MediaStreamTrack belongs to which participant/source.
+// The UI (ui.js) listens to the events below and calls the public methods; it never touches signaling.
+//
+// Events (CustomEvent, data in `detail`):
+//   statechange        {state, reason}     connection lifecycle, see {@link SessionState}
+//   joined             {participantId, room, maxParticipants}
+//   participant-joined {participant}
+//   participant-left   {participantId, name}
+//   participant-updated{participantId}     name, track list or mute state changed
+//   media              {participantId}     the received MediaStreamTracks of a participant changed
+//   local-media        {}                  our own tracks / mute / screen state changed
+//   server-error       {code, message}     an `error` message from the server
+//   notice             {message, level}    something the user should know (e.g. no camera)
+//   datachannel        {channel}           the `chat` DataChannel of a new publisher transport
+
+/** @typedef {'audio'|'video'} Kind */
+/** @typedef {'microphone'|'camera'|'screen'} Source */
+/** @typedef {'idle'|'connecting'|'connected'|'reconnecting'|'failed'|'left'} SessionState */
+/** @typedef {'publisher'|'subscriber'} Target */
+
+/**
+ * @typedef {Object} Track   a published track as the server describes it
+ * @property {string} id
+ * @property {Kind} kind
+ * @property {Source} source
+ * @property {boolean} muted
+ */
+
+/**
+ * @typedef {Object} Participant   another participant of the room
+ * @property {string} id
+ * @property {string} name
+ * @property {Map<string, Track>} tracks   by track id
+ */
+
+/**
+ * @typedef {Object} RemoteBinding   what one m-line of the subscriber transport carries
+ * @property {string} mid
+ * @property {string} participantId
+ * @property {string} trackId
+ * @property {Source} source
+ * @property {Kind} kind
+ * @property {MediaStreamTrack|null} track
+ */
+
+/**
+ * @typedef {Object} ParticipantStats   test hook result, one per remote participant
+ * @property {string} participantId
+ * @property {string} name
+ * @property {number} framesDecoded          camera video
+ * @property {number} videoPacketsReceived   camera video
+ * @property {number} screenFramesDecoded
+ * @property {number} audioPacketsReceived   microphone
+ * @property {number} audioLevel             0..1, microphone
+ */
+
+/** Why each timer exists and how long it waits. */
+export const TIMING = Object.freeze({
+  /** client heartbeat period (protocol: every 10 s) */
+  pingIntervalMs: 10_000,
+  /** no pong / message for this long: the socket is dead, reconnect */
+  silenceTimeoutMs: 25_000,
+  /** `joined` must arrive this long after the socket opened */
+  joinTimeoutMs: 10_000,
+  /** `publish_answer` must arrive this long after a `publish_offer` */
+  answerTimeoutMs: 15_000,
+  /** the publisher transport must be connected this long after `joined` */
+  mediaTimeoutMs: 20_000,
+  /** reconnect back-off delays; one attempt per entry, then `failed` */
+  backoffMs: [1000, 2000, 4000, 8000, 8000],
+});
+
+/** Server error codes after which retrying the same join is pointless. */
+const FATAL_JOIN_ERRORS = new Set(['room_full', 'invalid_room', 'invalid_name', 'unauthorized', 'already_joined']);
+/** Server error codes that refuse our last publisher offer. */
+const OFFER_ERRORS = new Set(['invalid_sdp', 'sdp_too_large', 'negotiation_failed']);
+
+/** A failure that must not be retried (wrong room id, room full, ...). */
+class FatalError extends Error {}
+
+/**
+ * One participant's session in one room. Create, `await start()`, then drive with the methods below.
+ */
+export class ConfabSession extends EventTarget {
+  /**
+   * @param {Object} opts
+   * @param {string} opts.room        room id, 1–64 of [A-Za-z0-9_-]
+   * @param {string} opts.name        display name, 1–64 chars
+   * @param {string} [opts.origin]    http(s) origin of the server; defaults to the page's
+   * @param {RTCConfiguration} [opts.rtcConfig]
+   */
+  constructor({ room, name, origin, rtcConfig }) {
+    super();
+    this.room = room;
+    this.name = name;
+    this.origin = origin || globalThis.location.origin;
+    /** @type {RTCConfiguration} */
+    this.rtcConfig = { bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require', ...(rtcConfig || {}) };
+
+    /** @type {SessionState} */
+    this.state = 'idle';
+    /** @type {string} reason of the last `failed` / `reconnecting` */
+    this.reason = '';
+    /** @type {string|null} our participant id in the current connection */
+    this.participantId = null;
+    this.maxParticipants = 0;
+    /** @type {Map<string, Participant>} the others, by id */
+    this.participants = new Map();
+    /** @type {Map<string, RemoteBinding>} subscriber m-lines, by mid */
+    this.remote = new Map();
+
+    /** Our own media. `mediaError` says why microphone/camera are missing, if they are. */
+    this.local = {
+      /** @type {MediaStreamTrack|null} */ microphone: null,
+      /** @type {MediaStreamTrack|null} */ camera: null,
+      /** @type {MediaStreamTrack|null} */ screen: null,
+      micMuted: false,
+      cameraOff: false,
+      /** @type {string} */ mediaError: '',
+    };
+
+    /** @type {RTCDataChannel|null} the `chat` channel of the current publisher transport */
+    this.chatChannel = null;
+    /** round-trip time of the last ping, ms */
+    this.rttMs = NaN;
+
+    /** @type {WebSocket|null} */ this._ws = null;
+    /** @type {RTCPeerConnection|null} */ this._pub = null;
+    /** @type {RTCPeerConnection|null} */ this._sub = null;
+    /** @type {Record<Source, RTCRtpTransceiver|null>} publisher transceiver per source */
+    this._slots = { microphone: null, camera: null, screen: null };
+    /** connection generation; async work of an older generation is dropped */
+    this._gen = 0;
+    this._attempt = 0;
+    this._joinedOnce = false;
+    /** publisher negotiation: one offer in flight, `_pubDirty` asks for another round */
+    this._pubBusy = false;
+    this._pubDirty = false;
+    /** @type {{resolve: (sdp: string) => void, reject: (e: Error) => void}|null} */
+    this._pendingAnswer = null;
+    /** @type {Promise<void>} serializes subscribe offers */
+    this._subChain = Promise.resolve();
+    /** candidates held until the description they belong to was sent */
+    this._candidateGate = { publisher: false, subscriber: false };
+    /** @type {{publisher: RTCIceCandidateInit[], subscriber: RTCIceCandidateInit[]}} */
+    this._candidateQueue = { publisher: [], subscriber: [] };
+    this._timers = { ping: 0, silence: 0, join: 0, media: 0, retry: 0 };
+    this._lastMessageAt = 0;
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  /** Acquire camera + microphone (falling back to fewer or none) and connect. */
+  async start() {
+    this._setState('connecting', '');
+    await this._acquireLocalMedia();
+    await this._connect();
+  }
+
+  /** Leave the room for good: tell the server, close everything, stop our devices. */
+  leave() {
+    if (this.state === 'left') return;
+    this._send({ type: 'leave' });
+    this._teardown('left');
+    for (const source of /** @type {Source[]} */ (['microphone', 'camera', 'screen'])) {
+      this.local[source]?.stop();
+      this.local[source] = null;
+    }
+    this._setState('left', '');
+    this._emit('local-media', {});
+  }
+
+  /** After `failed`: start over with a fresh back-off. */
+  async retry() {
+    this._attempt = 0;
+    this._setState('connecting', '');
+    await this._connect();
+  }
+
+  // ---------------------------------------------------------------- local media controls
+
+  /** @param {boolean} muted */
+  async setMicMuted(muted) {
+    if (!muted && !this.local.microphone) {
+      const track = await this._getDeviceTrack('audio');
+      if (!track) return;
+      this.local.microphone = track;
+      await this._publishSource('microphone', track);
+    }
+    this.local.micMuted = muted;
+    if (this.local.microphone) this.local.microphone.enabled = !muted;
+    this._sendMute('microphone', muted);
+    this._emit('local-media', {});
+  }
+
+  /** Camera off stops the device (the light goes out); on asks for it again. @param {boolean} off */
+  async setCameraOff(off) {
+    if (off) {
+      const slot = this._slots.camera;
+      if (slot) await slot.sender.replaceTrack(null);
+      this.local.camera?.stop();
+      this.local.camera = null;
+      this.local.cameraOff = true;
+      this._sendMute('camera', true);
+    } else {
+      const track = await this._getDeviceTrack('video');
+      if (!track) return;
+      this.local.camera = track;
+      this.local.cameraOff = false;
+      await this._publishSource('camera', track);
+      this._sendMute('camera', false);
+    }
+    this._emit('local-media', {});
+  }
+
+  /** Share a screen or window as a second video track (source `screen`). */
+  async startScreenShare() {
+    if (this.local.screen) return;
+    /** @type {MediaStream} */
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: 15 }, audio: false });
+    } catch (e) {
+      if (/** @type {Error} */ (e).name !== 'NotAllowedError') {
+        this._notice(`Screen sharing failed: ${describeMediaError(e)}`, 'error');
+      }
+      return;
+    }
+    const track = stream.getVideoTracks()[0];
+    track.contentHint = 'detail';
+    track.addEventListener('ended', () => { if (this.local.screen === track) this.stopScreenShare(); });
+    this.local.screen = track;
+    this._emit('local-media', {});
+    await this._publishSource('screen', track);
+  }
+
+  async stopScreenShare() {
+    const track = this.local.screen;
+    if (!track) return;
+    this.local.screen = null;
+    track.stop();
+    const slot = this._slots.screen;
+    if (slot && this._pub && this._pub.signalingState !== 'closed') {
+      await slot.sender.replaceTrack(null);
+      slot.direction = 'inactive';
+      this._renegotiate();
+    }
+    this._emit('local-media', {});
+  }
+
+  // ---------------------------------------------------------------- queries
+
+  /**
+   * Received tracks of a participant, by source.
+   * @param {string} participantId
+   * @returns {{microphone: MediaStreamTrack|null, camera: MediaStreamTrack|null, screen: MediaStreamTrack|null}}
+   */
+  mediaOf(participantId) {
+    const out = { microphone: null, camera: null, screen: null };
+    for (const b of this.remote.values()) {
+      if (b.participantId === participantId && b.track) out[b.source] = b.track;
+    }
+    return out;
+  }
+
+  /**
+   * Whether a participant's source is off: not published, or published muted.
+   * @param {string} participantId @param {Source} source
+   */
+  isSourceOff(participantId, source) {
+    const p = this.participants.get(participantId);
+    if (!p) return true;
+    for (const t of p.tracks.values()) if (t.source === source) return t.muted;
+    return true;
+  }
+
+  /**
+   * Per remote participant decode counters from the subscriber's getStats(). Used by the browser tests
+   * (`window.confab.stats()`) and by the UI's level meters.
+   * @returns {Promise<ParticipantStats[]>}
+   */
+  async stats() {
+    /** @type {Map<string, ParticipantStats>} */
+    const out = new Map();
+    for (const p of this.participants.values()) {
+      out.set(p.id, {
+        participantId: p.id, name: p.name, framesDecoded: 0, videoPacketsReceived: 0,
+        screenFramesDecoded: 0, audioPacketsReceived: 0, audioLevel: 0,
+      });
+    }
+    if (!this._sub) return [...out.values()];
+    const report = await this._sub.getStats();
+    /** @type {Map<string, RemoteBinding>} */
+    const byTrackId = new Map();
+    for (const b of this.remote.values()) if (b.track) byTrackId.set(b.track.id, b);
+    report.forEach((s) => {
+      if (s.type !== 'inbound-rtp') return;
+      const b = (s.mid != null && this.remote.get(String(s.mid))) || byTrackId.get(s.trackIdentifier);
+      const row = b && out.get(b.participantId);
+      if (!b || !row) return;
+      if (b.source === 'camera') {
+        row.framesDecoded += s.framesDecoded || 0;
+        row.videoPacketsReceived += s.packetsReceived || 0;
+      } else if (b.source === 'screen') {
+        row.screenFramesDecoded += s.framesDecoded || 0;
+      } else if (b.source === 'microphone') {
+        row.audioPacketsReceived += s.packetsReceived || 0;
+        row.audioLevel = Math.max(row.audioLevel, s.audioLevel || 0);
+      }
+    });
+    return [...out.values()];
+  }
+
+  /** Our own microphone level (0..1) as the publisher transport measures it. */
+  async localAudioLevel() {
+    if (!this._pub || !this.local.microphone || this.local.micMuted) return 0;
+    const report = await this._pub.getStats();
+    let level = 0;
+    report.forEach((s) => { if (s.type === 'media-source' && s.kind === 'audio') level = s.audioLevel || 0; });
+    return level;
+  }
+
+  /** Connection states of both transports, for diagnostics. */
+  transportStates() {
+    const d = (/** @type {RTCPeerConnection|null} */ pc) => pc
+      ? { connection: pc.connectionState, ice: pc.iceConnectionState, signaling: pc.signalingState }
+      : null;
+    return { state: this.state, reason: this.reason, ws: this._ws?.readyState ?? null,
+      publisher: d(this._pub), subscriber: d(this._sub) };
+  }
+
+  // ---------------------------------------------------------------- connection internals
+
+  async _acquireLocalMedia() {
+    const md = globalThis.navigator?.mediaDevices;
+    if (!md?.getUserMedia) {
+      this.local.mediaError = 'This browser gives no access to camera or microphone (an insecure http:// origin?).';
+    } else {
+      /** @type {MediaStreamConstraints[]} */
+      const attempts = [
+        { audio: AUDIO_CONSTRAINTS, video: VIDEO_CONSTRAINTS },
+        { audio: AUDIO_CONSTRAINTS, video: false },
+        { audio: false, video: VIDEO_CONSTRAINTS },
+      ];
+      /** @type {unknown} */
+      let firstError = null;
+      for (const c of attempts) {
+        try {
+          const stream = await md.getUserMedia(c);
+          this.local.microphone = stream.getAudioTracks()[0] || null;
+          this.local.camera = stream.getVideoTracks()[0] || null;
+          break;
+        } catch (e) {
+          firstError ??= e;
+        }
+      }
+      if (firstError) {
+        const missing = [!this.local.microphone && 'microphone', !this.local.camera && 'camera'].filter(Boolean);
+        this.local.mediaError = `No ${missing.join(' or ')}: ${describeMediaError(firstError)}`;
+      }
+    }
+    this.local.cameraOff = !this.local.camera;
+    if (this.local.mediaError) {
+      const receiveOnly = !this.local.camera && !this.local.microphone;
+      this._notice(`${this.local.mediaError}${receiveOnly ? ' You joined receive-only.' : ''}`, 'warning');
+    }
+    this._emit('local-media', {});
+  }
+
+  /** @param {Kind} kind @returns {Promise<MediaStreamTrack|null>} */
+  async _getDeviceTrack(kind) {
+    try {
+      const stream = await navigator.mediaDevices.getUserMedia(
+        kind === 'audio' ? { audio: AUDIO_CONSTRAINTS } : { video: VIDEO_CONSTRAINTS });
+      return stream.getTracks()[0];
+    } catch (e) {
+      this._notice(`Cannot use the ${kind === 'audio' ? 'microphone' : 'camera'}: ${describeMediaError(e)}`, 'error');
+      return null;
+    }
+  }
+
+  async _connect() {
+    const gen = ++this._gen;
+    this._teardown(this.state);
+    /** @type {string} */
+    let token;
+    try {
+      token = await this._fetchToken();
+    } catch (e) {
+      if (gen !== this._gen) return;
+      return this._connectionLost(gen, /** @type {Error} */ (e));
+    }
+    if (gen !== this._gen) return;
+    const scheme = this.origin.startsWith('https:') ? 'wss:' : 'ws:';
+    const url = `${scheme}//${new URL(this.origin).host}/ws?token=${encodeURIComponent(token)}`;
+    const ws = new WebSocket(url);
+    this._ws = ws;
+    let opened = false;
+    ws.onopen = () => {
+      if (gen !== this._gen) return;
+      opened = true;
+      this._lastMessageAt = Date.now();
+      this._send({ type: 'join', room: this.room, name: this.name });
+      this._timers.join = setTimeout(() => {
+        if (gen === this._gen && !this.participantId) {
+          this._connectionLost(gen, new Error('the server did not answer our join'));
+        }
+      }, TIMING.joinTimeoutMs);
+      this._timers.ping = setInterval(() => this._heartbeat(gen), TIMING.pingIntervalMs);
+    };
+    ws.onmessage = (ev) => {
+      if (gen !== this._gen) return;
+      this._lastMessageAt = Date.now();
+      if (typeof ev.data !== 'string') return;
+      /** @type {any} */
+      let msg;
+      try { msg = JSON.parse(ev.data); } catch { return; }
+      this._onMessage(gen, msg).catch((e) => this._fault(gen, e));
+    };
+    ws.onclose = (ev) => {
+      if (gen !== this._gen || this.state === 'left') return;
+      const why = opened
+        ? `connection to the server closed${ev.code ? ` (code ${ev.code}${ev.reason ? `: ${ev.reason}` : ''})` : ''}`
+        : 'cannot open the WebSocket to the server';
+      this._connectionLost(gen, new Error(why));
+    };
+  }
+
+  async _fetchToken() {
+    /** @type {Response} */
+    let res;
+    try {
+      res = await fetch(`${this.origin}/api/guest-token`, {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ name: this.name }),
+      });
+    } catch {
+      throw new Error('the server is unreachable');
+    }
+    if (!res.ok) {
+      let detail = '';
+      try { const body = await res.json(); detail = body.message || body.error || ''; } catch { /* not JSON */ }
+      const err = new Error(`the server refused a guest token (HTTP ${res.status}${detail ? `: ${detail}` : ''})`);
+      throw res.status >= 400 && res.status < 500 && res.status !== 429 ? Object.assign(new FatalError(err.message)) : err;
+    }
+    const body = await res.json();
+    if (!body || typeof body.token !== 'string') throw new Error('the server sent no token');
+    return body.token;
+  }
+
+  /**
+   * The socket or a transport broke: retry with back-off, or fail when attempts are used up.
+   * @param {number} gen @param {Error} err
+   */
+  _connectionLost(gen, err) {
+    if (gen !== this._gen || this.state === 'left' || this.state === 'failed') return;
+    this._gen++;
+    this._teardown(this.state);
+    const reason = err.message || String(err);
+    if (err instanceof FatalError || this._attempt >= TIMING.backoffMs.length) {
+      this._setState('failed', reason);
+      return;
+    }
+    const delay = TIMING.backoffMs[this._attempt++];
+    this._setState(this._joinedOnce ? 'reconnecting' : 'connecting',
+      `${reason}; retrying in ${Math.round(delay / 1000)} s (attempt ${this._attempt} of ${TIMING.backoffMs.length})`);
+    this._timers.retry = setTimeout(() => { if (this.state !== 'left') this._connect(); }, delay);
+  }
+
+  /** @param {number} gen @param {unknown} e */
+  _fault(gen, e) {
+    if (gen !== this._gen) return;
+    console.error('confab:', e);
+    this._connectionLost(gen, e instanceof Error ? e : new Error(String(e)));
+  }
+
+  /** @param {number} gen */
+  _heartbeat(gen) {
+    if (gen !== this._gen) return;
+    if (Date.now() - this._lastMessageAt > TIMING.silenceTimeoutMs) {
+      this._connectionLost(gen, new Error('the server stopped answering'));
+      return;
+    }
+    this._send({ type: 'ping', ts: Date.now() });
+  }
+
+  /** Close socket and transports, forget the room model; keeps local tracks. @param {SessionState} _state */
+  _teardown(_state) {
+    for (const k of /** @type {(keyof typeof this._timers)[]} */ (Object.keys(this._timers))) {
+      clearTimeout(this._timers[k]); clearInterval(this._timers[k]); this._timers[k] = 0;
+    }
+    if (this._ws) {
+      const ws = this._ws;
+      ws.onopen = ws.onmessage = ws.onclose = null;
+      if (ws.readyState <= 1) ws.close(1000);
+      this._ws = null;
+    }
+    this._pendingAnswer?.reject(new Error('connection closed'));
+    this._pendingAnswer = null;
+    this._pubBusy = false;
+    this._pubDirty = false;
+    this._subChain = Promise.resolve();
+    this._pub?.close(); this._pub = null;
+    this._sub?.close(); this._sub = null;
+    this._slots = { microphone: null, camera: null, screen: null };
+    this._candidateGate = { publisher: false, subscriber: false };
+    this._candidateQueue = { publisher: [], subscriber: [] };
+    this.chatChannel = null;
+    this.participantId = null;
+    this.remote.clear();
+    const gone = [...this.participants.values()];
+    this.participants.clear();
+    for (const p of gone) this._emit('participant-left', { participantId: p.id, name: p.name, silent: true });
+  }
+
+  // ---------------------------------------------------------------- server messages
+
+  /** @param {number} gen @param {any} msg */
+  async _onMessage(gen, msg) {
+    switch (msg.type) {
+      case 'joined': return this._onJoined(gen, msg);
+      case 'participant_joined': {
+        const p = toParticipant(msg.participant);
+        this.participants.set(p.id, p);
+        this._emit('participant-joined', { participant: p });
+        return;
+      }
+      case 'participant_left': {
+        const p = this.participants.get(msg.participant_id);
+        this.participants.delete(msg.participant_id);
+        for (const [mid, b] of this.remote) if (b.participantId === msg.participant_id) this.remote.delete(mid);
+        this._emit('participant-left', { participantId: msg.participant_id, name: p?.name || '' });
+        return;
+      }
+      case 'track_published': {
+        const p = this.participants.get(msg.participant_id);
+        if (!p) return;
+        const t = toTrack(msg.track);
+        p.tracks.set(t.id, t);
+        this._emit('participant-updated', { participantId: p.id });
+        return;
+      }
+      case 'track_unpublished': {
+        const p = this.participants.get(msg.participant_id);
+        p?.tracks.delete(msg.track_id);
+        let changed = false;
+        for (const [mid, b] of this.remote) {
+          if (b.participantId === msg.participant_id && b.trackId === msg.track_id) { this.remote.delete(mid); changed = true; }
+        }
+        if (p) this._emit('participant-updated', { participantId: p.id });
+        if (changed) this._emit('media', { participantId: msg.participant_id });
+        return;
+      }
+      case 'track_muted': {
+        const p = this.participants.get(msg.participant_id);
+        const t = p?.tracks.get(msg.track_id);
+        if (t) t.muted = !!msg.muted;
+        else if (p) for (const x of p.tracks.values()) if (x.source === msg.source) x.muted = !!msg.muted;
+        if (p) this._emit('participant-updated', { participantId: p.id });
+        return;
+      }
+      case 'publish_answer':
+        if (this._pendingAnswer) { this._pendingAnswer.resolve(msg.sdp); this._pendingAnswer = null; }
+        return;
+      case 'subscribe_offer':
+        this._subChain = this._subChain.then(() => this._onSubscribeOffer(gen, msg))
+          .catch((e) => this._fault(gen, e));
+        return;
+      case 'pong':
+        if (typeof msg.ts === 'number') this.rttMs = Date.now() - msg.ts;
+        return;
+      case 'error': return this._onServerError(gen, msg);
+      default:
+        console.warn('confab: unknown message type', msg.type);
+    }
+  }
+
+  /** @param {number} gen @param {any} msg */
+  async _onJoined(gen, msg) {
+    clearTimeout(this._timers.join);
+    this.participantId = msg.participant_id;
+    this.maxParticipants = msg.max_participants || 0;
+    this._joinedOnce = true;
+    for (const raw of msg.participants || []) {
+      const p = toParticipant(raw);
+      this.participants.set(p.id, p);
+      this._emit('participant-joined', { participant: p, initial: true });
+    }
+    this._emit('joined', { participantId: this.participantId, room: msg.room, maxParticipants: this.maxParticipants });
+    this._timers.media = setTimeout(() => {
+      if (gen === this._gen && this.state !== 'connected') {
+        this._connectionLost(gen, new Error('could not establish the media connection (ICE/DTLS timed out)'));
+      }
+    }, TIMING.mediaTimeoutMs);
+    this._createPublisher(gen);
+    this._ensureSubscriber(gen);
+    await this._renegotiate();
+    // Tell the others about mute states that predate this connection.
+    if (this.local.micMuted && this.local.microphone) this._sendMute('microphone', true);
+  }
+
+  /** @param {number} gen @param {any} msg */
+  _onServerError(gen, msg) {
+    const code = String(msg.code || 'internal');
+    const message = String(msg.message || code);
+    this._emit('server-error', { code, message });
+    if (!this.participantId && FATAL_JOIN_ERRORS.has(code)) {
+      this._connectionLost(gen, new FatalError(`${code}: ${message}`));
+    } else if (this._pendingAnswer && OFFER_ERRORS.has(code)) {
+      this._pendingAnswer.reject(new Error(`the server refused our offer: ${code}: ${message}`));
+      this._pendingAnswer = null;
+    }
+  }
+
+  // ---------------------------------------------------------------- publisher transport
+
+  /** @param {number} gen */
+  _createPublisher(gen) {
+    const pc = new RTCPeerConnection(this.rtcConfig);
+    this._pub = pc;
+    // Created before the first offer so the offer carries the SCTP m-line; chat uses it later.
+    const chat = pc.createDataChannel('chat', { ordered: true });
+    this.chatChannel = chat;
+    this._emit('datachannel', { channel: chat });
+    pc.onicecandidate = (ev) => this._onLocalCandidate('publisher', ev.candidate);
+    pc.onconnectionstatechange = () => {
+      if (gen !== this._gen) return;
+      if (pc.connectionState === 'connected') {
+        clearTimeout(this._timers.media);
+        this._attempt = 0;
+        this._setState('connected', '');
+      } else if (pc.connectionState === 'failed') {
+        this._connectionLost(gen, new Error('the media connection (publisher) failed'));
+      }
+    };
+    const stream = new MediaStream();
+    for (const source of /** @type {Source[]} */ (['microphone', 'camera'])) {
+      const track = this.local[source];
+      if (!track) continue;
+      stream.addTrack(track);
+      this._slots[source] = pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+    }
+    if (this.local.screen) {
+      this._slots.screen = pc.addTransceiver(this.local.screen, { direction: 'sendonly' });
+    }
+  }
+
+  /**
+   * Put a track on the publisher transport: reuse the source's transceiver or add one and renegotiate.
+   * @param {Source} source @param {MediaStreamTrack} track
+   */
+  async _publishSource(source, track) {
+    const pc = this._pub;
+    if (!pc || pc.signalingState === 'closed') return; // published at the next (re)connect
+    const slot = this._slots[source];
+    if (slot) {
+      await slot.sender.replaceTrack(track);
+      if (slot.direction !== 'sendonly') { slot.direction = 'sendonly'; await this._renegotiate(); }
+    } else {
+      this._slots[source] = pc.addTransceiver(track, { direction: 'sendonly' });
+      await this._renegotiate();
+    }
+  }
+
+  /** Run publisher offer/answer rounds until nothing changed meanwhile. One offer in flight at a time. */
+  async _renegotiate() {
+    this._pubDirty = true;
+    if (this._pubBusy) return;
+    this._pubBusy = true;
+    const gen = this._gen;
+    try {
+      while (this._pubDirty && gen === this._gen && this._pub) {
+        this._pubDirty = false;
+        await this._offerOnce(gen, this._pub);
+      }
+    } catch (e) {
+      this._fault(gen, e);
+    } finally {
+      if (gen === this._gen) this._pubBusy = false;
+    }
+  }
+
+  /** @param {number} gen @param {RTCPeerConnection} pc */
+  async _offerOnce(gen, pc) {
+    const offer = await pc.createOffer();
+    await pc.setLocalDescription(offer);
+    if (gen !== this._gen) return;
+    /** @type {{mid: string, kind: Kind, source: Source}[]} */
+    const tracks = [];
+    for (const source of /** @type {Source[]} */ (['microphone', 'camera', 'screen'])) {
+      const t = this._slots[source];
+      if (t && t.mid != null && (t.direction === 'sendonly' || t.direction === 'sendrecv')) {
+        tracks.push({ mid: t.mid, kind: source === 'microphone' ? 'audio' : 'video', source });
+      }
+    }
+    const answer = new Promise((resolve, reject) => {
+      this._pendingAnswer = { resolve, reject };
+      setTimeout(() => reject(new Error('the server did not answer our publish offer')), TIMING.answerTimeoutMs);
+    });
+    this._send({ type: 'publish_offer', sdp: pc.localDescription?.sdp, tracks });
+    this._openCandidateGate('publisher');
+    const sdp = /** @type {string} */ (await answer);
+    if (gen !== this._gen || pc.signalingState === 'closed') return;
+    await pc.setRemoteDescription({ type: 'answer', sdp });
+  }
+
+  // ---------------------------------------------------------------- subscriber transport
+
+  /** @param {number} gen */
+  _ensureSubscriber(gen) {
+    if (this._sub) return this._sub;
+    const pc = new RTCPeerConnection(this.rtcConfig);
+    this._sub = pc;
+    pc.onicecandidate = (ev) => this._onLocalCandidate('subscriber', ev.candidate);
+    pc.ontrack = (ev) => {
+      if (gen !== this._gen) return;
+      // Normally bound by mid in _bindRemoteTracks; this is the msid fallback (a=msid:<participant> <track>).
+      const mid = ev.transceiver.mid;
+      if (mid == null || this.remote.has(mid)) return;
+      const participantId = ev.streams[0]?.id;
+      const p = participantId && this.participants.get(participantId);
+      if (!p) return;
+      const meta = p.tracks.get(ev.track.id);
+      const source = meta?.source || (ev.track.kind === 'audio' ? 'microphone' : 'camera');
+      this.remote.set(mid, { mid, participantId: p.id, trackId: ev.track.id, source,
+        kind: /** @type {Kind} */ (ev.track.kind), track: ev.track });
+      this._emit('media', { participantId: p.id });
+    };
+    pc.onconnectionstatechange = () => {
+      if (gen === this._gen && pc.connectionState === 'failed') {
+        this._connectionLost(gen, new Error('the media connection (subscriber) failed'));
+      }
+    };
+    return pc;
+  }
+
+  /** @param {number} gen @param {any} msg */
+  async _onSubscribeOffer(gen, msg) {
+    if (gen !== this._gen) return;
+    const pc = this._ensureSubscriber(gen);
+    /** @type {Map<string, RemoteBinding>} */
+    const next = new Map();
+    for (const t of msg.tracks || []) {
+      if (t.mid == null) continue;
+      next.set(String(t.mid), { mid: String(t.mid), participantId: t.participant_id, trackId: t.track_id,
+        source: t.source, kind: t.kind, track: null });
+    }
+    const before = this.remote;
+    this.remote = next;
+    await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
+    const answer = await pc.createAnswer();
+    await pc.setLocalDescription(answer);
+    if (gen !== this._gen) return;
+    this._send({ type: 'subscribe_answer', sdp: pc.localDescription?.sdp });
+    this._openCandidateGate('subscriber');
+    this._bindRemoteTracks(pc, before, msg.tracks?.length ? null : msidBindings(msg.sdp));
+  }
+
+  /**
+   * Attach each m-line's receiver track to its binding and tell the UI which participants changed.
+   * @param {RTCPeerConnection} pc @param {Map<string, RemoteBinding>} before
+   * @param {Map<string, {participantId: string, trackId: string}>|null} msid  fallback when `tracks` is empty
+   */
+  _bindRemoteTracks(pc, before, msid) {
+    const changed = new Set();
+    for (const tr of pc.getTransceivers()) {
+      const mid = tr.mid;
+      if (mid == null || tr.currentDirection === 'inactive' || tr.currentDirection === 'stopped') continue;
+      let b = this.remote.get(mid);
+      if (!b && msid?.has(mid)) {
+        const m = /** @type {{participantId: string, trackId: string}} */ (msid.get(mid));
+        const meta = this.participants.get(m.participantId)?.tracks.get(m.trackId);
+        const kind = /** @type {Kind} */ (tr.receiver.track.kind);
+        b = { mid, ...m, kind, source: meta?.source || (kind === 'audio' ? 'microphone' : 'camera'), track: null };
+        this.remote.set(mid, b);
+      }
+      if (b) b.track = tr.receiver.track;
+    }
+    for (const [mid, b] of this.remote) {
+      const old = before.get(mid);
+      if (!old || old.participantId !== b.participantId || old.trackId !== b.trackId) changed.add(b.participantId);
+    }
+    for (const [mid, old] of before) {
+      const now = this.remote.get(mid);
+      if (!now || now.participantId !== old.participantId || now.trackId !== old.trackId) changed.add(old.participantId);
+    }
+    for (const participantId of changed) this._emit('media', { participantId });
+  }
+
+  // ---------------------------------------------------------------- ICE candidates
+
+  /** @param {Target} target @param {RTCIceCandidate|null} c */
+  _onLocalCandidate(target, c) {
+    if (!c) return; // end of gathering is signalled by Chromium with an empty-string candidate first
+    /** @type {RTCIceCandidateInit} */
+    const init = { candidate: c.candidate, sdpMid: c.sdpMid ?? '0', sdpMLineIndex: c.sdpMLineIndex ?? 0 };
+    if (this._candidateGate[target]) this._send({ type: 'candidate', target, candidate: init });
+    else this._candidateQueue[target].push(init);
+  }
+
+  /** The offer/answer of `target` was sent: flush the candidates gathered meanwhile. @param {Target} target */
+  _openCandidateGate(target) {
+    this._candidateGate[target] = true;
+    const queued = this._candidateQueue[target];
+    this._candidateQueue[target] = [];
+    for (const candidate of queued) this._send({ type: 'candidate', target, candidate });
+  }
+
+  // ---------------------------------------------------------------- helpers
+
+  /** @param {Record<string, unknown>} msg */
+  _send(msg) {
+    if (this._ws && this._ws.readyState === WebSocket.OPEN) this._ws.send(JSON.stringify(msg));
+  }
+
+  /** `mute` is only valid once joined; before that the state goes out with the next join. @param {Source} source @param {boolean} muted */
+  _sendMute(source, muted) {
+    if (this.participantId) this._send({ type: 'mute', source, muted });
+  }
+
+  /** @param {SessionState} state @param {string} reason */
+  _setState(state, reason) {
+    if (this.state === state && this.reason === reason) return;
+    this.state = state;
+    this.reason = reason;
+    this._emit('statechange', { state, reason });
+  }
+
+  /** @param {string} message @param {'info'|'warning'|'error'} level */
+  _notice(message, level) { this._emit('notice', { message, level }); }
+
+  /** @param {string} type @param {Record<string, unknown>} detail */
+  _emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
+}
+
+const AUDIO_CONSTRAINTS = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
+const VIDEO_CONSTRAINTS = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } };
+
+/** @param {any} raw @returns {Track} */
+function toTrack(raw) {
+  return { id: String(raw.id), kind: raw.kind, source: raw.source, muted: !!raw.muted };
+}
+
+/** @param {any} raw @returns {Participant} */
+function toParticipant(raw) {
+  const tracks = new Map();
+  for (const t of raw.tracks || []) { const x = toTrack(t); tracks.set(x.id, x); }
+  return { id: String(raw.id), name: String(raw.name || 'Guest'), tracks };
+}
+
+/**
+ * mid → {participantId, trackId} from the `a=msid:` lines of an SDP.
+ * @param {string} sdp
+ */
+function msidBindings(sdp) {
+  /** @type {Map<string, {participantId: string, trackId: string}>} */
+  const out = new Map();
+  for (const section of String(sdp).split(/\r?\nm=/).slice(1)) {
+    const mid = /\r?\na=mid:(\S+)/.exec(section)?.[1];
+    const msid = /\r?\na=msid:(\S+) (\S+)/.exec(section);
+    if (mid && msid) out.set(mid, { participantId: msid[1], trackId: msid[2] });
+  }
+  return out;
+}
+
+/** A getUserMedia / getDisplayMedia failure in words. @param {unknown} e */
+export function describeMediaError(e) {
+  const err = /** @type {DOMException} */ (e);
+  switch (err?.name) {
+    case 'NotAllowedError': return 'permission was denied';
+    case 'NotFoundError': return 'no such device was found';
+    case 'NotReadableError': return 'the device is in use by another application';
+    case 'OverconstrainedError': return 'the device does not support the requested format';
+    case 'SecurityError': return 'the page is not a secure context';
+    default: return err?.message || String(e);
+  }
+}
