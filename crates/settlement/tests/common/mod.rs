@@ -1,0 +1,117 @@
+//! Test harness: a real anvil from the npm package, on a free port, killed on drop; wallets with anvil's
+//! well-known default keys (public test keys, worthless anywhere else).
+
+#![allow(dead_code)]
+
+use std::{
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use alloy::{
+    network::EthereumWallet,
+    providers::{DynProvider, Provider, ProviderBuilder},
+    signers::local::PrivateKeySigner,
+};
+use confab_settlement::{Address, WalletKey};
+use secrecy::SecretString;
+
+/// anvil's default accounts 0..4 (mnemonic "test test … junk").
+pub const KEYS: [&str; 4] = [
+    "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
+    "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+    "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
+    "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
+];
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// The anvil binary, installed by `scripts/ensure-anvil.sh` on first use.
+pub fn anvil_bin() -> &'static PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let out = Command::new(repo_root().join("scripts/ensure-anvil.sh"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run scripts/ensure-anvil.sh");
+        assert!(out.status.success(), "scripts/ensure-anvil.sh failed");
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    })
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running anvil, killed when dropped.
+pub struct Anvil {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+}
+
+impl Anvil {
+    /// Start anvil on a free port and wait (at most 15 s) until it accepts connections.
+    pub fn start() -> Self {
+        let bin = anvil_bin();
+        for _ in 0..3 {
+            let port = free_port();
+            let child = Command::new(bin)
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn anvil");
+            let mut anvil = Self { child, url: format!("http://127.0.0.1:{port}") };
+            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if anvil.child.try_wait().unwrap().is_some() {
+                    break; // exited: port taken in the meantime, try another
+                }
+                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                    return anvil;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = anvil.child.kill();
+        }
+        panic!("anvil did not start");
+    }
+}
+
+impl Drop for Anvil {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The address of default account `i`.
+pub fn address(i: usize) -> Address {
+    KEYS[i].parse::<PrivateKeySigner>().unwrap().address()
+}
+
+/// A [`WalletKey`] for default account `i`.
+pub fn wallet_key(i: usize) -> WalletKey {
+    WalletKey::new(SecretString::from(KEYS[i]))
+}
+
+/// A provider signing as default account `i` (test-side actors: deployer, student, tutor).
+pub fn wallet_provider(url: &str, i: usize) -> DynProvider {
+    let signer: PrivateKeySigner = KEYS[i].parse().unwrap();
+    ProviderBuilder::new().wallet(EthereumWallet::from(signer)).connect_http(url.parse().unwrap()).erased()
+}
+
+/// Move the chain's clock forward and mine a block.
+pub async fn advance_time(provider: &DynProvider, seconds: u64) {
+    let _: serde_json::Value = provider.raw_request("evm_increaseTime".into(), (seconds,)).await.unwrap();
+    let _: serde_json::Value = provider.raw_request("evm_mine".into(), Vec::<u8>::new()).await.unwrap();
+}
