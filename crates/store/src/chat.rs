@@ -99,7 +99,11 @@ impl TryFrom<MessageRow> for StoredMessage {
     fn try_from(row: MessageRow) -> Result<Self, StoreError> {
         let message_type = MessageType::parse(&row.message_type)
             .map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))?;
-        let text = if row.deleted_at.is_some() { String::new() } else { row.message };
+        let text = if row.deleted_at.is_some() {
+            String::new()
+        } else {
+            row.message
+        };
         Ok(StoredMessage {
             id: row.id,
             room_id: row.room_id,
@@ -130,11 +134,21 @@ const INSERT: &str = concat!(
      ON CONFLICT (room_id, client_msg_id) DO NOTHING RETURNING ",
     cols!()
 );
-const BY_CLIENT_MSG_ID: &str =
-    concat!("SELECT ", cols!(), " FROM chat_messages WHERE room_id = $1 AND client_msg_id = $2");
-const BY_ID: &str = concat!("SELECT ", cols!(), " FROM chat_messages WHERE room_id = $1 AND id = $2");
-const LATEST: &str =
-    concat!("SELECT ", cols!(), " FROM chat_messages WHERE room_id = $1 ORDER BY id DESC LIMIT $2");
+const BY_CLIENT_MSG_ID: &str = concat!(
+    "SELECT ",
+    cols!(),
+    " FROM chat_messages WHERE room_id = $1 AND client_msg_id = $2"
+);
+const BY_ID: &str = concat!(
+    "SELECT ",
+    cols!(),
+    " FROM chat_messages WHERE room_id = $1 AND id = $2"
+);
+const LATEST: &str = concat!(
+    "SELECT ",
+    cols!(),
+    " FROM chat_messages WHERE room_id = $1 ORDER BY id DESC LIMIT $2"
+);
 const BEFORE: &str = concat!(
     "SELECT ",
     cols!(),
@@ -236,7 +250,11 @@ impl Db {
         self.run(async {
             let rows: Vec<MessageRow> = match before {
                 None => on_db!(self, |pool| {
-                    sqlx::query_as(LATEST).bind(room_id).bind(limit).fetch_all(pool).await
+                    sqlx::query_as(LATEST)
+                        .bind(room_id)
+                        .bind(limit)
+                        .fetch_all(pool)
+                        .await
                 }),
                 Some(before) => on_db!(self, |pool| {
                     sqlx::query_as(BEFORE)
@@ -329,7 +347,11 @@ impl Db {
 
     async fn find(&self, room_id: &str, id: Uuid) -> Result<StoredMessage, StoreError> {
         let row: Option<MessageRow> = on_db!(self, |pool| {
-            sqlx::query_as(BY_ID).bind(room_id).bind(id).fetch_optional(pool).await
+            sqlx::query_as(BY_ID)
+                .bind(room_id)
+                .bind(id)
+                .fetch_optional(pool)
+                .await
         })
         .map_err(StoreError::from_sqlx)?;
         row.ok_or(StoreError::NotFound)?.try_into()

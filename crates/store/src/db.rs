@@ -105,7 +105,11 @@ impl Db {
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_millis(opts.sqlite_busy_timeout_ms));
-            if let Some(dir) = connect.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Some(dir) = connect
+                .get_filename()
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
                 std::fs::create_dir_all(dir).map_err(|e| {
                     StoreError::Config(format!("cannot create directory {}: {e}", dir.display()))
                 })?;
@@ -145,10 +149,15 @@ impl Db {
         let bound = op_timeout(self);
         match tokio::time::timeout(bound, op).await {
             Ok(result) => result,
-            Err(_) => Err(StoreError::Unavailable(sqlx::Error::Io(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("database operation timed out after {} ms", bound.as_millis()),
-            )))),
+            Err(_) => Err(StoreError::Unavailable(sqlx::Error::Io(
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "database operation timed out after {} ms",
+                        bound.as_millis()
+                    ),
+                ),
+            ))),
         }
     }
 }

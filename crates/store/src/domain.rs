@@ -47,7 +47,10 @@ impl ChatText {
             return Err(InvalidInput::Empty);
         }
         if text.len() > Self::MAX_BYTES {
-            return Err(InvalidInput::TooLong { len: text.len(), max: Self::MAX_BYTES });
+            return Err(InvalidInput::TooLong {
+                len: text.len(),
+                max: Self::MAX_BYTES,
+            });
         }
         Ok(ChatText(text))
     }
@@ -170,7 +173,10 @@ mod tests {
         assert!(ChatText::parse("a".repeat(ChatText::MAX_BYTES)).is_ok());
         assert_eq!(
             ChatText::parse("a".repeat(ChatText::MAX_BYTES + 1)),
-            Err(InvalidInput::TooLong { len: 4097, max: 4096 })
+            Err(InvalidInput::TooLong {
+                len: 4097,
+                max: 4096
+            })
         );
     }
 
@@ -179,13 +185,19 @@ mod tests {
         // 'é' is 2 bytes: 2049 of them are 4098 bytes.
         assert_eq!(
             ChatText::parse("é".repeat(2049)),
-            Err(InvalidInput::TooLong { len: 4098, max: 4096 })
+            Err(InvalidInput::TooLong {
+                len: 4098,
+                max: 4096
+            })
         );
     }
 
     #[test]
     fn chat_text_keeps_inner_whitespace() {
-        assert_eq!(ChatText::parse("  code\n  block ").unwrap().as_str(), "  code\n  block ");
+        assert_eq!(
+            ChatText::parse("  code\n  block ").unwrap().as_str(),
+            "  code\n  block "
+        );
     }
 
     #[test]
@@ -200,7 +212,10 @@ mod tests {
     fn client_msg_id_is_one_to_sixty_four_characters() {
         assert!(ClientMsgId::parse("").is_err());
         assert!(ClientMsgId::parse("x".repeat(64)).is_ok());
-        assert_eq!(ClientMsgId::parse("ü".repeat(65)), Err(InvalidInput::BadClientMsgId { len: 65 }));
+        assert_eq!(
+            ClientMsgId::parse("ü".repeat(65)),
+            Err(InvalidInput::BadClientMsgId { len: 65 })
+        );
         assert!(ClientMsgId::parse("ü".repeat(64)).is_ok());
     }
 }

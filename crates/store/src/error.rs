@@ -69,8 +69,12 @@ fn is_transient(err: &sqlx::Error) -> bool {
     match err {
         E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed => true,
         E::Database(db) => {
-            if db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some() {
-                db.code().is_some_and(|c| c.starts_with("08") || PG_TRANSIENT_STATES.contains(&&*c))
+            if db
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some()
+            {
+                db.code()
+                    .is_some_and(|c| c.starts_with("08") || PG_TRANSIENT_STATES.contains(&&*c))
             } else if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
                 db.code()
                     .and_then(|c| c.parse::<i64>().ok())

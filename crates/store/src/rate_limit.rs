@@ -19,7 +19,11 @@ pub struct RateLimit {
 
 impl RateLimit {
     /// Chat default: 10 messages per 10 s, bursts of up to 10.
-    pub const CHAT: RateLimit = RateLimit { messages: 10, per: Duration::from_secs(10), burst: 10 };
+    pub const CHAT: RateLimit = RateLimit {
+        messages: 10,
+        per: Duration::from_secs(10),
+        burst: 10,
+    };
 
     /// Time to earn one token.
     fn interval(&self) -> Duration {
@@ -49,7 +53,11 @@ impl RateLimiter {
     /// A full bucket with the given shape, as of `now`.
     pub fn new(limit: RateLimit, now: Instant) -> RateLimiter {
         let burst = limit.burst.max(1);
-        RateLimiter { limit: RateLimit { burst, ..limit }, tokens: burst, last_refill: now }
+        RateLimiter {
+            limit: RateLimit { burst, ..limit },
+            tokens: burst,
+            last_refill: now,
+        }
     }
 
     /// Spends a token for one message sent at `now`, or says how long to wait.
@@ -61,7 +69,9 @@ impl RateLimiter {
             Ok(())
         } else {
             let next = self.last_refill + self.limit.interval();
-            Err(RateLimited { retry_after: next.saturating_duration_since(now) })
+            Err(RateLimited {
+                retry_after: next.saturating_duration_since(now),
+            })
         }
     }
 
@@ -122,7 +132,10 @@ mod tests {
         let t = t0 + Duration::from_millis(1500);
         rl.try_acquire(t).unwrap();
         // The half interval already waited counts toward the next token.
-        assert_eq!(rl.try_acquire(t).unwrap_err().retry_after, Duration::from_millis(500));
+        assert_eq!(
+            rl.try_acquire(t).unwrap_err().retry_after,
+            Duration::from_millis(500)
+        );
         rl.try_acquire(t0 + 2 * SEC).unwrap();
     }
 
@@ -148,7 +161,14 @@ mod tests {
     #[test]
     fn time_going_backwards_earns_nothing() {
         let t0 = Instant::now() + Duration::from_secs(10);
-        let mut rl = RateLimiter::new(RateLimit { messages: 1, per: SEC, burst: 1 }, t0);
+        let mut rl = RateLimiter::new(
+            RateLimit {
+                messages: 1,
+                per: SEC,
+                burst: 1,
+            },
+            t0,
+        );
         rl.try_acquire(t0).unwrap();
         assert!(rl.try_acquire(t0 - Duration::from_secs(5)).is_err());
     }

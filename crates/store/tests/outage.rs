@@ -64,7 +64,12 @@ impl Drop for Proxy {
     }
 }
 
-async fn run_proxy(first: TcpListener, port: u16, upstream: SocketAddr, mut mode: watch::Receiver<Mode>) {
+async fn run_proxy(
+    first: TcpListener,
+    port: u16,
+    upstream: SocketAddr,
+    mut mode: watch::Receiver<Mode>,
+) {
     let mut listener = Some(first);
     loop {
         // While down, the port is closed.
@@ -99,7 +104,9 @@ async fn run_proxy(first: TcpListener, port: u16, upstream: SocketAddr, mut mode
 
 /// Forwards one connection both ways until either side closes or the proxy goes down.
 async fn pipe(client: TcpStream, upstream: SocketAddr, mode: watch::Receiver<Mode>) {
-    let Ok(server) = TcpStream::connect(upstream).await else { return };
+    let Ok(server) = TcpStream::connect(upstream).await else {
+        return;
+    };
     let (cr, cw) = client.into_split();
     let (sr, sw) = server.into_split();
     tokio::select! {
@@ -156,14 +163,21 @@ async fn setup() -> Setup {
     };
     let db = common::connect_with(&with_host_port(&tdb.url, proxy.port), &small).await;
     let direct = tdb.connect().await;
-    Setup { tdb, proxy, db, direct }
+    Setup {
+        tdb,
+        proxy,
+        db,
+        direct,
+    }
 }
 
 impl Setup {
     async fn teardown(self) {
         drop(self.proxy);
         timeout(Duration::from_secs(10), self.db.close()).await.ok();
-        timeout(Duration::from_secs(10), self.direct.close()).await.ok();
+        timeout(Duration::from_secs(10), self.direct.close())
+            .await
+            .ok();
         self.tdb.teardown().await;
     }
 }
@@ -172,7 +186,12 @@ impl Setup {
 async fn insert_until_ok(db: &Db, cid: &str, within: Duration) -> InsertOutcome {
     let deadline = Instant::now() + within;
     loop {
-        match timeout(REPORT_WITHIN, db.insert_message(msg("r1", "alice", cid, cid))).await {
+        match timeout(
+            REPORT_WITHIN,
+            db.insert_message(msg("r1", "alice", cid, cid)),
+        )
+        .await
+        {
             Ok(Ok((_, outcome))) => return outcome,
             Ok(Err(e)) if e.is_retryable() && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -186,9 +205,12 @@ async fn insert_until_ok(db: &Db, cid: &str, within: Duration) -> InsertOutcome 
 /// Inserts `cid` and expects an `Unavailable` error within [`REPORT_WITHIN`].
 async fn expect_unavailable(db: &Db, cid: &str) {
     let started = Instant::now();
-    let result = timeout(REPORT_WITHIN, db.insert_message(msg("r1", "alice", cid, cid)))
-        .await
-        .unwrap_or_else(|_| panic!("{cid}: no answer within {REPORT_WITHIN:?} during the outage"));
+    let result = timeout(
+        REPORT_WITHIN,
+        db.insert_message(msg("r1", "alice", cid, cid)),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{cid}: no answer within {REPORT_WITHIN:?} during the outage"));
     match result {
         Err(StoreError::Unavailable(e)) => {
             eprintln!("{cid}: Unavailable after {:?}: {e}", started.elapsed());
@@ -198,10 +220,14 @@ async fn expect_unavailable(db: &Db, cid: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_database_reports_unavailable_quickly_and_recovers_without_losing_acked_messages() {
+async fn a_refused_database_reports_unavailable_quickly_and_recovers_without_losing_acked_messages()
+{
     let s = setup().await;
     let run = async {
-        assert_eq!(insert_until_ok(&s.db, "before", Duration::ZERO).await, InsertOutcome::Inserted);
+        assert_eq!(
+            insert_until_ok(&s.db, "before", Duration::ZERO).await,
+            InsertOutcome::Inserted
+        );
 
         // A writer that keeps sending through the outage, recording what was acknowledged.
         let writer_db = s.db.clone();
@@ -213,7 +239,10 @@ async fn a_refused_database_reports_unavailable_quickly_and_recovers_without_los
                     break;
                 }
                 let cid = format!("w{i}");
-                match writer_db.insert_message(msg("r1", "alice", &cid, &cid)).await {
+                match writer_db
+                    .insert_message(msg("r1", "alice", &cid, &cid))
+                    .await
+                {
                     Ok(_) => acked.push(cid),
                     Err(e) if e.is_retryable() => failed.push(cid),
                     Err(e) => panic!("{cid}: not an outage error: {e}"),
@@ -232,15 +261,29 @@ async fn a_refused_database_reports_unavailable_quickly_and_recovers_without_los
         // The pool reconnects on the next acquire; give it one acquire timeout of slack.
         let restored = Instant::now();
         insert_until_ok(&s.db, "after", Duration::from_secs(5)).await;
-        eprintln!("first insert after restore succeeded after {:?}", restored.elapsed());
+        eprintln!(
+            "first insert after restore succeeded after {:?}",
+            restored.elapsed()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
         stop_tx.send_replace(true);
-        let (acked, failed) = timeout(Duration::from_secs(20), writer).await.unwrap().unwrap();
+        let (acked, failed) = timeout(Duration::from_secs(20), writer)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(!failed.is_empty(), "the writer should have seen the outage");
-        eprintln!("writer: {} acknowledged, {} refused", acked.len(), failed.len());
+        eprintln!(
+            "writer: {} acknowledged, {} refused",
+            acked.len(),
+            failed.len()
+        );
 
         // The failed sends, resent under their ids, are stored now, each once.
-        for cid in ["during-1", "during-2"].iter().map(|c| c.to_string()).chain(failed.clone()) {
+        for cid in ["during-1", "during-2"]
+            .iter()
+            .map(|c| c.to_string())
+            .chain(failed.clone())
+        {
             insert_until_ok(&s.db, &cid, Duration::from_secs(5)).await;
         }
 
@@ -248,8 +291,16 @@ async fn a_refused_database_reports_unavailable_quickly_and_recovers_without_los
         let stored: Vec<&str> = history.iter().map(|m| m.client_msg_id.as_str()).collect();
         let unique: HashSet<&str> = stored.iter().copied().collect();
         assert_eq!(unique.len(), stored.len(), "a message was stored twice");
-        for cid in acked.iter().chain(&failed).map(String::as_str).chain(["before", "after"]) {
-            assert!(unique.contains(cid), "{cid} was acknowledged but is missing");
+        for cid in acked
+            .iter()
+            .chain(&failed)
+            .map(String::as_str)
+            .chain(["before", "after"])
+        {
+            assert!(
+                unique.contains(cid),
+                "{cid} was acknowledged but is missing"
+            );
         }
         assert_eq!(stored.len(), acked.len() + failed.len() + 4);
     };

@@ -53,7 +53,9 @@ pub fn with_database(url: &str, database: &str) -> String {
 /// `url` pointing at `127.0.0.1:port` instead of its host and port (user, path and query kept).
 pub fn with_host_port(url: &str, port: u16) -> String {
     let start = url.find("://").map_or(0, |i| i + 3);
-    let end = url[start..].find(['/', '?']).map_or(url.len(), |i| start + i);
+    let end = url[start..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| start + i);
     let authority = &url[start..end];
     let userinfo = authority.rfind('@').map_or("", |at| &authority[..=at]);
     format!("{}{userinfo}127.0.0.1:{port}{}", &url[..start], &url[end..])
@@ -80,13 +82,21 @@ impl TestDb {
                 let dir = std::env::temp_dir().join(format!("confab-store-{}", Uuid::new_v4()));
                 // `Db::connect` creates the directory and the file.
                 let url = format!("sqlite://{}", dir.join("chat.db").display());
-                TestDb { backend, url, cleanup: Cleanup::SqliteDir(dir) }
+                TestDb {
+                    backend,
+                    url,
+                    cleanup: Cleanup::SqliteDir(dir),
+                }
             }
             Backend::Postgres => {
                 let name = format!("confab_test_{}", Uuid::new_v4().simple());
                 admin(&format!("CREATE DATABASE {name}")).await;
                 let url = with_database(&pg_base_url(), &name);
-                TestDb { backend, url, cleanup: Cleanup::PgDatabase(name) }
+                TestDb {
+                    backend,
+                    url,
+                    cleanup: Cleanup::PgDatabase(name),
+                }
             }
         }
     }
@@ -111,7 +121,11 @@ impl TestDb {
 
 /// Small pool, short timeouts: a broken database fails a test fast instead of hanging it.
 pub fn test_options() -> DbOptions {
-    DbOptions { max_connections: 5, acquire_timeout_ms: 5_000, ..DbOptions::default() }
+    DbOptions {
+        max_connections: 5,
+        acquire_timeout_ms: 5_000,
+        ..DbOptions::default()
+    }
 }
 
 pub async fn connect_with(url: &str, opts: &DbOptions) -> Db {
@@ -126,7 +140,9 @@ async fn admin(sql: &str) {
     let url = pg_base_url();
     let run = async {
         let mut conn = PgConnection::connect(&url).await?;
-        sqlx::query(AssertSqlSafe(sql.to_owned())).execute(&mut conn).await?;
+        sqlx::query(AssertSqlSafe(sql.to_owned()))
+            .execute(&mut conn)
+            .await?;
         conn.close().await
     };
     tokio::time::timeout(SETUP_TIMEOUT, run)
