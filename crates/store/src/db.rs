@@ -80,7 +80,9 @@ impl Db {
     ///
     /// - `postgres://…` or `postgresql://…`: PostgreSQL (TLS via rustls if the URL asks for it).
     /// - `sqlite://path`, `sqlite:path` or a bare file path: a SQLite file, created (with its
-    ///   parent directory) if missing, WAL journal, foreign keys on, busy timeout from `opts`.
+    ///   parent directory) if missing, WAL journal, `synchronous=FULL`, foreign keys on, busy
+    ///   timeout from `opts`. `sqlite::memory:` gives a private in-memory database on a single
+    ///   connection (lost on close; for tests).
     ///
     /// # Errors
     /// [`StoreError::Config`] for a malformed URL, [`StoreError::Unavailable`] if the database
@@ -99,23 +101,36 @@ impl Db {
                 .map_err(StoreError::from_sqlx)?;
             Db::Postgres(pool)
         } else {
+            // synchronous=FULL (not NORMAL): in WAL mode NORMAL may lose the last commits on
+            // power loss, and a message is acknowledged as stored once committed.
             let connect = sqlite_options(url)?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
+                .synchronous(SqliteSynchronous::Full)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_millis(opts.sqlite_busy_timeout_ms));
+            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
             if let Some(dir) = connect
                 .get_filename()
                 .parent()
-                .filter(|d| !d.as_os_str().is_empty())
+                .filter(|d| !in_memory && !d.as_os_str().is_empty())
             {
                 std::fs::create_dir_all(dir).map_err(|e| {
                     StoreError::Config(format!("cannot create directory {}: {e}", dir.display()))
                 })?;
             }
-            let pool = SqlitePoolOptions::new()
-                .max_connections(opts.max_connections)
+            let pool = if in_memory {
+                // Each connection would get its own empty in-memory database: keep exactly one,
+                // forever (for tests and throwaway runs).
+                SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+            } else {
+                SqlitePoolOptions::new().max_connections(opts.max_connections)
+            };
+            let pool = pool
                 .acquire_timeout(acquire_timeout)
                 .connect_with(connect)
                 .await

@@ -369,3 +369,15 @@ async fn an_unknown_url_scheme_is_a_configuration_error() {
     assert!(matches!(err, StoreError::Config(_)), "{err:?}");
     assert!(!err.is_retryable());
 }
+
+#[tokio::test]
+async fn an_in_memory_sqlite_database_keeps_its_data_for_the_life_of_the_pool() {
+    let db = common::connect_with("sqlite::memory:", &DbOptions::default()).await;
+    for i in 0..3 {
+        db.insert_message(msg("r1", "alice", &format!("c{i}"), "kept"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(db.history("r1", None, 10).await.unwrap().len(), 3);
+    db.close().await;
+}
