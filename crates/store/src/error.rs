@@ -27,6 +27,15 @@ pub enum StoreError {
     /// message was not stored; the client should send it under a fresh id.
     #[error("client message id already used by another user in this room")]
     ClientMsgIdTaken,
+    /// A call cannot move from its current status to the requested one (see
+    /// [`CallStatus`](crate::CallStatus)); typically a race the other side already won.
+    #[error("call cannot go from {from} to {to}")]
+    InvalidTransition {
+        /// The call's status when the change was attempted.
+        from: crate::CallStatus,
+        /// The status asked for.
+        to: crate::CallStatus,
+    },
     /// The database URL or options could not be parsed or applied (start-up configuration error).
     #[error("invalid database configuration: {0}")]
     Config(String),
