@@ -1,1 +1,31 @@
-//! confab
+//! # confab
+//!
+//! A WebRTC SFU: browsers join rooms over WebSocket signaling and exchange audio and video
+//! through the server, which terminates every peer connection and forwards RTP.
+//!
+//! ## Long-lived tasks and what each owns
+//! - **HTTP server** (actix-web, 2 worker threads): serves `static/`, `/healthz`, REST
+//!   (`/api/guest-token`) and upgrades `/ws`. Owns nothing mutable; handlers hold an
+//!   [`http::AppState`] of cheap handles.
+//! - **Signaling session** (one actix task per WebSocket, [`signaling::session`]): owns its
+//!   socket, its rate limiter and, once joined, its participant's event queue. Parses client
+//!   messages ([`signaling::protocol`]), calls the media plane, writes events back.
+//! - **Media worker** (`confab_sfu`, its own thread and single-threaded runtime): owns the UDP
+//!   media sockets, all rooms, all peer connections and the address → transport routing table.
+//!   Reached only through `SfuHandle` commands (bounded queue, oneshot replies); it sends each
+//!   participant's events on that participant's bounded queue and room lifecycle on a broadcast.
+//!
+//! ## Layers
+//! `http → signaling → confab_sfu`. The media plane is a separate crate that depends on no HTTP,
+//! JSON or database crate, so the direction is enforced by the compiler.
+//!
+//! Errors map to HTTP statuses in [`http::ApiError`] and to protocol error codes in
+//! [`signaling::error_code`], each in one place.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod http;
+pub mod signaling;
+
+pub use app::Application;

@@ -1,0 +1,385 @@
+//! The media plane's public interface: the commands the signaling layer sends, the events it
+//! receives, and the cheap `Clone` handle that carries them.
+
+use crate::ids::{MediaKind, ParticipantId, RoomId, TrackId, TrackSource, TransportRole};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// Capacity of the command queue into the media worker. When full, `SfuHandle` calls wait
+/// (back-pressure on the signaling sockets), they never drop a command.
+pub const COMMAND_QUEUE: usize = 1024;
+
+/// Capacity of one participant's event queue towards its signaling session. When full (the
+/// session stopped reading), the participant is removed from its room with
+/// [`CloseReason::SignalingBacklog`]: no event is silently lost for a participant that stays.
+pub const EVENT_QUEUE: usize = 256;
+
+/// Settings of the media plane.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    /// UDP port of every media socket (0: chosen by the OS, once per interface).
+    pub udp_port: u16,
+    /// One UDP socket per entry: `bind` is the local address, `announce` the address put in the
+    /// ICE host candidate (differs behind a 1:1 NAT, e.g. a cloud VM's public IP).
+    pub interfaces: Vec<MediaInterface>,
+    /// Most participants a room admits (default 16).
+    pub max_participants: usize,
+}
+
+/// One media socket: where it binds and what it announces.
+#[derive(Debug, Clone, Copy)]
+pub struct MediaInterface {
+    /// Local address to bind (may be unspecified, `0.0.0.0`).
+    pub bind: IpAddr,
+    /// Address announced in the host candidate for this socket.
+    pub announce: IpAddr,
+}
+
+/// A track as the others see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackInfo {
+    /// `<participant>-<mid>`.
+    pub id: TrackId,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// Microphone, camera or screen.
+    pub source: TrackSource,
+    /// Whether the publisher said it is muted.
+    pub muted: bool,
+}
+
+/// A participant as the others see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParticipantInfo {
+    /// Server-assigned id.
+    pub id: ParticipantId,
+    /// Display name.
+    pub name: String,
+    /// Published tracks.
+    pub tracks: Vec<TrackInfo>,
+}
+
+/// The answer to a successful join.
+#[derive(Debug, Clone)]
+pub struct JoinInfo {
+    /// Your id.
+    pub participant: ParticipantId,
+    /// Everybody else in the room, in join order.
+    pub others: Vec<ParticipantInfo>,
+    /// The room's capacity.
+    pub max_participants: usize,
+}
+
+/// What one sending m-line of a `publish_offer` carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishTrack {
+    /// The m-line's `a=mid`.
+    pub mid: String,
+    /// What it captures (the kind follows from it).
+    pub source: TrackSource,
+}
+
+/// One m-line of a subscribe offer and the remote track it carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubscribedTrack {
+    /// The subscriber transport's `a=mid`.
+    pub mid: String,
+    /// The remote track.
+    pub track: TrackId,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// Microphone, camera or screen.
+    pub source: TrackSource,
+}
+
+/// Why the media plane removed a participant on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The publisher transport failed (ICE or DTLS) or closed.
+    TransportFailed,
+    /// The participant's event queue overflowed ([`EVENT_QUEUE`]).
+    SignalingBacklog,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+/// An event for one participant's signaling session.
+#[derive(Debug, Clone)]
+pub enum SfuEvent {
+    /// Someone joined the room.
+    ParticipantJoined(ParticipantInfo),
+    /// Someone left; their tracks are gone.
+    ParticipantLeft(ParticipantId),
+    /// Someone published a track; a subscribe offer carrying it follows.
+    TrackPublished(TrackInfo),
+    /// A track ended.
+    TrackUnpublished(TrackId),
+    /// A track's mute state changed.
+    TrackMuted {
+        /// The track.
+        track: TrackId,
+        /// Its source.
+        source: TrackSource,
+        /// New state.
+        muted: bool,
+    },
+    /// A new offer for the subscriber transport; answer with [`SfuHandle::subscribe_answer`].
+    SubscribeOffer {
+        /// The SDP offer.
+        sdp: String,
+        /// What each sending m-line carries.
+        tracks: Vec<SubscribedTrack>,
+    },
+    /// A text message arrived on one of the participant's DataChannels.
+    DataMessage {
+        /// The DataChannel's label (e.g. `chat`).
+        label: String,
+        /// The message.
+        text: String,
+    },
+    /// The media plane removed the participant; the session should close.
+    Closed(CloseReason),
+}
+
+/// Room lifecycle, for the subsystems that hook into it (chat history, paid sessions).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RoomEvent {
+    /// A participant joined `room` (the room was created if it was empty).
+    ParticipantJoined {
+        /// The room.
+        room: RoomId,
+        /// Who.
+        participant: ParticipantId,
+        /// Display name.
+        name: String,
+    },
+    /// A participant left `room`.
+    ParticipantLeft {
+        /// The room.
+        room: RoomId,
+        /// Who.
+        participant: ParticipantId,
+    },
+    /// The last participant left: the room is closed.
+    RoomClosed(RoomId),
+}
+
+/// Why a command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SfuError {
+    /// The room already has `max` participants.
+    #[error("the room is full ({max} participants)")]
+    RoomFull {
+        /// The room's capacity.
+        max: usize,
+    },
+    /// The participant is not (or no longer) in a room.
+    #[error("not in a room")]
+    UnknownParticipant,
+    /// The SDP does not parse or cannot be applied.
+    #[error("invalid SDP: {0}")]
+    InvalidSdp(String),
+    /// The ICE candidate does not parse.
+    #[error("invalid ICE candidate: {0}")]
+    InvalidCandidate(String),
+    /// Offer/answer out of order, or the transport refused the description.
+    #[error("negotiation failed: {0}")]
+    NegotiationFailed(String),
+    /// The media worker stopped.
+    #[error("the media worker stopped")]
+    Stopped,
+}
+
+/// Counters of the media plane, updated by the worker with relaxed atomics (no lock on the
+/// packet path) and read by `/metrics` and the benchmark.
+#[derive(Debug, Default)]
+pub struct SfuMetrics {
+    /// UDP datagrams received.
+    pub datagrams_in: AtomicU64,
+    /// UDP datagrams sent.
+    pub datagrams_out: AtomicU64,
+    /// RTP packets received from publishers.
+    pub rtp_in: AtomicU64,
+    /// RTP packets handed to subscriber transports.
+    pub rtp_forwarded: AtomicU64,
+    /// RTP payload+header bytes handed to subscriber transports.
+    pub bytes_forwarded: AtomicU64,
+    /// Video packets dropped because the subscriber waits for a keyframe.
+    pub drops_keyframe_wait: AtomicU64,
+    /// Packets dropped because the subscriber leg has no such payload type.
+    pub drops_unmapped_pt: AtomicU64,
+    /// Datagrams dropped because the socket's send buffer was full.
+    pub drops_socket_full: AtomicU64,
+    /// Datagrams from an unknown address that were not a STUN request we issued.
+    pub drops_unroutable: AtomicU64,
+    /// Forwarding writes the subscriber transport refused.
+    pub drops_write_error: AtomicU64,
+    /// Keyframe requests (PLI) sent to publishers.
+    pub plis_sent: AtomicU64,
+    /// Keyframe requests (PLI/FIR) received from subscribers.
+    pub keyframe_requests_in: AtomicU64,
+    /// Rooms open now.
+    pub rooms: AtomicU64,
+    /// Participants connected now.
+    pub participants: AtomicU64,
+    /// Sum of per-datagram processing time, ns (receive to last resulting send).
+    pub processing_ns: AtomicU64,
+    /// Datagrams whose processing time is in `processing_ns`.
+    pub processing_samples: AtomicU64,
+}
+
+impl SfuMetrics {
+    pub(crate) fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+pub(crate) enum Command {
+    Join {
+        room: RoomId,
+        name: String,
+        events: mpsc::Sender<SfuEvent>,
+        reply: oneshot::Sender<Result<JoinInfo, SfuError>>,
+    },
+    PublishOffer {
+        participant: ParticipantId,
+        sdp: String,
+        tracks: Vec<PublishTrack>,
+        reply: oneshot::Sender<Result<String, SfuError>>,
+    },
+    SubscribeAnswer {
+        participant: ParticipantId,
+        sdp: String,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    Candidate {
+        participant: ParticipantId,
+        role: TransportRole,
+        candidate: String,
+        sdp_mid: Option<String>,
+        sdp_mline_index: Option<u16>,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    Mute {
+        participant: ParticipantId,
+        source: TrackSource,
+        muted: bool,
+    },
+    SendData {
+        participant: ParticipantId,
+        label: String,
+        text: String,
+    },
+    Leave {
+        participant: ParticipantId,
+    },
+    Shutdown,
+}
+
+/// A cheap, cloneable handle to the media worker. Every call is a command over a bounded queue
+/// ([`COMMAND_QUEUE`]); request/response calls wait for the worker's reply.
+#[derive(Clone)]
+pub struct SfuHandle {
+    pub(crate) tx: mpsc::Sender<Command>,
+    pub(crate) metrics: Arc<SfuMetrics>,
+    pub(crate) udp_addrs: Arc<Vec<std::net::SocketAddr>>,
+}
+
+impl SfuHandle {
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, SfuError>>) -> Command,
+    ) -> Result<T, SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).await.map_err(|_| SfuError::Stopped)?;
+        rx.await.map_err(|_| SfuError::Stopped)?
+    }
+
+    /// Joins `room` as `name`; `events` receives this participant's [`SfuEvent`]s (create it
+    /// with capacity [`EVENT_QUEUE`]). Errors: [`SfuError::RoomFull`], [`SfuError::Stopped`].
+    pub async fn join(
+        &self,
+        room: RoomId,
+        name: String,
+        events: mpsc::Sender<SfuEvent>,
+    ) -> Result<JoinInfo, SfuError> {
+        self.call(|reply| Command::Join { room, name, events, reply }).await
+    }
+
+    /// Applies the client's offer on its publisher transport and returns the SDP answer.
+    /// Errors: [`SfuError::InvalidSdp`], [`SfuError::UnknownParticipant`].
+    pub async fn publish_offer(
+        &self,
+        participant: ParticipantId,
+        sdp: String,
+        tracks: Vec<PublishTrack>,
+    ) -> Result<String, SfuError> {
+        self.call(|reply| Command::PublishOffer { participant, sdp, tracks, reply }).await
+    }
+
+    /// Applies the client's answer to the last subscribe offer.
+    /// Errors: [`SfuError::NegotiationFailed`] (no offer pending), [`SfuError::InvalidSdp`].
+    pub async fn subscribe_answer(&self, participant: ParticipantId, sdp: String) -> Result<(), SfuError> {
+        self.call(|reply| Command::SubscribeAnswer { participant, sdp, reply }).await
+    }
+
+    /// Adds a trickled remote ICE candidate (RFC 8838). An empty `candidate` is end-of-candidates.
+    /// Errors: [`SfuError::InvalidCandidate`].
+    pub async fn candidate(
+        &self,
+        participant: ParticipantId,
+        role: TransportRole,
+        candidate: String,
+        sdp_mid: Option<String>,
+        sdp_mline_index: Option<u16>,
+    ) -> Result<(), SfuError> {
+        self.call(|reply| Command::Candidate {
+            participant,
+            role,
+            candidate,
+            sdp_mid,
+            sdp_mline_index,
+            reply,
+        })
+        .await
+    }
+
+    /// Records the mute state of one of the participant's sources and tells the others.
+    pub async fn mute(&self, participant: ParticipantId, source: TrackSource, muted: bool) {
+        let _ = self.tx.send(Command::Mute { participant, source, muted }).await;
+    }
+
+    /// Sends a text message on the participant's DataChannel `label` (if open).
+    pub async fn send_data(&self, participant: ParticipantId, label: String, text: String) {
+        let _ = self.tx.send(Command::SendData { participant, label, text }).await;
+    }
+
+    /// Removes the participant from its room (idempotent).
+    pub async fn leave(&self, participant: ParticipantId) {
+        let _ = self.tx.send(Command::Leave { participant }).await;
+    }
+
+    /// Closes every room (participants get [`CloseReason::Shutdown`]) and stops the worker.
+    pub async fn shutdown(&self) {
+        let _ = self.tx.send(Command::Shutdown).await;
+    }
+
+    /// The worker's counters.
+    pub fn metrics(&self) -> &Arc<SfuMetrics> {
+        &self.metrics
+    }
+
+    /// The announced address of each media socket (`announce ip : bound port`).
+    pub fn udp_addrs(&self) -> &[std::net::SocketAddr] {
+        &self.udp_addrs
+    }
+}

@@ -1,0 +1,718 @@
+//! A room: its participants, their two transports, the tracks they publish and the forwarding
+//! of every published track to every other participant.
+//!
+//! Owned by the media worker (one task); nothing here is shared or locked. Participants are a
+//! `Vec` in join order (rooms hold at most a few dozen): forwarding walks it by index so the
+//! publisher and each subscriber can be borrowed mutably in turn.
+
+use crate::api::{
+    CloseReason, ParticipantInfo, PublishTrack, SfuError, SfuEvent, SfuMetrics, SubscribedTrack,
+    TrackInfo,
+};
+use crate::codec::CodecFamily;
+use crate::ids::{MediaKind, ParticipantId, RoomId, TrackId, TrackSource, TransportRole};
+use crate::negotiation::NegotiationState;
+use crate::peer::{build_peer_connection, MID_URI};
+use crate::rewrite::{RtpRewriter, Verdict};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RTCRtpHeaderExtensionParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{
+    RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
+};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+/// Least time between two keyframe requests sent to a publisher for one track; subscribers'
+/// PLI/FIR and the forwarder's own requests within it are absorbed (a burst of new subscribers
+/// costs the publisher one keyframe, not one each).
+pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+
+/// One of a participant's two peer connections.
+pub(crate) struct Transport {
+    pub pc: RTCPeerConnection,
+    /// Cached `pc.poll_timeout()`, refreshed after every interaction.
+    pub deadline: Option<Instant>,
+    pub state: RTCPeerConnectionState,
+    /// Has output waiting in `pc.poll_write()`.
+    pub dirty: bool,
+}
+
+impl Transport {
+    fn new(participant: ParticipantId, role: TransportRole, local: &[SocketAddr], now: Instant) -> Result<Self, SfuError> {
+        let mut pc = build_peer_connection(participant, role, now)
+            .map_err(|e| SfuError::NegotiationFailed(e.to_string()))?;
+        for addr in local {
+            let candidate = CandidateHostConfig {
+                base_config: CandidateConfig {
+                    network: "udp".to_owned(),
+                    address: addr.ip().to_string(),
+                    port: addr.port(),
+                    component: 1,
+                    ..Default::default()
+                },
+                ..Default::default()
+            }
+            .new_candidate_host()
+            .and_then(|c| RTCIceCandidate::from(&c).to_json())
+            .map_err(|e| SfuError::NegotiationFailed(e.to_string()))?;
+            pc.add_local_candidate(candidate)
+                .map_err(|e| SfuError::NegotiationFailed(e.to_string()))?;
+        }
+        Ok(Self { pc, deadline: Some(now), state: RTCPeerConnectionState::New, dirty: true })
+    }
+}
+
+/// A track a participant publishes.
+pub(crate) struct Published {
+    pub mid: String,
+    pub source: TrackSource,
+    pub muted: bool,
+    pub receiver: Option<RTCRtpReceiverId>,
+    /// SSRCs seen for it (from `a=ssrc` and from the first packets).
+    pub ssrcs: Vec<u32>,
+    /// Negotiated codecs of the publisher leg (payload type → codec).
+    pub codecs: Vec<RTCRtpCodecParameters>,
+    /// Negotiated header extensions of the publisher leg.
+    pub extensions: Vec<RTCRtpHeaderExtensionParameters>,
+    pub last_keyframe_request: Option<Instant>,
+}
+
+/// The forwarding of one remote track to this participant.
+pub(crate) struct DownTrack {
+    pub track: TrackId,
+    pub source: TrackSource,
+    pub sender: RTCRtpSenderId,
+    /// The subscriber transport's mid, once negotiated.
+    pub mid: Option<String>,
+    pub rewriter: RtpRewriter,
+    /// The subscriber has answered an offer carrying this track.
+    pub negotiated: bool,
+}
+
+pub(crate) struct Participant {
+    pub id: ParticipantId,
+    pub name: String,
+    pub events: mpsc::Sender<SfuEvent>,
+    pub publisher: Transport,
+    pub subscriber: Option<Transport>,
+    pub published: Vec<Published>,
+    pub downtracks: Vec<DownTrack>,
+    pub negotiation: NegotiationState,
+    /// Set when the participant must be removed after the current operation.
+    pub closing: Option<CloseReason>,
+    /// DataChannels of the publisher transport: id → label.
+    pub channels: Vec<(usize, String)>,
+}
+
+impl Participant {
+    pub fn info(&self) -> ParticipantInfo {
+        ParticipantInfo {
+            id: self.id,
+            name: self.name.clone(),
+            tracks: self.published.iter().map(|p| self.track_info(p)).collect(),
+        }
+    }
+
+    fn track_info(&self, p: &Published) -> TrackInfo {
+        TrackInfo {
+            id: TrackId { participant: self.id, mid: p.mid.clone() },
+            kind: p.source.kind(),
+            source: p.source,
+            muted: p.muted,
+        }
+    }
+
+    /// Queues an event for the signaling session; a full queue closes the participant.
+    pub fn send(&mut self, ev: SfuEvent) {
+        if let Err(e) = self.events.try_send(ev) {
+            match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    warn!(participant = %self.id, "event queue full: removing participant");
+                    self.closing.get_or_insert(CloseReason::SignalingBacklog);
+                }
+                mpsc::error::TrySendError::Closed(_) => {
+                    self.closing.get_or_insert(CloseReason::SignalingBacklog);
+                }
+            }
+        }
+    }
+
+    pub fn transport_mut(&mut self, role: TransportRole) -> Option<&mut Transport> {
+        match role {
+            TransportRole::Publisher => Some(&mut self.publisher),
+            TransportRole::Subscriber => self.subscriber.as_mut(),
+        }
+    }
+
+    /// Writes a PLI (RFC 4585 section 6.3.1) for the published track `mid` on the publisher
+    /// transport, unless one went out within [`KEYFRAME_REQUEST_INTERVAL`]. Returns whether one
+    /// was sent.
+    pub fn request_keyframe(&mut self, mid: &str, now: Instant) -> bool {
+        match self.published.iter().position(|p| p.mid == mid) {
+            Some(i) => self.request_keyframe_at(i, now),
+            None => false,
+        }
+    }
+
+    /// [`Self::request_keyframe`] for the track carrying `ssrc`.
+    pub fn request_keyframe_for_ssrc(&mut self, ssrc: u32, now: Instant) -> bool {
+        match self.published.iter().position(|p| p.ssrcs.contains(&ssrc)) {
+            Some(i) => self.request_keyframe_at(i, now),
+            None => false,
+        }
+    }
+
+    fn request_keyframe_at(&mut self, i: usize, now: Instant) -> bool {
+        let p = &mut self.published[i];
+        if p.source.kind() != MediaKind::Video {
+            return false;
+        }
+        if p.last_keyframe_request.is_some_and(|t| now.duration_since(t) < KEYFRAME_REQUEST_INTERVAL) {
+            return false;
+        }
+        let (Some(receiver), Some(&ssrc)) = (p.receiver, p.ssrcs.first()) else { return false };
+        p.last_keyframe_request = Some(now);
+        let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc };
+        if let Some(mut r) = self.publisher.pc.rtp_receiver(receiver) {
+            if let Err(e) = r.write_rtcp(now, vec![Box::new(pli)]) {
+                debug!(participant = %self.id, "PLI write failed: {e}");
+                return false;
+            }
+            self.publisher.dirty = true;
+            return true;
+        }
+        false
+    }
+}
+
+/// What forwarding one RTP packet asks of the caller afterwards.
+#[derive(Default)]
+pub(crate) struct ForwardOutcome {
+    /// Some subscriber waits for a keyframe of this track.
+    pub wants_keyframe: bool,
+}
+
+pub(crate) struct Room {
+    pub id: RoomId,
+    pub participants: Vec<Participant>,
+}
+
+impl Room {
+    pub fn new(id: RoomId) -> Self {
+        Self { id, participants: Vec::new() }
+    }
+
+    pub fn index_of(&self, id: ParticipantId) -> Option<usize> {
+        self.participants.iter().position(|p| p.id == id)
+    }
+
+    pub fn add_participant(
+        &mut self,
+        id: ParticipantId,
+        name: String,
+        events: mpsc::Sender<SfuEvent>,
+        local: &[SocketAddr],
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        let publisher = Transport::new(id, TransportRole::Publisher, local, now)?;
+        let info = ParticipantInfo { id, name: name.clone(), tracks: vec![] };
+        for other in &mut self.participants {
+            other.send(SfuEvent::ParticipantJoined(info.clone()));
+        }
+        self.participants.push(Participant {
+            id,
+            name,
+            events,
+            publisher,
+            subscriber: None,
+            published: Vec::new(),
+            downtracks: Vec::new(),
+            negotiation: NegotiationState::Stable,
+            closing: None,
+            channels: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// Removes a participant, closes its transports and tells the others.
+    pub fn remove_participant(&mut self, id: ParticipantId, local: &[SocketAddr], now: Instant) -> Option<Participant> {
+        let idx = self.index_of(id)?;
+        let mut gone = self.participants.remove(idx);
+        let _ = rtc::sansio::Protocol::close(&mut gone.publisher.pc);
+        if let Some(s) = gone.subscriber.as_mut() {
+            let _ = rtc::sansio::Protocol::close(&mut s.pc);
+        }
+        for other in &mut self.participants {
+            other.send(SfuEvent::ParticipantLeft(id));
+        }
+        self.reconcile(local, now);
+        Some(gone)
+    }
+
+    /// Applies a publisher-transport offer; returns the SDP answer.
+    pub fn publish_offer(
+        &mut self,
+        id: ParticipantId,
+        sdp: String,
+        tracks: Vec<PublishTrack>,
+        local: &[SocketAddr],
+        now: Instant,
+    ) -> Result<String, SfuError> {
+        let idx = self.index_of(id).ok_or(SfuError::UnknownParticipant)?;
+        validate_track_list(&tracks)?;
+        let p = &mut self.participants[idx];
+        let offer = RTCSessionDescription::offer(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+        p.publisher
+            .pc
+            .set_remote_description(now, offer)
+            .map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+        let answer = p.publisher.pc.create_answer(None).map_err(|e| SfuError::NegotiationFailed(e.to_string()))?;
+        p.publisher
+            .pc
+            .set_local_description(now, answer)
+            .map_err(|e| SfuError::NegotiationFailed(e.to_string()))?;
+        let sdp_answer = p
+            .publisher
+            .pc
+            .local_description()
+            .map(|d| d.sdp)
+            .ok_or_else(|| SfuError::NegotiationFailed("no local description".into()))?;
+        p.publisher.dirty = true;
+        p.publisher.deadline = Some(now);
+
+        // Which receiving m-lines carry which declared track.
+        let ssrcs_by_mid = ssrcs_from_remote(&p.publisher.pc);
+        let mut next: Vec<Published> = Vec::new();
+        let transceivers: Vec<_> = p.publisher.pc.get_transceivers().collect();
+        for t in &tracks {
+            let mut found = None;
+            for &tid in &transceivers {
+                let Some(tr) = p.publisher.pc.rtp_transceiver(tid) else { continue };
+                if tr.mid().as_deref() == Some(t.mid.as_str()) {
+                    found = tr.receiver();
+                }
+            }
+            let Some(receiver) = found else {
+                return Err(SfuError::InvalidSdp(format!("mid {} names no receiving m-line of the offer", t.mid)));
+            };
+            let (codecs, extensions, kind) = match p.publisher.pc.rtp_receiver(receiver) {
+                Some(mut r) => {
+                    let kind = r.track().kind();
+                    let params = r.get_parameters();
+                    (params.rtp_parameters.codecs.clone(), params.rtp_parameters.header_extensions.clone(), kind)
+                }
+                None => continue,
+            };
+            let expected = match t.source.kind() {
+                MediaKind::Audio => RtpCodecKind::Audio,
+                MediaKind::Video => RtpCodecKind::Video,
+            };
+            if kind != expected {
+                return Err(SfuError::InvalidSdp(format!("mid {} is {kind} but declared {:?}", t.mid, t.source)));
+            }
+            if codecs.is_empty() {
+                return Err(SfuError::InvalidSdp(format!("mid {}: no codec in common with the server", t.mid)));
+            }
+            let old = p.published.iter().position(|o| o.mid == t.mid && o.source == t.source);
+            let (muted, mut ssrcs, last) = match old {
+                Some(i) => (p.published[i].muted, p.published[i].ssrcs.clone(), p.published[i].last_keyframe_request),
+                None => (false, vec![], None),
+            };
+            for s in ssrcs_by_mid.iter().filter(|(m, _)| m == &t.mid).map(|(_, s)| *s) {
+                if !ssrcs.contains(&s) {
+                    ssrcs.push(s);
+                }
+            }
+            next.push(Published {
+                mid: t.mid.clone(),
+                source: t.source,
+                muted,
+                receiver: Some(receiver),
+                ssrcs,
+                codecs,
+                extensions,
+                last_keyframe_request: last,
+            });
+        }
+        let removed: Vec<TrackId> = p
+            .published
+            .iter()
+            .filter(|o| !next.iter().any(|n| n.mid == o.mid && n.source == o.source))
+            .map(|o| TrackId { participant: id, mid: o.mid.clone() })
+            .collect();
+        let added: Vec<TrackInfo> = next
+            .iter()
+            .filter(|n| !p.published.iter().any(|o| n.mid == o.mid && n.source == o.source))
+            .map(|n| p.track_info(n))
+            .collect();
+        p.published = next;
+        for (j, other) in self.participants.iter_mut().enumerate() {
+            if j == idx {
+                continue;
+            }
+            for t in &removed {
+                other.send(SfuEvent::TrackUnpublished(t.clone()));
+            }
+            for t in &added {
+                other.send(SfuEvent::TrackPublished(t.clone()));
+            }
+        }
+        self.reconcile(local, now);
+        self.refresh_mappings();
+        Ok(sdp_answer)
+    }
+
+    /// Applies the answer to the subscriber transport's pending offer.
+    pub fn subscribe_answer(&mut self, id: ParticipantId, sdp: String, local: &[SocketAddr], now: Instant) -> Result<(), SfuError> {
+        let idx = self.index_of(id).ok_or(SfuError::UnknownParticipant)?;
+        let p = &mut self.participants[idx];
+        let Some(sub) = p.subscriber.as_mut() else {
+            return Err(SfuError::NegotiationFailed("no subscribe offer is awaiting an answer".into()));
+        };
+        if p.negotiation == NegotiationState::Stable {
+            return Err(SfuError::NegotiationFailed("no subscribe offer is awaiting an answer".into()));
+        }
+        let answer = RTCSessionDescription::answer(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+        sub.pc
+            .set_remote_description(now, answer)
+            .map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+        sub.dirty = true;
+        sub.deadline = Some(now);
+        let again = p
+            .negotiation
+            .answer_received(now)
+            .map_err(|e| SfuError::NegotiationFailed(e.to_string()))?;
+        // Everything offered so far is now negotiated.
+        let mut need_keyframes: Vec<TrackId> = Vec::new();
+        for dt in &mut p.downtracks {
+            if !dt.negotiated {
+                dt.negotiated = true;
+                if dt.track_is_video() {
+                    need_keyframes.push(dt.track.clone());
+                }
+            }
+        }
+        if again {
+            Self::send_offer(p, now);
+        }
+        self.refresh_mappings();
+        for t in need_keyframes {
+            if let Some(pi) = self.index_of(t.participant) {
+                self.participants[pi].request_keyframe(&t.mid, now);
+            }
+        }
+        let _ = local;
+        Ok(())
+    }
+
+    /// Brings every participant's downtracks in line with what the others publish, and
+    /// (re)offers subscriber transports whose set changed.
+    pub fn reconcile(&mut self, local: &[SocketAddr], now: Instant) {
+        let published: Vec<(TrackId, TrackSource, Vec<RTCRtpCodecParameters>)> = self
+            .participants
+            .iter()
+            .flat_map(|p| {
+                p.published.iter().map(move |t| {
+                    (TrackId { participant: p.id, mid: t.mid.clone() }, t.source, t.codecs.clone())
+                })
+            })
+            .collect();
+        for p in &mut self.participants {
+            let mut changed = false;
+            // Remove forwardings of tracks that are gone.
+            let mut i = 0;
+            while i < p.downtracks.len() {
+                if published.iter().any(|(t, _, _)| *t == p.downtracks[i].track) {
+                    i += 1;
+                    continue;
+                }
+                let dt = p.downtracks.remove(i);
+                if let Some(sub) = p.subscriber.as_mut() {
+                    if let Err(e) = sub.pc.remove_track(dt.sender) {
+                        debug!("remove_track: {e}");
+                    }
+                }
+                changed = true;
+            }
+            // Add the missing ones.
+            for (track, source, codecs) in &published {
+                if track.participant == p.id || p.downtracks.iter().any(|d| d.track == *track) {
+                    continue;
+                }
+                if p.subscriber.is_none() {
+                    match Transport::new(p.id, TransportRole::Subscriber, local, now) {
+                        Ok(t) => p.subscriber = Some(t),
+                        Err(e) => {
+                            warn!(participant = %p.id, "cannot build subscriber transport: {e}");
+                            continue;
+                        }
+                    }
+                }
+                let sub = p.subscriber.as_mut().expect("just built");
+                let out_ssrc = rand::random::<u32>() | 1;
+                let kind = match source.kind() {
+                    MediaKind::Audio => RtpCodecKind::Audio,
+                    MediaKind::Video => RtpCodecKind::Video,
+                };
+                let codings = codecs
+                    .iter()
+                    .map(|c| RTCRtpEncodingParameters {
+                        rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(out_ssrc), ..Default::default() },
+                        active: true,
+                        codec: c.rtp_codec.clone(),
+                        ..Default::default()
+                    })
+                    .collect();
+                let media_track = MediaStreamTrack::new(
+                    track.participant.to_string(),
+                    track.to_string(),
+                    track.to_string(),
+                    kind,
+                    codings,
+                );
+                let sender = match sub.pc.add_transceiver_from_track(
+                    media_track,
+                    Some(RTCRtpTransceiverInit {
+                        direction: RTCRtpTransceiverDirection::Sendonly,
+                        streams: vec![],
+                        send_encodings: vec![],
+                    }),
+                ) {
+                    Ok(t) => RTCRtpSenderId::from(t),
+                    Err(e) => {
+                        warn!(participant = %p.id, "add forwarding transceiver: {e}");
+                        continue;
+                    }
+                };
+                let first = codecs.first().map(|c| c.rtp_codec.clone()).unwrap_or_default();
+                p.downtracks.push(DownTrack {
+                    track: track.clone(),
+                    source: *source,
+                    sender,
+                    mid: None,
+                    rewriter: RtpRewriter::new(out_ssrc, CodecFamily::from_mime(&first.mime_type), first.clock_rate),
+                    negotiated: false,
+                });
+                changed = true;
+            }
+            if changed && p.negotiation.request_offer(now) {
+                Self::send_offer(p, now);
+            }
+        }
+    }
+
+    /// Creates, applies and sends a subscribe offer for `p` (its negotiation state already says
+    /// an offer is due).
+    pub(crate) fn send_offer(p: &mut Participant, now: Instant) {
+        let Some(sub) = p.subscriber.as_mut() else { return };
+        let offer = match sub.pc.create_offer(None) {
+            Ok(o) => o,
+            Err(e) => {
+                warn!(participant = %p.id, "create subscribe offer: {e}");
+                return;
+            }
+        };
+        if let Err(e) = sub.pc.set_local_description(now, offer) {
+            warn!(participant = %p.id, "apply subscribe offer: {e}");
+            return;
+        }
+        sub.dirty = true;
+        sub.deadline = Some(now);
+        let Some(sdp) = sub.pc.local_description().map(|d| d.sdp) else { return };
+        // Learn each forwarding's mid on this transport.
+        let mut tracks = Vec::new();
+        for dt in &mut p.downtracks {
+            if let Some(t) = sub.pc.rtp_transceiver(dt.sender.into()) {
+                dt.mid = t.mid().clone();
+            }
+            if let Some(mid) = &dt.mid {
+                tracks.push(SubscribedTrack {
+                    mid: mid.clone(),
+                    track: dt.track.clone(),
+                    kind: dt.source.kind(),
+                    source: dt.source,
+                });
+            }
+        }
+        p.send(SfuEvent::SubscribeOffer { sdp, tracks });
+    }
+
+    /// Recomputes every downtrack's payload-type and header-extension translation from the two
+    /// legs' negotiated parameters (after any negotiation).
+    pub fn refresh_mappings(&mut self) {
+        let published: Vec<(TrackId, Vec<RTCRtpCodecParameters>, Vec<RTCRtpHeaderExtensionParameters>)> = self
+            .participants
+            .iter()
+            .flat_map(|p| {
+                p.published.iter().map(move |t| {
+                    (TrackId { participant: p.id, mid: t.mid.clone() }, t.codecs.clone(), t.extensions.clone())
+                })
+            })
+            .collect();
+        for p in &mut self.participants {
+            let Some(sub) = p.subscriber.as_mut() else { continue };
+            for dt in &mut p.downtracks {
+                if !dt.negotiated {
+                    continue;
+                }
+                let Some((_, pub_codecs, pub_exts)) = published.iter().find(|(t, _, _)| *t == dt.track) else {
+                    continue;
+                };
+                let Some(mut sender) = sub.pc.rtp_sender(dt.sender) else { continue };
+                let params = sender.get_parameters().rtp_parameters.clone();
+                dt.rewriter.reset_mappings();
+                for c in pub_codecs {
+                    let to = params
+                        .codecs
+                        .iter()
+                        .find(|s| {
+                            s.rtp_codec.mime_type.eq_ignore_ascii_case(&c.rtp_codec.mime_type)
+                                && s.rtp_codec.sdp_fmtp_line == c.rtp_codec.sdp_fmtp_line
+                        })
+                        .or_else(|| {
+                            params
+                                .codecs
+                                .iter()
+                                .find(|s| s.rtp_codec.mime_type.eq_ignore_ascii_case(&c.rtp_codec.mime_type))
+                        })
+                        .map(|s| s.payload_type);
+                    dt.rewriter.set_payload_type(c.payload_type, to);
+                }
+                for e in pub_exts {
+                    // transport-cc is stamped per leg by the TWCC interceptor: never forwarded.
+                    if e.uri == rtc::sdp::extmap::TRANSPORT_CC_URI {
+                        continue;
+                    }
+                    if let Some(s) = params.header_extensions.iter().find(|s| s.uri == e.uri) {
+                        if e.id > 0 && e.id < 256 && s.id > 0 && s.id < 256 {
+                            dt.rewriter.set_extension(e.id as u8, s.id as u8);
+                        }
+                    }
+                }
+                if let (Some(s), Some(mid)) = (params.header_extensions.iter().find(|s| s.uri == MID_URI), &dt.mid) {
+                    dt.rewriter.set_mid_extension(s.id as u8, mid);
+                }
+            }
+        }
+    }
+
+    /// Forwards one RTP packet of publisher `idx` to every subscriber of the track.
+    pub fn forward_rtp(
+        &mut self,
+        idx: usize,
+        packet: &rtc::rtp::Packet,
+        now: Instant,
+        metrics: &Arc<SfuMetrics>,
+    ) -> ForwardOutcome {
+        let mut outcome = ForwardOutcome::default();
+        let publisher_id = self.participants[idx].id;
+        let ssrc = packet.header.ssrc;
+        let Some(mid_idx) = self.participants[idx].published.iter().position(|p| p.ssrcs.contains(&ssrc)) else {
+            return outcome;
+        };
+        SfuMetrics::inc(&metrics.rtp_in);
+        // Copy the mid (at most 32 bytes, validated) to the stack: no allocation, and the
+        // publisher is not borrowed while the subscribers are.
+        let mut mid_buf = [0u8; 32];
+        let mid_len = {
+            let m = self.participants[idx].published[mid_idx].mid.as_bytes();
+            let n = m.len().min(32);
+            mid_buf[..n].copy_from_slice(&m[..n]);
+            n
+        };
+        let mid = &mid_buf[..mid_len];
+        for (j, sub_p) in self.participants.iter_mut().enumerate() {
+            if j == idx {
+                continue;
+            }
+            let Some(sub) = sub_p.subscriber.as_mut() else { continue };
+            if sub.state != RTCPeerConnectionState::Connected {
+                continue;
+            }
+            for dt in &mut sub_p.downtracks {
+                if !dt.negotiated || dt.track.participant != publisher_id {
+                    continue;
+                }
+                if dt.track.mid.as_bytes() != mid {
+                    continue;
+                }
+                let mut out = packet.clone();
+                match dt.rewriter.rewrite(&mut out.header, &packet.payload, now) {
+                    Verdict::Forward => {
+                        let len = packet.payload.len() as u64 + 12;
+                        match sub.pc.rtp_sender(dt.sender).map(|mut s| s.write_rtp(now, out)) {
+                            Some(Ok(())) => {
+                                SfuMetrics::inc(&metrics.rtp_forwarded);
+                                SfuMetrics::add(&metrics.bytes_forwarded, len);
+                                sub.dirty = true;
+                            }
+                            Some(Err(e)) => {
+                                SfuMetrics::inc(&metrics.drops_write_error);
+                                debug!(subscriber = %sub_p.id, "forward write: {e}");
+                            }
+                            None => SfuMetrics::inc(&metrics.drops_write_error),
+                        }
+                    }
+                    Verdict::WaitingForKeyframe => {
+                        SfuMetrics::inc(&metrics.drops_keyframe_wait);
+                        outcome.wants_keyframe = true;
+                    }
+                    Verdict::UnmappedPayloadType => SfuMetrics::inc(&metrics.drops_unmapped_pt),
+                }
+            }
+        }
+        outcome
+    }
+
+}
+
+impl DownTrack {
+    fn track_is_video(&self) -> bool {
+        self.source.kind() == MediaKind::Video
+    }
+}
+
+/// `(mid, ssrc)` pairs from the `a=ssrc` lines of the remote description.
+fn ssrcs_from_remote(pc: &RTCPeerConnection) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    let Some(parsed) = pc.remote_description().and_then(|d| d.unmarshal().ok()) else { return out };
+    for media in &parsed.media_descriptions {
+        let Some(mid) = media.attribute("mid").flatten() else { continue };
+        // The first SSRC of the m-line is the media SSRC (later ones may be RTX/FEC of a group).
+        if let Some(ssrc) = media
+            .attribute("ssrc")
+            .flatten()
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u32>().ok())
+        {
+            out.push((mid.to_owned(), ssrc));
+        }
+    }
+    out
+}
+
+fn validate_track_list(tracks: &[PublishTrack]) -> Result<(), SfuError> {
+    if tracks.len() > 3 {
+        return Err(SfuError::InvalidSdp("at most 3 tracks (microphone, camera, screen)".into()));
+    }
+    for (i, t) in tracks.iter().enumerate() {
+        if t.mid.is_empty() || t.mid.len() > 32 {
+            return Err(SfuError::InvalidSdp("a track's mid has 1 to 32 characters".into()));
+        }
+        if tracks[..i].iter().any(|o| o.mid == t.mid || o.source == t.source) {
+            return Err(SfuError::InvalidSdp("each mid and each source at most once".into()));
+        }
+    }
+    Ok(())
+}

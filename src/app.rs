@@ -1,0 +1,105 @@
+//! Wiring: builds the media worker and the HTTP server from settings, on listeners bound
+//! up front (port 0 works, for tests), and runs them until one stops.
+
+use crate::auth::TokenAuthority;
+use crate::config::{interface_addresses, load_token_secret, ServeArgs};
+use crate::http::{routes, AppState};
+use actix_web::{web, App, HttpServer};
+use confab_sfu::{spawn_media_worker, MediaConfig, MediaInterface, RoomEvent, SfuHandle};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use tokio::sync::broadcast;
+
+/// A built, not yet running, confab.
+pub struct Application {
+    http_addr: SocketAddr,
+    server: actix_web::dev::Server,
+    sfu: SfuHandle,
+    room_events: broadcast::Sender<RoomEvent>,
+}
+
+impl Application {
+    /// Binds the HTTP listener and the media sockets and starts the media worker on its own
+    /// thread. Errors: invalid settings, a port in use, an unreadable secret.
+    pub fn build(args: ServeArgs) -> anyhow::Result<Self> {
+        args.validate()?;
+        let secret = load_token_secret(&args.data_dir)?;
+        let interfaces: Vec<MediaInterface> = match args.public_ip.as_slice() {
+            [] => interface_addresses().into_iter().map(|ip| MediaInterface { bind: ip, announce: ip }).collect(),
+            [one] => vec![MediaInterface { bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED), announce: *one }],
+            many => many.iter().map(|ip| MediaInterface { bind: *ip, announce: *ip }).collect(),
+        };
+        let media = MediaConfig { udp_port: args.media_port, interfaces, max_participants: args.max_participants };
+        let (sfu, room_events) = start_media_thread(media)?;
+
+        let listener = TcpListener::bind(args.listen)?;
+        let http_addr = listener.local_addr()?;
+        let state = AppState {
+            sfu: sfu.clone(),
+            tokens: TokenAuthority::new(secret),
+            static_dir: args.resolved_static_dir(),
+        };
+        let static_dir = state.static_dir.clone();
+        let data = web::Data::new(state);
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .app_data(web::JsonConfig::default().limit(16 * 1024))
+                .configure(|cfg| routes(cfg, static_dir.clone()))
+        })
+        .workers(2)
+        .listen(listener)?
+        .run();
+        Ok(Self { http_addr, server, sfu, room_events })
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The media plane.
+    pub fn sfu(&self) -> &SfuHandle {
+        &self.sfu
+    }
+
+    /// Room lifecycle events.
+    pub fn room_events(&self) -> broadcast::Receiver<RoomEvent> {
+        self.room_events.subscribe()
+    }
+
+    /// Serves until the HTTP server stops (Ctrl-C / SIGTERM), then closes every room.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let r = self.server.await;
+        self.sfu.shutdown().await;
+        r
+    }
+}
+
+/// Runs the media worker on a dedicated thread with its own single-threaded runtime, so media
+/// never competes with HTTP handlers for an executor.
+fn start_media_thread(config: MediaConfig) -> std::io::Result<(SfuHandle, broadcast::Sender<RoomEvent>)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new().name("confab-media".into()).spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        rt.block_on(async move {
+            match spawn_media_worker(config) {
+                Ok((handle, events, task)) => {
+                    let _ = tx.send(Ok((handle, events)));
+                    if let Err(e) = task.await {
+                        tracing::error!("media worker stopped: {e}");
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        });
+    })?;
+    rx.recv().map_err(|_| std::io::Error::other("media thread died"))?
+}

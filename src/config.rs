@@ -1,0 +1,160 @@
+//! Typed settings: command-line flags, each also an environment variable, with defaults that
+//! run on a fresh machine. `validate()` runs at start-up; secrets are `secrecy` types.
+
+use clap::{Args, Parser, Subcommand};
+use secrecy::SecretString;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+/// confab: a WebRTC SFU with persisted chat and on-chain session settlement.
+#[derive(Debug, Parser)]
+#[command(name = "confab", version, about)]
+pub struct Cli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Server settings when no subcommand is given.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve(ServeArgs),
+    /// Mint an access token with the server's secret (for scripts and other backends).
+    Token(TokenArgs),
+}
+
+/// `confab token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// User id (the JWT `sub`).
+    #[arg(long)]
+    pub user: String,
+    /// Display name.
+    #[arg(long)]
+    pub name: String,
+    /// Lifetime, seconds.
+    #[arg(long, default_value_t = 7200)]
+    pub ttl: u64,
+    /// Restrict the token to one room.
+    #[arg(long)]
+    pub room: Option<String>,
+    /// Where the secret lives when CONFAB_JWT_SECRET is unset.
+    #[arg(long, env = "CONFAB_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+}
+
+/// `confab serve`.
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    /// HTTP address (page, REST, WebSocket signaling). Port 0 picks a free port.
+    #[arg(long, env = "CONFAB_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// UDP port for all media (one port for every peer). 0 picks a free port.
+    #[arg(long, env = "CONFAB_MEDIA_PORT", default_value_t = 7882)]
+    pub media_port: u16,
+    /// Address(es) announced in ICE candidates (e.g. a cloud VM's public IP behind 1:1 NAT).
+    /// Default: the machine's interface addresses. Comma-separated or repeated.
+    #[arg(long, env = "CONFAB_PUBLIC_IP", value_delimiter = ',')]
+    pub public_ip: Vec<IpAddr>,
+    /// Directory for the embedded database and the generated token secret.
+    #[arg(long, env = "CONFAB_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Directory of the browser client.
+    #[arg(long, env = "CONFAB_STATIC_DIR")]
+    pub static_dir: Option<PathBuf>,
+    /// Most participants per room.
+    #[arg(long, env = "CONFAB_MAX_PARTICIPANTS", default_value_t = 16)]
+    pub max_participants: usize,
+}
+
+/// Why the settings are unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `--max-participants` out of range.
+    #[error("--max-participants must be between 2 and 100, got {0}")]
+    MaxParticipants(usize),
+    /// No static directory found.
+    #[error("browser client directory not found: {0}")]
+    StaticDir(String),
+    /// Reading or creating the secret failed.
+    #[error("token secret: {0}")]
+    Secret(String),
+}
+
+impl ServeArgs {
+    /// Checks ranges and paths.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(2..=100).contains(&self.max_participants) {
+            return Err(ConfigError::MaxParticipants(self.max_participants));
+        }
+        let dir = self.resolved_static_dir();
+        if !dir.join("index.html").exists() {
+            return Err(ConfigError::StaticDir(dir.display().to_string()));
+        }
+        Ok(())
+    }
+
+    /// `--static-dir`, else `./static`, else the source tree's `static/`.
+    pub fn resolved_static_dir(&self) -> PathBuf {
+        if let Some(d) = &self.static_dir {
+            return d.clone();
+        }
+        let cwd = PathBuf::from("static");
+        if cwd.join("index.html").exists() {
+            return cwd;
+        }
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/static"))
+    }
+}
+
+/// The token secret: `CONFAB_JWT_SECRET`, else `CONFAB_JWT_SECRET_FILE`, else
+/// `<data-dir>/jwt-secret` (created with 32 random bytes, mode 0600, on first start).
+pub fn load_token_secret(data_dir: &std::path::Path) -> Result<SecretString, ConfigError> {
+    if let Ok(s) = std::env::var("CONFAB_JWT_SECRET") {
+        if s.len() < 16 {
+            return Err(ConfigError::Secret("CONFAB_JWT_SECRET must have at least 16 characters".into()));
+        }
+        return Ok(SecretString::from(s));
+    }
+    let path = match std::env::var("CONFAB_JWT_SECRET_FILE") {
+        Ok(p) => PathBuf::from(p),
+        Err(_) => data_dir.join("jwt-secret"),
+    };
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        return Ok(SecretString::from(s.trim().to_owned()));
+    }
+    std::fs::create_dir_all(data_dir).map_err(|e| ConfigError::Secret(e.to_string()))?;
+    let secret = hex::encode(rand::random::<[u8; 32]>());
+    write_private(&path, &secret).map_err(|e| ConfigError::Secret(format!("{}: {e}", path.display())))?;
+    Ok(SecretString::from(secret))
+}
+
+fn write_private(path: &std::path::Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)?.write_all(content.as_bytes())
+}
+
+/// The addresses to announce when `--public-ip` is not given: every IPv4 interface address
+/// (loopback included, so a browser on the same machine connects).
+pub fn interface_addresses() -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
+        .map(|list| list.into_iter().map(|i| i.ip()).filter(|ip| ip.is_ipv4()).collect())
+        .unwrap_or_default();
+    ips.sort_by_key(|ip| ip.is_loopback());
+    ips.dedup();
+    if ips.is_empty() {
+        ips.push(IpAddr::from([127, 0, 0, 1]));
+    }
+    ips
+}

@@ -1,0 +1,109 @@
+//! HTTP: the browser client, REST, the WebSocket upgrade and health. Handlers are thin: they
+//! parse, call the layer below, and map errors to statuses here and nowhere else.
+
+use crate::auth::{AuthError, TokenAuthority, GUEST_TOKEN_TTL_S};
+use crate::signaling::protocol::MAX_FRAME_BYTES;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use confab_sfu::{SfuHandle, SfuMetrics};
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The media plane.
+    pub sfu: SfuHandle,
+    /// Token signing and checking.
+    pub tokens: TokenAuthority,
+    /// The browser client's directory.
+    pub static_dir: PathBuf,
+}
+
+/// Errors of the HTTP layer, each with its status and stable code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 401: missing or invalid token.
+    #[error("{0}")]
+    Unauthorized(#[from] AuthError),
+    /// 400: a request that does not parse or breaks a rule.
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> actix_web::http::StatusCode {
+        use actix_web::http::StatusCode;
+        match self {
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+    fn error_response(&self) -> HttpResponse {
+        let code = match self {
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::BadRequest(_) => "bad_request",
+        };
+        HttpResponse::build(self.status_code()).json(serde_json::json!({"code": code, "message": self.to_string()}))
+    }
+}
+
+/// Registers every route.
+pub fn routes(cfg: &mut web::ServiceConfig, static_dir: PathBuf) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/api/guest-token", web::post().to(guest_token))
+        .route("/ws", web::get().to(websocket))
+        .route("/rooms/{room}", web::get().to(room_page))
+        .service(actix_files::Files::new("/", static_dir).index_file("index.html"));
+}
+
+async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    let m = state.sfu.metrics();
+    HttpResponse::Ok().json(serde_json::json!({
+        "status": "ok",
+        "rooms": SfuMetrics::get(&m.rooms),
+        "participants": SfuMetrics::get(&m.participants),
+    }))
+}
+
+#[derive(Deserialize)]
+struct GuestTokenRequest {
+    name: String,
+}
+
+async fn guest_token(state: web::Data<AppState>, body: web::Json<GuestTokenRequest>) -> Result<HttpResponse, ApiError> {
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest("a name has 1 to 64 printable characters".into()));
+    }
+    let sub = format!("guest-{}", uuid::Uuid::new_v4());
+    let token = state.tokens.mint(&sub, name, GUEST_TOKEN_TTL_S, None);
+    Ok(HttpResponse::Ok().json(serde_json::json!({"token": token, "expires_in": GUEST_TOKEN_TTL_S})))
+}
+
+async fn room_page(state: web::Data<AppState>, req: HttpRequest) -> actix_web::Result<actix_files::NamedFile> {
+    let file = actix_files::NamedFile::open_async(state.static_dir.join("room.html")).await?;
+    let _ = req;
+    Ok(file)
+}
+
+#[derive(Deserialize)]
+struct WsQuery {
+    #[serde(default)]
+    token: String,
+}
+
+async fn websocket(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+    query: web::Query<WsQuery>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let claims = state.tokens.verify(&query.token).map_err(ApiError::from)?;
+    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let stream = stream
+        .max_frame_size(MAX_FRAME_BYTES)
+        .aggregate_continuations()
+        .max_continuation_size(MAX_FRAME_BYTES);
+    actix_web::rt::spawn(crate::signaling::session::run(session, stream, state.sfu.clone(), claims));
+    Ok(response)
+}

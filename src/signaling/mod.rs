@@ -1,0 +1,21 @@
+//! WebSocket signaling: the wire protocol ([`protocol`]), one task per socket ([`session`]),
+//! and the single place where media-plane errors become protocol error codes.
+
+pub mod protocol;
+pub mod ratelimit;
+pub mod session;
+
+use confab_sfu::SfuError;
+use protocol::ErrorCode;
+
+/// The protocol error code for a media-plane refusal (the only such mapping).
+pub fn error_code(e: &SfuError) -> ErrorCode {
+    match e {
+        SfuError::RoomFull { .. } => ErrorCode::RoomFull,
+        SfuError::UnknownParticipant => ErrorCode::NotJoined,
+        SfuError::InvalidSdp(_) => ErrorCode::InvalidSdp,
+        SfuError::InvalidCandidate(_) => ErrorCode::InvalidCandidate,
+        SfuError::NegotiationFailed(_) => ErrorCode::NegotiationFailed,
+        SfuError::Stopped => ErrorCode::Internal,
+    }
+}

@@ -1,0 +1,337 @@
+//! The signaling wire protocol: every JSON message, as serde enums. `docs/protocol.md` is the
+//! human description of the same thing; change both together.
+
+use serde::{Deserialize, Serialize};
+
+/// Largest accepted SDP, bytes (64 KiB).
+pub const MAX_SDP_BYTES: usize = 64 * 1024;
+/// Largest accepted WebSocket text frame, bytes (128 KiB).
+pub const MAX_FRAME_BYTES: usize = 128 * 1024;
+
+/// A track source on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// Microphone (audio).
+    Microphone,
+    /// Camera (video).
+    Camera,
+    /// Screen share (video).
+    Screen,
+}
+
+/// A media kind on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Audio.
+    Audio,
+    /// Video.
+    Video,
+}
+
+/// Which transport a trickled candidate belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// The publisher transport (client offers).
+    Publisher,
+    /// The subscriber transport (server offers).
+    Subscriber,
+}
+
+/// One sending m-line of a `publish_offer`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PublishTrackMsg {
+    /// `a=mid` of the m-line.
+    pub mid: String,
+    /// Audio or video (must match the source).
+    pub kind: Kind,
+    /// What it captures.
+    pub source: Source,
+}
+
+/// A trickled ICE candidate, as `RTCIceCandidateInit` (W3C WebRTC section 4.8.1.1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CandidateMsg {
+    /// `candidate:…` attribute, or empty for end-of-candidates.
+    pub candidate: String,
+    /// The m-line's mid.
+    #[serde(rename = "sdpMid", default)]
+    pub sdp_mid: Option<String>,
+    /// The m-line's index.
+    #[serde(rename = "sdpMLineIndex", default)]
+    pub sdp_mline_index: Option<u16>,
+}
+
+/// Client → server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// Join (and create when empty) a room.
+    Join {
+        /// Room id, 1–64 of `[A-Za-z0-9_-]`.
+        room: String,
+        /// Display name, 1–64 characters.
+        name: String,
+    },
+    /// Offer for the publisher transport.
+    PublishOffer {
+        /// SDP offer, at most [`MAX_SDP_BYTES`].
+        sdp: String,
+        /// What each sending m-line carries.
+        #[serde(default)]
+        tracks: Vec<PublishTrackMsg>,
+    },
+    /// Answer to the last `subscribe_offer`.
+    SubscribeAnswer {
+        /// SDP answer, at most [`MAX_SDP_BYTES`].
+        sdp: String,
+    },
+    /// A trickled ICE candidate of the client.
+    Candidate {
+        /// The transport it belongs to.
+        target: Target,
+        /// The candidate.
+        candidate: CandidateMsg,
+    },
+    /// Mute state of one of the client's sources.
+    Mute {
+        /// The source.
+        source: Source,
+        /// Muted or not.
+        muted: bool,
+    },
+    /// Leave the room.
+    Leave,
+    /// Heartbeat.
+    Ping {
+        /// Echoed in the `pong`.
+        #[serde(default)]
+        ts: Option<f64>,
+    },
+}
+
+/// A track as sent to clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrackMsg {
+    /// `<participant>-<mid>`.
+    pub id: String,
+    /// Audio or video.
+    pub kind: Kind,
+    /// What it captures.
+    pub source: Source,
+    /// Muted by its publisher.
+    pub muted: bool,
+}
+
+/// A participant as sent to clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParticipantMsg {
+    /// `p<n>`.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Published tracks.
+    pub tracks: Vec<TrackMsg>,
+}
+
+/// One m-line of a `subscribe_offer`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscribedTrackMsg {
+    /// Subscriber transport `a=mid`.
+    pub mid: String,
+    /// The publisher.
+    pub participant_id: String,
+    /// The remote track id.
+    pub track_id: String,
+    /// What it captures.
+    pub source: Source,
+    /// Audio or video.
+    pub kind: Kind,
+}
+
+/// Server → client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// You are in.
+    Joined {
+        /// The room.
+        room: String,
+        /// Your id.
+        participant_id: String,
+        /// The others, in join order.
+        participants: Vec<ParticipantMsg>,
+        /// The room's capacity.
+        max_participants: usize,
+    },
+    /// Someone joined.
+    ParticipantJoined {
+        /// Who.
+        participant: ParticipantMsg,
+    },
+    /// Someone left.
+    ParticipantLeft {
+        /// Who.
+        participant_id: String,
+    },
+    /// A track was published.
+    TrackPublished {
+        /// By whom.
+        participant_id: String,
+        /// The track.
+        track: TrackMsg,
+    },
+    /// A track ended.
+    TrackUnpublished {
+        /// Whose.
+        participant_id: String,
+        /// Which.
+        track_id: String,
+    },
+    /// Mute state changed.
+    TrackMuted {
+        /// Whose.
+        participant_id: String,
+        /// Which.
+        track_id: String,
+        /// Its source.
+        source: Source,
+        /// New state.
+        muted: bool,
+    },
+    /// Answer for the publisher transport.
+    PublishAnswer {
+        /// SDP answer.
+        sdp: String,
+    },
+    /// Offer for the subscriber transport.
+    SubscribeOffer {
+        /// SDP offer.
+        sdp: String,
+        /// What each m-line carries.
+        tracks: Vec<SubscribedTrackMsg>,
+    },
+    /// A refusal.
+    Error {
+        /// Stable code (`docs/protocol.md`).
+        code: ErrorCode,
+        /// Human text.
+        message: String,
+    },
+    /// Heartbeat answer.
+    Pong {
+        /// Echo of the ping's `ts`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ts: Option<f64>,
+    },
+}
+
+/// Stable error codes (`docs/protocol.md`, "Error codes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON, or required fields missing.
+    BadJson,
+    /// Binary or oversized frame.
+    BadMessage,
+    /// Unknown `type`.
+    UnknownType,
+    /// A message other than join/ping before join.
+    NotJoined,
+    /// A second join.
+    AlreadyJoined,
+    /// Room id outside the rules.
+    InvalidRoom,
+    /// Name outside the rules.
+    InvalidName,
+    /// The room is full.
+    RoomFull,
+    /// SDP over 64 KiB.
+    SdpTooLarge,
+    /// SDP that does not parse or apply.
+    InvalidSdp,
+    /// Candidate that does not parse.
+    InvalidCandidate,
+    /// Offer/answer out of order.
+    NegotiationFailed,
+    /// Too many messages.
+    RateLimited,
+    /// Token missing, invalid or expired.
+    Unauthorized,
+    /// Server fault.
+    Internal,
+}
+
+impl ServerMessage {
+    /// An `error` message.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerMessage::Error { code, message: message.into() }
+    }
+}
+
+/// Parses one text frame. Distinguishes an unknown `type` (valid JSON object with a `type` we do
+/// not know) from malformed JSON.
+pub fn parse_client_message(text: &str) -> Result<ClientMessage, (ErrorCode, String)> {
+    match serde_json::from_str::<ClientMessage>(text) {
+        Ok(m) => Ok(m),
+        Err(e) => {
+            const KNOWN: [&str; 7] =
+                ["join", "publish_offer", "subscribe_answer", "candidate", "mute", "leave", "ping"];
+            match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(serde_json::Value::Object(o)) => match o.get("type").and_then(|t| t.as_str()) {
+                    Some(t) if !KNOWN.contains(&t) => {
+                        Err((ErrorCode::UnknownType, format!("unknown message type {t:?}")))
+                    }
+                    Some(_) => Err((ErrorCode::BadJson, format!("invalid message: {e}"))),
+                    None => Err((ErrorCode::BadJson, "a message needs a string \"type\"".into())),
+                },
+                Ok(_) => Err((ErrorCode::BadJson, "a message is a JSON object".into())),
+                Err(e) => Err((ErrorCode::BadJson, format!("not JSON: {e}"))),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_messages_parse_and_unknown_types_are_told_apart_from_bad_json() {
+        assert_eq!(
+            parse_client_message(r#"{"type":"join","room":"r","name":"n"}"#),
+            Ok(ClientMessage::Join { room: "r".into(), name: "n".into() })
+        );
+        assert_eq!(parse_client_message(r#"{"type":"leave"}"#), Ok(ClientMessage::Leave));
+        assert_eq!(parse_client_message(r#"{"type":"dance"}"#).unwrap_err().0, ErrorCode::UnknownType);
+        assert_eq!(parse_client_message(r#"{"type":"join"}"#).unwrap_err().0, ErrorCode::BadJson);
+        assert_eq!(parse_client_message("{nope").unwrap_err().0, ErrorCode::BadJson);
+        assert_eq!(parse_client_message("[1]").unwrap_err().0, ErrorCode::BadJson);
+    }
+
+    #[test]
+    fn server_messages_use_snake_case_tags() {
+        let s = serde_json::to_string(&ServerMessage::error(ErrorCode::RoomFull, "full")).unwrap();
+        assert_eq!(s, r#"{"type":"error","code":"room_full","message":"full"}"#);
+        let s = serde_json::to_string(&ServerMessage::Pong { ts: None }).unwrap();
+        assert_eq!(s, r#"{"type":"pong"}"#);
+    }
+
+    #[test]
+    fn candidates_use_the_browser_field_names() {
+        let m = parse_client_message(
+            r#"{"type":"candidate","target":"publisher","candidate":{"candidate":"candidate:1 1 udp 1 1.2.3.4 5 typ host","sdpMid":"0","sdpMLineIndex":0}}"#,
+        )
+        .unwrap();
+        match m {
+            ClientMessage::Candidate { target, candidate } => {
+                assert_eq!(target, Target::Publisher);
+                assert_eq!(candidate.sdp_mid.as_deref(), Some("0"));
+                assert_eq!(candidate.sdp_mline_index, Some(0));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! One task per WebSocket: reads client messages, calls the media plane, writes its events.
+//!
+//! The task owns the socket and the participant's event queue; it ends when the client closes,
+//! leaves, goes silent for [`IDLE_TIMEOUT`], or the media plane removes the participant. On any
+//! exit the participant leaves its room.
+
+use super::protocol::{
+    parse_client_message, ClientMessage, ErrorCode, Kind, ParticipantMsg, ServerMessage, Source,
+    SubscribedTrackMsg, Target, TrackMsg, MAX_SDP_BYTES,
+};
+use super::ratelimit::TokenBucket;
+use crate::auth::Claims;
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
+use confab_sfu::{
+    MediaKind, ParticipantId, ParticipantInfo, PublishTrack, RoomId, SfuEvent, SfuHandle, TrackInfo,
+    TrackSource, TransportRole, EVENT_QUEUE,
+};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::{debug, info};
+
+/// WebSocket ping interval.
+pub const PING_INTERVAL: Duration = Duration::from_secs(10);
+/// A socket that sends nothing (no message, no pong) for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Signaling rate limit: average messages per second per socket.
+pub const RATE_PER_S: f64 = 5.0;
+/// Signaling rate limit: burst.
+pub const RATE_BURST: u32 = 100;
+
+struct Joined {
+    participant: ParticipantId,
+    room: RoomId,
+    events: mpsc::Receiver<SfuEvent>,
+}
+
+/// Runs one signaling session to its end.
+pub async fn run(mut session: Session, mut stream: AggregatedMessageStream, sfu: SfuHandle, claims: Claims) {
+    let mut joined: Option<Joined> = None;
+    let mut last_heard = Instant::now();
+    let mut limiter = TokenBucket::new(RATE_PER_S, RATE_BURST, Instant::now());
+    let mut ping = tokio::time::interval(PING_INTERVAL);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let close: Option<CloseReason> = loop {
+        let next_event = async {
+            match joined.as_mut() {
+                Some(j) => j.events.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            msg = stream.recv() => {
+                let Some(msg) = msg else { break None };
+                last_heard = Instant::now();
+                match msg {
+                    Ok(AggregatedMessage::Text(text)) => {
+                        if !limiter.allow(Instant::now()) {
+                            send(&mut session, &ServerMessage::error(ErrorCode::RateLimited, "too many messages; slow down")).await;
+                            continue;
+                        }
+                        match parse_client_message(&text) {
+                            Ok(m) => {
+                                if let Flow::Stop = handle(m, &mut session, &sfu, &claims, &mut joined).await {
+                                    break Some(CloseCode::Normal.into());
+                                }
+                            }
+                            Err((code, message)) => send(&mut session, &ServerMessage::error(code, message)).await,
+                        }
+                    }
+                    Ok(AggregatedMessage::Binary(_)) => {
+                        send(&mut session, &ServerMessage::error(ErrorCode::BadMessage, "binary frames are not part of the protocol")).await;
+                    }
+                    Ok(AggregatedMessage::Ping(p)) => {
+                        let _ = session.pong(&p).await;
+                    }
+                    Ok(AggregatedMessage::Pong(_)) => {}
+                    Ok(AggregatedMessage::Close(_)) => break None,
+                    Err(e) => {
+                        debug!("websocket protocol error: {e}");
+                        send(&mut session, &ServerMessage::error(ErrorCode::BadMessage, format!("{e}"))).await;
+                        break Some(CloseReason { code: CloseCode::Size, description: Some("frame too large or malformed".into()) });
+                    }
+                }
+            }
+            ev = next_event => {
+                match ev {
+                    Some(SfuEvent::Closed(reason)) => {
+                        info!(?reason, "media plane closed the participant");
+                        send(&mut session, &ServerMessage::error(ErrorCode::Internal, format!("disconnected: {reason:?}"))).await;
+                        joined = None;
+                        break Some(CloseReason { code: CloseCode::Away, description: Some(format!("{reason:?}")) });
+                    }
+                    Some(ev) => {
+                        if let Some(m) = event_message(ev) {
+                            if session.text(serde_json::to_string(&m).expect("serializable")).await.is_err() {
+                                break None;
+                            }
+                        }
+                    }
+                    None => {
+                        joined = None;
+                        break Some(CloseCode::Away.into());
+                    }
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > IDLE_TIMEOUT {
+                    info!("signaling socket idle: closing");
+                    break Some(CloseReason { code: CloseCode::Policy, description: Some("idle".into()) });
+                }
+                if session.ping(b"").await.is_err() {
+                    break None;
+                }
+            }
+        }
+    };
+    if let Some(j) = joined.take() {
+        sfu.leave(j.participant).await;
+        info!(room = %j.room, participant = %j.participant, "signaling session ended");
+    }
+    let _ = session.close(close).await;
+}
+
+enum Flow {
+    Continue,
+    Stop,
+}
+
+async fn send(session: &mut Session, m: &ServerMessage) {
+    let _ = session.text(serde_json::to_string(m).expect("serializable")).await;
+}
+
+fn valid_name(name: &str) -> bool {
+    let n = name.trim();
+    !n.is_empty() && n.chars().count() <= 64 && !n.chars().any(char::is_control)
+}
+
+async fn handle(
+    m: ClientMessage,
+    session: &mut Session,
+    sfu: &SfuHandle,
+    claims: &Claims,
+    joined: &mut Option<Joined>,
+) -> Flow {
+    let reply = match (m, joined.as_ref()) {
+        (ClientMessage::Ping { ts }, _) => Some(ServerMessage::Pong { ts }),
+        (ClientMessage::Join { .. }, Some(_)) => Some(ServerMessage::error(ErrorCode::AlreadyJoined, "already in a room")),
+        (ClientMessage::Join { room, name }, None) => match RoomId::parse(&room) {
+            Err(e) => Some(ServerMessage::error(ErrorCode::InvalidRoom, e.to_string())),
+            Ok(_) if claims.room.as_deref().is_some_and(|r| r != room) => {
+                Some(ServerMessage::error(ErrorCode::Unauthorized, "this token is for another room"))
+            }
+            Ok(_) if !valid_name(&name) => {
+                Some(ServerMessage::error(ErrorCode::InvalidName, "a name has 1 to 64 printable characters"))
+            }
+            Ok(room_id) => {
+                let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+                match sfu.join(room_id.clone(), name.trim().to_owned(), tx).await {
+                    Ok(info) => {
+                        let msg = ServerMessage::Joined {
+                            room: room_id.to_string(),
+                            participant_id: info.participant.to_string(),
+                            participants: info.others.iter().map(participant_msg).collect(),
+                            max_participants: info.max_participants,
+                        };
+                        *joined = Some(Joined { participant: info.participant, room: room_id, events: rx });
+                        Some(msg)
+                    }
+                    Err(e) => Some(ServerMessage::error(super::error_code(&e), e.to_string())),
+                }
+            }
+        },
+        (ClientMessage::Leave, _) => return Flow::Stop,
+        (_, None) => Some(ServerMessage::error(ErrorCode::NotJoined, "send join first")),
+        (ClientMessage::PublishOffer { sdp, tracks }, Some(j)) => {
+            if sdp.len() > MAX_SDP_BYTES {
+                Some(ServerMessage::error(ErrorCode::SdpTooLarge, format!("an SDP has at most {MAX_SDP_BYTES} bytes")))
+            } else if let Some(bad) = tracks.iter().find(|t| kind_of(t.source) != t.kind) {
+                Some(ServerMessage::error(ErrorCode::InvalidSdp, format!("track {} declares kind {:?} for source {:?}", bad.mid, bad.kind, bad.source)))
+            } else {
+                let tracks = tracks.into_iter().map(|t| PublishTrack { mid: t.mid, source: source_in(t.source) }).collect();
+                match sfu.publish_offer(j.participant, sdp, tracks).await {
+                    Ok(answer) => Some(ServerMessage::PublishAnswer { sdp: answer }),
+                    Err(e) => Some(ServerMessage::error(super::error_code(&e), e.to_string())),
+                }
+            }
+        }
+        (ClientMessage::SubscribeAnswer { sdp }, Some(j)) => {
+            if sdp.len() > MAX_SDP_BYTES {
+                Some(ServerMessage::error(ErrorCode::SdpTooLarge, format!("an SDP has at most {MAX_SDP_BYTES} bytes")))
+            } else {
+                match sfu.subscribe_answer(j.participant, sdp).await {
+                    Ok(()) => None,
+                    Err(e) => Some(ServerMessage::error(super::error_code(&e), e.to_string())),
+                }
+            }
+        }
+        (ClientMessage::Candidate { target, candidate }, Some(j)) => {
+            let role = match target {
+                Target::Publisher => TransportRole::Publisher,
+                Target::Subscriber => TransportRole::Subscriber,
+            };
+            match sfu
+                .candidate(j.participant, role, candidate.candidate, candidate.sdp_mid, candidate.sdp_mline_index)
+                .await
+            {
+                Ok(()) => None,
+                Err(e) => Some(ServerMessage::error(super::error_code(&e), e.to_string())),
+            }
+        }
+        (ClientMessage::Mute { source, muted }, Some(j)) => {
+            sfu.mute(j.participant, source_in(source), muted).await;
+            None
+        }
+    };
+    if let Some(r) = reply {
+        send(session, &r).await;
+    }
+    Flow::Continue
+}
+
+fn kind_of(s: Source) -> Kind {
+    match s {
+        Source::Microphone => Kind::Audio,
+        Source::Camera | Source::Screen => Kind::Video,
+    }
+}
+
+fn source_in(s: Source) -> TrackSource {
+    match s {
+        Source::Microphone => TrackSource::Microphone,
+        Source::Camera => TrackSource::Camera,
+        Source::Screen => TrackSource::Screen,
+    }
+}
+
+fn source_out(s: TrackSource) -> Source {
+    match s {
+        TrackSource::Microphone => Source::Microphone,
+        TrackSource::Camera => Source::Camera,
+        TrackSource::Screen => Source::Screen,
+    }
+}
+
+fn kind_out(k: MediaKind) -> Kind {
+    match k {
+        MediaKind::Audio => Kind::Audio,
+        MediaKind::Video => Kind::Video,
+    }
+}
+
+fn track_msg(t: &TrackInfo) -> TrackMsg {
+    TrackMsg { id: t.id.to_string(), kind: kind_out(t.kind), source: source_out(t.source), muted: t.muted }
+}
+
+fn participant_msg(p: &ParticipantInfo) -> ParticipantMsg {
+    ParticipantMsg { id: p.id.to_string(), name: p.name.clone(), tracks: p.tracks.iter().map(track_msg).collect() }
+}
+
+/// The wire message for a media-plane event (`None`: not for the client).
+fn event_message(ev: SfuEvent) -> Option<ServerMessage> {
+    Some(match ev {
+        SfuEvent::ParticipantJoined(p) => ServerMessage::ParticipantJoined { participant: participant_msg(&p) },
+        SfuEvent::ParticipantLeft(id) => ServerMessage::ParticipantLeft { participant_id: id.to_string() },
+        SfuEvent::TrackPublished(t) => {
+            ServerMessage::TrackPublished { participant_id: t.id.participant.to_string(), track: track_msg(&t) }
+        }
+        SfuEvent::TrackUnpublished(t) => {
+            ServerMessage::TrackUnpublished { participant_id: t.participant.to_string(), track_id: t.to_string() }
+        }
+        SfuEvent::TrackMuted { track, source, muted } => ServerMessage::TrackMuted {
+            participant_id: track.participant.to_string(),
+            track_id: track.to_string(),
+            source: source_out(source),
+            muted,
+        },
+        SfuEvent::SubscribeOffer { sdp, tracks } => ServerMessage::SubscribeOffer {
+            sdp,
+            tracks: tracks
+                .into_iter()
+                .map(|t| SubscribedTrackMsg {
+                    mid: t.mid,
+                    participant_id: t.track.participant.to_string(),
+                    track_id: t.track.to_string(),
+                    source: source_out(t.source),
+                    kind: kind_out(t.kind),
+                })
+                .collect(),
+        },
+        SfuEvent::DataMessage { .. } => return None,
+        SfuEvent::Closed(_) => return None,
+    })
+}
