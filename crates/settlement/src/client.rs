@@ -317,6 +317,13 @@ impl ChainClient {
         Ok(Some(EndOutcome::Settled(settled)))
     }
 
+    /// Whether the node still knows transaction `tx_hash` (pending or mined). `false` means it was dropped
+    /// (replaced, evicted from the mempool, or lost with a node restart) and may be sent again.
+    pub async fn transaction_known(&self, tx_hash: TxHash) -> Result<bool, ChainError> {
+        let tx = self.within("eth_getTransactionByHash", self.provider.get_transaction_by_hash(tx_hash)).await?;
+        Ok(tx.is_some())
+    }
+
     /// The [`Submission::AlreadyEnded`] answer, with the on-chain record when the session id is known.
     async fn already_ended(&self, expected: Option<U256>) -> Result<Submission, ChainError> {
         let ended = match expected {

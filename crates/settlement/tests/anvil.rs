@@ -5,87 +5,16 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use alloy::providers::{DynProvider, Provider};
-use common::{address, advance_time, wallet_key, wallet_provider, Anvil};
-use confab_settlement::{
-    bindings::{LangDAO, TestToken},
-    Address, ChainClient, ChainConfig, ChainError, EndOutcome, ErrorClass, Submission, U256,
+use alloy::providers::Provider;
+use common::{
+    address, advance_time,
+    chain::{Chain, DEPOSIT, OWNER, RATE, SPANISH, STRANGER, STUDENT, TUTOR},
+    wallet_key,
 };
+use confab_settlement::{Address, ChainClient, ChainConfig, ChainError, EndOutcome, ErrorClass, Submission, U256};
 
-const OWNER: usize = 0;
-const STUDENT: usize = 1;
-const TUTOR: usize = 2;
-const STRANGER: usize = 3;
-
-/// Token units per second.
-const RATE: u64 = 1_000;
-/// Enough for 1000 s at `RATE`.
-const DEPOSIT: u64 = 1_000_000;
-const SPANISH: u8 = 1;
 /// Upper bound of every test.
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
-
-struct Chain {
-    anvil: Anvil,
-    token: Address,
-    dao: Address,
-    student: DynProvider,
-}
-
-impl Chain {
-    /// Deploy both contracts (owner = account 0, the backend wallet), fund and deposit for the student,
-    /// register the tutor for Spanish at `RATE`.
-    async fn deploy() -> Self {
-        let anvil = Anvil::start();
-        let owner = wallet_provider(&anvil.url, OWNER);
-        let token = *TestToken::deploy(&owner, "Test Token".into(), "TST".into()).await.unwrap().address();
-        let dao = *LangDAO::deploy(&owner, token, address(OWNER)).await.unwrap().address();
-
-        let student = wallet_provider(&anvil.url, STUDENT);
-        let student_token = TestToken::new(token, &student);
-        student_token.mint(address(STUDENT), U256::from(DEPOSIT)).send().await.unwrap().get_receipt().await.unwrap();
-        student_token.approve(dao, U256::from(DEPOSIT)).send().await.unwrap().get_receipt().await.unwrap();
-        let r = LangDAO::new(dao, &student).deposit(U256::from(DEPOSIT)).send().await.unwrap().get_receipt().await;
-        assert!(r.unwrap().status());
-
-        let tutor = wallet_provider(&anvil.url, TUTOR);
-        let r = LangDAO::new(dao, &tutor).registerTutor(SPANISH, U256::from(RATE)).send().await.unwrap();
-        assert!(r.get_receipt().await.unwrap().status());
-        Self { anvil, token, dao, student }
-    }
-
-    fn config(&self) -> ChainConfig {
-        ChainConfig {
-            receipt_timeout: Duration::from_secs(20),
-            receipt_poll: Duration::from_millis(50),
-            rpc_timeout: Duration::from_secs(5),
-            ..ChainConfig::new(self.anvil.url.clone(), self.dao)
-        }
-    }
-
-    /// A chain client signing as default account `i`.
-    fn client(&self, i: usize) -> ChainClient {
-        ChainClient::new(self.config(), &wallet_key(i)).unwrap()
-    }
-
-    /// The student starts a session with the tutor; returns its id.
-    async fn start_session(&self) -> U256 {
-        let dao = LangDAO::new(self.dao, &self.student);
-        let receipt =
-            dao.startSession(address(TUTOR), SPANISH).send().await.unwrap().get_receipt().await.unwrap();
-        assert!(receipt.status(), "startSession failed");
-        eprintln!("startSession gas used: {}", receipt.gas_used);
-        receipt.decoded_log::<LangDAO::SessionStarted>().unwrap().sessionId
-    }
-
-    async fn token_balance(&self, who: Address) -> U256 {
-        TestToken::new(self.token, &self.student).balanceOf(who).call().await.unwrap()
-    }
-
-    async fn deposited(&self, who: Address) -> U256 {
-        LangDAO::new(self.dao, &self.student).balances(who).call().await.unwrap()
-    }
-}
 
 async fn within<F: std::future::Future>(f: F) -> F::Output {
     tokio::time::timeout(TEST_TIMEOUT, f).await.expect("test timed out")

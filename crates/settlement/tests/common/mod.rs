@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod chain;
+pub mod db;
+
 use std::{
     net::{SocketAddr, TcpListener, TcpStream},
     path::PathBuf,
