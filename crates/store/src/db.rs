@@ -150,6 +150,21 @@ impl Db {
         }
     }
 
+    /// Checks that the database answers (`SELECT 1`) within the operation bound; for `/healthz`
+    /// and readiness probes.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] if it does not.
+    pub async fn health_check(&self) -> Result<(), StoreError> {
+        self.run(async {
+            on_db!(self, |pool| {
+                sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
+            })
+            .map_err(StoreError::from_sqlx)
+        })
+        .await
+    }
+
     /// Closes the pool: waits for checked-out connections to come back, then closes them all.
     /// Call on shutdown (for SQLite this also checkpoints the WAL).
     pub async fn close(&self) {

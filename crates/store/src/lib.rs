@@ -17,6 +17,31 @@
 //! - Every database method returns [`StoreError`]; [`StoreError::Unavailable`] is the one to retry
 //!   (and tell the user about), the others are answers.
 //!
+//! # Use
+//! ```no_run
+//! # async fn demo() -> Result<(), confab_store::StoreError> {
+//! use confab_store::{ChatText, ClientMsgId, Db, DbOptions, InsertOutcome, MessageType, NewMessage};
+//!
+//! let db = Db::connect("sqlite://data/confab.db", &DbOptions::default()).await?;
+//! let text = ChatText::parse("hello").expect("the signaling layer refuses bad input");
+//! let msg = NewMessage {
+//!     room_id: "room-1".into(),
+//!     user_id: "u-42".into(),
+//!     user_name: "Ada".into(),
+//!     text,
+//!     message_type: MessageType::Text,
+//!     client_msg_id: ClientMsgId::parse("c-1").expect("valid"),
+//! };
+//! match db.insert_message(msg).await {
+//!     Ok((stored, InsertOutcome::Inserted)) => { /* ack the sender, broadcast `stored` */ }
+//!     Ok((stored, InsertOutcome::Duplicate)) => { /* ack again, do not broadcast */ }
+//!     Err(e) if e.is_retryable() => { /* tell the sender "not saved, retry" */ }
+//!     Err(e) => { /* refuse with `e` */ }
+//! }
+//! let on_join = db.history("room-1", None, 50).await?; // oldest first
+//! # Ok(()) }
+//! ```
+//!
 //! # Adding a module
 //! Add `migrations/000N_<name>.sql` (SQL both backends speak), a module here with `impl Db { … }`
 //! methods that use `on_db!` and map errors with [`StoreError::from_sqlx`], and re-export its types.

@@ -381,3 +381,11 @@ async fn an_in_memory_sqlite_database_keeps_its_data_for_the_life_of_the_pool() 
     assert_eq!(db.history("r1", None, 10).await.unwrap().len(), 3);
     db.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reachable_database_passes_the_health_check() {
+    on_both_backends(|db| async move {
+        db.health_check().await.unwrap();
+    })
+    .await;
+}
