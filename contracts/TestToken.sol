@@ -2,12 +2,15 @@
 pragma solidity ^0.8.24;
 
 /// @title TestToken: a minimal ERC-20 for tests and local development
-/// @notice Anyone may `mint`: never deploy this where the token should have value.
+/// @notice Anyone may `mint` and `setFailTransfers`: never deploy this where the token should have value.
 contract TestToken {
     string public name;
     string public symbol;
     uint8 public constant decimals = 18;
     uint256 public totalSupply;
+    /// @notice When set, `transfer` and `transferFrom` move nothing and return false, like some legacy tokens:
+    ///         lets tests prove that callers check the result.
+    bool public failTransfers;
 
     mapping(address owner => uint256 amount) public balanceOf;
     mapping(address owner => mapping(address spender => uint256 amount)) public allowance;
@@ -28,6 +31,11 @@ contract TestToken {
         emit Transfer(address(0), to, amount);
     }
 
+    /// @notice Make transfers fail (return false) or work again.
+    function setFailTransfers(bool fail) external {
+        failTransfers = fail;
+    }
+
     function approve(address spender, uint256 amount) external returns (bool) {
         allowance[msg.sender][spender] = amount;
         emit Approval(msg.sender, spender, amount);
@@ -35,11 +43,13 @@ contract TestToken {
     }
 
     function transfer(address to, uint256 amount) external returns (bool) {
+        if (failTransfers) return false;
         _move(msg.sender, to, amount);
         return true;
     }
 
     function transferFrom(address from, address to, uint256 amount) external returns (bool) {
+        if (failTransfers) return false;
         uint256 allowed = allowance[from][msg.sender];
         if (allowed != type(uint256).max) {
             require(allowed >= amount, "Insufficient allowance");

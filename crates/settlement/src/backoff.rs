@@ -51,7 +51,9 @@ impl Backoff {
     /// The delay after the `failures`-th consecutive failure (1-based), before jitter.
     pub fn base_delay(&self, failures: u32) -> Duration {
         let exponent = failures.saturating_sub(1);
-        let factor = u64::from(self.multiplier.max(1)).checked_pow(exponent).unwrap_or(u64::MAX);
+        let factor = u64::from(self.multiplier.max(1))
+            .checked_pow(exponent)
+            .unwrap_or(u64::MAX);
         let initial_ms = u64::try_from(self.initial.as_millis()).unwrap_or(u64::MAX);
         let delay = Duration::from_millis(initial_ms.saturating_mul(factor));
         delay.min(self.max_delay)
@@ -97,7 +99,10 @@ mod tests {
 
     #[test]
     fn without_a_random_sample_the_delay_is_the_base_delay() {
-        assert_eq!(policy().decide(3, 0.0), RetryDecision::RetryAfter(Duration::from_secs(4)));
+        assert_eq!(
+            policy().decide(3, 0.0),
+            RetryDecision::RetryAfter(Duration::from_secs(4))
+        );
     }
 
     #[test]
@@ -106,11 +111,19 @@ mod tests {
         for n in 1..p.max_attempts {
             let base = p.base_delay(n);
             for sample in [0.0, 0.25, 0.5, 0.999_999, 1.0, 7.0, -3.0] {
-                let RetryDecision::RetryAfter(d) = p.decide(n, sample) else { panic!("gave up early") };
-                assert!(d <= base && d >= base.mul_f64(0.5), "{d:?} outside [{:?}, {base:?}]", base.mul_f64(0.5));
+                let RetryDecision::RetryAfter(d) = p.decide(n, sample) else {
+                    panic!("gave up early")
+                };
+                assert!(
+                    d <= base && d >= base.mul_f64(0.5),
+                    "{d:?} outside [{:?}, {base:?}]",
+                    base.mul_f64(0.5)
+                );
             }
         }
-        let RetryDecision::RetryAfter(d) = p.decide(5, 1.0) else { panic!() };
+        let RetryDecision::RetryAfter(d) = p.decide(5, 1.0) else {
+            panic!()
+        };
         assert_eq!(d, Duration::from_secs(5));
     }
 
@@ -124,15 +137,23 @@ mod tests {
 
     #[test]
     fn huge_attempt_numbers_do_not_overflow() {
-        let p = Backoff { max_attempts: u32::MAX, ..policy() };
+        let p = Backoff {
+            max_attempts: u32::MAX,
+            ..policy()
+        };
         assert_eq!(p.base_delay(u32::MAX - 1), Duration::from_secs(10));
-        assert!(matches!(p.decide_random(1000), RetryDecision::RetryAfter(d) if d <= Duration::from_secs(10)));
+        assert!(
+            matches!(p.decide_random(1000), RetryDecision::RetryAfter(d) if d <= Duration::from_secs(10))
+        );
     }
 
     #[test]
     fn the_default_policy_spans_about_an_hour() {
         let p = Backoff::default();
         let total: Duration = (1..p.max_attempts).map(|n| p.base_delay(n)).sum();
-        assert!(total > Duration::from_secs(45 * 60) && total < Duration::from_secs(90 * 60), "{total:?}");
+        assert!(
+            total > Duration::from_secs(45 * 60) && total < Duration::from_secs(90 * 60),
+            "{total:?}"
+        );
     }
 }

@@ -142,8 +142,10 @@ impl ChainClient {
     pub fn new(config: ChainConfig, key: &WalletKey) -> Result<Self, ChainError> {
         let signer = key.signer()?;
         let wallet = signer.address();
-        let url: reqwest::Url =
-            config.rpc_url.parse().map_err(|e| ChainError::Config(format!("invalid RPC URL: {e}")))?;
+        let url: reqwest::Url = config
+            .rpc_url
+            .parse()
+            .map_err(|e| ChainError::Config(format!("invalid RPC URL: {e}")))?;
         let http = reqwest::Client::builder()
             .timeout(config.rpc_timeout)
             .connect_timeout(config.rpc_timeout.min(Duration::from_secs(5)))
@@ -158,7 +160,12 @@ impl ChainClient {
             .connect_reqwest(http, url)
             .erased();
         let contract = LangDAO::new(config.contract, provider.clone());
-        Ok(Self { provider, contract, wallet, config })
+        Ok(Self {
+            provider,
+            contract,
+            wallet,
+            config,
+        })
     }
 
     /// The backend wallet's address.
@@ -177,8 +184,15 @@ impl ChainClient {
     }
 
     /// The tutor's active session, or `None` when the tutor has none.
-    pub async fn active_session(&self, tutor: Address) -> Result<Option<ActiveSession>, ChainError> {
-        let s = self.within("activeSessions", async { self.contract.activeSessions(tutor).call().await }).await?;
+    pub async fn active_session(
+        &self,
+        tutor: Address,
+    ) -> Result<Option<ActiveSession>, ChainError> {
+        let s = self
+            .within("activeSessions", async {
+                self.contract.activeSessions(tutor).call().await
+            })
+            .await?;
         Ok(s.isActive.then(|| ActiveSession {
             session_id: s.id,
             student: s.student,
@@ -189,8 +203,15 @@ impl ChainClient {
     }
 
     /// Session `session_id` if it has ended, from `sessionHistory`; `None` while active or unknown.
-    pub async fn ended_session(&self, session_id: U256) -> Result<Option<EndedSession>, ChainError> {
-        let s = self.within("sessionHistory", async { self.contract.sessionHistory(session_id).call().await }).await?;
+    pub async fn ended_session(
+        &self,
+        session_id: U256,
+    ) -> Result<Option<EndedSession>, ChainError> {
+        let s = self
+            .within("sessionHistory", async {
+                self.contract.sessionHistory(session_id).call().await
+            })
+            .await?;
         let ended = !session_id.is_zero() && s.id == session_id && !s.isActive;
         Ok(ended.then(|| EndedSession {
             session_id,
@@ -207,7 +228,11 @@ impl ChainClient {
     /// ours is over and a newer one must not be ended. (The contract's `endSession` takes no id, so a session
     /// started between our check and the block that mines our transaction would be ended; the window is one
     /// block and requires our session to have been ended by someone else first.)
-    pub async fn end_session(&self, tutor: Address, expected: Option<U256>) -> Result<EndOutcome, ChainError> {
+    pub async fn end_session(
+        &self,
+        tutor: Address,
+        expected: Option<U256>,
+    ) -> Result<EndOutcome, ChainError> {
         match self.submit_end_session(tutor, expected).await? {
             Submission::AlreadyEnded { ended } => Ok(EndOutcome::AlreadyEnded { ended }),
             Submission::Sent(tx_hash) => self.wait_for_settlement(tx_hash, tutor, expected).await,
@@ -216,28 +241,43 @@ impl ChainClient {
 
     /// Check the chain, dry-run `endSession(tutor)` with `eth_call` from the backend wallet, and send it.
     /// Sends nothing when the session is already over.
-    pub async fn submit_end_session(&self, tutor: Address, expected: Option<U256>) -> Result<Submission, ChainError> {
-        let still_ours = |active: &Option<ActiveSession>| match (active, expected) {
-            (None, _) => false,
-            (Some(a), Some(id)) => a.session_id == id,
-            (Some(_), None) => true,
-        };
+    pub async fn submit_end_session(
+        &self,
+        tutor: Address,
+        expected: Option<U256>,
+    ) -> Result<Submission, ChainError> {
         let active = self.active_session(tutor).await?;
-        if !still_ours(&active) {
+        if !is_ours(&active, expected) {
             debug!(%tutor, ?expected, "no active session to end");
-            return self.already_ended(expected).await;
+            return Ok(Submission::AlreadyEnded {
+                ended: self.record_of(expected).await?,
+            });
         }
 
         let dry_run = self
-            .within("eth_call endSession", async { self.contract.endSession(tutor).from(self.wallet).call().await })
+            .within("eth_call endSession", async {
+                self.contract
+                    .endSession(tutor)
+                    .from(self.wallet)
+                    .call()
+                    .await
+            })
             .await;
         match dry_run {
             Ok(_) => {}
-            Err(e) if e.is_not_active() => return self.already_ended(expected).await,
+            Err(e) if e.is_not_active() => {
+                return Ok(Submission::AlreadyEnded {
+                    ended: self.record_of(expected).await?,
+                })
+            }
             Err(e) => return Err(e),
         }
 
-        let sent = self.within("send endSession", async { self.contract.endSession(tutor).send().await }).await;
+        let sent = self
+            .within("send endSession", async {
+                self.contract.endSession(tutor).send().await
+            })
+            .await;
         match sent {
             Ok(pending) => {
                 let tx_hash = *pending.tx_hash();
@@ -245,7 +285,9 @@ impl ChainClient {
                 Ok(Submission::Sent(tx_hash))
             }
             // Gas estimation is a second dry run: the session may have ended in between.
-            Err(e) if e.is_not_active() => self.already_ended(expected).await,
+            Err(e) if e.is_not_active() => Ok(Submission::AlreadyEnded {
+                ended: self.record_of(expected).await?,
+            }),
             Err(e) => Err(e),
         }
     }
@@ -264,7 +306,10 @@ impl ChainClient {
                 return Ok(outcome);
             }
             if tokio::time::Instant::now() + self.config.receipt_poll > deadline {
-                return Err(ChainError::ReceiptTimeout { tx_hash, after: self.config.receipt_timeout });
+                return Err(ChainError::ReceiptTimeout {
+                    tx_hash,
+                    after: self.config.receipt_timeout,
+                });
             }
             tokio::time::sleep(self.config.receipt_poll).await;
         }
@@ -279,23 +324,23 @@ impl ChainClient {
         tutor: Address,
         expected: Option<U256>,
     ) -> Result<Option<EndOutcome>, ChainError> {
-        let receipt = self.within("eth_getTransactionReceipt", self.provider.get_transaction_receipt(tx_hash)).await?;
-        let Some(receipt) = receipt else { return Ok(None) };
+        let receipt = self
+            .within(
+                "eth_getTransactionReceipt",
+                self.provider.get_transaction_receipt(tx_hash),
+            )
+            .await?;
+        let Some(receipt) = receipt else {
+            return Ok(None);
+        };
         if !receipt.status() {
-            let active = self.active_session(tutor).await?;
-            let ours_still_active = match (&active, expected) {
-                (Some(a), Some(id)) => a.session_id == id,
-                (Some(_), None) => true,
-                (None, _) => false,
-            };
-            if ours_still_active {
+            if is_ours(&self.active_session(tutor).await?, expected) {
                 warn!(%tutor, %tx_hash, "endSession failed on chain; the session is still active");
                 return Err(ChainError::FailedOnChain { tx_hash });
             }
-            return Ok(Some(self.already_ended(expected).await.map(|s| match s {
-                Submission::AlreadyEnded { ended } => EndOutcome::AlreadyEnded { ended },
-                Submission::Sent(_) => unreachable!("already_ended never sends"),
-            })?));
+            // Our transaction lost a race: someone else ended the session first.
+            let ended = self.record_of(expected).await?;
+            return Ok(Some(EndOutcome::AlreadyEnded { ended }));
         }
         let event = receipt
             .logs()
@@ -320,17 +365,21 @@ impl ChainClient {
     /// Whether the node still knows transaction `tx_hash` (pending or mined). `false` means it was dropped
     /// (replaced, evicted from the mempool, or lost with a node restart) and may be sent again.
     pub async fn transaction_known(&self, tx_hash: TxHash) -> Result<bool, ChainError> {
-        let tx = self.within("eth_getTransactionByHash", self.provider.get_transaction_by_hash(tx_hash)).await?;
+        let tx = self
+            .within(
+                "eth_getTransactionByHash",
+                self.provider.get_transaction_by_hash(tx_hash),
+            )
+            .await?;
         Ok(tx.is_some())
     }
 
-    /// The [`Submission::AlreadyEnded`] answer, with the on-chain record when the session id is known.
-    async fn already_ended(&self, expected: Option<U256>) -> Result<Submission, ChainError> {
-        let ended = match expected {
-            Some(id) => self.ended_session(id).await?,
-            None => None,
-        };
-        Ok(Submission::AlreadyEnded { ended })
+    /// The on-chain record of an ended session, when its id is known.
+    async fn record_of(&self, expected: Option<U256>) -> Result<Option<EndedSession>, ChainError> {
+        match expected {
+            Some(id) => self.ended_session(id).await,
+            None => Ok(None),
+        }
     }
 
     /// Run one RPC future under the configured timeout and classify its error.
@@ -341,7 +390,19 @@ impl ChainClient {
     ) -> Result<T, ChainError> {
         match tokio::time::timeout(self.config.rpc_timeout, fut).await {
             Ok(result) => result.map_err(Into::into),
-            Err(_) => Err(ChainError::Timeout { call, after: self.config.rpc_timeout }),
+            Err(_) => Err(ChainError::Timeout {
+                call,
+                after: self.config.rpc_timeout,
+            }),
         }
+    }
+}
+
+/// Whether the tutor's active session is the one we are settling (any, when we do not know its id).
+fn is_ours(active: &Option<ActiveSession>, expected: Option<U256>) -> bool {
+    match (active, expected) {
+        (None, _) => false,
+        (Some(a), Some(id)) => a.session_id == id,
+        (Some(_), None) => true,
     }
 }

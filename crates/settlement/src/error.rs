@@ -131,7 +131,8 @@ impl ChainError {
 
     /// Whether this is the contract saying the tutor has no active session.
     pub(crate) fn is_not_active(&self) -> bool {
-        self.revert_reason().is_some_and(|r| r.contains(NOT_ACTIVE_REASON))
+        self.revert_reason()
+            .is_some_and(|r| r.contains(NOT_ACTIVE_REASON))
     }
 }
 
@@ -166,12 +167,17 @@ impl From<TransportError> for ChainError {
                 } else if lower.contains("revert") {
                     Self::Reverted { reason: message }
                 } else {
-                    Self::Node { code: payload.code, message }
+                    Self::Node {
+                        code: payload.code,
+                        message,
+                    }
                 }
             }
             RpcError::Transport(kind) => match kind {
                 TransportErrorKind::HttpError(http)
-                    if !(http.is_rate_limit_err() || http.is_temporarily_unavailable() || http.status >= 500) =>
+                    if !(http.is_rate_limit_err()
+                        || http.is_temporarily_unavailable()
+                        || http.status >= 500) =>
                 {
                     Self::Config(format!("RPC endpoint answered HTTP {}", http.status))
                 }
@@ -179,9 +185,9 @@ impl From<TransportError> for ChainError {
             },
             RpcError::NullResp => Self::Unreachable("the node returned an empty response".into()),
             RpcError::DeserError { .. } => Self::BadResponse(err.to_string()),
-            RpcError::SerError(_) | RpcError::UnsupportedFeature(_) | RpcError::LocalUsageError(_) => {
-                Self::Config(err.to_string())
-            }
+            RpcError::SerError(_)
+            | RpcError::UnsupportedFeature(_)
+            | RpcError::LocalUsageError(_) => Self::Config(err.to_string()),
         }
     }
 }
@@ -191,7 +197,9 @@ impl From<ContractError> for ChainError {
         match err {
             ContractError::TransportError(e) => e.into(),
             ContractError::PendingTransactionError(e) => e.into(),
-            ContractError::ZeroData(..) | ContractError::AbiError(_) => Self::BadResponse(err.to_string()),
+            ContractError::ZeroData(..) | ContractError::AbiError(_) => {
+                Self::BadResponse(err.to_string())
+            }
             other => Self::Config(other.to_string()),
         }
     }
@@ -225,22 +233,31 @@ mod tests {
             Revert::from("Caller is not the student, tutor nor owner").abi_encode(),
         );
         let err: ChainError = node_error(3, "execution reverted", Some(&data)).into();
-        assert_eq!(err.revert_reason(), Some("Caller is not the student, tutor nor owner"));
+        assert_eq!(
+            err.revert_reason(),
+            Some("Caller is not the student, tutor nor owner")
+        );
         assert_eq!(err.class(), ErrorClass::Permanent);
         assert!(!err.is_not_active());
-        let data = alloy::primitives::hex::encode_prefixed(Revert::from(NOT_ACTIVE_REASON).abi_encode());
+        let data =
+            alloy::primitives::hex::encode_prefixed(Revert::from(NOT_ACTIVE_REASON).abi_encode());
         let err: ChainError = node_error(3, "execution reverted", Some(&data)).into();
         assert!(err.is_not_active());
     }
 
     #[test]
     fn nonce_fee_and_funding_refusals_are_transient() {
-        for msg in ["nonce too low", "replacement transaction underpriced", "max fee per gas less than block base fee"] {
+        for msg in [
+            "nonce too low",
+            "replacement transaction underpriced",
+            "max fee per gas less than block base fee",
+        ] {
             let err: ChainError = node_error(-32000, msg, None).into();
             assert!(matches!(err, ChainError::NonceOrFee(_)), "{msg}: {err:?}");
             assert!(err.is_transient());
         }
-        let err: ChainError = node_error(-32000, "insufficient funds for gas * price + value", None).into();
+        let err: ChainError =
+            node_error(-32000, "insufficient funds for gas * price + value", None).into();
         assert!(matches!(err, ChainError::InsufficientFunds(_)) && err.is_transient());
         let err: ChainError = node_error(-32005, "limit exceeded", None).into();
         assert!(matches!(err, ChainError::Node { code: -32005, .. }) && err.is_transient());

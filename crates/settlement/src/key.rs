@@ -58,7 +58,9 @@ impl WalletKey {
     /// [`from_env`](Self::from_env) over any variable lookup (tests pass a closure instead of mutating the
     /// process environment). Empty values count as unset.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, KeyError> {
-        let inline = var(WALLET_KEY_ENV).filter(|v| !v.trim().is_empty()).map(SecretString::from);
+        let inline = var(WALLET_KEY_ENV)
+            .filter(|v| !v.trim().is_empty())
+            .map(SecretString::from);
         let file = var(WALLET_KEY_FILE_ENV).filter(|v| !v.trim().is_empty());
         match (inline, file) {
             (Some(_), Some(_)) => Err(KeyError::Ambiguous),
@@ -72,7 +74,8 @@ impl WalletKey {
     pub fn from_file(path: impl Into<PathBuf>) -> Result<Self, KeyError> {
         let path = path.into();
         let text = SecretString::from(
-            std::fs::read_to_string(&path).map_err(|source| KeyError::Unreadable { path, source })?,
+            std::fs::read_to_string(&path)
+                .map_err(|source| KeyError::Unreadable { path, source })?,
         );
         Ok(Self(SecretString::from(text.expose_secret().trim())))
     }
@@ -91,7 +94,12 @@ mod tests {
     const ANVIL_KEY_0: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 
     fn vars<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
     }
 
     #[test]
@@ -127,10 +135,19 @@ mod tests {
 
     #[test]
     fn missing_ambiguous_unreadable_and_malformed_keys_are_rejected_without_echoing_them() {
-        assert!(matches!(WalletKey::from_vars(vars(&[])), Err(KeyError::Missing)));
-        assert!(matches!(WalletKey::from_vars(vars(&[(WALLET_KEY_ENV, "  ")])), Err(KeyError::Missing)));
         assert!(matches!(
-            WalletKey::from_vars(vars(&[(WALLET_KEY_ENV, ANVIL_KEY_0), (WALLET_KEY_FILE_ENV, "/x")])),
+            WalletKey::from_vars(vars(&[])),
+            Err(KeyError::Missing)
+        ));
+        assert!(matches!(
+            WalletKey::from_vars(vars(&[(WALLET_KEY_ENV, "  ")])),
+            Err(KeyError::Missing)
+        ));
+        assert!(matches!(
+            WalletKey::from_vars(vars(&[
+                (WALLET_KEY_ENV, ANVIL_KEY_0),
+                (WALLET_KEY_FILE_ENV, "/x")
+            ])),
             Err(KeyError::Ambiguous)
         ));
         assert!(matches!(
@@ -138,7 +155,10 @@ mod tests {
             Err(KeyError::Unreadable { .. })
         ));
         let almost = "0xdeadbeefdeadbeefdeadbeefdeadbeefdeadbeefdeadbeefdeadbeefdeadbee";
-        let err = WalletKey::from_vars(vars(&[(WALLET_KEY_ENV, almost)])).unwrap().signer().unwrap_err();
+        let err = WalletKey::from_vars(vars(&[(WALLET_KEY_ENV, almost)]))
+            .unwrap()
+            .signer()
+            .unwrap_err();
         assert!(matches!(err, KeyError::Malformed));
         assert!(!err.to_string().contains("deadbeef"));
     }

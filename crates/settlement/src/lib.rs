@@ -33,7 +33,9 @@ pub mod worker;
 
 pub use alloy::primitives::{Address, TxHash, U256};
 pub use backoff::{Backoff, RetryDecision};
-pub use client::{ActiveSession, ChainClient, ChainConfig, EndOutcome, EndedSession, Settled, Submission};
+pub use client::{
+    ActiveSession, ChainClient, ChainConfig, EndOutcome, EndedSession, Settled, Submission,
+};
 pub use error::{ChainError, ErrorClass, NOT_ACTIVE_REASON};
 pub use key::{KeyError, WalletKey, WALLET_KEY_ENV, WALLET_KEY_FILE_ENV};
 pub use outbox::{NextStep, Settlement, SettlementState, Update};

@@ -130,12 +130,21 @@ impl Settlement {
         policy: &Backoff,
         sample: f64,
     ) -> Update {
-        let done = |state| Update { state, attempts: self.attempts, next_attempt_at: now, last_error: None };
+        let done = |state| Update {
+            state,
+            attempts: self.attempts,
+            next_attempt_at: now,
+            last_error: None,
+        };
         match result {
             Ok(EndOutcome::Settled(settled)) => done(SettlementState::Settled(settled)),
-            Ok(EndOutcome::AlreadyEnded { ended }) => done(SettlementState::EndedElsewhere { ended }),
+            Ok(EndOutcome::AlreadyEnded { ended }) => {
+                done(SettlementState::EndedElsewhere { ended })
+            }
             Err(err) if !err.is_transient() => Update {
-                state: SettlementState::Failed { reason: err.to_string() },
+                state: SettlementState::Failed {
+                    reason: err.to_string(),
+                },
                 attempts: self.attempts + 1,
                 next_attempt_at: now,
                 last_error: Some(err.to_string()),
@@ -194,7 +203,13 @@ mod tests {
     }
 
     fn policy() -> Backoff {
-        Backoff { initial: Duration::from_secs(1), max_delay: Duration::from_secs(8), multiplier: 2, jitter: 0.0, max_attempts: 3 }
+        Backoff {
+            initial: Duration::from_secs(1),
+            max_delay: Duration::from_secs(8),
+            multiplier: 2,
+            jitter: 0.0,
+            max_attempts: 3,
+        }
     }
 
     fn settled() -> Settled {
@@ -217,19 +232,36 @@ mod tests {
     fn a_pending_settlement_submits_and_a_submitted_one_rechecks_its_transaction() {
         let s = pending();
         assert_eq!(s.next_step(), NextStep::Submit);
-        let s = Settlement { state: SettlementState::Submitted { tx_hash: TxHash::repeat_byte(1) }, ..s };
+        let s = Settlement {
+            state: SettlementState::Submitted {
+                tx_hash: TxHash::repeat_byte(1),
+            },
+            ..s
+        };
         assert_eq!(s.next_step(), NextStep::Recheck(TxHash::repeat_byte(1)));
-        let s = Settlement { state: SettlementState::Failed { reason: "x".into() }, ..s };
+        let s = Settlement {
+            state: SettlementState::Failed { reason: "x".into() },
+            ..s
+        };
         assert_eq!(s.next_step(), NextStep::Nothing);
     }
 
     #[test]
     fn success_and_already_ended_are_terminal_and_clear_the_error() {
-        let s = Settlement { attempts: 2, last_error: Some("down".into()), ..pending() };
+        let s = Settlement {
+            attempts: 2,
+            last_error: Some("down".into()),
+            ..pending()
+        };
         let u = s.after_attempt(Ok(EndOutcome::Settled(settled())), now(), &policy(), 0.5);
         assert_eq!(u.state, SettlementState::Settled(settled()));
         assert!(u.state.is_terminal() && u.last_error.is_none());
-        let u = s.after_attempt(Ok(EndOutcome::AlreadyEnded { ended: None }), now(), &policy(), 0.5);
+        let u = s.after_attempt(
+            Ok(EndOutcome::AlreadyEnded { ended: None }),
+            now(),
+            &policy(),
+            0.5,
+        );
         assert_eq!(u.state.as_str(), "ended_elsewhere");
     }
 
@@ -237,7 +269,10 @@ mod tests {
     fn a_transient_error_keeps_the_state_and_backs_off_until_the_attempts_run_out() {
         let err = ChainError::Unreachable("connection refused".into());
         let tx = TxHash::repeat_byte(3);
-        let mut s = Settlement { state: SettlementState::Submitted { tx_hash: tx }, ..pending() };
+        let mut s = Settlement {
+            state: SettlementState::Submitted { tx_hash: tx },
+            ..pending()
+        };
         let mut delays = vec![];
         loop {
             let u = s.after_attempt(Err(&err), now(), &policy(), 0.0);
@@ -250,15 +285,24 @@ mod tests {
         }
         assert_eq!(delays, vec![1, 2]);
         assert_eq!(s.attempts, 3);
-        let SettlementState::Failed { reason } = &s.state else { panic!("{:?}", s.state) };
-        assert!(reason.contains("gave up after 3 attempts") && reason.contains("connection refused"), "{reason}");
+        let SettlementState::Failed { reason } = &s.state else {
+            panic!("{:?}", s.state)
+        };
+        assert!(
+            reason.contains("gave up after 3 attempts") && reason.contains("connection refused"),
+            "{reason}"
+        );
     }
 
     #[test]
     fn a_permanent_error_fails_at_once() {
-        let err = ChainError::Reverted { reason: "Caller is not the student, tutor nor owner".into() };
+        let err = ChainError::Reverted {
+            reason: "Caller is not the student, tutor nor owner".into(),
+        };
         let u = pending().after_attempt(Err(&err), now(), &policy(), 0.0);
-        assert!(matches!(u.state, SettlementState::Failed { ref reason } if reason.contains("Caller is not")));
+        assert!(
+            matches!(u.state, SettlementState::Failed { ref reason } if reason.contains("Caller is not"))
+        );
         assert_eq!(u.attempts, 1);
     }
 }

@@ -141,7 +141,11 @@ fn db_time(t: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 /// Record a paid session that started; returns its id. [`RepoError::TutorBusy`] if the tutor has one open.
-pub async fn start_paid_session(db: &Db, new: &NewPaidSession, now: DateTime<Utc>) -> Result<Uuid, RepoError> {
+pub async fn start_paid_session(
+    db: &Db,
+    new: &NewPaidSession,
+    now: DateTime<Utc>,
+) -> Result<Uuid, RepoError> {
     const SQL: &str = "INSERT INTO paid_sessions (id, room_id, chain_session_id, student_address, tutor_address, \
                        language_id, started_at, ended_at, end_reason) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL)";
     let id = Uuid::now_v7();
@@ -160,15 +164,29 @@ pub async fn start_paid_session(db: &Db, new: &NewPaidSession, now: DateTime<Utc
     });
     match result {
         Ok(_) => Ok(id),
-        Err(e) if e.as_database_error().is_some_and(|d| d.is_unique_violation()) => Err(RepoError::TutorBusy),
+        Err(e)
+            if e.as_database_error()
+                .is_some_and(|d| d.is_unique_violation()) =>
+        {
+            Err(RepoError::TutorBusy)
+        }
         Err(e) => Err(e.into()),
     }
 }
 
 /// Record the contract's session id of a paid session once `SessionStarted` is known.
-pub async fn set_chain_session_id(db: &Db, paid_session_id: Uuid, chain_session_id: U256) -> Result<(), RepoError> {
+pub async fn set_chain_session_id(
+    db: &Db,
+    paid_session_id: Uuid,
+    chain_session_id: U256,
+) -> Result<(), RepoError> {
     const SQL: &str = "UPDATE paid_sessions SET chain_session_id = $2 WHERE id = $1";
-    on_db!(db, |pool| sqlx::query(SQL).bind(paid_session_id).bind(chain_session_id.to_string()).execute(pool).await.map(|r| r.rows_affected()))?;
+    on_db!(db, |pool| sqlx::query(SQL)
+        .bind(paid_session_id)
+        .bind(chain_session_id.to_string())
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -182,15 +200,20 @@ pub async fn end_paid_session(
 ) -> Result<Option<Uuid>, RepoError> {
     const END: &str = "UPDATE paid_sessions SET ended_at = $2, end_reason = $3 \
                        WHERE id = $1 AND ended_at IS NULL RETURNING tutor_address, chain_session_id";
-    const OUTBOX: &str = "INSERT INTO settlements (id, paid_session_id, tutor_address, chain_session_id, state, \
+    const OUTBOX: &str =
+        "INSERT INTO settlements (id, paid_session_id, tutor_address, chain_session_id, state, \
                           attempts, next_attempt_at, created_at, updated_at) \
                           VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5, $5)";
     let now = db_time(now);
     let id = Uuid::now_v7();
     let ended: Option<(String, Option<String>)> = on_db!(db, |pool| {
         let mut tx = pool.begin().await?;
-        let ended: Option<(String, Option<String>)> =
-            sqlx::query_as(END).bind(paid_session_id).bind(now).bind(reason.as_str()).fetch_optional(&mut *tx).await?;
+        let ended: Option<(String, Option<String>)> = sqlx::query_as(END)
+            .bind(paid_session_id)
+            .bind(now)
+            .bind(reason.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
         if let Some((tutor, chain_id)) = &ended {
             sqlx::query(OUTBOX)
                 .bind(id)
@@ -208,40 +231,82 @@ pub async fn end_paid_session(
 }
 
 /// Settlements the worker should attempt now (`pending` or `submitted`, due by `now`), oldest due first.
-pub async fn due_settlements(db: &Db, now: DateTime<Utc>, limit: i64) -> Result<Vec<Settlement>, RepoError> {
+pub async fn due_settlements(
+    db: &Db,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Settlement>, RepoError> {
     const SQL: &str = concat!(
         "SELECT ",
         cols!(),
         " FROM settlements WHERE state IN ('pending', 'submitted') AND next_attempt_at <= $1 \
          ORDER BY next_attempt_at, id LIMIT $2"
     );
-    let rows: Vec<SettlementRecord> =
-        on_db!(db, |pool| sqlx::query_as(SQL).bind(db_time(now)).bind(limit).fetch_all(pool).await)?;
+    let rows: Vec<SettlementRecord> = on_db!(db, |pool| sqlx::query_as(SQL)
+        .bind(db_time(now))
+        .bind(limit)
+        .fetch_all(pool)
+        .await)?;
     rows.into_iter().map(|r| r.to_settlement()).collect()
 }
 
 /// The settlement of a paid session, if it has ended.
-pub async fn settlement_of(db: &Db, paid_session_id: Uuid) -> Result<Option<SettlementRecord>, RepoError> {
-    const SQL: &str = concat!("SELECT ", cols!(), " FROM settlements WHERE paid_session_id = $1");
-    Ok(on_db!(db, |pool| sqlx::query_as(SQL).bind(paid_session_id).fetch_optional(pool).await)?)
+pub async fn settlement_of(
+    db: &Db,
+    paid_session_id: Uuid,
+) -> Result<Option<SettlementRecord>, RepoError> {
+    const SQL: &str = concat!(
+        "SELECT ",
+        cols!(),
+        " FROM settlements WHERE paid_session_id = $1"
+    );
+    Ok(on_db!(db, |pool| sqlx::query_as(SQL)
+        .bind(paid_session_id)
+        .fetch_optional(pool)
+        .await)?)
 }
 
 /// Record that our transaction was accepted by the node, before waiting for its receipt.
-pub async fn mark_submitted(db: &Db, id: Uuid, tx_hash: TxHash, now: DateTime<Utc>) -> Result<(), RepoError> {
-    const SQL: &str = "UPDATE settlements SET state = 'submitted', tx_hash = $2, updated_at = $3 WHERE id = $1";
-    on_db!(db, |pool| sqlx::query(SQL).bind(id).bind(tx_hash.to_string()).bind(db_time(now)).execute(pool).await.map(|r| r.rows_affected()))?;
+pub async fn mark_submitted(
+    db: &Db,
+    id: Uuid,
+    tx_hash: TxHash,
+    now: DateTime<Utc>,
+) -> Result<(), RepoError> {
+    const SQL: &str =
+        "UPDATE settlements SET state = 'submitted', tx_hash = $2, updated_at = $3 WHERE id = $1";
+    on_db!(db, |pool| sqlx::query(SQL)
+        .bind(id)
+        .bind(tx_hash.to_string())
+        .bind(db_time(now))
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// Store the outcome of an attempt.
-pub async fn record_update(db: &Db, id: Uuid, update: &Update, now: DateTime<Utc>) -> Result<(), RepoError> {
+pub async fn record_update(
+    db: &Db,
+    id: Uuid,
+    update: &Update,
+    now: DateTime<Utc>,
+) -> Result<(), RepoError> {
     const SQL: &str = "UPDATE settlements SET state = $2, attempts = $3, next_attempt_at = $4, last_error = $5, \
          tx_hash = COALESCE($6, tx_hash), block_number = $7, gas_used = $8, gas_price_wei = $9, duration_s = $10, \
          total_paid = $11, chain_ended_at = $12, chain_session_id = COALESCE(chain_session_id, $13), \
          updated_at = $14, finished_at = $15 WHERE id = $1";
     let now = db_time(now);
-    let (mut tx_hash, mut block, mut gas, mut price, mut duration, mut paid, mut ended_at, mut session) =
-        (None, None, None, None, None, None, None, None);
+    let (
+        mut tx_hash,
+        mut block,
+        mut gas,
+        mut price,
+        mut duration,
+        mut paid,
+        mut ended_at,
+        mut session,
+    ) = (None, None, None, None, None, None, None, None);
     match &update.state {
         SettlementState::Settled(s) => {
             tx_hash = Some(s.tx_hash.to_string());
@@ -295,23 +360,39 @@ fn to_i64(v: u64) -> i64 {
 }
 
 fn parse<T: std::str::FromStr>(what: &str, value: &str) -> Result<T, RepoError> {
-    value.parse().map_err(|_| RepoError::Corrupt(format!("{what} {value:?}")))
+    value
+        .parse()
+        .map_err(|_| RepoError::Corrupt(format!("{what} {value:?}")))
 }
 
 impl SettlementRecord {
     /// The domain form the outbox state machine works on.
     pub fn to_settlement(&self) -> Result<Settlement, RepoError> {
-        let session_id = self.chain_session_id.as_deref().map(|s| parse::<U256>("session id", s)).transpose()?;
-        let tx_hash = self.tx_hash.as_deref().map(|h| parse::<TxHash>("tx hash", h)).transpose()?;
+        let session_id = self
+            .chain_session_id
+            .as_deref()
+            .map(|s| parse::<U256>("session id", s))
+            .transpose()?;
+        let tx_hash = self
+            .tx_hash
+            .as_deref()
+            .map(|h| parse::<TxHash>("tx hash", h))
+            .transpose()?;
         let u64_of = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok()).unwrap_or_default();
-        let paid = self.total_paid.as_deref().map(|p| parse::<U256>("amount", p)).transpose()?;
+        let paid = self
+            .total_paid
+            .as_deref()
+            .map(|p| parse::<U256>("amount", p))
+            .transpose()?;
         let state = match self.state.as_str() {
             "pending" => SettlementState::Pending,
             "submitted" => SettlementState::Submitted {
-                tx_hash: tx_hash.ok_or_else(|| RepoError::Corrupt("submitted without tx_hash".into()))?,
+                tx_hash: tx_hash
+                    .ok_or_else(|| RepoError::Corrupt("submitted without tx_hash".into()))?,
             },
             "settled" => SettlementState::Settled(Settled {
-                tx_hash: tx_hash.ok_or_else(|| RepoError::Corrupt("settled without tx_hash".into()))?,
+                tx_hash: tx_hash
+                    .ok_or_else(|| RepoError::Corrupt("settled without tx_hash".into()))?,
                 block: u64_of(self.block_number),
                 gas_used: u64_of(self.gas_used),
                 effective_gas_price_wei: match self.gas_price_wei.as_deref() {
@@ -333,7 +414,9 @@ impl SettlementRecord {
                     _ => None,
                 },
             },
-            "failed" => SettlementState::Failed { reason: self.last_error.clone().unwrap_or_default() },
+            "failed" => SettlementState::Failed {
+                reason: self.last_error.clone().unwrap_or_default(),
+            },
             other => return Err(RepoError::Corrupt(format!("state {other:?}"))),
         };
         Ok(Settlement {

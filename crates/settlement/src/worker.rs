@@ -31,7 +31,11 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     /// 32 rows a pass, a pass at least every 2 s, 20 s to flush at shutdown.
     fn default() -> Self {
-        Self { batch: 32, idle_poll: Duration::from_secs(2), flush_timeout: Duration::from_secs(20) }
+        Self {
+            batch: 32,
+            idle_poll: Duration::from_secs(2),
+            flush_timeout: Duration::from_secs(20),
+        }
     }
 }
 
@@ -53,7 +57,13 @@ pub struct SettlementWorker {
 impl SettlementWorker {
     /// A worker over `db` sending with `client`.
     pub fn new(db: Db, client: ChainClient, policy: Backoff, config: WorkerConfig) -> Self {
-        Self { db, client, policy, config, wake: Arc::new(Notify::new()) }
+        Self {
+            db,
+            client,
+            policy,
+            config,
+            wake: Arc::new(Notify::new()),
+        }
     }
 
     /// A handle to wake the worker after writing a settlement (`notify_one`).
@@ -77,7 +87,9 @@ impl SettlementWorker {
         match tokio::time::timeout(self.config.flush_timeout, self.run_once()).await {
             Ok(Ok(n)) => info!(attempted = n, "settlement worker stopped after a last pass"),
             Ok(Err(e)) => warn!(error = %e, "last settlement pass failed"),
-            Err(_) => warn!("last settlement pass timed out; the rest is settled after the restart"),
+            Err(_) => {
+                warn!("last settlement pass timed out; the rest is settled after the restart")
+            }
         }
     }
 
@@ -94,7 +106,12 @@ impl SettlementWorker {
     /// One attempt on one settlement, its outcome stored; returns the settlement as stored.
     pub async fn attempt(&self, mut settlement: Settlement) -> Result<Settlement, RepoError> {
         let result = self.chain_attempt(&mut settlement).await;
-        let update = settlement.after_attempt(result.as_ref().map(Clone::clone), Utc::now(), &self.policy, rand::random());
+        let update = settlement.after_attempt(
+            result.as_ref().map(Clone::clone),
+            Utc::now(),
+            &self.policy,
+            rand::random(),
+        );
         repo::record_update(&self.db, settlement.id, &update, Utc::now()).await?;
         let settlement = settlement.apply(update);
         match (&settlement.state, &result) {
@@ -103,7 +120,9 @@ impl SettlementWorker {
             }
             (_, Err(e)) => warn!(settlement = %settlement.id, attempts = settlement.attempts,
                                  next = %settlement.next_attempt_at, error = %e, "settlement attempt failed; will retry"),
-            _ => info!(settlement = %settlement.id, state = settlement.state.as_str(), "settlement done"),
+            _ => {
+                info!(settlement = %settlement.id, state = settlement.state.as_str(), "settlement done")
+            }
         }
         Ok(settlement)
     }
@@ -113,13 +132,24 @@ impl SettlementWorker {
     async fn chain_attempt(&self, settlement: &mut Settlement) -> Result<EndOutcome, ChainError> {
         let (tutor, expected) = (settlement.tutor, settlement.chain_session_id);
         match settlement.next_step() {
-            NextStep::Nothing => return Err(ChainError::Config("attempt on a finished settlement".into())),
+            NextStep::Nothing => {
+                return Err(ChainError::Config(
+                    "attempt on a finished settlement".into(),
+                ))
+            }
             NextStep::Recheck(tx_hash) => {
-                if let Some(outcome) = self.client.check_submitted(tx_hash, tutor, expected).await? {
+                if let Some(outcome) = self
+                    .client
+                    .check_submitted(tx_hash, tutor, expected)
+                    .await?
+                {
                     return Ok(outcome);
                 }
                 if self.client.transaction_known(tx_hash).await? {
-                    return self.client.wait_for_settlement(tx_hash, tutor, expected).await;
+                    return self
+                        .client
+                        .wait_for_settlement(tx_hash, tutor, expected)
+                        .await;
                 }
                 warn!(%tx_hash, "earlier endSession transaction was dropped by the node; sending again");
             }
@@ -129,10 +159,14 @@ impl SettlementWorker {
             Submission::AlreadyEnded { ended } => Ok(EndOutcome::AlreadyEnded { ended }),
             Submission::Sent(tx_hash) => {
                 settlement.state = SettlementState::Submitted { tx_hash };
-                if let Err(e) = repo::mark_submitted(&self.db, settlement.id, tx_hash, Utc::now()).await {
+                if let Err(e) =
+                    repo::mark_submitted(&self.db, settlement.id, tx_hash, Utc::now()).await
+                {
                     warn!(%tx_hash, error = %e, "could not record the sent transaction; waiting for it anyway");
                 }
-                self.client.wait_for_settlement(tx_hash, tutor, expected).await
+                self.client
+                    .wait_for_settlement(tx_hash, tutor, expected)
+                    .await
             }
         }
     }

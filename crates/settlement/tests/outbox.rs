@@ -14,14 +14,16 @@ use common::{
     wallet_key,
 };
 use confab_settlement::{
-    repo, Address, Backoff, ChainClient, ChainConfig, EndOutcome, EndReason, NewPaidSession, RepoError,
-    SettlementWorker, WorkerConfig, U256,
+    repo, Address, Backoff, ChainClient, ChainConfig, EndOutcome, EndReason, NewPaidSession,
+    RepoError, SettlementWorker, WorkerConfig, U256,
 };
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(90);
 
 async fn within<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(TEST_TIMEOUT, f).await.expect("test timed out")
+    tokio::time::timeout(TEST_TIMEOUT, f)
+        .await
+        .expect("test timed out")
 }
 
 fn new_session(chain_session_id: Option<U256>) -> NewPaidSession {
@@ -52,18 +54,37 @@ async fn a_paid_session_that_ends_is_settled_once_by_the_worker_with_its_receipt
             let db = &tdb.db;
             let chain = Chain::deploy().await;
             let chain_id = chain.start_session().await;
-            let paid = repo::start_paid_session(db, &new_session(Some(chain_id)), Utc::now()).await.unwrap();
+            let paid = repo::start_paid_session(db, &new_session(Some(chain_id)), Utc::now())
+                .await
+                .unwrap();
             advance_time(&chain.student, 20).await;
 
-            let settlement = repo::end_paid_session(db, paid, EndReason::ParticipantEnded, Utc::now()).await.unwrap();
+            let settlement =
+                repo::end_paid_session(db, paid, EndReason::ParticipantEnded, Utc::now())
+                    .await
+                    .unwrap();
             assert!(settlement.is_some());
             // Ending twice writes no second settlement.
-            assert_eq!(repo::end_paid_session(db, paid, EndReason::Disconnected, Utc::now()).await.unwrap(), None);
+            assert_eq!(
+                repo::end_paid_session(db, paid, EndReason::Disconnected, Utc::now())
+                    .await
+                    .unwrap(),
+                None
+            );
             let before = chain.token_balance(address(TUTOR)).await;
 
-            let worker = SettlementWorker::new(db.clone(), chain.client(OWNER), Backoff::default(), WorkerConfig::default());
+            let worker = SettlementWorker::new(
+                db.clone(),
+                chain.client(OWNER),
+                Backoff::default(),
+                WorkerConfig::default(),
+            );
             assert_eq!(worker.run_once().await.unwrap(), 1, "{backend:?}");
-            assert_eq!(worker.run_once().await.unwrap(), 0, "{backend:?}: nothing left to do");
+            assert_eq!(
+                worker.run_once().await.unwrap(),
+                0,
+                "{backend:?}: nothing left to do"
+            );
 
             let record = repo::settlement_of(db, paid).await.unwrap().unwrap();
             assert_eq!(record.state, "settled", "{backend:?}: {record:?}");
@@ -72,14 +93,21 @@ async fn a_paid_session_that_ends_is_settled_once_by_the_worker_with_its_receipt
             let duration = record.duration_s.unwrap();
             assert!((20..=30).contains(&duration), "{duration}");
             assert_eq!(paid_out, U256::from(duration as u64 * RATE));
-            assert!(record.tx_hash.as_deref().is_some_and(|h| h.starts_with("0x") && h.len() == 66));
+            assert!(record
+                .tx_hash
+                .as_deref()
+                .is_some_and(|h| h.starts_with("0x") && h.len() == 66));
             assert!(record.gas_used.unwrap() > 21_000 && record.block_number.unwrap() > 0);
             assert_eq!(record.chain_session_id, Some(chain_id.to_string()));
-            assert!(record.finished_at.is_some() && record.last_error.is_none() && record.attempts == 0);
+            assert!(
+                record.finished_at.is_some() && record.last_error.is_none() && record.attempts == 0
+            );
             eprintln!("{backend:?}: settled {record:?}");
 
             // The tutor may start a new paid session now that the old one ended.
-            repo::start_paid_session(db, &new_session(None), Utc::now()).await.unwrap();
+            repo::start_paid_session(db, &new_session(None), Utc::now())
+                .await
+                .unwrap();
             assert!(matches!(
                 repo::start_paid_session(db, &new_session(None), Utc::now()).await,
                 Err(RepoError::TutorBusy)
@@ -97,15 +125,29 @@ async fn a_session_the_student_ended_first_is_recorded_as_ended_elsewhere_withou
         let db = &tdb.db;
         let chain = Chain::deploy().await;
         let chain_id = chain.start_session().await;
-        let paid = repo::start_paid_session(db, &new_session(Some(chain_id)), Utc::now()).await.unwrap();
+        let paid = repo::start_paid_session(db, &new_session(Some(chain_id)), Utc::now())
+            .await
+            .unwrap();
         advance_time(&chain.student, 5).await;
-        let EndOutcome::Settled(by_student) = chain.client(STUDENT).end_session(address(TUTOR), None).await.unwrap()
+        let EndOutcome::Settled(by_student) = chain
+            .client(STUDENT)
+            .end_session(address(TUTOR), None)
+            .await
+            .unwrap()
         else {
             panic!("the student's end did not settle")
         };
 
-        repo::end_paid_session(db, paid, EndReason::Disconnected, Utc::now()).await.unwrap().unwrap();
-        let worker = SettlementWorker::new(db.clone(), chain.client(OWNER), Backoff::default(), WorkerConfig::default());
+        repo::end_paid_session(db, paid, EndReason::Disconnected, Utc::now())
+            .await
+            .unwrap()
+            .unwrap();
+        let worker = SettlementWorker::new(
+            db.clone(),
+            chain.client(OWNER),
+            Backoff::default(),
+            WorkerConfig::default(),
+        );
         assert_eq!(worker.run_once().await.unwrap(), 1);
         let record = repo::settlement_of(db, paid).await.unwrap().unwrap();
         assert_eq!(record.state, "ended_elsewhere", "{record:?}");
@@ -123,20 +165,43 @@ async fn a_chain_outage_keeps_the_settlement_pending_with_back_off_then_fails_it
         for backend in BOTH {
             let tdb = TestDb::create(backend).await;
             let db = &tdb.db;
-            let paid = repo::start_paid_session(db, &new_session(Some(U256::from(1))), Utc::now()).await.unwrap();
-            repo::end_paid_session(db, paid, EndReason::HeartbeatTimeout, Utc::now()).await.unwrap().unwrap();
+            let paid = repo::start_paid_session(db, &new_session(Some(U256::from(1))), Utc::now())
+                .await
+                .unwrap();
+            repo::end_paid_session(db, paid, EndReason::HeartbeatTimeout, Utc::now())
+                .await
+                .unwrap()
+                .unwrap();
 
             let dead = format!("http://127.0.0.1:{}", common::free_port());
-            let config = ChainConfig { rpc_timeout: Duration::from_secs(2), ..ChainConfig::new(dead, Address::repeat_byte(1)) };
+            let config = ChainConfig {
+                rpc_timeout: Duration::from_secs(2),
+                ..ChainConfig::new(dead, Address::repeat_byte(1))
+            };
             let client = ChainClient::new(config, &wallet_key(OWNER)).unwrap();
-            let worker = SettlementWorker::new(db.clone(), client, fast_policy(3), WorkerConfig::default());
+            let worker =
+                SettlementWorker::new(db.clone(), client, fast_policy(3), WorkerConfig::default());
 
             assert_eq!(worker.run_once().await.unwrap(), 1);
             let record = repo::settlement_of(db, paid).await.unwrap().unwrap();
-            assert_eq!((record.state.as_str(), record.attempts), ("pending", 1), "{backend:?}: {record:?}");
-            assert!(record.last_error.as_deref().is_some_and(|e| e.contains("unreachable")), "{record:?}");
+            assert_eq!(
+                (record.state.as_str(), record.attempts),
+                ("pending", 1),
+                "{backend:?}: {record:?}"
+            );
+            assert!(
+                record
+                    .last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("unreachable")),
+                "{record:?}"
+            );
             assert!(record.next_attempt_at > Utc::now() - chrono::TimeDelta::milliseconds(5));
-            assert_eq!(worker.run_once().await.unwrap(), 0, "not due before the back-off delay");
+            assert_eq!(
+                worker.run_once().await.unwrap(),
+                0,
+                "not due before the back-off delay"
+            );
 
             let mut passes = 0;
             while repo::settlement_of(db, paid).await.unwrap().unwrap().state == "pending" {
@@ -146,9 +211,21 @@ async fn a_chain_outage_keeps_the_settlement_pending_with_back_off_then_fails_it
                 assert!(passes < 50, "never gave up");
             }
             let record = repo::settlement_of(db, paid).await.unwrap().unwrap();
-            assert_eq!((record.state.as_str(), record.attempts), ("failed", 3), "{record:?}");
-            assert!(record.last_error.as_deref().is_some_and(|e| e.contains("gave up after 3 attempts")));
-            assert!(repo::due_settlements(db, Utc::now() + chrono::TimeDelta::days(1), 10).await.unwrap().is_empty());
+            assert_eq!(
+                (record.state.as_str(), record.attempts),
+                ("failed", 3),
+                "{record:?}"
+            );
+            assert!(record
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("gave up after 3 attempts")));
+            assert!(
+                repo::due_settlements(db, Utc::now() + chrono::TimeDelta::days(1), 10)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
             tdb.teardown().await;
         }
     })

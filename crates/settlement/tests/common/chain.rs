@@ -34,20 +34,53 @@ impl Chain {
     pub async fn deploy() -> Self {
         let anvil = Anvil::start();
         let owner = wallet_provider(&anvil.url, OWNER);
-        let token = *TestToken::deploy(&owner, "Test Token".into(), "TST".into()).await.unwrap().address();
-        let dao = *LangDAO::deploy(&owner, token, address(OWNER)).await.unwrap().address();
+        let token = *TestToken::deploy(&owner, "Test Token".into(), "TST".into())
+            .await
+            .unwrap()
+            .address();
+        let dao = *LangDAO::deploy(&owner, token, address(OWNER))
+            .await
+            .unwrap()
+            .address();
 
         let student = wallet_provider(&anvil.url, STUDENT);
-        let student_token = TestToken::new(token, &student);
-        student_token.mint(address(STUDENT), U256::from(DEPOSIT)).send().await.unwrap().get_receipt().await.unwrap();
-        student_token.approve(dao, U256::from(DEPOSIT)).send().await.unwrap().get_receipt().await.unwrap();
-        let r = LangDAO::new(dao, &student).deposit(U256::from(DEPOSIT)).send().await.unwrap().get_receipt().await;
-        assert!(r.unwrap().status());
-
         let tutor = wallet_provider(&anvil.url, TUTOR);
-        let r = LangDAO::new(dao, &tutor).registerTutor(SPANISH, U256::from(RATE)).send().await.unwrap();
+        let r = LangDAO::new(dao, &tutor)
+            .registerTutor(SPANISH, U256::from(RATE))
+            .send()
+            .await
+            .unwrap();
         assert!(r.get_receipt().await.unwrap().status());
-        Self { anvil, token, dao, student }
+        let chain = Self {
+            anvil,
+            token,
+            dao,
+            student,
+        };
+        chain.fund(STUDENT, DEPOSIT).await;
+        chain
+    }
+
+    /// A provider signing as default account `i`.
+    pub fn wallet(&self, i: usize) -> DynProvider {
+        wallet_provider(&self.anvil.url, i)
+    }
+
+    /// Mint `amount` for account `i`, approve the contract and deposit it.
+    pub async fn fund(&self, i: usize, amount: u64) {
+        let who = self.wallet(i);
+        let token = TestToken::new(self.token, &who);
+        let amount = U256::from(amount);
+        let r = token.mint(address(i), amount).send().await.unwrap();
+        assert!(r.get_receipt().await.unwrap().status());
+        let r = token.approve(self.dao, amount).send().await.unwrap();
+        assert!(r.get_receipt().await.unwrap().status());
+        let r = LangDAO::new(self.dao, &who)
+            .deposit(amount)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.get_receipt().await.unwrap().status(), "deposit failed");
     }
 
     pub fn config(&self) -> ChainConfig {
@@ -67,19 +100,35 @@ impl Chain {
     /// The student starts a session with the tutor; returns its id.
     pub async fn start_session(&self) -> U256 {
         let dao = LangDAO::new(self.dao, &self.student);
-        let receipt =
-            dao.startSession(address(TUTOR), SPANISH).send().await.unwrap().get_receipt().await.unwrap();
+        let receipt = dao
+            .startSession(address(TUTOR), SPANISH)
+            .send()
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
         assert!(receipt.status(), "startSession failed");
         eprintln!("startSession gas used: {}", receipt.gas_used);
-        receipt.decoded_log::<LangDAO::SessionStarted>().unwrap().sessionId
+        receipt
+            .decoded_log::<LangDAO::SessionStarted>()
+            .unwrap()
+            .sessionId
     }
 
     pub async fn token_balance(&self, who: Address) -> U256 {
-        TestToken::new(self.token, &self.student).balanceOf(who).call().await.unwrap()
+        TestToken::new(self.token, &self.student)
+            .balanceOf(who)
+            .call()
+            .await
+            .unwrap()
     }
 
     pub async fn deposited(&self, who: Address) -> U256 {
-        LangDAO::new(self.dao, &self.student).balances(who).call().await.unwrap()
+        LangDAO::new(self.dao, &self.student)
+            .balances(who)
+            .call()
+            .await
+            .unwrap()
     }
 }
-

@@ -19,16 +19,24 @@ pub enum Backend {
 pub const BOTH: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
 
 fn pg_base_url() -> String {
-    std::env::var("CONFAB_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("CONFAB_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 async fn admin(sql: String) {
     let fut = async {
-        let mut conn = PgConnection::connect(&pg_base_url()).await.expect("connect to the shared PostgreSQL");
-        sqlx::query(AssertSqlSafe(sql)).execute(&mut conn).await.expect("admin statement");
+        let mut conn = PgConnection::connect(&pg_base_url())
+            .await
+            .expect("connect to the shared PostgreSQL");
+        sqlx::query(AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .expect("admin statement");
         conn.close().await.ok();
     };
-    tokio::time::timeout(SETUP_TIMEOUT, fut).await.expect("PostgreSQL admin statement timed out");
+    tokio::time::timeout(SETUP_TIMEOUT, fut)
+        .await
+        .expect("PostgreSQL admin statement timed out");
 }
 
 /// A test database; `teardown` removes it.
@@ -39,11 +47,19 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn create(backend: Backend) -> Self {
-        let opts = DbOptions { max_connections: 5, acquire_timeout_ms: 5_000, ..DbOptions::default() };
+        let opts = DbOptions {
+            max_connections: 5,
+            acquire_timeout_ms: 5_000,
+            ..DbOptions::default()
+        };
         let (url, cleanup) = match backend {
             Backend::Sqlite => {
-                let dir = std::env::temp_dir().join(format!("confab-settlement-{}", Uuid::new_v4()));
-                (format!("sqlite://{}", dir.join("test.db").display()), Ok(dir))
+                let dir =
+                    std::env::temp_dir().join(format!("confab-settlement-{}", Uuid::new_v4()));
+                (
+                    format!("sqlite://{}", dir.join("test.db").display()),
+                    Ok(dir),
+                )
             }
             Backend::Postgres => {
                 let name = format!("confab_settlement_test_{}", Uuid::new_v4().simple());
@@ -61,7 +77,9 @@ impl TestDb {
     }
 
     pub async fn teardown(self) {
-        tokio::time::timeout(SETUP_TIMEOUT, self.db.close()).await.ok();
+        tokio::time::timeout(SETUP_TIMEOUT, self.db.close())
+            .await
+            .ok();
         match self.cleanup {
             Ok(dir) => {
                 let _ = std::fs::remove_dir_all(dir);

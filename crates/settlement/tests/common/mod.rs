@@ -32,7 +32,10 @@ pub const KEYS: [&str; 4] = [
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// The anvil binary, installed by `scripts/ensure-anvil.sh` on first use.
@@ -50,7 +53,11 @@ pub fn anvil_bin() -> &'static PathBuf {
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running anvil, killed when dropped.
@@ -72,7 +79,10 @@ impl Anvil {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("spawn anvil");
-            let mut anvil = Self { child, url: format!("http://127.0.0.1:{port}") };
+            let mut anvil = Self {
+                child,
+                url: format!("http://127.0.0.1:{port}"),
+            };
             let addr: SocketAddr = ([127, 0, 0, 1], port).into();
             let deadline = Instant::now() + Duration::from_secs(15);
             while Instant::now() < deadline {
@@ -110,11 +120,20 @@ pub fn wallet_key(i: usize) -> WalletKey {
 /// A provider signing as default account `i` (test-side actors: deployer, student, tutor).
 pub fn wallet_provider(url: &str, i: usize) -> DynProvider {
     let signer: PrivateKeySigner = KEYS[i].parse().unwrap();
-    ProviderBuilder::new().wallet(EthereumWallet::from(signer)).connect_http(url.parse().unwrap()).erased()
+    ProviderBuilder::new()
+        .wallet(EthereumWallet::from(signer))
+        .connect_http(url.parse().unwrap())
+        .erased()
 }
 
 /// Move the chain's clock forward and mine a block.
 pub async fn advance_time(provider: &DynProvider, seconds: u64) {
-    let _: serde_json::Value = provider.raw_request("evm_increaseTime".into(), (seconds,)).await.unwrap();
-    let _: serde_json::Value = provider.raw_request("evm_mine".into(), Vec::<u8>::new()).await.unwrap();
+    let _: serde_json::Value = provider
+        .raw_request("evm_increaseTime".into(), (seconds,))
+        .await
+        .unwrap();
+    let _: serde_json::Value = provider
+        .raw_request("evm_mine".into(), Vec::<u8>::new())
+        .await
+        .unwrap();
 }
