@@ -6,6 +6,7 @@ mod common;
 
 use std::time::Duration;
 
+use alloy::providers::Provider;
 use chrono::Utc;
 use common::{
     address, advance_time,
@@ -15,7 +16,7 @@ use common::{
 };
 use confab_settlement::{
     repo, Address, Backoff, ChainClient, ChainConfig, EndOutcome, EndReason, NewPaidSession,
-    RepoError, SettlementWorker, WorkerConfig, U256,
+    RepoError, SettlementWorker, Submission, TxHash, WorkerConfig, U256,
 };
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(90);
@@ -228,6 +229,154 @@ async fn a_chain_outage_keeps_the_settlement_pending_with_back_off_then_fails_it
             );
             tdb.teardown().await;
         }
+    })
+    .await;
+}
+
+/// A worker for `db` sending as the backend wallet on `chain`.
+fn worker(db: &confab_store::Db, chain: &Chain, config: WorkerConfig) -> SettlementWorker {
+    SettlementWorker::new(db.clone(), chain.client(OWNER), Backoff::default(), config)
+}
+
+#[tokio::test]
+async fn a_settlement_submitted_before_a_crash_is_completed_from_its_hash_without_a_second_send() {
+    within(async {
+        let tdb = TestDb::create(Backend::Sqlite).await;
+        let db = &tdb.db;
+        let chain = Chain::deploy().await;
+        let chain_id = chain.start_session().await;
+        let paid = repo::start_paid_session(db, &new_session(Some(chain_id)), Utc::now())
+            .await
+            .unwrap();
+        let settlement = repo::end_paid_session(db, paid, EndReason::ParticipantEnded, Utc::now())
+            .await
+            .unwrap()
+            .unwrap();
+        // The previous process sent the transaction, recorded its hash, and died.
+        let backend = chain.client(OWNER);
+        let Submission::Sent(tx_hash) = backend
+            .submit_end_session(address(TUTOR), Some(chain_id))
+            .await
+            .unwrap()
+        else {
+            panic!("nothing sent")
+        };
+        repo::mark_submitted(db, settlement, tx_hash, Utc::now())
+            .await
+            .unwrap();
+        let nonce = backend
+            .provider()
+            .get_transaction_count(address(OWNER))
+            .await
+            .unwrap();
+
+        assert_eq!(
+            worker(db, &chain, WorkerConfig::default())
+                .run_once()
+                .await
+                .unwrap(),
+            1
+        );
+        let record = repo::settlement_of(db, paid).await.unwrap().unwrap();
+        assert_eq!(record.state, "settled", "{record:?}");
+        assert_eq!(record.tx_hash, Some(tx_hash.to_string()));
+        assert_eq!(
+            backend
+                .provider()
+                .get_transaction_count(address(OWNER))
+                .await
+                .unwrap(),
+            nonce,
+            "no second transaction"
+        );
+        tdb.teardown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_submitted_transaction_the_node_no_longer_knows_is_sent_again() {
+    within(async {
+        let tdb = TestDb::create(Backend::Sqlite).await;
+        let db = &tdb.db;
+        let chain = Chain::deploy().await;
+        let chain_id = chain.start_session().await;
+        let paid = repo::start_paid_session(db, &new_session(Some(chain_id)), Utc::now())
+            .await
+            .unwrap();
+        let settlement = repo::end_paid_session(db, paid, EndReason::ParticipantEnded, Utc::now())
+            .await
+            .unwrap()
+            .unwrap();
+        let dropped = TxHash::repeat_byte(0xab);
+        repo::mark_submitted(db, settlement, dropped, Utc::now())
+            .await
+            .unwrap();
+
+        assert_eq!(
+            worker(db, &chain, WorkerConfig::default())
+                .run_once()
+                .await
+                .unwrap(),
+            1
+        );
+        let record = repo::settlement_of(db, paid).await.unwrap().unwrap();
+        assert_eq!(record.state, "settled", "{record:?}");
+        assert!(record.tx_hash.is_some_and(|h| h != dropped.to_string()));
+        tdb.teardown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_worker_task_settles_as_soon_as_it_is_woken_and_stops_on_shutdown() {
+    within(async {
+        let tdb = TestDb::create(Backend::Sqlite).await;
+        let db = tdb.db.clone();
+        let chain = Chain::deploy().await;
+        let chain_id = chain.start_session().await;
+        let paid = repo::start_paid_session(&db, &new_session(Some(chain_id)), Utc::now())
+            .await
+            .unwrap();
+
+        // A poll interval far beyond the test's bound: only the wake-up can settle in time.
+        let config = WorkerConfig {
+            idle_poll: Duration::from_secs(3600),
+            ..WorkerConfig::default()
+        };
+        let worker = worker(&db, &chain, config);
+        let waker = worker.waker();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(worker.run(async {
+            let _ = stopped.await;
+        }));
+        tokio::time::sleep(Duration::from_millis(100)).await; // let the first (empty) pass run
+
+        repo::end_paid_session(&db, paid, EndReason::ParticipantEnded, Utc::now())
+            .await
+            .unwrap()
+            .unwrap();
+        waker.notify_one();
+        let started = std::time::Instant::now();
+        loop {
+            let record = repo::settlement_of(&db, paid).await.unwrap().unwrap();
+            if record.state == "settled" {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "not settled: {record:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        eprintln!("settled {:?} after the wake-up", started.elapsed());
+
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(25), task)
+            .await
+            .expect("worker did not stop")
+            .unwrap();
+        tdb.teardown().await;
     })
     .await;
 }
