@@ -8,7 +8,7 @@
 //! happened: [`EndOutcome::AlreadyEnded`] when the chain shows the session over (ended by the student, the tutor,
 //! or our own earlier transaction) without sending anything.
 
-use std::{future::Future, time::Duration};
+use std::{fmt, future::Future, time::Duration};
 
 use alloy::{
     network::EthereumWallet,
@@ -19,10 +19,14 @@ use alloy::{
 };
 use tracing::{debug, info, warn};
 
-use crate::{bindings::LangDAO, error::ChainError, key::WalletKey};
+use crate::{
+    bindings::LangDAO,
+    error::{redact_url, ChainError},
+    key::WalletKey,
+};
 
-/// Where the contract is and how long to wait for it.
-#[derive(Debug, Clone)]
+/// Where the contract is and how long to wait for it. `Debug` shows the RPC URL without path or query.
+#[derive(Clone)]
 pub struct ChainConfig {
     /// JSON-RPC endpoint, `http://` (this build has no TLS). Never logged: it may carry an API key.
     pub rpc_url: String,
@@ -46,6 +50,22 @@ impl ChainConfig {
             receipt_timeout: Duration::from_secs(180),
             receipt_poll: Duration::from_secs(2),
         }
+    }
+}
+
+impl fmt::Debug for ChainConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let url = match self.rpc_url.parse::<reqwest::Url>() {
+            Ok(url) => redact_url(&url),
+            Err(_) => "<invalid URL>".to_owned(),
+        };
+        f.debug_struct("ChainConfig")
+            .field("rpc_url", &url)
+            .field("contract", &self.contract)
+            .field("rpc_timeout", &self.rpc_timeout)
+            .field("receipt_timeout", &self.receipt_timeout)
+            .field("receipt_poll", &self.receipt_poll)
+            .finish()
     }
 }
 
@@ -181,6 +201,23 @@ impl ChainClient {
     /// The shared provider (signing with the backend wallet), e.g. for balance checks.
     pub fn provider(&self) -> &DynProvider {
         &self.provider
+    }
+
+    /// Whether the backend wallet is the contract's `owner`, the only non-party allowed to end sessions.
+    /// Check at start-up: if not, every settlement fails with a permanent revert.
+    pub async fn wallet_is_owner(&self) -> Result<bool, ChainError> {
+        let owner = self
+            .within("owner", async { self.contract.owner().call().await })
+            .await?;
+        Ok(owner == self.wallet)
+    }
+
+    /// The backend wallet's ether balance, wei (it pays the gas; worth a health check).
+    pub async fn wallet_balance_wei(&self) -> Result<U256, ChainError> {
+        self.within("eth_getBalance", async {
+            self.provider.get_balance(self.wallet).await
+        })
+        .await
     }
 
     /// The tutor's active session, or `None` when the tutor has none.

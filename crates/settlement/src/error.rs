@@ -8,7 +8,7 @@ use alloy::{
     primitives::TxHash,
     providers::PendingTransactionError,
     sol_types::{Revert, SolError},
-    transports::{RpcError, TransportError, TransportErrorKind},
+    transports::{http::reqwest, RpcError, TransportError, TransportErrorKind},
 };
 
 use crate::key::KeyError;
@@ -181,7 +181,7 @@ impl From<TransportError> for ChainError {
                 {
                     Self::Config(format!("RPC endpoint answered HTTP {}", http.status))
                 }
-                _ => Self::Unreachable(kind.to_string()),
+                _ => Self::Unreachable(describe_transport(kind)),
             },
             RpcError::NullResp => Self::Unreachable("the node returned an empty response".into()),
             RpcError::DeserError { .. } => Self::BadResponse(err.to_string()),
@@ -190,6 +190,41 @@ impl From<TransportError> for ChainError {
             | RpcError::LocalUsageError(_) => Self::Config(err.to_string()),
         }
     }
+}
+
+/// A transport failure as text: the error and its causes, with the request URL cut down to scheme, host and
+/// port (an RPC URL may carry an API key in its path or query, and this text ends up in logs and the outbox).
+fn describe_transport(kind: &TransportErrorKind) -> String {
+    let mut text = kind.to_string();
+    let mut source = std::error::Error::source(kind);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    if let TransportErrorKind::Custom(inner) = kind {
+        if let Some(url) = inner.downcast_ref::<reqwest::Error>().and_then(|e| e.url()) {
+            text = text.replace(url.as_str(), &redact_url(url));
+        }
+    }
+    text
+}
+
+/// `scheme://host:port/…`: enough to tell endpoints apart, nothing secret.
+pub(crate) fn redact_url(url: &reqwest::Url) -> String {
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    let rest = if url.path() == "/" && url.query().is_none() {
+        "/"
+    } else {
+        "/…"
+    };
+    format!(
+        "{}://{}{port}{rest}",
+        url.scheme(),
+        url.host_str().unwrap_or("")
+    )
 }
 
 impl From<ContractError> for ChainError {

@@ -134,6 +134,9 @@ async fn a_stranger_cannot_end_a_session_and_the_revert_is_permanent() {
     within(async {
         let chain = Chain::deploy().await;
         let id = chain.start_session().await;
+        assert!(!chain.client(STRANGER).wallet_is_owner().await.unwrap());
+        assert!(chain.client(OWNER).wallet_is_owner().await.unwrap());
+        assert!(chain.client(OWNER).wallet_balance_wei().await.unwrap() > U256::ZERO);
         let stranger = chain.client(STRANGER);
         let nonce = stranger
             .provider()
@@ -229,13 +232,13 @@ async fn a_transaction_sent_before_a_restart_is_found_by_its_hash_and_a_newer_se
 }
 
 #[tokio::test]
-async fn a_dead_rpc_endpoint_gives_a_transient_error_quickly() {
+async fn a_dead_rpc_endpoint_gives_a_transient_error_quickly_without_leaking_the_url_path() {
     within(async {
         let port = common::free_port(); // nothing listens there
         let config = ChainConfig {
             rpc_timeout: Duration::from_secs(2),
             ..ChainConfig::new(
-                format!("http://127.0.0.1:{port}"),
+                format!("http://127.0.0.1:{port}/v3/SECRET-API-KEY?token=SECRET"),
                 Address::repeat_byte(0x11),
             )
         };
@@ -252,6 +255,13 @@ async fn a_dead_rpc_endpoint_gives_a_transient_error_quickly() {
             "{err:?}"
         );
         assert!(started.elapsed() < Duration::from_secs(3));
+        for text in [err.to_string(), format!("{err:?}"), format!("{client:?}")] {
+            assert!(!text.contains("SECRET"), "{text}");
+        }
+        assert!(
+            err.to_string().contains(&format!("127.0.0.1:{port}")),
+            "{err}"
+        );
     })
     .await;
 }
