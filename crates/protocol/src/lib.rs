@@ -1,5 +1,7 @@
-//! The signaling wire protocol: every JSON message, as serde enums. `docs/protocol.md` is the
-//! human description of the same thing; change both together.
+//! confab's signaling wire protocol: every JSON message, as serde enums. `docs/protocol.md` is the
+//! human description of the same thing; change both together. Shared by the server, the test
+//! client and the load generator.
+#![warn(missing_docs)]
 
 use serde::{Deserialize, Serialize};
 

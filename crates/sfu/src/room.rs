@@ -254,6 +254,9 @@ impl Room {
             let _ = rtc::sansio::Protocol::close(&mut s.pc);
         }
         for other in &mut self.participants {
+            for t in &gone.published {
+                other.send(SfuEvent::TrackUnpublished(TrackId { participant: id, mid: t.mid.clone() }));
+            }
             other.send(SfuEvent::ParticipantLeft(id));
         }
         self.reconcile(local, now);

@@ -1,0 +1,449 @@
+//! One confab participant: the signaling socket, the two peer connections, the synthetic
+//! senders and the receive statistics.
+
+use crate::media::{now_us, payload, RemoteTrackStats, SyntheticTrack};
+use confab_protocol::{
+    ClientMessage, ErrorCode, Kind, PublishTrackMsg, ServerMessage, Source,
+};
+use futures_util::{SinkExt, StreamExt};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
+};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_tungstenite::tungstenite::Message;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::media_stream::Track;
+use webrtc::peer_connection::{
+    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
+    PeerConnectionEventHandler, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
+    Registry,
+};
+
+/// Payload type the client registers for VP8 (the answerer keeps the offerer's numbers).
+pub const VP8_PT: u8 = 96;
+/// Payload type the client registers for Opus.
+pub const OPUS_PT: u8 = 111;
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// WebSocket connect or I/O failed.
+    #[error("websocket: {0}")]
+    WebSocket(String),
+    /// The server refused with an `error` message.
+    #[error("refused: {code:?}: {message}")]
+    Refused {
+        /// Stable code.
+        code: ErrorCode,
+        /// Text.
+        message: String,
+    },
+    /// webrtc-rs failed.
+    #[error("webrtc: {0}")]
+    WebRtc(String),
+    /// Nothing arrived in time.
+    #[error("timed out waiting for {0}")]
+    Timeout(&'static str),
+}
+
+fn rtc_err(e: impl std::fmt::Display) -> ClientError {
+    ClientError::WebRtc(e.to_string())
+}
+
+/// Every server message the client did not consume itself (all but `subscribe_offer` and
+/// `publish_answer`).
+pub type ClientEvent = ServerMessage;
+
+struct Handler {
+    gathered: watch::Sender<bool>,
+    state: watch::Sender<RTCPeerConnectionState>,
+    remote: Option<Arc<Mutex<Vec<Arc<RemoteTrackStats>>>>>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.gathered.send(true);
+        }
+    }
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.state.send(state);
+    }
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let Some(remote) = self.remote.clone() else { return };
+        let participant = track.stream_id().await.to_string();
+        let track_id = track.track_id().await.to_string();
+        let video = track.kind().await == RtpCodecKind::Video;
+        let stats = Arc::new(RemoteTrackStats { participant, track: track_id, video, ..Default::default() });
+        remote.lock().expect("remote lock").push(stats.clone());
+        tokio::spawn(async move {
+            while let Some(ev) = track.poll().await {
+                match ev {
+                    TrackRemoteEvent::OnRtpPacket(pkt) => stats.record(&pkt.payload),
+                    TrackRemoteEvent::OnEnded => {
+                        stats.ended.store(true, std::sync::atomic::Ordering::Relaxed);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            stats.ended.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+}
+
+struct Pc {
+    pc: Arc<dyn PeerConnection>,
+    gathered: watch::Receiver<bool>,
+    state: watch::Receiver<RTCPeerConnectionState>,
+}
+
+async fn new_pc(remote: Option<Arc<Mutex<Vec<Arc<RemoteTrackStats>>>>>) -> Result<Pc, ClientError> {
+    let mut me = MediaEngine::default();
+    let feedback = vec![
+        RTCPFeedback { typ: "nack".into(), parameter: "".into() },
+        RTCPFeedback { typ: "nack".into(), parameter: "pli".into() },
+        RTCPFeedback { typ: "ccm".into(), parameter: "fir".into() },
+    ];
+    me.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: "video/VP8".into(),
+                clock_rate: 90_000,
+                channels: 0,
+                sdp_fmtp_line: String::new(),
+                rtcp_feedback: feedback,
+            },
+            payload_type: VP8_PT,
+        },
+        RtpCodecKind::Video,
+    )
+    .map_err(rtc_err)?;
+    me.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: "audio/opus".into(),
+                clock_rate: 48_000,
+                channels: 2,
+                sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+                rtcp_feedback: vec![],
+            },
+            payload_type: OPUS_PT,
+        },
+        RtpCodecKind::Audio,
+    )
+    .map_err(rtc_err)?;
+    let registry = register_default_interceptors(Registry::new(), &mut me).map_err(rtc_err)?;
+    let (gtx, grx) = watch::channel(false);
+    let (stx, srx) = watch::channel(RTCPeerConnectionState::New);
+    let handler = Arc::new(Handler { gathered: gtx, state: stx, remote });
+    let runtime = webrtc::runtime::default_runtime().ok_or_else(|| ClientError::WebRtc("no runtime".into()))?;
+    let pc = PeerConnectionBuilder::new()
+        .with_media_engine(me)
+        .with_interceptor_registry(registry)
+        .with_handler(handler)
+        .with_runtime(runtime)
+        .with_udp_addrs(vec!["127.0.0.1:0"])
+        .build()
+        .await
+        .map_err(rtc_err)?;
+    Ok(Pc { pc: Arc::new(pc), gathered: grx, state: srx })
+}
+
+async fn wait_gathered(rx: &mut watch::Receiver<bool>) -> Result<(), ClientError> {
+    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|g| *g))
+        .await
+        .map_err(|_| ClientError::Timeout("ICE gathering"))?
+        .map_err(|_| ClientError::Timeout("ICE gathering"))?;
+    Ok(())
+}
+
+struct Shared {
+    publish_answer: Mutex<Option<oneshot::Sender<Result<String, ClientError>>>>,
+    remote: Arc<Mutex<Vec<Arc<RemoteTrackStats>>>>,
+    subscriber: tokio::sync::Mutex<Option<Pc>>,
+    /// Subscribe offers received.
+    offers: std::sync::atomic::AtomicU64,
+}
+
+/// A joined participant.
+pub struct Client {
+    /// Our id (`p<n>`).
+    pub participant_id: String,
+    /// The others at join time.
+    pub joined: ServerMessage,
+    out: mpsc::Sender<String>,
+    events: mpsc::Receiver<ClientEvent>,
+    shared: Arc<Shared>,
+    publisher: Option<Pc>,
+    senders: Vec<tokio::task::JoinHandle<()>>,
+    /// Stops the synthetic senders.
+    stop: watch::Sender<bool>,
+}
+
+impl Client {
+    /// Opens `ws_url` (`ws://host:port/ws?token=…`) and sends nothing yet: returns the raw
+    /// socket halves for bad-input tests via [`Client::join`]'s building blocks.
+    async fn open(ws_url: &str) -> Result<(mpsc::Sender<String>, mpsc::Receiver<ServerMessage>, Arc<Shared>), ClientError> {
+        let (ws, _) = tokio_tungstenite::connect_async(ws_url).await.map_err(|e| ClientError::WebSocket(e.to_string()))?;
+        let (mut sink, mut stream) = ws.split();
+        let (out_tx, mut out_rx) = mpsc::channel::<String>(256);
+        let (ev_tx, ev_rx) = mpsc::channel::<ServerMessage>(4096);
+        let shared = Arc::new(Shared {
+            publish_answer: Mutex::new(None),
+            remote: Arc::new(Mutex::new(Vec::new())),
+            subscriber: tokio::sync::Mutex::new(None),
+            offers: Default::default(),
+        });
+        tokio::spawn(async move {
+            while let Some(text) = out_rx.recv().await {
+                if sink.send(Message::Text(text.into())).await.is_err() {
+                    break;
+                }
+            }
+            let _ = sink.close().await;
+        });
+        let sh = shared.clone();
+        let out2 = out_tx.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(msg)) = stream.next().await {
+                let Message::Text(text) = msg else { continue };
+                let Ok(m) = serde_json::from_str::<ServerMessage>(&text) else { continue };
+                match m {
+                    ServerMessage::SubscribeOffer { sdp, .. } => {
+                        sh.offers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        match answer_subscribe(&sh, sdp).await {
+                            Ok(answer) => {
+                                let msg = ClientMessage::SubscribeAnswer { sdp: answer };
+                                let _ = out2.send(serde_json::to_string(&msg).expect("json")).await;
+                            }
+                            Err(e) => tracing::warn!("subscribe answer failed: {e}"),
+                        }
+                    }
+                    ServerMessage::PublishAnswer { sdp } => {
+                        if let Some(tx) = sh.publish_answer.lock().expect("lock").take() {
+                            let _ = tx.send(Ok(sdp));
+                        }
+                    }
+                    ServerMessage::Error { code, message } if sh.publish_answer.lock().expect("lock").is_some() => {
+                        if let Some(tx) = sh.publish_answer.lock().expect("lock").take() {
+                            let _ = tx.send(Err(ClientError::Refused { code, message: message.clone() }));
+                        }
+                        let _ = ev_tx.try_send(ServerMessage::Error { code, message });
+                    }
+                    other => {
+                        let _ = ev_tx.try_send(other);
+                    }
+                }
+            }
+        });
+        Ok((out_tx, ev_rx, shared))
+    }
+
+    /// Connects and joins `room` as `name`. Errors: [`ClientError::Refused`] (e.g. `room_full`).
+    pub async fn join(ws_url: &str, room: &str, name: &str) -> Result<Client, ClientError> {
+        let (out, mut events, shared) = Self::open(ws_url).await?;
+        let join = ClientMessage::Join { room: room.into(), name: name.into() };
+        out.send(serde_json::to_string(&join).expect("json")).await.map_err(|_| ClientError::WebSocket("closed".into()))?;
+        let first = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .map_err(|_| ClientError::Timeout("joined"))?
+            .ok_or_else(|| ClientError::WebSocket("closed".into()))?;
+        let participant_id = match &first {
+            ServerMessage::Joined { participant_id, .. } => participant_id.clone(),
+            ServerMessage::Error { code, message } => {
+                return Err(ClientError::Refused { code: *code, message: message.clone() })
+            }
+            other => return Err(ClientError::WebSocket(format!("unexpected first message {other:?}"))),
+        };
+        let (stop, _) = watch::channel(false);
+        Ok(Client { participant_id, joined: first, out, events, shared, publisher: None, senders: vec![], stop })
+    }
+
+    /// Sends a raw text frame (for bad-input tests).
+    pub async fn send_raw(&self, text: impl Into<String>) -> Result<(), ClientError> {
+        self.out.send(text.into()).await.map_err(|_| ClientError::WebSocket("closed".into()))
+    }
+
+    /// Sends a protocol message.
+    pub async fn send(&self, m: &ClientMessage) -> Result<(), ClientError> {
+        self.send_raw(serde_json::to_string(m).expect("json")).await
+    }
+
+    /// The next event, or `None` after `timeout`.
+    pub async fn next_event(&mut self, timeout: Duration) -> Option<ClientEvent> {
+        tokio::time::timeout(timeout, self.events.recv()).await.ok().flatten()
+    }
+
+    /// Waits for an event matching `pred`, discarding others; `None` after `timeout`.
+    pub async fn wait_event(&mut self, timeout: Duration, mut pred: impl FnMut(&ClientEvent) -> bool) -> Option<ClientEvent> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let ev = self.next_event(left).await?;
+            if pred(&ev) {
+                return Some(ev);
+            }
+        }
+    }
+
+    /// Publishes synthetic tracks (`Source` decides the kind) and starts sending once the
+    /// publisher transport is connected. Errors: negotiation refused or timed out.
+    pub async fn publish(&mut self, tracks: &[(Source, SyntheticTrack)]) -> Result<(), ClientError> {
+        let mut pc = new_pc(None).await?;
+        let mut locals = Vec::new();
+        for (source, spec) in tracks {
+            let kind = if spec.video { RtpCodecKind::Video } else { RtpCodecKind::Audio };
+            let ssrc = rand::random::<u32>() | 1;
+            let codec = if spec.video {
+                RTCRtpCodec { mime_type: "video/VP8".into(), clock_rate: 90_000, ..Default::default() }
+            } else {
+                RTCRtpCodec {
+                    mime_type: "audio/opus".into(),
+                    clock_rate: 48_000,
+                    channels: 2,
+                    sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+                    ..Default::default()
+                }
+            };
+            let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+                format!("{}-stream", self.participant_id),
+                format!("{:?}", source).to_lowercase(),
+                format!("{:?}", source).to_lowercase(),
+                kind,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                    codec,
+                    ..Default::default()
+                }],
+            )));
+            pc.pc.add_track(track.clone() as Arc<dyn TrackLocal>).await.map_err(rtc_err)?;
+            locals.push((*source, *spec, track, ssrc));
+        }
+        let offer = pc.pc.create_offer(None).await.map_err(rtc_err)?;
+        pc.pc.set_local_description(offer).await.map_err(rtc_err)?;
+        wait_gathered(&mut pc.gathered).await?;
+        let sdp = pc.pc.local_description().await.ok_or_else(|| ClientError::WebRtc("no local description".into()))?.sdp;
+        // Map each local track to its m-line by the sender's track id.
+        let mut msg_tracks = Vec::new();
+        for t in pc.pc.get_transceivers().await {
+            let mid = t.mid().await.map_err(rtc_err)?.unwrap_or_default();
+            let Some(sender) = t.sender().await.map_err(rtc_err)? else { continue };
+            let id = sender.track().track_id().await.to_string();
+            if let Some((source, spec, _, _)) =
+                locals.iter().find(|(src, _, _, _)| format!("{:?}", src).to_lowercase() == id)
+            {
+                msg_tracks.push(PublishTrackMsg {
+                    mid,
+                    kind: if spec.video { Kind::Video } else { Kind::Audio },
+                    source: *source,
+                });
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        *self.shared.publish_answer.lock().expect("lock") = Some(tx);
+        self.send(&ClientMessage::PublishOffer { sdp, tracks: msg_tracks }).await?;
+        let answer = tokio::time::timeout(Duration::from_secs(10), rx)
+            .await
+            .map_err(|_| ClientError::Timeout("publish_answer"))?
+            .map_err(|_| ClientError::Timeout("publish_answer"))??;
+        pc.pc
+            .set_remote_description(RTCSessionDescription::answer(answer).map_err(rtc_err)?)
+            .await
+            .map_err(rtc_err)?;
+        tokio::time::timeout(Duration::from_secs(10), pc.state.wait_for(|s| *s == RTCPeerConnectionState::Connected))
+            .await
+            .map_err(|_| ClientError::Timeout("publisher connected"))?
+            .map_err(|_| ClientError::Timeout("publisher connected"))?;
+        for (_, spec, track, ssrc) in locals {
+            let mut stop = self.stop.subscribe();
+            self.senders.push(tokio::spawn(async move {
+                let pt = if spec.video { VP8_PT } else { OPUS_PT };
+                let clock = if spec.video { 90_000u64 } else { 48_000 };
+                let period = Duration::from_micros(1_000_000 / spec.packets_per_s.max(1) as u64);
+                let mut tick = tokio::time::interval(period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                let mut buf = Vec::with_capacity(spec.payload_bytes);
+                let seq0: u16 = rand::random();
+                let ts0: u32 = rand::random();
+                let started = tokio::time::Instant::now();
+                for counter in 0u32.. {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stop.changed() => break,
+                    }
+                    let keyframe = spec.video && counter % spec.keyframe_every.max(1) == 0;
+                    payload::build(spec.video, keyframe, counter, now_us(), spec.payload_bytes, &mut buf);
+                    let elapsed = started.elapsed().as_micros() as u64;
+                    let pkt = rtc::rtp::Packet {
+                        header: rtc::rtp::Header {
+                            version: 2,
+                            marker: true,
+                            payload_type: pt,
+                            sequence_number: seq0.wrapping_add(counter as u16),
+                            timestamp: ts0.wrapping_add((elapsed * clock / 1_000_000) as u32),
+                            ssrc,
+                            ..Default::default()
+                        },
+                        payload: bytes::Bytes::copy_from_slice(&buf),
+                    };
+                    if track.write_rtp(pkt).await.is_err() {
+                        break;
+                    }
+                }
+            }));
+        }
+        self.publisher = Some(pc);
+        Ok(())
+    }
+
+    /// Statistics of every remote track received so far.
+    pub fn remote_tracks(&self) -> Vec<Arc<RemoteTrackStats>> {
+        self.shared.remote.lock().expect("lock").clone()
+    }
+
+    /// Subscribe offers answered so far.
+    pub fn subscribe_offers(&self) -> u64 {
+        self.shared.offers.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops sending, leaves, closes both transports.
+    pub async fn leave(mut self) {
+        let _ = self.stop.send(true);
+        let _ = self.send(&ClientMessage::Leave).await;
+        for s in self.senders.drain(..) {
+            let _ = s.await;
+        }
+        if let Some(p) = self.publisher.take() {
+            let _ = p.pc.close().await;
+        }
+        if let Some(s) = self.shared.subscriber.lock().await.take() {
+            let _ = s.pc.close().await;
+        }
+    }
+}
+
+async fn answer_subscribe(sh: &Arc<Shared>, sdp: String) -> Result<String, ClientError> {
+    let mut guard = sh.subscriber.lock().await;
+    if guard.is_none() {
+        *guard = Some(new_pc(Some(sh.remote.clone())).await?);
+    }
+    let pc = guard.as_mut().expect("just set");
+    pc.pc
+        .set_remote_description(RTCSessionDescription::offer(sdp).map_err(rtc_err)?)
+        .await
+        .map_err(rtc_err)?;
+    let answer = pc.pc.create_answer(None).await.map_err(rtc_err)?;
+    let _ = pc.gathered.borrow_and_update();
+    pc.pc.set_local_description(answer).await.map_err(rtc_err)?;
+    // First negotiation gathers candidates; later ones reuse them.
+    let _ = tokio::time::timeout(Duration::from_secs(2), pc.gathered.wait_for(|g| *g)).await;
+    Ok(pc.pc.local_description().await.ok_or_else(|| ClientError::WebRtc("no local description".into()))?.sdp)
+}
