@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian machine with only Rust installed.
+#
+# 1. Installs what the tests need, when missing: Node.js/npm, Chromium (browser tests),
+#    PostgreSQL (store tests; an already running server on 127.0.0.1:5432 is used as is),
+#    anvil and solc (npm packages under contracts/), playwright-core (tests/browser/).
+# 2. Builds every test binary once (target dir reused between runs: $CARGO_TARGET_DIR,
+#    default ~/.cache/confab/target).
+# 3. Runs the Rust tests (unit, integration against real webrtc-rs peers, PostgreSQL, SQLite
+#    and anvil), then the browser tests (headless Chromium against the real server).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/confab/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+need_apt=()
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "test.sh: installing ${need_apt[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+bash scripts/ensure-postgres.sh
+bash scripts/ensure-anvil.sh >/dev/null
+bash scripts/browser-deps.sh
+
+echo "test.sh: building (target dir $CARGO_TARGET_DIR)"
+cargo build --workspace --tests --bins --quiet
+
+echo "test.sh: Rust tests"
+cargo test --workspace --quiet 2>&1 | tee "$CARGO_TARGET_DIR/rust-tests.log" | grep -Ev '^\s*$' 
+rust_status=${PIPESTATUS[0]}
+if [ "$rust_status" -ne 0 ]; then
+    echo "test.sh: Rust tests failed"
+    exit "$rust_status"
+fi
+
+echo "test.sh: browser tests"
+CONFAB_BIN="$CARGO_TARGET_DIR/debug/confab" bash scripts/test-browser.sh
