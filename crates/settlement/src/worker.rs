@@ -72,11 +72,20 @@ impl SettlementWorker {
     }
 
     /// Run passes until `shutdown` completes, then one last pass bounded by `flush_timeout`.
+    ///
+    /// A pass in progress (which may be waiting for a receipt) is abandoned when `shutdown` completes: that is
+    /// safe because the transaction hash is stored before waiting, and without it the chain check still
+    /// prevents a second payment. A full batch is followed by the next one at once.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
-            if let Err(e) = self.run_once().await {
-                warn!(error = %e, "settlement pass failed; retrying at the next pass");
+            tokio::select! {
+                () = &mut shutdown => break,
+                result = self.run_once() => match result {
+                    Ok(n) if i64::try_from(n).unwrap_or(i64::MAX) >= self.config.batch => continue,
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, "settlement pass failed; retrying at the next pass"),
+                },
             }
             tokio::select! {
                 () = &mut shutdown => break,
