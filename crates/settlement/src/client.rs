@@ -156,6 +156,8 @@ pub struct ChainClient {
 
 impl ChainClient {
     /// Build the client. Performs no network I/O: an unreachable node shows up on the first call.
+    /// Fails with [`ChainError::Key`] for a bad key and [`ChainError::Config`] for an invalid or non-`http://`
+    /// RPC URL.
     ///
     /// The nonce is asked from the node (`pending`) for every transaction rather than cached, so a send that
     /// failed half-way cannot leave a stale nonce behind; this is safe because one task sends per wallet.
@@ -166,6 +168,13 @@ impl ChainClient {
             .rpc_url
             .parse()
             .map_err(|e| ChainError::Config(format!("invalid RPC URL: {e}")))?;
+        if url.scheme() != "http" {
+            // Caught here, not at the first request: it would look like an outage and be retried for an hour.
+            return Err(ChainError::Config(format!(
+                "RPC URL scheme {:?} is not supported: this build speaks plain http:// only (no TLS)",
+                url.scheme()
+            )));
+        }
         let http = reqwest::Client::builder()
             .timeout(config.rpc_timeout)
             .connect_timeout(config.rpc_timeout.min(Duration::from_secs(5)))

@@ -265,3 +265,18 @@ async fn a_dead_rpc_endpoint_gives_a_transient_error_quickly_without_leaking_the
     })
     .await;
 }
+
+#[test]
+fn an_https_or_malformed_rpc_url_is_refused_at_construction_not_retried_as_an_outage() {
+    for url in [
+        "https://rpc.example.org/v3/key",
+        "not a url",
+        "ws://127.0.0.1:8545",
+    ] {
+        let config = ChainConfig::new(url, Address::repeat_byte(1));
+        let err = ChainClient::new(config, &wallet_key(OWNER)).unwrap_err();
+        assert!(matches!(err, ChainError::Config(_)), "{url}: {err:?}");
+        assert_eq!(err.class(), ErrorClass::Permanent);
+        assert!(!err.to_string().contains("key"), "{err}");
+    }
+}
