@@ -12,6 +12,8 @@
 //! - [`outbox`]: the settlement state machine (pending → submitted → settled | ended elsewhere | failed),
 //!   pure; [`repo`]: the `paid_sessions` and `settlements` tables on [`confab_store::Db`].
 //! - [`SettlementWorker`]: the long-lived task that drives the outbox.
+//! - [`lifecycle`]: when a room's paid session ends (End pressed, disconnect past the grace period, heartbeat
+//!   timeout), a pure state machine for the room task.
 //!
 //! # Tasks and ownership
 //! One task, the [`SettlementWorker`], owns the [`ChainClient`] and is therefore the only sender for the
@@ -38,6 +40,7 @@ pub mod bindings;
 pub mod client;
 pub mod error;
 pub mod key;
+pub mod lifecycle;
 pub mod outbox;
 pub mod repo;
 pub mod worker;
@@ -49,6 +52,7 @@ pub use client::{
 };
 pub use error::{ChainError, ErrorClass, NOT_ACTIVE_REASON};
 pub use key::{KeyError, WalletKey, WALLET_KEY_ENV, WALLET_KEY_FILE_ENV};
+pub use lifecycle::{EndPolicy, PaidSessionTracker, Party, PresenceEvent};
 pub use outbox::{NextStep, Settlement, SettlementState, Update};
 pub use repo::{EndReason, NewPaidSession, RepoError, SettlementRecord};
 pub use worker::{SettlementWorker, WorkerConfig};
