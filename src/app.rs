@@ -2,6 +2,8 @@
 //! up front (port 0 works, for tests), and runs them until one stops.
 
 use crate::auth::TokenAuthority;
+use crate::chat::ChatService;
+use confab_store::{Db, DbOptions};
 use crate::config::{interface_addresses, load_token_secret, ServeArgs};
 use crate::http::{routes, AppState};
 use actix_web::{web, App, HttpServer};
@@ -20,9 +22,18 @@ pub struct Application {
 impl Application {
     /// Binds the HTTP listener and the media sockets and starts the media worker on its own
     /// thread. Errors: invalid settings, a port in use, an unreadable secret.
-    pub fn build(args: ServeArgs) -> anyhow::Result<Self> {
+    pub async fn build(args: ServeArgs) -> anyhow::Result<Self> {
         args.validate()?;
         let secret = load_token_secret(&args.data_dir)?;
+        std::fs::create_dir_all(&args.data_dir)?;
+        let db_opts = DbOptions {
+            max_connections: args.db_max_connections,
+            acquire_timeout_ms: args.db_acquire_timeout_ms,
+            ..DbOptions::default()
+        };
+        let db = Db::connect(&args.resolved_database_url(), &db_opts)
+            .await
+            .map_err(|e| anyhow::anyhow!("database: {e}"))?;
         let interfaces: Vec<MediaInterface> = match args.public_ip.as_slice() {
             [] => interface_addresses().into_iter().map(|ip| MediaInterface { bind: ip, announce: ip }).collect(),
             [one] => vec![MediaInterface { bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED), announce: *one }],
@@ -34,6 +45,7 @@ impl Application {
         let listener = TcpListener::bind(args.listen)?;
         let http_addr = listener.local_addr()?;
         let state = AppState {
+            chat: ChatService::new(db, sfu.clone()),
             sfu: sfu.clone(),
             tokens: TokenAuthority::new(secret),
             static_dir: args.resolved_static_dir(),

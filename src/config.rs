@@ -69,6 +69,16 @@ pub struct ServeArgs {
     /// Most participants per room.
     #[arg(long, env = "CONFAB_MAX_PARTICIPANTS", default_value_t = 16)]
     pub max_participants: usize,
+    /// Chat and records database: `postgres://…` for PostgreSQL, else a SQLite file path
+    /// (default: `<data-dir>/confab.db`).
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Most database connections.
+    #[arg(long, env = "CONFAB_DB_MAX_CONNECTIONS", default_value_t = 10)]
+    pub db_max_connections: u32,
+    /// How long a query waits for a connection before the database counts as unavailable, ms.
+    #[arg(long, env = "CONFAB_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 3000)]
+    pub db_acquire_timeout_ms: u64,
 }
 
 /// Why the settings are unusable.
@@ -96,6 +106,14 @@ impl ServeArgs {
             return Err(ConfigError::StaticDir(dir.display().to_string()));
         }
         Ok(())
+    }
+
+    /// `--database-url`, else the SQLite file `<data-dir>/confab.db`.
+    pub fn resolved_database_url(&self) -> String {
+        match &self.database_url {
+            Some(u) if !u.is_empty() => u.clone(),
+            _ => self.data_dir.join("confab.db").display().to_string(),
+        }
     }
 
     /// `--static-dir`, else `./static`, else the source tree's `static/`.

@@ -24,7 +24,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: confab::config::ServeArgs) -> anyhow::Result<()> {
-    let app = Application::build(args)?;
+    let app = Application::build(args).await?;
     let addr = app.http_addr();
     let media: Vec<String> = app.sfu().udp_addrs().iter().map(|a| a.to_string()).collect();
     tracing::info!(media = ?media, "media on UDP");

@@ -1,7 +1,9 @@
 //! HTTP: the browser client, REST, the WebSocket upgrade and health. Handlers are thin: they
 //! parse, call the layer below, and map errors to statuses here and nowhere else.
 
+
 use crate::auth::{AuthError, TokenAuthority, GUEST_TOKEN_TTL_S};
+use crate::chat::{wire, ChatService};
 use crate::signaling::protocol::MAX_FRAME_BYTES;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use confab_sfu::{SfuHandle, SfuMetrics};
@@ -13,6 +15,8 @@ use std::path::PathBuf;
 pub struct AppState {
     /// The media plane.
     pub sfu: SfuHandle,
+    /// Chat storage and relay.
+    pub chat: ChatService,
     /// Token signing and checking.
     pub tokens: TokenAuthority,
     /// The browser client's directory.
@@ -28,6 +32,12 @@ pub enum ApiError {
     /// 400: a request that does not parse or breaks a rule.
     #[error("{0}")]
     BadRequest(String),
+    /// 403: a valid token for another room.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 503: the database is unavailable; retry later.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl ResponseError for ApiError {
@@ -36,12 +46,16 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
     fn error_response(&self) -> HttpResponse {
         let code = match self {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::BadRequest(_) => "bad_request",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::Unavailable(_) => "unavailable",
         };
         HttpResponse::build(self.status_code()).json(serde_json::json!({"code": code, "message": self.to_string()}))
     }
@@ -53,6 +67,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, static_dir: PathBuf) {
         .route("/api/guest-token", web::post().to(guest_token))
         .route("/ws", web::get().to(websocket))
         .route("/rooms/{room}", web::get().to(room_page))
+        .route("/api/rooms/{room}/messages", web::get().to(room_messages))
         .service(actix_files::Files::new("/", static_dir).index_file("index.html"));
 }
 
@@ -104,6 +119,55 @@ async fn websocket(
         .max_frame_size(MAX_FRAME_BYTES)
         .aggregate_continuations()
         .max_continuation_size(MAX_FRAME_BYTES);
-    actix_web::rt::spawn(crate::signaling::session::run(session, stream, state.sfu.clone(), claims));
+    actix_web::rt::spawn(crate::signaling::session::run(session, stream, state.sfu.clone(), state.chat.clone(), claims));
     Ok(response)
+}
+
+#[derive(Deserialize)]
+struct MessagesQuery {
+    before: Option<String>,
+    limit: Option<u32>,
+    #[serde(default)]
+    token: Option<String>,
+}
+
+/// `GET /api/rooms/{room}/messages?before={id}&limit={n}`: a page of chat history, oldest first,
+/// `{"messages": [...], "has_more": bool}`. Authorized like the room: a valid token (header
+/// `Authorization: Bearer …` or `?token=`), bound to this room if it names one.
+async fn room_messages(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    room: web::Path<String>,
+    query: web::Query<MessagesQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let header = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let token = header.or_else(|| query.token.clone()).unwrap_or_default();
+    let claims = state.tokens.verify(&token)?;
+    let room = confab_sfu::RoomId::parse(&room).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if claims.room.as_deref().is_some_and(|r| r != room.as_str()) {
+        return Err(ApiError::Forbidden("this token is for another room".into()));
+    }
+    let before = match query.before.as_deref().map(uuid::Uuid::parse_str) {
+        Some(Ok(u)) => Some(u),
+        Some(Err(_)) => return Err(ApiError::BadRequest("before is not a message id".into())),
+        None => None,
+    };
+    let limit = query.limit.unwrap_or(50).clamp(1, 200);
+    let mut messages = state
+        .chat
+        .db()
+        .history(room.as_str(), before, limit + 1)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let has_more = messages.len() > limit as usize;
+    if has_more {
+        messages.remove(0);
+    }
+    let messages: Vec<_> = messages.iter().map(wire).collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({"messages": messages, "has_more": has_more})))
 }

@@ -10,6 +10,7 @@ use super::protocol::{
 };
 use super::ratelimit::TokenBucket;
 use crate::auth::Claims;
+use crate::chat::{ChatParticipant, ChatService, CHAT_LABEL};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
 use confab_sfu::{
     MediaKind, ParticipantId, ParticipantInfo, PublishTrack, RoomId, SfuEvent, SfuHandle, TrackInfo,
@@ -32,10 +33,11 @@ struct Joined {
     participant: ParticipantId,
     room: RoomId,
     events: mpsc::Receiver<SfuEvent>,
+    chat: ChatParticipant,
 }
 
 /// Runs one signaling session to its end.
-pub async fn run(mut session: Session, mut stream: AggregatedMessageStream, sfu: SfuHandle, claims: Claims) {
+pub async fn run(mut session: Session, mut stream: AggregatedMessageStream, sfu: SfuHandle, chat: ChatService, claims: Claims) {
     let mut joined: Option<Joined> = None;
     let mut last_heard = Instant::now();
     let mut limiter = TokenBucket::new(RATE_PER_S, RATE_BURST, Instant::now());
@@ -60,7 +62,7 @@ pub async fn run(mut session: Session, mut stream: AggregatedMessageStream, sfu:
                         }
                         match parse_client_message(&text) {
                             Ok(m) => {
-                                if let Flow::Stop = handle(m, &mut session, &sfu, &claims, &mut joined).await {
+                                if let Flow::Stop = handle(m, &mut session, &sfu, &chat, &claims, &mut joined).await {
                                     break Some(CloseCode::Normal.into());
                                 }
                             }
@@ -90,6 +92,16 @@ pub async fn run(mut session: Session, mut stream: AggregatedMessageStream, sfu:
                         joined = None;
                         break Some(CloseReason { code: CloseCode::Away, description: Some(format!("{reason:?}")) });
                     }
+                    Some(SfuEvent::DataChannelOpen { label }) => {
+                        if let (Some(j), true) = (joined.as_mut(), label == CHAT_LABEL) {
+                            chat.send_history(&j.chat, None, crate::chat::HISTORY_ON_JOIN).await;
+                        }
+                    }
+                    Some(SfuEvent::DataMessage { label, text }) => {
+                        if let (Some(j), true) = (joined.as_mut(), label == CHAT_LABEL) {
+                            chat.on_message(&mut j.chat, &text).await;
+                        }
+                    }
                     Some(ev) => {
                         if let Some(m) = event_message(ev) {
                             if session.text(serde_json::to_string(&m).expect("serializable")).await.is_err() {
@@ -116,6 +128,7 @@ pub async fn run(mut session: Session, mut stream: AggregatedMessageStream, sfu:
     };
     if let Some(j) = joined.take() {
         sfu.leave(j.participant).await;
+        chat.system(&j.chat, format!("{} left", j.chat.user_name)).await;
         info!(room = %j.room, participant = %j.participant, "signaling session ended");
     }
     let _ = session.close(close).await;
@@ -139,6 +152,7 @@ async fn handle(
     m: ClientMessage,
     session: &mut Session,
     sfu: &SfuHandle,
+    chat: &ChatService,
     claims: &Claims,
     joined: &mut Option<Joined>,
 ) -> Flow {
@@ -163,8 +177,12 @@ async fn handle(
                             participants: info.others.iter().map(participant_msg).collect(),
                             max_participants: info.max_participants,
                         };
-                        *joined = Some(Joined { participant: info.participant, room: room_id, events: rx });
-                        Some(msg)
+                        let name = name.trim().to_owned();
+                        let cp = ChatParticipant::new(room_id.clone(), info.participant, claims.sub.clone(), name.clone());
+                        send(session, &msg).await;
+                        chat.system(&cp, format!("{name} joined")).await;
+                        *joined = Some(Joined { participant: info.participant, room: room_id, events: rx, chat: cp });
+                        None
                     }
                     Err(e) => Some(ServerMessage::error(super::error_code(&e), e.to_string())),
                 }
@@ -287,7 +305,7 @@ fn event_message(ev: SfuEvent) -> Option<ServerMessage> {
                 })
                 .collect(),
         },
-        SfuEvent::DataMessage { .. } => return None,
+        SfuEvent::DataMessage { .. } | SfuEvent::DataChannelOpen { .. } => return None,
         SfuEvent::Closed(_) => return None,
     })
 }

@@ -29,6 +29,11 @@ impl Drop for TestApp {
 }
 
 pub async fn spawn_app(max_participants: usize) -> TestApp {
+    spawn_app_with_db(max_participants, None).await
+}
+
+/// The server with `database_url` (None: SQLite in its data dir).
+pub async fn spawn_app_with_db(max_participants: usize, database_url: Option<String>) -> TestApp {
     let data_dir = std::env::temp_dir().join(format!("confab-test-{}", uuid::Uuid::new_v4()));
     let args = ServeArgs {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -37,8 +42,11 @@ pub async fn spawn_app(max_participants: usize) -> TestApp {
         data_dir: data_dir.clone(),
         static_dir: None,
         max_participants,
+        database_url,
+        db_max_connections: 5,
+        db_acquire_timeout_ms: 1000,
     };
-    let app = Application::build(args).expect("the server builds");
+    let app = Application::build(args).await.expect("the server builds");
     let addr = app.http_addr();
     tokio::spawn(app.run_until_stopped());
     let secret = std::fs::read_to_string(data_dir.join("jwt-secret")).expect("secret written at start");
@@ -56,5 +64,90 @@ pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bo
             return false;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The PostgreSQL the tests use (`CONFAB_TEST_PG_URL`, default the local one).
+pub fn pg_admin_url() -> String {
+    std::env::var("CONFAB_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Creates a fresh database on the test PostgreSQL and returns its URL (through `via`, a
+/// `host:port` to connect to instead of the server itself, e.g. a proxy).
+pub async fn fresh_pg_database(via: Option<SocketAddr>) -> (String, String) {
+    use sqlx::Connection;
+    let admin = pg_admin_url();
+    let name = format!("confab_it_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("the test PostgreSQL answers (scripts/ensure-postgres.sh)");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.expect("create database");
+    let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(admin.clone());
+    let url = match via {
+        Some(addr) => {
+            let (scheme_user, _) = base.rsplit_once('@').expect("user@host in the URL");
+            format!("{scheme_user}@{addr}/{name}")
+        }
+        None => format!("{base}/{name}"),
+    };
+    (url, name)
+}
+
+/// Drops a database made by [`fresh_pg_database`].
+pub async fn drop_pg_database(name: &str) {
+    use sqlx::Connection;
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin_url()).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await;
+    }
+}
+
+/// A TCP proxy in front of a server that the test can cut (refuse and reset every connection)
+/// and restore, to simulate an outage without touching the shared server.
+pub struct CuttableProxy {
+    pub addr: SocketAddr,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl CuttableProxy {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let generation = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (up2, gen2) = (up.clone(), generation.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let my_gen = gen2.load(Ordering::SeqCst);
+                let gen3 = gen2.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else { return };
+                    let copy = tokio::io::copy_bidirectional(&mut client, &mut server);
+                    let watch = async {
+                        while gen3.load(Ordering::SeqCst) == my_gen {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    };
+                    tokio::select! { _ = copy => {}, _ = watch => {} }
+                });
+            }
+        });
+        Self { addr, up, generation }
+    }
+
+    /// Cuts every open connection and refuses new ones.
+    pub async fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // Every pipe notices within 20 ms.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    /// Accepts connections again.
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }

@@ -2,9 +2,9 @@
 //! senders and the receive statistics.
 
 use crate::media::{now_us, payload, RemoteTrackStats, SyntheticTrack};
-use confab_protocol::{
-    ClientMessage, ErrorCode, Kind, PublishTrackMsg, ServerMessage, Source,
-};
+use confab_protocol::chat::{ChatClientMessage, ChatServerMessage};
+use confab_protocol::{ClientMessage, ErrorCode, Kind, PublishTrackMsg, ServerMessage, Source};
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use futures_util::{SinkExt, StreamExt};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -18,7 +18,6 @@ use tokio_tungstenite::tungstenite::Message;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
-use webrtc::media_stream::Track;
 use webrtc::peer_connection::{
     register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
     PeerConnectionEventHandler, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
@@ -186,6 +185,10 @@ pub struct Client {
     senders: Vec<tokio::task::JoinHandle<()>>,
     /// Stops the synthetic senders.
     stop: watch::Sender<bool>,
+    chat: Option<Arc<dyn DataChannel>>,
+    chat_open: watch::Receiver<bool>,
+    chat_tx: mpsc::Sender<ChatServerMessage>,
+    chat_rx: mpsc::Receiver<ChatServerMessage>,
 }
 
 impl Client {
@@ -264,7 +267,22 @@ impl Client {
             other => return Err(ClientError::WebSocket(format!("unexpected first message {other:?}"))),
         };
         let (stop, _) = watch::channel(false);
-        Ok(Client { participant_id, joined: first, out, events, shared, publisher: None, senders: vec![], stop })
+        let (chat_tx, chat_rx) = mpsc::channel(4096);
+        let (_, chat_open) = watch::channel(false);
+        Ok(Client {
+            participant_id,
+            joined: first,
+            out,
+            events,
+            shared,
+            publisher: None,
+            senders: vec![],
+            stop,
+            chat: None,
+            chat_open,
+            chat_tx,
+            chat_rx,
+        })
     }
 
     /// Sends a raw text frame (for bad-input tests).
@@ -327,6 +345,29 @@ impl Client {
             pc.pc.add_track(track.clone() as Arc<dyn TrackLocal>).await.map_err(rtc_err)?;
             locals.push((*source, *spec, track, ssrc));
         }
+        // The chat DataChannel, created before the first offer like the browser client does.
+        let dc = pc.pc.create_data_channel("chat", None).await.map_err(rtc_err)?;
+        let (open_tx, open_rx) = watch::channel(false);
+        self.chat_open = open_rx;
+        let chat_tx = self.chat_tx.clone();
+        let dc2 = dc.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = dc2.poll().await {
+                match ev {
+                    DataChannelEvent::OnOpen => {
+                        let _ = open_tx.send(true);
+                    }
+                    DataChannelEvent::OnMessage(msg) => {
+                        if let Ok(m) = serde_json::from_slice::<ChatServerMessage>(&msg.data) {
+                            let _ = chat_tx.try_send(m);
+                        }
+                    }
+                    DataChannelEvent::OnClose => break,
+                    _ => {}
+                }
+            }
+        });
+        self.chat = Some(dc);
         let offer = pc.pc.create_offer(None).await.map_err(rtc_err)?;
         pc.pc.set_local_description(offer).await.map_err(rtc_err)?;
         wait_gathered(&mut pc.gathered).await?;
@@ -402,6 +443,43 @@ impl Client {
         }
         self.publisher = Some(pc);
         Ok(())
+    }
+
+    /// Waits until the chat DataChannel is open (after [`Client::publish`]).
+    pub async fn chat_ready(&mut self, timeout: Duration) -> Result<(), ClientError> {
+        tokio::time::timeout(timeout, self.chat_open.wait_for(|o| *o))
+            .await
+            .map_err(|_| ClientError::Timeout("chat channel open"))?
+            .map_err(|_| ClientError::Timeout("chat channel open"))?;
+        Ok(())
+    }
+
+    /// Sends a chat message on the `chat` DataChannel.
+    pub async fn chat_send(&self, m: &ChatClientMessage) -> Result<(), ClientError> {
+        let dc = self.chat.as_ref().ok_or_else(|| ClientError::WebRtc("no chat channel: publish first".into()))?;
+        dc.send_text(&serde_json::to_string(m).expect("json")).await.map_err(rtc_err)
+    }
+
+    /// Sends raw text on the `chat` DataChannel (bad-input tests).
+    pub async fn chat_send_raw(&self, text: &str) -> Result<(), ClientError> {
+        let dc = self.chat.as_ref().ok_or_else(|| ClientError::WebRtc("no chat channel: publish first".into()))?;
+        dc.send_text(text).await.map_err(rtc_err)
+    }
+
+    /// Waits for a chat message matching `pred`, discarding others; `None` after `timeout`.
+    pub async fn wait_chat(
+        &mut self,
+        timeout: Duration,
+        mut pred: impl FnMut(&ChatServerMessage) -> bool,
+    ) -> Option<ChatServerMessage> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let m = tokio::time::timeout(left, self.chat_rx.recv()).await.ok().flatten()?;
+            if pred(&m) {
+                return Some(m);
+            }
+        }
     }
 
     /// Statistics of every remote track received so far.

@@ -337,3 +337,119 @@ mod tests {
         }
     }
 }
+
+/// The chat protocol: JSON text messages on the `chat` DataChannel (ordered, reliable) of the
+/// publisher transport. See `docs/protocol.md`, "Chat".
+pub mod chat {
+    use serde::{Deserialize, Serialize};
+
+    /// Client → server on the `chat` DataChannel.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "type", rename_all = "snake_case")]
+    pub enum ChatClientMessage {
+        /// Send a message. A resend with the same `client_msg_id` is acknowledged again,
+        /// never stored twice.
+        Send {
+            /// The sender's id for the message, 1–64 characters, unique per room.
+            client_msg_id: String,
+            /// The text, 1–4096 bytes of UTF-8.
+            text: String,
+        },
+        /// Edit one of your own messages.
+        Edit {
+            /// Server id of the message.
+            id: String,
+            /// New text.
+            text: String,
+        },
+        /// Delete one of your own messages.
+        Delete {
+            /// Server id of the message.
+            id: String,
+        },
+        /// Ask for older messages than `before` (server id), at most `limit` (≤ 200).
+        History {
+            /// Only messages older than this one.
+            #[serde(default)]
+            before: Option<String>,
+            /// How many, default 50.
+            #[serde(default)]
+            limit: Option<u32>,
+        },
+    }
+
+    /// A stored chat message.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct ChatMessage {
+        /// Server id (UUID v7: sorts by time).
+        pub id: String,
+        /// Author's user id.
+        pub user_id: String,
+        /// Author's display name.
+        pub user_name: String,
+        /// Text ("" once deleted).
+        pub text: String,
+        /// `text`, `system` or `file`.
+        pub message_type: String,
+        /// The sender's id for it.
+        pub client_msg_id: String,
+        /// RFC 3339 creation time.
+        pub created_at: String,
+        /// RFC 3339 time of the last edit, if edited.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub edited_at: Option<String>,
+        /// Deleted by its author.
+        #[serde(default)]
+        pub deleted: bool,
+    }
+
+    /// Server → client on the `chat` DataChannel.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "type", rename_all = "snake_case")]
+    pub enum ChatServerMessage {
+        /// The latest messages (on join), or the page asked for, oldest first.
+        /// Long histories come in several parts (each at most ~32 KiB); `done` marks the last.
+        History {
+            /// Messages, oldest first.
+            messages: Vec<ChatMessage>,
+            /// Whether older messages exist (before the first of all parts).
+            has_more: bool,
+            /// The last part of this history answer.
+            done: bool,
+        },
+        /// Your message is stored (committed) under `message.id`.
+        Ack {
+            /// Echo of your id.
+            client_msg_id: String,
+            /// The stored message.
+            message: ChatMessage,
+        },
+        /// Someone else's new message (or a system message).
+        Message {
+            /// The message.
+            message: ChatMessage,
+        },
+        /// A message was edited.
+        Edited {
+            /// The message after the edit.
+            message: ChatMessage,
+        },
+        /// A message was deleted.
+        Deleted {
+            /// Its server id.
+            id: String,
+        },
+        /// A chat request was refused.
+        Error {
+            /// Stable code: `chat_unavailable` (storage down: retry with the same
+            /// client_msg_id), `rate_limited`, `empty`, `too_long`, `not_author`, `not_found`,
+            /// `deleted`, `bad_json`, `bad_request`.
+            code: String,
+            /// Human text.
+            message: String,
+            /// The `client_msg_id` of the refused `send`, if any.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            client_msg_id: Option<String>,
+        },
+    }
+}

@@ -202,9 +202,7 @@ impl Worker {
         drive(room, idx, role, now, &self.metrics);
         let room_id = room.id.clone();
         self.after_room_change(&room_id, now);
-        let ns = now.elapsed().as_nanos() as u64;
-        SfuMetrics::add(&self.metrics.processing_ns, ns);
-        SfuMetrics::inc(&self.metrics.processing_samples);
+        self.metrics.record_processing(now.elapsed().as_nanos() as u64);
     }
 
     /// Finds the transport a datagram belongs to: by source address, or for a new address by
@@ -326,6 +324,20 @@ impl Worker {
                     p.publisher.dirty = true;
                     Ok(())
                 });
+            }
+            Command::Broadcast { room, except, label, text } => {
+                if let Some(r) = self.rooms.get_mut(&room) {
+                    for p in r.participants.iter_mut().filter(|p| Some(p.id) != except) {
+                        let Some(&(id, _)) = p.channels.iter().find(|(_, l)| *l == label) else { continue };
+                        if let Some(mut dc) = p.publisher.pc.data_channel(id) {
+                            if let Err(e) = dc.send_text(now, text.clone()) {
+                                debug!("data channel send: {e}");
+                            }
+                        }
+                        p.publisher.dirty = true;
+                    }
+                    self.after_room_change(&room, now);
+                }
             }
             Command::Leave { participant } => self.leave(participant, None, now),
             Command::Shutdown => {}
@@ -561,7 +573,8 @@ fn on_pc_event(room: &mut Room, idx: usize, role: TransportRole, ev: RTCPeerConn
             let label = p.publisher.pc.data_channel(id).map(|dc| dc.label().to_owned());
             if let Some(label) = label {
                 if !p.channels.iter().any(|(c, _)| *c == id) {
-                    p.channels.push((id, label));
+                    p.channels.push((id, label.clone()));
+                    p.send(SfuEvent::DataChannelOpen { label });
                 }
             }
         }

@@ -1,0 +1,238 @@
+//! Chat: messages arrive on a participant's `chat` DataChannel, are validated, rate-limited,
+//! stored (and only then acknowledged and relayed), and replayed to whoever joins later.
+//!
+//! Runs inside each participant's signaling session task, so a slow or unavailable database
+//! delays only that participant's chat — never media, never anybody else.
+
+use confab_protocol::chat::{ChatClientMessage, ChatMessage, ChatServerMessage};
+use confab_sfu::{ParticipantId, RoomId, SfuHandle};
+use confab_store::{
+    ChatText, ClientMsgId, Db, InsertOutcome, InvalidInput, MessageType, NewMessage, RateLimit,
+    RateLimiter, StoreError, StoredMessage, Uuid,
+};
+use std::time::Instant;
+
+/// The DataChannel label chat uses.
+pub const CHAT_LABEL: &str = "chat";
+/// Messages replayed on join.
+pub const HISTORY_ON_JOIN: u32 = 50;
+/// Largest history part sent in one DataChannel message, bytes.
+const HISTORY_PART_BYTES: usize = 32 * 1024;
+
+/// Shared chat dependencies (cheap to clone).
+#[derive(Clone)]
+pub struct ChatService {
+    db: Db,
+    sfu: SfuHandle,
+}
+
+/// One participant's chat state, owned by its session.
+pub struct ChatParticipant {
+    /// The room.
+    pub room: RoomId,
+    /// Who, in the media plane.
+    pub participant: ParticipantId,
+    /// Stable user id (JWT `sub`): authorship of edits and deletes.
+    pub user_id: String,
+    /// Display name.
+    pub user_name: String,
+    limiter: RateLimiter,
+}
+
+impl ChatParticipant {
+    /// Chat state for a participant who just joined.
+    pub fn new(room: RoomId, participant: ParticipantId, user_id: String, user_name: String) -> Self {
+        Self { room, participant, user_id, user_name, limiter: RateLimiter::new(RateLimit::CHAT, Instant::now()) }
+    }
+}
+
+/// The wire form of a stored message.
+pub fn wire(m: &StoredMessage) -> ChatMessage {
+    ChatMessage {
+        id: m.id.to_string(),
+        user_id: m.user_id.clone(),
+        user_name: m.user_name.clone(),
+        text: m.text.clone(),
+        message_type: m.message_type.as_str().to_owned(),
+        client_msg_id: m.client_msg_id.clone(),
+        created_at: m.created_at.to_rfc3339(),
+        edited_at: m.is_edited().then(|| m.updated_at.to_rfc3339()),
+        deleted: m.is_deleted(),
+    }
+}
+
+/// The chat error code for a store error (the only such mapping).
+pub fn store_error_code(e: &StoreError) -> &'static str {
+    match e {
+        StoreError::Unavailable(_) => "chat_unavailable",
+        StoreError::NotFound => "not_found",
+        StoreError::NotAuthor => "not_author",
+        StoreError::Deleted => "deleted",
+        StoreError::ClientMsgIdTaken => "bad_request",
+        _ => "chat_unavailable",
+    }
+}
+
+fn input_error_code(e: &InvalidInput) -> &'static str {
+    match e {
+        InvalidInput::Empty => "empty",
+        InvalidInput::TooLong { .. } => "too_long",
+        _ => "bad_request",
+    }
+}
+
+fn json(m: &ChatServerMessage) -> String {
+    serde_json::to_string(m).expect("serializable")
+}
+
+impl ChatService {
+    /// A chat service over `db`, relaying through `sfu`.
+    pub fn new(db: Db, sfu: SfuHandle) -> Self {
+        Self { db, sfu }
+    }
+
+    /// The database (for REST history).
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    async fn to_participant(&self, p: &ChatParticipant, m: &ChatServerMessage) {
+        self.sfu.send_data(p.participant, CHAT_LABEL.into(), json(m)).await;
+    }
+
+    async fn error(&self, p: &ChatParticipant, code: &str, message: String, client_msg_id: Option<String>) {
+        self.to_participant(p, &ChatServerMessage::Error { code: code.into(), message, client_msg_id }).await;
+    }
+
+    /// Sends the latest messages (the chat channel just opened), in parts of at most ~32 KiB.
+    pub async fn send_history(&self, p: &ChatParticipant, before: Option<Uuid>, limit: u32) {
+        match self.db.history(p.room.as_str(), before, limit.saturating_add(1)).await {
+            Ok(mut messages) => {
+                let has_more = messages.len() > limit as usize;
+                if has_more {
+                    messages.remove(0);
+                }
+                let mut part: Vec<ChatMessage> = Vec::new();
+                let mut size = 0;
+                let total = messages.len();
+                for (i, m) in messages.iter().enumerate() {
+                    let w = wire(m);
+                    size += w.text.len() + 256;
+                    part.push(w);
+                    let last = i + 1 == total;
+                    if size >= HISTORY_PART_BYTES || last {
+                        let msg = ChatServerMessage::History { messages: std::mem::take(&mut part), has_more, done: last };
+                        self.to_participant(p, &msg).await;
+                        size = 0;
+                    }
+                }
+                if total == 0 {
+                    self.to_participant(p, &ChatServerMessage::History { messages: vec![], has_more: false, done: true }).await;
+                }
+            }
+            Err(e) => self.error(p, store_error_code(&e), format!("chat history unavailable: {e}"), None).await,
+        }
+    }
+
+    /// Stores a system message (joins, leaves) and relays it to the room.
+    pub async fn system(&self, p: &ChatParticipant, text: String) {
+        let Ok(text) = ChatText::parse(text) else { return };
+        let msg = NewMessage {
+            room_id: p.room.to_string(),
+            user_id: "system".into(),
+            user_name: p.user_name.clone(),
+            text,
+            message_type: MessageType::System,
+            client_msg_id: ClientMsgId::generate(),
+        };
+        match self.db.insert_message(msg).await {
+            Ok((stored, _)) => {
+                let m = json(&ChatServerMessage::Message { message: wire(&stored) });
+                self.sfu.broadcast_data(p.room.clone(), None, CHAT_LABEL.into(), m).await;
+            }
+            Err(e) => tracing::warn!(room = %p.room, "system message not stored: {e}"),
+        }
+    }
+
+    /// Handles one text message from the participant's chat channel.
+    pub async fn on_message(&self, p: &mut ChatParticipant, raw: &str) {
+        let msg = match serde_json::from_str::<ChatClientMessage>(raw) {
+            Ok(m) => m,
+            Err(e) => return self.error(p, "bad_json", format!("invalid chat message: {e}"), None).await,
+        };
+        match msg {
+            ChatClientMessage::Send { client_msg_id, text } => {
+                let cid = match ClientMsgId::parse(client_msg_id.clone()) {
+                    Ok(c) => c,
+                    Err(e) => return self.error(p, "bad_request", e.to_string(), Some(client_msg_id)).await,
+                };
+                let text = match ChatText::parse(text) {
+                    Ok(t) => t,
+                    Err(e) => return self.error(p, input_error_code(&e), e.to_string(), Some(client_msg_id)).await,
+                };
+                if let Err(limited) = p.limiter.try_acquire(Instant::now()) {
+                    let msg = format!("too many messages; retry in {} ms", limited.retry_after.as_millis());
+                    return self.error(p, "rate_limited", msg, Some(client_msg_id)).await;
+                }
+                let new = NewMessage {
+                    room_id: p.room.to_string(),
+                    user_id: p.user_id.clone(),
+                    user_name: p.user_name.clone(),
+                    text,
+                    message_type: MessageType::Text,
+                    client_msg_id: cid,
+                };
+                match self.db.insert_message(new).await {
+                    Ok((stored, outcome)) => {
+                        let message = wire(&stored);
+                        // Committed: now acknowledge, and relay (a duplicate was relayed before).
+                        self.to_participant(p, &ChatServerMessage::Ack { client_msg_id, message: message.clone() }).await;
+                        if outcome == InsertOutcome::Inserted {
+                            let m = json(&ChatServerMessage::Message { message });
+                            self.sfu.broadcast_data(p.room.clone(), Some(p.participant), CHAT_LABEL.into(), m).await;
+                        }
+                    }
+                    Err(e) => {
+                        self.error(p, store_error_code(&e), format!("message not stored: {e}"), Some(client_msg_id)).await
+                    }
+                }
+            }
+            ChatClientMessage::Edit { id, text } => {
+                let Ok(id) = Uuid::parse_str(&id) else {
+                    return self.error(p, "bad_request", "id is not a message id".into(), None).await;
+                };
+                let text = match ChatText::parse(text) {
+                    Ok(t) => t,
+                    Err(e) => return self.error(p, input_error_code(&e), e.to_string(), None).await,
+                };
+                match self.db.edit_message(p.room.as_str(), id, &p.user_id, text).await {
+                    Ok(m) => {
+                        let m = json(&ChatServerMessage::Edited { message: wire(&m) });
+                        self.sfu.broadcast_data(p.room.clone(), None, CHAT_LABEL.into(), m).await;
+                    }
+                    Err(e) => self.error(p, store_error_code(&e), e.to_string(), None).await,
+                }
+            }
+            ChatClientMessage::Delete { id } => {
+                let Ok(uuid) = Uuid::parse_str(&id) else {
+                    return self.error(p, "bad_request", "id is not a message id".into(), None).await;
+                };
+                match self.db.delete_message(p.room.as_str(), uuid, &p.user_id).await {
+                    Ok(_) => {
+                        let m = json(&ChatServerMessage::Deleted { id });
+                        self.sfu.broadcast_data(p.room.clone(), None, CHAT_LABEL.into(), m).await;
+                    }
+                    Err(e) => self.error(p, store_error_code(&e), e.to_string(), None).await,
+                }
+            }
+            ChatClientMessage::History { before, limit } => {
+                let before = match before.as_deref().map(Uuid::parse_str) {
+                    Some(Ok(u)) => Some(u),
+                    Some(Err(_)) => return self.error(p, "bad_request", "before is not a message id".into(), None).await,
+                    None => None,
+                };
+                self.send_history(p, before, limit.unwrap_or(HISTORY_ON_JOIN).clamp(1, 200)).await;
+            }
+        }
+    }
+}
