@@ -1,6 +1,7 @@
 //! HTTP: the browser client, REST, the WebSocket upgrade and health. Handlers are thin: they
 //! parse, call the layer below, and map errors to statuses here and nowhere else.
 
+pub mod metrics;
 
 use crate::auth::{AuthError, TokenAuthority, GUEST_TOKEN_TTL_S};
 use crate::chat::{wire, ChatService};
@@ -64,6 +65,7 @@ impl ResponseError for ApiError {
 /// Registers every route.
 pub fn routes(cfg: &mut web::ServiceConfig, static_dir: PathBuf) {
     cfg.route("/healthz", web::get().to(healthz))
+        .route("/metrics", web::get().to(metrics::metrics))
         .route("/api/guest-token", web::post().to(guest_token))
         .route("/ws", web::get().to(websocket))
         .route("/rooms/{room}", web::get().to(room_page))
