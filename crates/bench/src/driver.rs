@@ -1,0 +1,114 @@
+//! The signaling side of the generator, behind a small interface: a [`Driver`] turns "join this
+//! room as this name and publish these tracks" into a [`Participant`] whose received tracks can
+//! be read. [`ConfabDriver`] speaks confab's own protocol (guest token over REST, then the
+//! WebSocket protocol of `docs/protocol.md`) through `confab-client`. A WHIP/WHEP driver for
+//! measuring other servers would implement the same two traits: publish with one WHIP session,
+//! subscribe to each other participant with WHEP, and fill the same [`RemoteTrackStats`].
+
+use async_trait::async_trait;
+use confab_client::{Client, RemoteTrackStats, SyntheticTrack};
+use confab_protocol::Source;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why a participant could not join or publish.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The token request failed.
+    #[error("token: {0}")]
+    Token(String),
+    /// Joining or publishing failed.
+    #[error("client: {0}")]
+    Client(#[from] confab_client::ClientError),
+}
+
+/// Joins participants to rooms on one server.
+#[async_trait]
+pub trait Driver: Send + Sync {
+    /// Short name for reports (`confab`, later `whip`).
+    fn name(&self) -> &'static str;
+    /// Joins `room` as `name`, publishes `tracks`, and subscribes to everyone else.
+    async fn join(
+        &self,
+        room: &str,
+        name: &str,
+        tracks: &[(Source, SyntheticTrack)],
+    ) -> Result<Box<dyn Participant>, DriverError>;
+}
+
+/// One joined participant.
+#[async_trait]
+pub trait Participant: Send {
+    /// Receive statistics of every remote track so far.
+    fn remote_tracks(&self) -> Vec<Arc<RemoteTrackStats>>;
+    /// Stops publishing and leaves.
+    async fn leave(self: Box<Self>);
+}
+
+/// confab's own signaling: `POST /api/guest-token`, then `ws://host/ws?token=…`.
+pub struct ConfabDriver {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl ConfabDriver {
+    /// A driver for the server at `base` (`http://host:port`, no trailing slash).
+    pub fn new(base: &str) -> Self {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client");
+        Self { base: base.trim_end_matches('/').to_owned(), http }
+    }
+
+    async fn token(&self, name: &str) -> Result<String, DriverError> {
+        let resp = self
+            .http
+            .post(format!("{}/api/guest-token", self.base))
+            .json(&serde_json::json!({ "name": name }))
+            .send()
+            .await
+            .map_err(|e| DriverError::Token(e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(DriverError::Token(format!("status {}", resp.status())));
+        }
+        let body: serde_json::Value = resp.json().await.map_err(|e| DriverError::Token(e.to_string()))?;
+        body["token"].as_str().map(str::to_owned).ok_or_else(|| DriverError::Token("no token in the answer".into()))
+    }
+
+    fn ws_url(&self, token: &str) -> String {
+        let host = self.base.trim_start_matches("http://").trim_start_matches("https://");
+        let scheme = if self.base.starts_with("https://") { "wss" } else { "ws" };
+        format!("{scheme}://{host}/ws?token={token}")
+    }
+}
+
+#[async_trait]
+impl Driver for ConfabDriver {
+    fn name(&self) -> &'static str {
+        "confab"
+    }
+
+    async fn join(
+        &self,
+        room: &str,
+        name: &str,
+        tracks: &[(Source, SyntheticTrack)],
+    ) -> Result<Box<dyn Participant>, DriverError> {
+        let token = self.token(name).await?;
+        let mut client = Client::join(&self.ws_url(&token), room, name).await?;
+        if !tracks.is_empty() {
+            client.publish(tracks).await?;
+        }
+        Ok(Box::new(ConfabParticipant(client)))
+    }
+}
+
+struct ConfabParticipant(Client);
+
+#[async_trait]
+impl Participant for ConfabParticipant {
+    fn remote_tracks(&self) -> Vec<Arc<RemoteTrackStats>> {
+        self.0.remote_tracks()
+    }
+    async fn leave(self: Box<Self>) {
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.0.leave()).await;
+    }
+}

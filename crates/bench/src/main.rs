@@ -1,0 +1,129 @@
+//! `confab-bench`: `run` one load, or `sweep` rising loads to find capacity. See the crate docs
+//! and docs/performance.md.
+
+use clap::{Args, Parser, Subcommand};
+use confab_bench::run::LoadSpec;
+use confab_bench::{bench_run, bench_sweep, report, Setup, SweepSpec};
+use std::path::PathBuf;
+use std::time::Duration;
+use tracing_subscriber::EnvFilter;
+
+/// Load generator and benchmark for confab.
+#[derive(Debug, Parser)]
+#[command(name = "confab-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// One run at one load.
+    Run {
+        #[command(flatten)]
+        common: Common,
+        /// Rooms.
+        #[arg(long, default_value_t = 1)]
+        rooms: usize,
+        /// Participants per room.
+        #[arg(long, default_value_t = 2)]
+        participants: usize,
+    },
+    /// Raise the load until loss or p99 latency passes its bound, per room size.
+    Sweep {
+        #[command(flatten)]
+        common: Common,
+        /// Room sizes, comma-separated (2 = 1:1 calls).
+        #[arg(long, value_delimiter = ',', default_value = "2,4,10")]
+        sizes: Vec<usize>,
+        /// Most participants in one level (the generator's own CPU limit).
+        #[arg(long, default_value_t = 40)]
+        max_participants: usize,
+        /// Loss bound, percent.
+        #[arg(long, default_value_t = 1.0)]
+        max_loss: f64,
+        /// p99 latency bound, ms.
+        #[arg(long, default_value_t = 50.0)]
+        max_p99_ms: f64,
+        /// Rooms grow by this factor per level (at least one more room).
+        #[arg(long, default_value_t = 2.0)]
+        growth: f64,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// A running server (`http://host:port`); default: start `confab serve` on 127.0.0.1 per run.
+    #[arg(long)]
+    target: Option<String>,
+    /// The confab binary for local runs (default: next to confab-bench, or $CONFAB_BIN).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Video bitrate per publisher, kbit/s (0: no video).
+    #[arg(long, default_value_t = 800)]
+    video_kbps: u32,
+    /// Audio bitrate per publisher, kbit/s (0: no audio).
+    #[arg(long, default_value_t = 64)]
+    audio_kbps: u32,
+    /// Video packets per second per publisher (raised if a packet would exceed the MTU).
+    #[arg(long, default_value_t = 100)]
+    video_pps: u32,
+    /// Audio packets per second per publisher.
+    #[arg(long, default_value_t = 50)]
+    audio_pps: u32,
+    /// Measurement window, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Settling time after the last join, seconds.
+    #[arg(long, default_value_t = 3.0)]
+    warmup: f64,
+    /// Joins started per second.
+    #[arg(long, default_value_t = 5.0)]
+    ramp: f64,
+    /// Output directory for report.json and chart.svg.
+    #[arg(long, default_value = "bench-results")]
+    out: PathBuf,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl Common {
+    fn setup(&self) -> Setup {
+        Setup { target: self.target.clone(), server_bin: self.server_bin.clone(), out_dir: self.out.clone(), quiet: self.quiet }
+    }
+    fn load(&self, rooms: usize, per_room: usize) -> LoadSpec {
+        LoadSpec {
+            rooms: rooms.max(1),
+            per_room: per_room.max(1),
+            video_kbps: self.video_kbps,
+            audio_kbps: self.audio_kbps,
+            video_pps: self.video_pps,
+            audio_pps: self.audio_pps,
+            warmup: Duration::from_secs_f64(self.warmup.max(0.0)),
+            duration: Duration::from_secs_f64(self.duration.max(1.0)),
+            ramp_per_s: self.ramp.max(0.1),
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("error")))
+        .init();
+    let cli = Cli::parse();
+    let (report, out) = match cli.command {
+        Cmd::Run { common, rooms, participants } => {
+            (bench_run(&common.setup(), &common.load(rooms, participants)).await?, common.out)
+        }
+        Cmd::Sweep { common, sizes, max_participants, max_loss, max_p99_ms, growth } => {
+            let sweep = SweepSpec { sizes, max_participants, max_loss_percent: max_loss, max_p99_ms, growth: growth.max(1.0) };
+            (bench_sweep(&common.setup(), &common.load(1, 2), &sweep).await?, common.out)
+        }
+    };
+    print!("{}", report::table(&report));
+    println!("wrote {} and {}", out.join("report.json").display(), out.join("chart.svg").display());
+    Ok(())
+}
