@@ -3,6 +3,8 @@
 
 use crate::auth::TokenAuthority;
 use crate::chat::ChatService;
+use crate::paid::PaidHandle;
+use confab_settlement::{Address, Backoff, ChainClient, ChainConfig, EndPolicy, SettlementWorker, WalletKey, WorkerConfig};
 use confab_store::{Db, DbOptions};
 use crate::config::{interface_addresses, load_token_secret, ServeArgs};
 use crate::http::{routes, AppState};
@@ -17,6 +19,8 @@ pub struct Application {
     server: actix_web::dev::Server,
     sfu: SfuHandle,
     room_events: broadcast::Sender<RoomEvent>,
+    /// Stops the settlement worker (it flushes due settlements first).
+    settlement_shutdown: Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
 }
 
 impl Application {
@@ -44,7 +48,10 @@ impl Application {
 
         let listener = TcpListener::bind(args.listen)?;
         let http_addr = listener.local_addr()?;
+        let (paid, settlement_shutdown) = start_paid_sessions(&args, &db).await?;
         let state = AppState {
+            paid,
+            api_secret: crate::config::load_api_secret(),
             chat: ChatService::new(db, sfu.clone()),
             sfu: sfu.clone(),
             tokens: TokenAuthority::new(secret),
@@ -61,7 +68,7 @@ impl Application {
         .workers(2)
         .listen(listener)?
         .run();
-        Ok(Self { http_addr, server, sfu, room_events })
+        Ok(Self { http_addr, server, sfu, room_events, settlement_shutdown })
     }
 
     /// The bound HTTP address.
@@ -83,6 +90,10 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let r = self.server.await;
         self.sfu.shutdown().await;
+        if let Some((stop, task)) = self.settlement_shutdown {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
         r
     }
 }
@@ -114,4 +125,36 @@ fn start_media_thread(config: MediaConfig) -> std::io::Result<(SfuHandle, broadc
         });
     })?;
     rx.recv().map_err(|_| std::io::Error::other("media thread died"))?
+}
+
+/// With chain settings: the settlement worker (the wallet's only sender) and the paid-session
+/// task. Without: `None` (paid sessions are refused with `paid_sessions_disabled`).
+#[allow(clippy::type_complexity)]
+async fn start_paid_sessions(
+    args: &ServeArgs,
+    db: &Db,
+) -> anyhow::Result<(Option<PaidHandle>, Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)>)> {
+    let (Some(rpc), Some(contract)) = (args.chain_rpc_url.as_deref(), args.contract_address.as_deref()) else {
+        tracing::info!("paid sessions disabled: CHAIN_RPC_URL and CONFAB_CONTRACT_ADDRESS are not both set");
+        return Ok((None, None));
+    };
+    let contract: Address = contract.parse().map_err(|_| anyhow::anyhow!("CONFAB_CONTRACT_ADDRESS is not an address"))?;
+    let key = WalletKey::from_env().map_err(|e| anyhow::anyhow!("backend wallet key: {e}"))?;
+    let config = ChainConfig::new(rpc.to_owned(), contract);
+    let sender = ChainClient::new(config.clone(), &key).map_err(|e| anyhow::anyhow!("chain client: {e}"))?;
+    let reader = ChainClient::new(config, &key).map_err(|e| anyhow::anyhow!("chain client: {e}"))?;
+    tracing::info!(wallet = %sender.wallet_address(), %contract, "paid sessions enabled");
+    let backoff = Backoff { initial: std::time::Duration::from_millis(args.settlement_retry_ms.max(10)), ..Backoff::default() };
+    let worker = SettlementWorker::new(db.clone(), sender, backoff, WorkerConfig::default());
+    let waker = worker.waker();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(worker.run(async move {
+        let _ = stop_rx.await;
+    }));
+    let policy = EndPolicy {
+        disconnect_grace: std::time::Duration::from_secs(args.paid_grace_s),
+        heartbeat_timeout: std::time::Duration::from_secs(args.paid_heartbeat_timeout_s),
+    };
+    let paid = crate::paid::spawn(db.clone(), reader, policy, waker).await.map_err(|e| anyhow::anyhow!("paid sessions: {e}"))?;
+    Ok((Some(paid), Some((stop_tx, task))))
 }

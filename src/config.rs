@@ -79,6 +79,23 @@ pub struct ServeArgs {
     /// How long a query waits for a connection before the database counts as unavailable, ms.
     #[arg(long, env = "CONFAB_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 3000)]
     pub db_acquire_timeout_ms: u64,
+    /// JSON-RPC URL of the chain for paid sessions (http://). Without it (and the contract and
+    /// the wallet key), paid sessions are refused and everything else works.
+    #[arg(long, env = "CHAIN_RPC_URL")]
+    pub chain_rpc_url: Option<String>,
+    /// Address of the LangDAO contract.
+    #[arg(long, env = "CONFAB_CONTRACT_ADDRESS")]
+    pub contract_address: Option<String>,
+    /// Seconds a disconnected student or tutor has to come back before the paid session ends.
+    #[arg(long, env = "CONFAB_PAID_GRACE_S", default_value_t = 30)]
+    pub paid_grace_s: u64,
+    /// Seconds without a heartbeat from a party after which the paid session ends.
+    #[arg(long, env = "CONFAB_PAID_HEARTBEAT_TIMEOUT_S", default_value_t = 120)]
+    pub paid_heartbeat_timeout_s: u64,
+    /// First retry delay of a failed settlement, ms (doubles per attempt, capped at 5 min,
+    /// 20 attempts).
+    #[arg(long, env = "CONFAB_SETTLEMENT_RETRY_MS", default_value_t = 2000)]
+    pub settlement_retry_ms: u64,
 }
 
 /// Why the settings are unusable.
@@ -127,6 +144,19 @@ impl ServeArgs {
         }
         PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/static"))
     }
+}
+
+/// The shared secret other backends present (`Authorization: Bearer …`) on
+/// `POST /api/sessions` and `POST /api/webrtc-events`: `CONFAB_API_SECRET`, else
+/// `CONFAB_API_SECRET_FILE`. None: those endpoints answer 401.
+pub fn load_api_secret() -> Option<SecretString> {
+    if let Ok(s) = std::env::var("CONFAB_API_SECRET") {
+        if !s.is_empty() {
+            return Some(SecretString::from(s));
+        }
+    }
+    let path = std::env::var("CONFAB_API_SECRET_FILE").ok()?;
+    std::fs::read_to_string(path).ok().map(|s| SecretString::from(s.trim().to_owned()))
 }
 
 /// The token secret: `CONFAB_JWT_SECRET`, else `CONFAB_JWT_SECRET_FILE`, else

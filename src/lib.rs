@@ -27,6 +27,7 @@ pub mod auth;
 pub mod chat;
 pub mod config;
 pub mod http;
+pub mod paid;
 pub mod signaling;
 
 pub use app::Application;

@@ -5,6 +5,8 @@ pub mod metrics;
 
 use crate::auth::{AuthError, TokenAuthority, GUEST_TOKEN_TTL_S};
 use crate::chat::{wire, ChatService};
+
+mod paid;
 use crate::signaling::protocol::MAX_FRAME_BYTES;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use confab_sfu::{SfuHandle, SfuMetrics};
@@ -18,6 +20,10 @@ pub struct AppState {
     pub sfu: SfuHandle,
     /// Chat storage and relay.
     pub chat: ChatService,
+    /// Paid sessions (None without chain settings).
+    pub paid: Option<crate::paid::PaidHandle>,
+    /// Shared secret of other backends (None: their endpoints answer 401).
+    pub api_secret: Option<secrecy::SecretString>,
     /// Token signing and checking.
     pub tokens: TokenAuthority,
     /// The browser client's directory.
@@ -39,6 +45,17 @@ pub enum ApiError {
     /// 503: the database is unavailable; retry later.
     #[error("{0}")]
     Unavailable(String),
+    /// 404: no such thing (e.g. no paid session in that room).
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: refused by the chain or a conflicting state; `code` says which.
+    #[error("{message}")]
+    Conflict {
+        /// Stable code.
+        code: &'static str,
+        /// Human text.
+        message: String,
+    },
 }
 
 impl ResponseError for ApiError {
@@ -49,6 +66,8 @@ impl ResponseError for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
         }
     }
     fn error_response(&self) -> HttpResponse {
@@ -57,6 +76,8 @@ impl ResponseError for ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict { code, .. } => code,
         };
         HttpResponse::build(self.status_code()).json(serde_json::json!({"code": code, "message": self.to_string()}))
     }
@@ -70,6 +91,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, static_dir: PathBuf) {
         .route("/ws", web::get().to(websocket))
         .route("/rooms/{room}", web::get().to(room_page))
         .route("/api/rooms/{room}/messages", web::get().to(room_messages))
+        .configure(paid::routes)
         .service(actix_files::Files::new("/", static_dir).index_file("index.html"));
 }
 
@@ -121,7 +143,14 @@ async fn websocket(
         .max_frame_size(MAX_FRAME_BYTES)
         .aggregate_continuations()
         .max_continuation_size(MAX_FRAME_BYTES);
-    actix_web::rt::spawn(crate::signaling::session::run(session, stream, state.sfu.clone(), state.chat.clone(), claims));
+    actix_web::rt::spawn(crate::signaling::session::run(
+        session,
+        stream,
+        state.sfu.clone(),
+        state.chat.clone(),
+        state.paid.clone(),
+        claims,
+    ));
     Ok(response)
 }
 
@@ -142,13 +171,7 @@ async fn room_messages(
     room: web::Path<String>,
     query: web::Query<MessagesQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let header = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned);
-    let token = header.or_else(|| query.token.clone()).unwrap_or_default();
+    let token = bearer(&req).or_else(|| query.token.clone()).unwrap_or_default();
     let claims = state.tokens.verify(&token)?;
     let room = confab_sfu::RoomId::parse(&room).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     if claims.room.as_deref().is_some_and(|r| r != room.as_str()) {
@@ -172,4 +195,13 @@ async fn room_messages(
     }
     let messages: Vec<_> = messages.iter().map(wire).collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({"messages": messages, "has_more": has_more})))
+}
+
+/// The `Authorization: Bearer …` value, if any.
+pub(crate) fn bearer(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned)
 }

@@ -11,6 +11,7 @@ use super::protocol::{
 use super::ratelimit::TokenBucket;
 use crate::auth::Claims;
 use crate::chat::{ChatParticipant, ChatService, CHAT_LABEL};
+use crate::paid::{parse_address, PaidError, PaidHandle, Presence};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
 use confab_sfu::{
     MediaKind, ParticipantId, ParticipantInfo, PublishTrack, RoomId, SfuEvent, SfuHandle, TrackInfo,
@@ -37,7 +38,15 @@ struct Joined {
 }
 
 /// Runs one signaling session to its end.
-pub async fn run(mut session: Session, mut stream: AggregatedMessageStream, sfu: SfuHandle, chat: ChatService, claims: Claims) {
+pub async fn run(
+    mut session: Session,
+    mut stream: AggregatedMessageStream,
+    sfu: SfuHandle,
+    chat: ChatService,
+    paid: Option<PaidHandle>,
+    claims: Claims,
+) {
+    let mut paid_ended = paid.as_ref().map(|p| p.subscribe());
     let mut joined: Option<Joined> = None;
     let mut last_heard = Instant::now();
     let mut limiter = TokenBucket::new(RATE_PER_S, RATE_BURST, Instant::now());
@@ -47,6 +56,12 @@ pub async fn run(mut session: Session, mut stream: AggregatedMessageStream, sfu:
         let next_event = async {
             match joined.as_mut() {
                 Some(j) => j.events.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let next_paid_end = async {
+            match paid_ended.as_mut() {
+                Some(rx) => rx.recv().await.ok(),
                 None => std::future::pending().await,
             }
         };
@@ -62,7 +77,7 @@ pub async fn run(mut session: Session, mut stream: AggregatedMessageStream, sfu:
                         }
                         match parse_client_message(&text) {
                             Ok(m) => {
-                                if let Flow::Stop = handle(m, &mut session, &sfu, &chat, &claims, &mut joined).await {
+                                if let Flow::Stop = handle(m, &mut session, &sfu, &chat, paid.as_ref(), &claims, &mut joined).await {
                                     break Some(CloseCode::Normal.into());
                                 }
                             }
@@ -115,6 +130,12 @@ pub async fn run(mut session: Session, mut stream: AggregatedMessageStream, sfu:
                     }
                 }
             }
+            Some(ended) = next_paid_end => {
+                if joined.as_ref().is_some_and(|j| j.room.as_str() == ended.room) {
+                    let m = ServerMessage::PaidSessionEnded { id: ended.id.to_string(), reason: ended.reason.as_str().to_owned() };
+                    send(&mut session, &m).await;
+                }
+            }
             _ = ping.tick() => {
                 if last_heard.elapsed() > IDLE_TIMEOUT {
                     info!("signaling socket idle: closing");
@@ -128,6 +149,9 @@ pub async fn run(mut session: Session, mut stream: AggregatedMessageStream, sfu:
     };
     if let Some(j) = joined.take() {
         sfu.leave(j.participant).await;
+        if let Some(p) = &paid {
+            p.presence(&j.room, &claims.sub, Presence::Left).await;
+        }
         chat.system(&j.chat, format!("{} left", j.chat.user_name)).await;
         info!(room = %j.room, participant = %j.participant, "signaling session ended");
     }
@@ -153,11 +177,17 @@ async fn handle(
     session: &mut Session,
     sfu: &SfuHandle,
     chat: &ChatService,
+    paid: Option<&PaidHandle>,
     claims: &Claims,
     joined: &mut Option<Joined>,
 ) -> Flow {
     let reply = match (m, joined.as_ref()) {
-        (ClientMessage::Ping { ts }, _) => Some(ServerMessage::Pong { ts }),
+        (ClientMessage::Ping { ts }, j) => {
+            if let (Some(p), Some(j)) = (paid, j) {
+                p.presence(&j.room, &claims.sub, Presence::Heartbeat).await;
+            }
+            Some(ServerMessage::Pong { ts })
+        }
         (ClientMessage::Join { .. }, Some(_)) => Some(ServerMessage::error(ErrorCode::AlreadyJoined, "already in a room")),
         (ClientMessage::Join { room, name }, None) => match RoomId::parse(&room) {
             Err(e) => Some(ServerMessage::error(ErrorCode::InvalidRoom, e.to_string())),
@@ -181,6 +211,9 @@ async fn handle(
                         let cp = ChatParticipant::new(room_id.clone(), info.participant, claims.sub.clone(), name.clone());
                         send(session, &msg).await;
                         chat.system(&cp, format!("{name} joined")).await;
+                        if let Some(p) = paid {
+                            p.presence(&room_id, &claims.sub, Presence::Joined).await;
+                        }
                         *joined = Some(Joined { participant: info.participant, room: room_id, events: rx, chat: cp });
                         None
                     }
@@ -225,6 +258,33 @@ async fn handle(
                 Ok(()) => None,
                 Err(e) => Some(ServerMessage::error(super::error_code(&e), e.to_string())),
             }
+        }
+        (ClientMessage::SessionStarted { tutor, language }, Some(j)) => Some(match paid {
+            None => ServerMessage::error(ErrorCode::PaidSessionsDisabled, "this server has no chain settings"),
+            Some(p) => match (parse_address(&claims.sub), parse_address(&tutor)) {
+                (Err(_), _) => ServerMessage::error(ErrorCode::NotAParty, "your token's subject is not a wallet address"),
+                (_, Err(e)) => ServerMessage::error(ErrorCode::BadJson, e.to_string()),
+                (Ok(student), Ok(tutor)) => match p.start(&j.room, student, tutor, language).await {
+                    Ok(info) => ServerMessage::PaidSession {
+                        session: confab_protocol::PaidSessionMsg {
+                            id: info.id.to_string(),
+                            student: info.student.to_checksum(None),
+                            tutor: info.tutor.to_checksum(None),
+                            language: info.language,
+                            chain_session_id: info.chain_session_id.to_string(),
+                            rate_per_second: info.rate_per_second.to_string(),
+                            started_at: info.started_at,
+                        },
+                    },
+                    Err(e) => ServerMessage::error(paid_error_code(&e), e.to_string()),
+                },
+            },
+        }),
+        (ClientMessage::EndSession, Some(j)) => {
+            if let Some(p) = paid {
+                p.presence(&j.room, &claims.sub, Presence::EndPressed).await;
+            }
+            None
         }
         (ClientMessage::Mute { source, muted }, Some(j)) => {
             sfu.mute(j.participant, source_in(source), muted).await;
@@ -308,4 +368,15 @@ fn event_message(ev: SfuEvent) -> Option<ServerMessage> {
         SfuEvent::DataMessage { .. } | SfuEvent::DataChannelOpen { .. } => return None,
         SfuEvent::Closed(_) => return None,
     })
+}
+
+/// The protocol error code for a paid-session refusal (the only such mapping).
+fn paid_error_code(e: &PaidError) -> ErrorCode {
+    match e {
+        PaidError::NotOnChain => ErrorCode::PaidSessionNotFound,
+        PaidError::ChainUnavailable(_) => ErrorCode::ChainUnavailable,
+        PaidError::TutorBusy => ErrorCode::NegotiationFailed,
+        PaidError::BadAddress(_) => ErrorCode::BadJson,
+        PaidError::Unavailable(_) | PaidError::Stopped => ErrorCode::Unavailable,
+    }
 }

@@ -34,18 +34,33 @@ pub async fn spawn_app(max_participants: usize) -> TestApp {
 
 /// The server with `database_url` (None: SQLite in its data dir).
 pub async fn spawn_app_with_db(max_participants: usize, database_url: Option<String>) -> TestApp {
+    spawn_app_with(|a| {
+        a.max_participants = max_participants;
+        a.database_url = database_url;
+    })
+    .await
+}
+
+/// The server with settings adjusted by `adjust`.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeArgs)) -> TestApp {
     let data_dir = std::env::temp_dir().join(format!("confab-test-{}", uuid::Uuid::new_v4()));
-    let args = ServeArgs {
+    let mut args = ServeArgs {
         listen: "127.0.0.1:0".parse().unwrap(),
         media_port: 0,
         public_ip: vec!["127.0.0.1".parse().unwrap()],
         data_dir: data_dir.clone(),
         static_dir: None,
-        max_participants,
-        database_url,
+        max_participants: 16,
+        database_url: None,
         db_max_connections: 5,
         db_acquire_timeout_ms: 1000,
+        chain_rpc_url: None,
+        contract_address: None,
+        paid_grace_s: 30,
+        paid_heartbeat_timeout_s: 120,
+        settlement_retry_ms: 2000,
     };
+    adjust(&mut args);
     let app = Application::build(args).await.expect("the server builds");
     let addr = app.http_addr();
     tokio::spawn(app.run_until_stopped());

@@ -104,6 +104,17 @@ pub enum ClientMessage {
         /// Muted or not.
         muted: bool,
     },
+    /// The student started a paid session on chain (`startSession(tutor, language)` mined): the
+    /// server checks `activeSessions(tutor)` and tracks the session in this room. The student's
+    /// address is the `sub` of their token.
+    SessionStarted {
+        /// The tutor's address (`0x…`).
+        tutor: String,
+        /// The contract's language id.
+        language: u8,
+    },
+    /// The End button: ends the room's paid session now (student or tutor only).
+    EndSession,
     /// Leave the room.
     Leave,
     /// Heartbeat.
@@ -215,6 +226,19 @@ pub enum ServerMessage {
         /// What each m-line carries.
         tracks: Vec<SubscribedTrackMsg>,
     },
+    /// The room's paid session is being tracked (answer to `session_started`).
+    PaidSession {
+        /// The paid session.
+        session: PaidSessionMsg,
+    },
+    /// The room's paid session ended; settlement on chain follows (poll
+    /// `GET /api/rooms/{room}/paid-session` for its status).
+    PaidSessionEnded {
+        /// Its id.
+        id: String,
+        /// `participant_ended`, `disconnected`, `heartbeat_timeout` or `shutdown`.
+        reason: String,
+    },
     /// A refusal.
     Error {
         /// Stable code (`docs/protocol.md`).
@@ -228,6 +252,25 @@ pub enum ServerMessage {
         #[serde(skip_serializing_if = "Option::is_none")]
         ts: Option<f64>,
     },
+}
+
+/// A paid session as sent to clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaidSessionMsg {
+    /// Server id.
+    pub id: String,
+    /// Student address (checksummed).
+    pub student: String,
+    /// Tutor address (checksummed).
+    pub tutor: String,
+    /// Language id.
+    pub language: u8,
+    /// The contract's session id (decimal).
+    pub chain_session_id: String,
+    /// Price, token units per second (decimal).
+    pub rate_per_second: String,
+    /// Start on chain, Unix seconds.
+    pub started_at: u64,
 }
 
 /// Stable error codes (`docs/protocol.md`, "Error codes").
@@ -264,6 +307,16 @@ pub enum ErrorCode {
     Unauthorized,
     /// Server fault.
     Internal,
+    /// Paid sessions need chain settings this server does not have.
+    PaidSessionsDisabled,
+    /// The chain shows no matching active session.
+    PaidSessionNotFound,
+    /// The chain (RPC) did not answer; retry.
+    ChainUnavailable,
+    /// Only the student or the tutor may do this.
+    NotAParty,
+    /// The database did not answer; retry.
+    Unavailable,
 }
 
 impl ServerMessage {
@@ -279,8 +332,17 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, (ErrorCode, Str
     match serde_json::from_str::<ClientMessage>(text) {
         Ok(m) => Ok(m),
         Err(e) => {
-            const KNOWN: [&str; 7] =
-                ["join", "publish_offer", "subscribe_answer", "candidate", "mute", "leave", "ping"];
+            const KNOWN: [&str; 9] = [
+                "join",
+                "publish_offer",
+                "subscribe_answer",
+                "candidate",
+                "mute",
+                "session_started",
+                "end_session",
+                "leave",
+                "ping",
+            ];
             match serde_json::from_str::<serde_json::Value>(text) {
                 Ok(serde_json::Value::Object(o)) => match o.get("type").and_then(|t| t.as_str()) {
                     Some(t) if !KNOWN.contains(&t) => {

@@ -54,5 +54,5 @@ pub use error::{ChainError, ErrorClass, NOT_ACTIVE_REASON};
 pub use key::{KeyError, WalletKey, WALLET_KEY_ENV, WALLET_KEY_FILE_ENV};
 pub use lifecycle::{EndPolicy, PaidSessionTracker, Party, PresenceEvent};
 pub use outbox::{NextStep, Settlement, SettlementState, Update};
-pub use repo::{EndReason, NewPaidSession, RepoError, SettlementRecord};
+pub use repo::{EndReason, NewPaidSession, PaidSessionRecord, RepoError, SettlementRecord};
 pub use worker::{SettlementWorker, WorkerConfig};

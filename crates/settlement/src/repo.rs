@@ -190,6 +190,46 @@ pub async fn set_chain_session_id(
     Ok(())
 }
 
+/// A paid session as stored.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PaidSessionRecord {
+    /// Row id.
+    pub id: Uuid,
+    /// The room it runs in.
+    pub room_id: String,
+    /// The contract's session id, decimal.
+    pub chain_session_id: Option<String>,
+    /// Checksummed student address.
+    pub student_address: String,
+    /// Checksummed tutor address.
+    pub tutor_address: String,
+    /// The contract's language id.
+    pub language_id: i64,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// When it ended (None while running).
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Why it ended.
+    pub end_reason: Option<String>,
+}
+
+const PAID_COLS: &str =
+    "id, room_id, chain_session_id, student_address, tutor_address, language_id, started_at, ended_at, end_reason";
+
+/// Paid sessions that have not ended (to resume tracking them after a restart).
+pub async fn open_paid_sessions(db: &Db) -> Result<Vec<PaidSessionRecord>, RepoError> {
+    let sql = format!("SELECT {PAID_COLS} FROM paid_sessions WHERE ended_at IS NULL ORDER BY started_at");
+    Ok(on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await)?)
+}
+
+/// The most recent paid session of a room, running or ended.
+pub async fn latest_paid_session(db: &Db, room_id: &str) -> Result<Option<PaidSessionRecord>, RepoError> {
+    let sql = format!(
+        "SELECT {PAID_COLS} FROM paid_sessions WHERE room_id = $1 ORDER BY started_at DESC, id DESC LIMIT 1"
+    );
+    Ok(on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(room_id).fetch_optional(pool).await)?)
+}
+
 /// End a paid session and write its settlement (state `pending`, due now) in one transaction. Idempotent:
 /// `None` when the session was already ended (or does not exist), and no second settlement is written.
 pub async fn end_paid_session(

@@ -32,10 +32,13 @@ pub const KEYS: [&str; 4] = [
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
+    // The first ancestor of the including crate that holds the scripts (this file is also
+    // included by the root crate's tests).
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
+        .ancestors()
+        .find(|d| d.join("scripts/ensure-anvil.sh").exists())
+        .expect("repository root above CARGO_MANIFEST_DIR")
+        .to_path_buf()
 }
 
 /// The anvil binary, installed by `scripts/ensure-anvil.sh` on first use.

@@ -1,0 +1,368 @@
+//! Paid sessions (LangDAO): which room carries one, when it ends, and handing the end to the
+//! settlement outbox.
+//!
+//! One owner task ([`spawn`]) holds every running paid session and its
+//! [`PaidSessionTracker`] (End pressed → at once; a party gone longer than the grace period; no
+//! heartbeat for the heartbeat timeout). Signaling sessions and the REST API reach it through a
+//! [`PaidHandle`]. Ending writes the session's end and its settlement row in one database
+//! transaction ([`repo::end_paid_session`]) and wakes the [`SettlementWorker`], the wallet's only
+//! sender, which calls `endSession(tutor)` on chain, retrying until the chain confirms. An end the
+//! database refused is retried by this task until it is stored: nothing is lost. After a restart
+//! the running sessions are read back from the database with both parties absent, so they end
+//! after the grace period unless the parties come back.
+
+use chrono::Utc;
+use confab_settlement::repo::{self, PaidSessionRecord};
+use confab_settlement::{
+    Address, ChainClient, EndPolicy, EndReason, NewPaidSession, PaidSessionTracker, Party, PresenceEvent,
+    RepoError, SettlementRecord, U256,
+};
+use confab_sfu::RoomId;
+use confab_store::{Db, Uuid};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc, oneshot, Notify};
+use tracing::{info, warn};
+
+/// Capacity of the command queue; senders wait when it is full.
+pub const PAID_COMMANDS: usize = 256;
+/// Capacity of the ended-session broadcast (signaling sessions filter by room); a lagging
+/// session misses old notices, the REST status stays authoritative.
+pub const PAID_EVENTS: usize = 256;
+/// How often an end the database refused is retried.
+const END_RETRY: Duration = Duration::from_secs(1);
+
+/// Why a paid-session request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PaidError {
+    /// The chain shows no active session of this tutor with this student.
+    #[error("no active session of this tutor with this student on chain")]
+    NotOnChain,
+    /// The chain did not answer.
+    #[error("the chain did not answer: {0}")]
+    ChainUnavailable(String),
+    /// The tutor already has a paid session running in another room.
+    #[error("the tutor already has a paid session running")]
+    TutorBusy,
+    /// Not an Ethereum address.
+    #[error("not an address: {0}")]
+    BadAddress(String),
+    /// The database did not answer.
+    #[error("the database did not answer: {0}")]
+    Unavailable(String),
+    /// The task stopped.
+    #[error("paid sessions stopped")]
+    Stopped,
+}
+
+/// A running paid session, as reported to clients.
+#[derive(Debug, Clone)]
+pub struct PaidInfo {
+    /// Database id.
+    pub id: Uuid,
+    /// The room.
+    pub room: String,
+    /// Student.
+    pub student: Address,
+    /// Tutor.
+    pub tutor: Address,
+    /// Language id.
+    pub language: u8,
+    /// Contract session id.
+    pub chain_session_id: U256,
+    /// Token units per second.
+    pub rate_per_second: U256,
+    /// Start on chain, Unix seconds.
+    pub started_at: u64,
+}
+
+/// A paid session ended in `room`.
+#[derive(Debug, Clone)]
+pub struct PaidEnded {
+    /// The room.
+    pub room: String,
+    /// Database id.
+    pub id: Uuid,
+    /// Why.
+    pub reason: EndReason,
+}
+
+/// What a participant did, as far as a paid session cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    /// Joined (or rejoined) the room.
+    Joined,
+    /// Left or lost its connection.
+    Left,
+    /// A heartbeat.
+    Heartbeat,
+    /// Pressed End.
+    EndPressed,
+}
+
+enum Command {
+    Start { room: String, student: Address, tutor: Address, language: u8, reply: oneshot::Sender<Result<PaidInfo, PaidError>> },
+    Presence { room: String, who: Who, what: Presence, reply: Option<oneshot::Sender<bool>> },
+    Current { room: String, reply: oneshot::Sender<Option<PaidInfo>> },
+}
+
+/// Who did it: a user id (token `sub`, matched against the addresses) or a declared role.
+#[derive(Debug, Clone)]
+pub enum Who {
+    /// A token subject; it counts when it is the student's or the tutor's address.
+    User(String),
+    /// A party named by another backend.
+    Party(Party),
+}
+
+/// A cheap handle to the paid-session task.
+#[derive(Clone)]
+pub struct PaidHandle {
+    tx: mpsc::Sender<Command>,
+    events: broadcast::Sender<PaidEnded>,
+    db: Db,
+}
+
+/// Parses `0x…` (any case).
+pub fn parse_address(s: &str) -> Result<Address, PaidError> {
+    s.trim().parse::<Address>().map_err(|_| PaidError::BadAddress(s.to_owned()))
+}
+
+impl PaidHandle {
+    /// Starts tracking a paid session the student started on chain. Errors: [`PaidError`].
+    pub async fn start(&self, room: &RoomId, student: Address, tutor: Address, language: u8) -> Result<PaidInfo, PaidError> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Start { room: room.to_string(), student, tutor, language, reply };
+        self.tx.send(cmd).await.map_err(|_| PaidError::Stopped)?;
+        rx.await.map_err(|_| PaidError::Stopped)?
+    }
+
+    /// Reports presence; does nothing for rooms without a paid session or non-parties.
+    pub async fn presence(&self, room: &RoomId, user: &str, what: Presence) {
+        let _ = self.tx.send(Command::Presence { room: room.to_string(), who: Who::User(user.to_owned()), what, reply: None }).await;
+    }
+
+    /// Reports presence of a party named by another backend; `false` when the room has no paid
+    /// session.
+    pub async fn presence_of(&self, room: &str, who: Who, what: Presence) -> bool {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Command::Presence { room: room.to_owned(), who, what, reply: Some(reply) }).await.is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+
+    /// The room's running paid session.
+    pub async fn current(&self, room: &str) -> Option<PaidInfo> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Current { room: room.to_owned(), reply }).await.ok()?;
+        rx.await.ok().flatten()
+    }
+
+    /// The room's latest paid session and its settlement, from the database.
+    pub async fn latest(&self, room: &str) -> Result<Option<(PaidSessionRecord, Option<SettlementRecord>)>, PaidError> {
+        let unavailable = |e: RepoError| PaidError::Unavailable(e.to_string());
+        let Some(p) = repo::latest_paid_session(&self.db, room).await.map_err(unavailable)? else { return Ok(None) };
+        let s = repo::settlement_of(&self.db, p.id).await.map_err(unavailable)?;
+        Ok(Some((p, s)))
+    }
+
+    /// Ended-session notices (for signaling sessions to tell their clients).
+    pub fn subscribe(&self) -> broadcast::Receiver<PaidEnded> {
+        self.events.subscribe()
+    }
+}
+
+struct Running {
+    info: PaidInfo,
+    tracker: PaidSessionTracker,
+}
+
+struct Task {
+    db: Db,
+    chain: ChainClient,
+    policy: EndPolicy,
+    waker: Arc<Notify>,
+    events: broadcast::Sender<PaidEnded>,
+    running: HashMap<String, Running>,
+    /// Ends decided but not yet stored (database down): retried.
+    unsaved: Vec<PaidEnded>,
+}
+
+/// Starts the paid-session task. `chain` is a read-only client (checks `activeSessions`);
+/// `waker` wakes the settlement worker. Resumes the sessions left running in the database.
+pub async fn spawn(db: Db, chain: ChainClient, policy: EndPolicy, waker: Arc<Notify>) -> Result<PaidHandle, PaidError> {
+    let (tx, rx) = mpsc::channel(PAID_COMMANDS);
+    let (events, _) = broadcast::channel(PAID_EVENTS);
+    let mut task = Task { db: db.clone(), chain, policy, waker, events: events.clone(), running: HashMap::new(), unsaved: vec![] };
+    let open = repo::open_paid_sessions(&db).await.map_err(|e| PaidError::Unavailable(e.to_string()))?;
+    let now = Instant::now();
+    for p in open {
+        let (Ok(student), Ok(tutor)) = (parse_address(&p.student_address), parse_address(&p.tutor_address)) else { continue };
+        let mut tracker = PaidSessionTracker::new(policy, now);
+        tracker.on_event(PresenceEvent::Disconnected(Party::Student), now);
+        tracker.on_event(PresenceEvent::Disconnected(Party::Tutor), now);
+        info!(room = %p.room_id, id = %p.id, "resuming a paid session after restart: both parties have the grace period to return");
+        let info = PaidInfo {
+            id: p.id,
+            room: p.room_id.clone(),
+            student,
+            tutor,
+            language: p.language_id as u8,
+            chain_session_id: p.chain_session_id.as_deref().and_then(|s| s.parse().ok()).unwrap_or_default(),
+            rate_per_second: U256::ZERO,
+            started_at: p.started_at.timestamp().max(0) as u64,
+        };
+        task.running.insert(p.room_id, Running { info, tracker });
+    }
+    tokio::spawn(task.run(rx));
+    Ok(PaidHandle { tx, events, db })
+}
+
+impl Task {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        loop {
+            let deadline = self
+                .running
+                .values()
+                .filter_map(|r| r.tracker.next_deadline())
+                .chain((!self.unsaved.is_empty()).then(|| Instant::now() + END_RETRY))
+                .min()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => self.handle(cmd).await,
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(deadline.into()) => {}
+            }
+            let now = Instant::now();
+            let ended: Vec<(String, EndReason)> = self
+                .running
+                .iter_mut()
+                .filter_map(|(room, r)| r.tracker.poll(now).map(|reason| (room.clone(), reason)))
+                .collect();
+            for (room, reason) in ended {
+                self.end(&room, reason).await;
+            }
+            self.store_unsaved().await;
+        }
+    }
+
+    fn party(r: &Running, who: &Who) -> Option<Party> {
+        match who {
+            Who::Party(p) => Some(*p),
+            Who::User(u) => {
+                let a = parse_address(u).ok()?;
+                if a == r.info.student {
+                    Some(Party::Student)
+                } else if a == r.info.tutor {
+                    Some(Party::Tutor)
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Start { room, student, tutor, language, reply } => {
+                let _ = reply.send(self.start(room, student, tutor, language).await);
+            }
+            Command::Presence { room, who, what, reply } => {
+                let now = Instant::now();
+                let mut ended = None;
+                let known = match self.running.get_mut(&room) {
+                    Some(r) => {
+                        if let Some(party) = Self::party(r, &who) {
+                            let ev = match what {
+                                Presence::Joined => PresenceEvent::Connected(party),
+                                Presence::Left => PresenceEvent::Disconnected(party),
+                                Presence::Heartbeat => PresenceEvent::Heartbeat(party),
+                                Presence::EndPressed => PresenceEvent::EndPressed(party),
+                            };
+                            ended = r.tracker.on_event(ev, now);
+                        }
+                        true
+                    }
+                    None => false,
+                };
+                if let Some(reason) = ended {
+                    self.end(&room, reason).await;
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(known);
+                }
+            }
+            Command::Current { room, reply } => {
+                let _ = reply.send(self.running.get(&room).map(|r| r.info.clone()));
+            }
+        }
+    }
+
+    async fn start(&mut self, room: String, student: Address, tutor: Address, language: u8) -> Result<PaidInfo, PaidError> {
+        if let Some(r) = self.running.get(&room) {
+            if r.info.student == student && r.info.tutor == tutor {
+                return Ok(r.info.clone()); // a resend: already tracked
+            }
+        }
+        let active = self
+            .chain
+            .active_session(tutor)
+            .await
+            .map_err(|e| PaidError::ChainUnavailable(e.to_string()))?
+            .filter(|a| a.student == student)
+            .ok_or(PaidError::NotOnChain)?;
+        let new = NewPaidSession {
+            room_id: room.clone(),
+            student,
+            tutor,
+            language,
+            chain_session_id: Some(active.session_id),
+        };
+        let id = match repo::start_paid_session(&self.db, &new, Utc::now()).await {
+            Ok(id) => id,
+            Err(RepoError::TutorBusy) => return Err(PaidError::TutorBusy),
+            Err(e) => return Err(PaidError::Unavailable(e.to_string())),
+        };
+        let info = PaidInfo {
+            id,
+            room: room.clone(),
+            student,
+            tutor,
+            language,
+            chain_session_id: active.session_id,
+            rate_per_second: active.rate_per_second,
+            started_at: active.start_time,
+        };
+        info!(room = %room, id = %id, tutor = %tutor, "paid session started");
+        self.running.insert(room, Running { info: info.clone(), tracker: PaidSessionTracker::new(self.policy, Instant::now()) });
+        Ok(info)
+    }
+
+    async fn end(&mut self, room: &str, reason: EndReason) {
+        let Some(r) = self.running.remove(room) else { return };
+        info!(room, id = %r.info.id, reason = reason.as_str(), "paid session ended");
+        self.unsaved.push(PaidEnded { room: room.to_owned(), id: r.info.id, reason });
+        self.store_unsaved().await;
+    }
+
+    async fn store_unsaved(&mut self) {
+        let mut still = Vec::new();
+        for e in std::mem::take(&mut self.unsaved) {
+            match repo::end_paid_session(&self.db, e.id, e.reason, Utc::now()).await {
+                Ok(_) => {
+                    self.waker.notify_one();
+                    let _ = self.events.send(e);
+                }
+                Err(err) => {
+                    warn!(id = %e.id, "paid session end not stored yet (retrying): {err}");
+                    still.push(e);
+                }
+            }
+        }
+        self.unsaved = still;
+    }
+}

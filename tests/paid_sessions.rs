@@ -1,0 +1,343 @@
+//! Paid sessions end on chain, exactly once: against a real anvil with the LangDAO contract, the
+//! student starts a session on chain, joins a room through the server, and the session ends each
+//! of the three ways (End, a disconnect past the grace period, missed heartbeats); the tutor is
+//! paid and `SessionEnded` is recorded. A reconnect within the grace period does not end it. A
+//! chain outage delays settlement (retries) without losing or doubling it; so does a crash of
+//! the server between the outbox row and the receipt. LangDAO's `/api/webrtc-events` work.
+
+mod common;
+#[path = "../crates/settlement/tests/common/mod.rs"]
+#[allow(clippy::all)]
+mod chainkit;
+
+use chainkit::chain::{Chain, SPANISH, STUDENT, TUTOR};
+use common::{spawn_app_with, CuttableProxy, TestApp};
+use confab_client::Client;
+use confab_protocol::{ClientMessage, ServerMessage};
+use confab_settlement::{Address, U256};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+const API_SECRET: &str = "test-api-secret-0123456789abcdef";
+
+fn init_env() {
+    // The backend wallet is anvil's account 0 (the contract owner); the same for every test.
+    std::env::set_var("CONFAB_WALLET_KEY", chainkit::KEYS[0]);
+    std::env::set_var("CONFAB_API_SECRET", API_SECRET);
+}
+
+fn addr(i: usize) -> String {
+    chainkit::address(i).to_checksum(None)
+}
+
+async fn app_for(chain: &Chain, rpc: Option<String>, grace_s: u64, heartbeat_s: u64) -> TestApp {
+    init_env();
+    let rpc = rpc.unwrap_or_else(|| chain.anvil.url.clone());
+    let dao = chain.dao.to_checksum(None);
+    spawn_app_with(move |a| {
+        a.chain_rpc_url = Some(rpc);
+        a.contract_address = Some(dao);
+        a.paid_grace_s = grace_s;
+        a.paid_heartbeat_timeout_s = heartbeat_s;
+        a.settlement_retry_ms = 200;
+    })
+    .await
+}
+
+async fn join(app: &TestApp, room: &str, who: usize) -> Client {
+    let token = app.tokens.mint(&addr(who), &format!("user{who}"), 600, None);
+    let url = format!("ws://{}/ws?token={token}", app.addr);
+    Client::join(&url, room, &format!("user{who}")).await.expect("join")
+}
+
+/// The student reports the on-chain session; the server checks `activeSessions(tutor)`.
+async fn report_started(student: &mut Client) -> String {
+    student.send(&ClientMessage::SessionStarted { tutor: addr(TUTOR), language: SPANISH }).await.unwrap();
+    match student.wait_event(WAIT, |e| matches!(e, ServerMessage::PaidSession { .. } | ServerMessage::Error { .. })).await {
+        Some(ServerMessage::PaidSession { session }) => session.id,
+        other => panic!("expected paid_session, got {other:?}"),
+    }
+}
+
+async fn status(app: &TestApp, room: &str) -> serde_json::Value {
+    let token = app.tokens.mint("observer", "observer", 60, None);
+    reqwest::Client::new()
+        .get(format!("http://{}/api/rooms/{room}/paid-session", app.addr))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Polls the room's settlement until it is final; returns the status.
+async fn settled(app: &TestApp, room: &str, within: Duration) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let s = status(app, room).await;
+        if s["settlement"]["state"] == "settled" || s["settlement"]["state"] == "failed" {
+            return s;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not settled in time: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn session_ended_events(chain: &Chain) -> usize {
+    use alloy::providers::Provider;
+    use alloy::sol_types::SolEvent;
+    let topic = confab_settlement::bindings::LangDAO::SessionEnded::SIGNATURE_HASH;
+    let filter = serde_json::json!({"address": chain.dao, "fromBlock": "0x0", "toBlock": "latest", "topics": [topic]});
+    let logs: Vec<serde_json::Value> = chain.student.raw_request("eth_getLogs".into(), [filter]).await.unwrap();
+    logs.len()
+}
+
+fn room() -> String {
+    format!("paid-{}", uuid::Uuid::new_v4().simple())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_end_button_ends_the_session_on_chain_and_pays_the_tutor() {
+    let chain = Chain::deploy().await;
+    let app = app_for(&chain, None, 30, 120).await;
+    let tutor_before = chain.token_balance(chainkit::address(TUTOR)).await + chain.deposited(chainkit::address(TUTOR)).await;
+    chain.start_session().await;
+    let room = room();
+    let mut student = join(&app, &room, STUDENT).await;
+    let mut tutor = join(&app, &room, TUTOR).await;
+    let id = report_started(&mut student).await;
+    let s = status(&app, &room).await;
+    assert_eq!(s["running"], true);
+    chainkit::advance_time(&chain.wallet(0), 60).await;
+
+    tutor.send(&ClientMessage::EndSession).await.unwrap();
+    let ended = student.wait_event(WAIT, |e| matches!(e, ServerMessage::PaidSessionEnded { .. })).await;
+    assert_eq!(ended, Some(ServerMessage::PaidSessionEnded { id: id.clone(), reason: "participant_ended".into() }));
+    let s = settled(&app, &room, WAIT).await;
+    assert_eq!(s["settlement"]["state"], "settled", "{s}");
+    assert_eq!(s["session"]["end_reason"], "participant_ended");
+    let paid: U256 = s["settlement"]["total_paid"].as_str().unwrap().parse().unwrap();
+    assert!(paid >= U256::from(60 * chainkit::chain::RATE), "at least 60 s billed: {paid}");
+    let tutor_after = chain.token_balance(chainkit::address(TUTOR)).await + chain.deposited(chainkit::address(TUTOR)).await;
+    assert_eq!(tutor_after - tutor_before, paid, "the tutor received what SessionEnded says");
+    assert_eq!(session_ended_events(&chain).await, 1);
+    println!("End button: settled {s}");
+    student.leave().await;
+    tutor.leave().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnect_ends_the_session_after_the_grace_period_but_a_quick_reconnect_does_not() {
+    let chain = Chain::deploy().await;
+    let app = app_for(&chain, None, 2, 120).await;
+    chain.start_session().await;
+    let room = room();
+    let mut student = join(&app, &room, STUDENT).await;
+    let tutor = join(&app, &room, TUTOR).await;
+    report_started(&mut student).await;
+
+    // The tutor drops and is back within the grace period: still running.
+    tutor.leave().await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let tutor = join(&app, &room, TUTOR).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(status(&app, &room).await["running"], true, "a reconnect within the grace period keeps the session");
+
+    // Now the tutor goes for good.
+    tutor.leave().await;
+    let ended = student.wait_event(WAIT, |e| matches!(e, ServerMessage::PaidSessionEnded { .. })).await;
+    assert!(matches!(ended, Some(ServerMessage::PaidSessionEnded { reason, .. }) if reason == "disconnected"));
+    let s = settled(&app, &room, WAIT).await;
+    assert_eq!(s["settlement"]["state"], "settled", "{s}");
+    assert_eq!(session_ended_events(&chain).await, 1);
+    student.leave().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missed_heartbeats_end_the_session() {
+    let chain = Chain::deploy().await;
+    let app = app_for(&chain, None, 30, 2).await;
+    chain.start_session().await;
+    let room = room();
+    let mut student = join(&app, &room, STUDENT).await;
+    let tutor = join(&app, &room, TUTOR).await;
+    report_started(&mut student).await;
+    // Nobody sends a heartbeat (ping) for 2 s.
+    let ended = student.wait_event(WAIT, |e| matches!(e, ServerMessage::PaidSessionEnded { .. })).await;
+    assert!(matches!(&ended, Some(ServerMessage::PaidSessionEnded { reason, .. }) if reason == "heartbeat_timeout"), "{ended:?}");
+    let s = settled(&app, &room, WAIT).await;
+    assert_eq!(s["settlement"]["state"], "settled", "{s}");
+    student.leave().await;
+    tutor.leave().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_outage_delays_settlement_with_retries_and_settles_exactly_once() {
+    let chain = Chain::deploy().await;
+    let rpc_addr: std::net::SocketAddr = chain.anvil.url.trim_start_matches("http://").parse().unwrap();
+    let proxy = CuttableProxy::start(rpc_addr).await;
+    let app = app_for(&chain, Some(format!("http://{}", proxy.addr)), 30, 120).await;
+    chain.start_session().await;
+    let room = room();
+    let mut student = join(&app, &room, STUDENT).await;
+    report_started(&mut student).await;
+
+    proxy.cut().await;
+    student.send(&ClientMessage::EndSession).await.unwrap();
+    // Retries pile up while the chain is down.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let s = status(&app, &room).await;
+        if s["settlement"]["attempts"].as_i64().unwrap_or(0) >= 2 {
+            assert_eq!(s["settlement"]["state"], "pending", "{s}");
+            assert!(s["settlement"]["last_error"].as_str().is_some_and(|e| !e.is_empty()), "{s}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no retries seen: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    proxy.restore();
+    let s = settled(&app, &room, Duration::from_secs(60)).await;
+    assert_eq!(s["settlement"]["state"], "settled", "{s}");
+    assert_eq!(session_ended_events(&chain).await, 1, "exactly one endSession");
+    student.leave().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_the_outbox_row_and_the_receipt_still_settles_exactly_once() {
+    init_env();
+    let chain = Chain::deploy().await;
+    let rpc_addr: std::net::SocketAddr = chain.anvil.url.trim_start_matches("http://").parse().unwrap();
+    let proxy = CuttableProxy::start(rpc_addr).await;
+    let data_dir = std::env::temp_dir().join(format!("confab-crash-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let start = |rpc: String| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_confab"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--media-port", "0", "--public-ip", "127.0.0.1"])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .env("CHAIN_RPC_URL", rpc)
+            .env("CONFAB_CONTRACT_ADDRESS", chain.dao.to_checksum(None))
+            .env("CONFAB_SETTLEMENT_RETRY_MS", "200")
+            .env("CONFAB_JWT_SECRET", "crash-test-secret-0123456789abcdef")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start confab")
+    };
+    let wait_up = || async {
+        for _ in 0..200 {
+            if reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("server did not come up");
+    };
+    let tokens = confab::auth::TokenAuthority::new("crash-test-secret-0123456789abcdef".to_owned().into());
+    chain.start_session().await;
+    let mut server = start(format!("http://{}", proxy.addr));
+    wait_up().await;
+    let room = room();
+    let url = format!("ws://127.0.0.1:{port}/ws?token={}", tokens.mint(&addr(STUDENT), "student", 600, None));
+    let mut student = Client::join(&url, &room, "student").await.unwrap();
+    report_started(&mut student).await;
+    proxy.cut().await;
+    student.send(&ClientMessage::EndSession).await.unwrap();
+    let ended = student.wait_event(WAIT, |e| matches!(e, ServerMessage::PaidSessionEnded { .. })).await;
+    assert!(ended.is_some(), "the end is stored (outbox row written)");
+    // Crash: no graceful shutdown, no flush.
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_eq!(session_ended_events(&chain).await, 0, "nothing was mined before the crash");
+    proxy.restore();
+    let mut server = start(format!("http://{}", proxy.addr));
+    wait_up().await;
+    let token = tokens.mint("observer", "observer", 60, None);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let s: serde_json::Value = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{port}/api/rooms/{room}/paid-session"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if s["settlement"]["state"] == "settled" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not settled after restart: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(session_ended_events(&chain).await, 1, "exactly one endSession mined across the crash");
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn langdao_webrtc_events_are_accepted_with_the_same_meaning() {
+    let chain = Chain::deploy().await;
+    let app = app_for(&chain, None, 30, 120).await;
+    chain.start_session().await;
+    let room = room();
+    let mut student = join(&app, &room, STUDENT).await;
+    report_started(&mut student).await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/api/webrtc-events", app.addr);
+    let post = |body: serde_json::Value, secret: &'static str| {
+        http.post(&url).bearer_auth(secret).json(&body).send()
+    };
+    // Heartbeat and a disconnect are accepted for a running session.
+    let r = post(serde_json::json!({"type": "session-heartbeat", "sessionId": room, "userAddress": addr(STUDENT)}), API_SECRET).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = post(serde_json::json!({"type": "user-disconnected", "sessionId": room, "userRole": "tutor", "reason": "tab closed"}), API_SECRET).await.unwrap();
+    assert_eq!(r.status(), 200);
+    // Bad secret, malformed body, unknown session, unknown type.
+    let r = post(serde_json::json!({"type": "session-heartbeat", "sessionId": room}), "wrong-secret-wrong-secret-wrong!").await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http.post(&url).bearer_auth(API_SECRET).header("content-type", "application/json").body("{nope").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = post(serde_json::json!({"type": "session-heartbeat", "sessionId": "no-such-room"}), API_SECRET).await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = post(serde_json::json!({"type": "teleport", "sessionId": room}), API_SECRET).await.unwrap();
+    assert_eq!(r.status(), 400);
+    // session-ended ends it, once.
+    let r = post(serde_json::json!({"type": "session-ended", "sessionId": room, "endedBy": "student", "userAddress": addr(STUDENT)}), API_SECRET).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let ended = student.wait_event(WAIT, |e| matches!(e, ServerMessage::PaidSessionEnded { .. })).await;
+    assert!(matches!(ended, Some(ServerMessage::PaidSessionEnded { reason, .. }) if reason == "participant_ended"));
+    let s = settled(&app, &room, WAIT).await;
+    assert_eq!(s["settlement"]["state"], "settled");
+    let r = post(serde_json::json!({"type": "session-ended", "sessionId": room, "endedBy": "tutor"}), API_SECRET).await.unwrap();
+    assert_eq!(r.status(), 404, "an ended session is no longer running");
+    assert_eq!(session_ended_events(&chain).await, 1);
+
+    // POST /api/sessions: a second session, declared by another backend, checked against the chain.
+    let r = http
+        .post(format!("http://{}/api/sessions", app.addr))
+        .bearer_auth(API_SECRET)
+        .json(&serde_json::json!({"room": "backend-room", "student": addr(STUDENT), "tutor": addr(TUTOR), "language": SPANISH}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409, "no active session on chain any more");
+    let _: Address = chainkit::address(TUTOR);
+    student.leave().await;
+}
+
+#[tokio::test]
+async fn without_chain_settings_paid_sessions_are_refused_clearly() {
+    let app = common::spawn_app(16).await;
+    let room = room();
+    let mut c = join(&app, &room, STUDENT).await;
+    c.send(&ClientMessage::SessionStarted { tutor: addr(TUTOR), language: 1 }).await.unwrap();
+    let e = c.wait_event(WAIT, |e| matches!(e, ServerMessage::Error { .. })).await;
+    assert!(matches!(e, Some(ServerMessage::Error { code: confab_protocol::ErrorCode::PaidSessionsDisabled, .. })), "{e:?}");
+    c.leave().await;
+}
