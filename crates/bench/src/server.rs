@@ -53,11 +53,18 @@ impl LocalServer {
     pub async fn start(bin: &Path, max_participants: usize) -> anyhow::Result<Self> {
         let data_dir = std::env::temp_dir().join(format!("confab-bench-{}-{}", std::process::id(), unique()));
         std::fs::create_dir_all(&data_dir)?;
+        // The benchmark needs no browser client: a placeholder keeps the server independent of
+        // the state of static/.
+        let static_dir = data_dir.join("static");
+        std::fs::create_dir_all(&static_dir)?;
+        std::fs::write(static_dir.join("index.html"), "<!doctype html><title>confab-bench</title>\n")?;
         let log = std::env::var("CONFAB_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into());
         let mut child = Command::new(bin)
             .args(["serve", "--listen", "127.0.0.1:0", "--media-port", "0", "--public-ip", "127.0.0.1"])
             .arg("--data-dir")
             .arg(&data_dir)
+            .arg("--static-dir")
+            .arg(&static_dir)
             .arg("--max-participants")
             .arg(max_participants.clamp(2, 100).to_string())
             .env("RUST_LOG", log)
