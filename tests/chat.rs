@@ -160,7 +160,7 @@ async fn a_database_outage_fails_sends_visibly_keeps_media_flowing_and_loses_not
     let mut a = Client::join(&app.ws_url("a"), &room, "a").await.unwrap();
     a.publish(&[(Source::Camera, SyntheticTrack::video())]).await.unwrap();
     a.chat_ready(WAIT).await.unwrap();
-    let mut b = chatter(&app, &room, "b").await;
+    let b = chatter(&app, &room, "b").await;
     let mut acked = Vec::new();
     for i in 0..3 {
         let cid = format!("before-{i}");

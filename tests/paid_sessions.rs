@@ -106,7 +106,7 @@ async fn the_end_button_ends_the_session_on_chain_and_pays_the_tutor() {
     chain.start_session().await;
     let room = room();
     let mut student = join(&app, &room, STUDENT).await;
-    let mut tutor = join(&app, &room, TUTOR).await;
+    let tutor = join(&app, &room, TUTOR).await;
     let id = report_started(&mut student).await;
     let s = status(&app, &room).await;
     assert_eq!(s["running"], true);
