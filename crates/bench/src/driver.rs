@@ -36,11 +36,24 @@ pub trait Driver: Send + Sync {
     ) -> Result<Box<dyn Participant>, DriverError>;
 }
 
+/// When the steps of a join completed, µs since the Unix epoch (0: not measured).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JoinSteps {
+    /// Signaling answered the join (token fetched, WebSocket open, `joined` received).
+    pub joined_us: u64,
+    /// The publisher transport is connected (offer/answer, ICE, DTLS).
+    pub published_us: u64,
+}
+
 /// One joined participant.
 #[async_trait]
 pub trait Participant: Send {
     /// Receive statistics of every remote track so far.
     fn remote_tracks(&self) -> Vec<Arc<RemoteTrackStats>>;
+    /// When the join's steps completed.
+    fn steps(&self) -> JoinSteps {
+        JoinSteps::default()
+    }
     /// Stops publishing and leaves.
     async fn leave(self: Box<Self>);
 }
@@ -94,19 +107,24 @@ impl Driver for ConfabDriver {
     ) -> Result<Box<dyn Participant>, DriverError> {
         let token = self.token(name).await?;
         let mut client = Client::join(&self.ws_url(&token), room, name).await?;
+        let joined_us = crate::now_us();
         if !tracks.is_empty() {
             client.publish(tracks).await?;
         }
-        Ok(Box::new(ConfabParticipant(client)))
+        let steps = JoinSteps { joined_us, published_us: crate::now_us() };
+        Ok(Box::new(ConfabParticipant(client, steps)))
     }
 }
 
-struct ConfabParticipant(Client);
+struct ConfabParticipant(Client, JoinSteps);
 
 #[async_trait]
 impl Participant for ConfabParticipant {
     fn remote_tracks(&self) -> Vec<Arc<RemoteTrackStats>> {
         self.0.remote_tracks()
+    }
+    fn steps(&self) -> JoinSteps {
+        self.1
     }
     async fn leave(self: Box<Self>) {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.0.leave()).await;

@@ -32,6 +32,11 @@ use server::{find_server_binary, LocalServer, Probe};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Microseconds since the Unix epoch (the clock the synthetic payloads carry).
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
 /// Where the server is and how results are written.
 #[derive(Debug, Clone)]
 pub struct Setup {

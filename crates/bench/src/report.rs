@@ -80,6 +80,10 @@ pub struct RunReport {
     pub server_cpu_us_per_packet: Option<f64>,
     /// Server CPU, percent of one core.
     pub server_cpu_percent: Option<f64>,
+    /// CPU of the server's media thread alone per forwarded packet, µs (local servers).
+    pub media_thread_cpu_us_per_packet: Option<f64>,
+    /// The generator's own CPU (this process: all clients), percent of one core.
+    pub generator_cpu_percent: Option<f64>,
     /// Packets lost between publisher and subscriber, percent of those expected.
     pub loss_percent: f64,
     /// Packets received out of order.
@@ -95,6 +99,13 @@ pub struct RunReport {
     /// Socket open → first media packet received, ms (participants who joined a room where
     /// someone already published).
     pub join_ms: Percentiles,
+    /// Join steps, ms: socket open → `joined` (token, WebSocket, join).
+    pub join_signaling_ms: Percentiles,
+    /// Join steps, ms: `joined` → publisher transport connected (offer/answer, ICE, DTLS).
+    pub join_publish_ms: Percentiles,
+    /// Join steps, ms: publisher connected → first media packet received (subscribe
+    /// offer/answer, the subscriber transport's ICE and DTLS, first packet).
+    pub join_first_media_ms: Percentiles,
     /// Participants that never received a packet.
     pub joined_without_media: usize,
     /// Server resident memory before the first join, MiB.
@@ -166,14 +177,14 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 pub fn table(report: &Report) -> String {
     let mut s = String::new();
     s.push_str(&format!(
-        "{:>5} {:>4} {:>5} {:>9} {:>8} {:>8} {:>6} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>6}\n",
-        "rooms", "size", "peers", "fwd pkt/s", "fwd Mb/s", "µs/pkt", "cpu%", "loss%", "lat p50", "lat p95",
+        "{:>5} {:>4} {:>5} {:>9} {:>8} {:>8} {:>6} {:>6} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>6}\n",
+        "rooms", "size", "peers", "fwd pkt/s", "fwd Mb/s", "µs/pkt", "cpu%", "gen%", "loss%", "lat p50", "lat p95",
         "lat p99", "srv p99", "join50", "join99", "KiB/peer", "drops"
     ));
     for r in &report.runs {
         let drops: u64 = r.server_drops.values().sum();
         s.push_str(&format!(
-            "{:>5} {:>4} {:>5} {:>9.0} {:>8.2} {:>8} {:>6} {:>6.2} {:>7.2} {:>7.2} {:>7.2} {:>7} {:>7.0} {:>7.0} {:>8} {:>6}\n",
+            "{:>5} {:>4} {:>5} {:>9.0} {:>8.2} {:>8} {:>6} {:>6} {:>6.2} {:>7.2} {:>7.2} {:>7.2} {:>7} {:>7.0} {:>7.0} {:>8} {:>6}\n",
             r.rooms,
             r.participants_per_room,
             r.participants,
@@ -181,6 +192,7 @@ pub fn table(report: &Report) -> String {
             r.forwarded_bits_per_s / 1e6,
             opt(r.server_cpu_us_per_packet, 2),
             opt(r.server_cpu_percent, 0),
+            opt(r.generator_cpu_percent, 0),
             r.loss_percent,
             r.latency_ms.p50,
             r.latency_ms.p95,
@@ -192,7 +204,7 @@ pub fn table(report: &Report) -> String {
             drops,
         ));
     }
-    s.push_str("(latencies in ms; srv p99 = the server's own per-datagram processing time, ms; µs/pkt = server CPU per forwarded packet)\n");
+    s.push_str("(latencies in ms; srv p99 = the server's own per-datagram processing time, ms; µs/pkt = server CPU per forwarded packet; cpu% / gen% = server / generator CPU, % of one core)\n");
     for c in &report.capacity {
         s.push_str(&format!(
             "capacity, {}-person rooms: {} rooms = {} participants, {:.0} forwarded pkt/s (stopped: {})\n",

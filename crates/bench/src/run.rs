@@ -204,6 +204,7 @@ pub async fn run_level(
     let mut prev_t = Instant::now();
     let mut prev_received = 0u64;
     let mut window_start: Option<(ServerSample, Instant, u64)> = None;
+    let mut gen_start: Option<(f64, u64)> = None;
     let mut timeline = Vec::new();
     // Bounded: the ramp, the join timeout, warm-up and window, plus a minute of slack.
     let hard_stop = ramp_deadline + spec.warmup + spec.duration + Duration::from_secs(60);
@@ -219,7 +220,7 @@ pub async fn run_level(
                 let driver = driver.clone();
                 let tracks = tracks.clone();
                 joins.spawn(async move {
-                    let t_open_us = confab_client_now_us();
+                    let t_open_us = crate::now_us();
                     let r = tokio::time::timeout(JOIN_TIMEOUT, driver.join(&room, &name, &tracks)).await;
                     let r = match r {
                         Ok(Ok(p)) => Ok(p),
@@ -284,6 +285,7 @@ pub async fn run_level(
                         phase_end = now + spec.warmup;
                     }
                     Phase::Warmup if now >= phase_end => {
+                        gen_start = crate::server::proc_usage(std::process::id());
                         sampler.mark(&parts);
                         window_start = Some((s, now, received));
                         phase = Phase::Measure;
@@ -310,11 +312,21 @@ pub async fn run_level(
     let (expected, got, out_of_order, corrupted) = sampler.loss(&parts);
     let mut latency = std::mem::take(&mut sampler.window);
     let mut joins_ms = Vec::new();
+    let (mut step_sig, mut step_pub, mut step_media) = (Vec::new(), Vec::new(), Vec::new());
     let mut without_media = 0;
+    let ms = |a: u64, b: u64| b.saturating_sub(a) as f64 / 1000.0;
     for j in &parts {
         let first = j.p.remote_tracks().iter().filter_map(|t| t.stats.lock().expect("stats lock").first_at_us).min();
+        let steps = j.p.steps();
         match first {
-            Some(f) if j.index_in_room > 0 => joins_ms.push(f.saturating_sub(j.t_open_us) as f64 / 1000.0),
+            Some(f) if j.index_in_room > 0 => {
+                joins_ms.push(ms(j.t_open_us, f));
+                if steps.joined_us > 0 && steps.published_us > 0 {
+                    step_sig.push(ms(j.t_open_us, steps.joined_us));
+                    step_pub.push(ms(steps.joined_us, steps.published_us));
+                    step_media.push(ms(steps.published_us, f));
+                }
+            }
             Some(_) => {}
             None if spec.per_room > 1 => without_media += 1,
             None => {}
@@ -344,6 +356,14 @@ pub async fn run_level(
         received_packets_per_s: received_pkts / window_s,
         server_cpu_us_per_packet: cpu_us.filter(|_| fwd > 0.0).map(|c| c / fwd),
         server_cpu_percent: cpu_us.map(|c| c / window_s / 1e4),
+        media_thread_cpu_us_per_packet: match (start.media_thread_cpu_us, end.media_thread_cpu_us) {
+            (Some(a), Some(b)) if fwd > 0.0 => Some((b - a) / fwd),
+            _ => None,
+        },
+        generator_cpu_percent: match (gen_start, crate::server::proc_usage(std::process::id())) {
+            (Some((a, _)), Some((b, _))) => Some((b - a) / window_s / 1e4),
+            _ => None,
+        },
         loss_percent: if expected > 0 { (expected - got.min(expected)) as f64 * 100.0 / expected as f64 } else { 0.0 },
         out_of_order,
         corrupted,
@@ -351,6 +371,9 @@ pub async fn run_level(
         server_processing_us_p50: processing_quantile_us(&start, &end, 0.50),
         server_processing_us_p99: processing_quantile_us(&start, &end, 0.99),
         join_ms: Percentiles::of(&mut joins_ms),
+        join_signaling_ms: Percentiles::of(&mut step_sig),
+        join_publish_ms: Percentiles::of(&mut step_pub),
+        join_first_media_ms: Percentiles::of(&mut step_media),
         joined_without_media: without_media,
         server_rss_idle_mib: idle.rss_bytes.map(mib),
         server_rss_mib: end.rss_bytes.map(mib),
@@ -368,10 +391,6 @@ pub async fn run_level(
     let _ = tokio::time::timeout(Duration::from_secs(20), async { while leaving.join_next().await.is_some() {} }).await;
     leaving.abort_all();
     report
-}
-
-fn confab_client_now_us() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
 #[cfg(test)]

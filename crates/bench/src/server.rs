@@ -127,6 +127,8 @@ pub struct ServerSample {
     pub cpu_us: Option<f64>,
     /// Resident memory, bytes.
     pub rss_bytes: Option<u64>,
+    /// CPU time of the server's media thread (`confab-media`) alone, µs (local servers only).
+    pub media_thread_cpu_us: Option<f64>,
     /// Every `/metrics` series (`name{labels}` → value); empty if the scrape failed.
     pub metrics: HashMap<String, f64>,
 }
@@ -156,12 +158,13 @@ impl Probe {
     /// Reads everything once.
     pub async fn sample(&self) -> ServerSample {
         let metrics = self.scrape().await.unwrap_or_default();
-        let (mut cpu_us, mut rss_bytes) = (None, None);
+        let (mut cpu_us, mut rss_bytes, mut media_thread_cpu_us) = (None, None, None);
         if let Some(pid) = self.pid {
             if let Some((c, r)) = proc_usage(pid) {
                 cpu_us = Some(c);
                 rss_bytes = Some(r);
             }
+            media_thread_cpu_us = thread_cpu_us(pid, MEDIA_THREAD);
         }
         if cpu_us.is_none() {
             cpu_us = metrics.get("process_cpu_seconds_total").map(|s| s * 1e6);
@@ -169,7 +172,7 @@ impl Probe {
         if rss_bytes.is_none() {
             rss_bytes = metrics.get("process_resident_memory_bytes").map(|b| *b as u64);
         }
-        ServerSample { cpu_us, rss_bytes, metrics }
+        ServerSample { cpu_us, rss_bytes, media_thread_cpu_us, metrics }
     }
 
     async fn scrape(&self) -> Option<HashMap<String, f64>> {
@@ -192,6 +195,25 @@ pub fn proc_usage(pid: u32) -> Option<(f64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let rss_kib: u64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
     Some(((utime + stime) as f64 / CLOCK_TICKS_PER_S * 1e6, rss_kib * 1024))
+}
+
+/// Name of the server's media worker thread (`src/app.rs`).
+const MEDIA_THREAD: &str = "confab-media";
+
+/// CPU µs of the thread of process `pid` named `name` (`/proc/<pid>/task/*/comm`).
+pub fn thread_cpu_us(pid: u32, name: &str) -> Option<f64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    for t in tasks.flatten().take(4096) {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        return Some(ticks as f64 / CLOCK_TICKS_PER_S * 1e6);
+    }
+    None
 }
 
 /// Parses the Prometheus text format into `series → value` (comments skipped).
