@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Browser tests: starts the real confab server on free ports, runs `node --test tests/browser/`
+# (headless Debian Chromium with fake camera and microphone) against it, stops the server.
+# Exit code: the tests'. On failure the server log's tail is printed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/browser-deps.sh
+BIN="${CONFAB_BIN:-${CARGO_TARGET_DIR:-target}/debug/confab}"
+[ -x "$BIN" ] || { echo "test-browser: no server binary at $BIN (cargo build first)" >&2; exit 1; }
+PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+DATA="$(mktemp -d)"
+LOG="$DATA/server.log"
+mkdir -p target
+"$BIN" serve --listen "127.0.0.1:$PORT" --media-port 0 --public-ip 127.0.0.1 --data-dir "$DATA" \
+    --static-dir static >"$LOG" 2>&1 &
+SERVER=$!
+cleanup() {
+    kill "$SERVER" 2>/dev/null || true
+    wait "$SERVER" 2>/dev/null || true
+    rm -rf "$DATA"
+}
+trap cleanup EXIT
+for _ in $(seq 1 300); do
+    if curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1; then break; fi
+    kill -0 "$SERVER" 2>/dev/null || { echo "test-browser: server exited"; tail -50 "$LOG"; exit 1; }
+    sleep 0.1
+done
+status=0
+CONFAB_URL="http://127.0.0.1:$PORT" node --test --test-concurrency=1 tests/browser/ || status=$?
+if [ "$status" -ne 0 ]; then
+    echo "test-browser: failed; server log tail:"
+    tail -80 "$LOG"
+fi
+exit "$status"

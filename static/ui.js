@@ -1,0 +1,593 @@
+// confab room page UI. Owns the DOM of room.html; everything about signaling and WebRTC lives in
+// protocol.js (ConfabSession), which this module drives and listens to.
+//
+// What it renders: a grid of participant tiles (ours mirrored first), screen-share tiles in a
+// presentation area, a control bar, a people panel, a connection banner/status pill and toasts.
+// The test hook is `window.confab`, the session (see ConfabSession#stats).
+
+import { ConfabSession } from '/protocol.js';
+import { icon } from '/icons.js';
+
+/** @typedef {import('/protocol.js').Source} Source */
+
+/**
+ * @typedef {Object} Tile
+ * @property {HTMLElement} el
+ * @property {HTMLVideoElement} video
+ * @property {HTMLElement} name
+ * @property {HTMLElement} mic
+ * @property {HTMLElement} note
+ * @property {MediaStreamTrack|null} videoTrack   what `video.srcObject` currently shows
+ */
+
+const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
+const LEVEL_POLL_MS = 300;
+const SPEAKING_LEVEL = 0.04;
+
+/** @param {string} id */
+const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
+
+const roomId = decodeURIComponent(location.pathname.split('/').filter(Boolean).pop() || '');
+/** @type {ConfabSession|null} */
+let session = null;
+/** @type {Map<string, Tile>} participant tiles; key 'local' or a participant id */
+const tiles = new Map();
+/** @type {Map<string, Tile>} screen-share tiles; key 'local' or a participant id */
+const screenTiles = new Map();
+/** @type {Map<string, HTMLAudioElement>} one audio element per remote participant */
+const audios = new Map();
+let blockedAudio = false;
+
+// ------------------------------------------------------------------ start-up
+
+function boot() {
+  document.title = `${roomId} · confab`;
+  $('room-id').textContent = roomId;
+  $('controls-room').textContent = roomId;
+  $('name-room').textContent = roomId;
+  for (const el of document.querySelectorAll('[data-icon]')) {
+    el.innerHTML = icon(/** @type {any} */ (el.getAttribute('data-icon')));
+  }
+  wireControls();
+  tickClock();
+  setInterval(tickClock, 15_000);
+  new ResizeObserver(() => layout()).observe($('stage'));
+
+  if (!ROOM_RE.test(roomId)) {
+    showState('failed', 'This room link is not valid: a room id is 1–64 letters, digits, "-" or "_".');
+    return;
+  }
+  const name = (new URLSearchParams(location.search).get('name') || '').trim();
+  if (name) start(name.slice(0, 64));
+  else askForName();
+}
+
+function askForName() {
+  const overlay = $('name-overlay');
+  const input = /** @type {HTMLInputElement} */ ($('name-input'));
+  input.value = localStorage.getItem('confab.name') || '';
+  overlay.hidden = false;
+  input.focus();
+  $('name-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const name = input.value.trim().slice(0, 64);
+    if (!name) return;
+    localStorage.setItem('confab.name', name);
+    const url = new URL(location.href);
+    url.searchParams.set('name', name);
+    history.replaceState(null, '', url);
+    overlay.hidden = true;
+    start(name);
+  }, { once: true });
+}
+
+/** @param {string} name */
+function start(name) {
+  const s = new ConfabSession({ room: roomId, name });
+  session = s;
+  /** @type {any} */ (window).confab = s;
+  ensureLocalTile();
+  s.addEventListener('statechange', (ev) => showState(detail(ev).state, detail(ev).reason));
+  s.addEventListener('joined', () => { renderPeople(); layout(); });
+  s.addEventListener('participant-joined', (ev) => {
+    const { participant, initial } = detail(ev);
+    renderParticipant(participant.id);
+    if (!initial) toast(`${participant.name} joined`, 'info');
+  });
+  s.addEventListener('participant-left', (ev) => {
+    const { participantId, name: who, silent } = detail(ev);
+    removeParticipant(participantId);
+    if (!silent && who) toast(`${who} left`, 'info');
+  });
+  s.addEventListener('participant-updated', (ev) => renderParticipant(detail(ev).participantId));
+  s.addEventListener('media', (ev) => renderParticipant(detail(ev).participantId));
+  s.addEventListener('local-media', () => { renderLocal(); renderControls(); });
+  s.addEventListener('server-error', (ev) => toast(`${detail(ev).message}`, 'error', detail(ev).code));
+  s.addEventListener('notice', (ev) => toast(detail(ev).message, detail(ev).level, '', 10_000));
+  renderControls();
+  s.start().catch((e) => showState('failed', e?.message || String(e)));
+  setInterval(pollLevels, LEVEL_POLL_MS);
+}
+
+/** @param {Event} ev @returns {any} */
+const detail = (ev) => /** @type {CustomEvent} */ (ev).detail;
+
+// ------------------------------------------------------------------ tiles
+
+/**
+ * @param {string} key @param {boolean} screen
+ * @returns {Tile}
+ */
+function makeTile(key, screen) {
+  const el = document.createElement('div');
+  el.className = screen ? 'tile tile-screen' : 'tile';
+  el.dataset.key = key;
+  el.innerHTML = `
+    <video autoplay playsinline muted></video>
+    <div class="avatar" aria-hidden="true"><span class="avatar-initials"></span></div>
+    <div class="tile-note"></div>
+    <div class="tile-label">
+      <span class="tile-mic"></span>
+      <span class="tile-name"></span>
+      <span class="meter" aria-hidden="true"><i></i><i></i><i></i></span>
+    </div>`;
+  const tile = {
+    el,
+    video: /** @type {HTMLVideoElement} */ (el.querySelector('video')),
+    name: /** @type {HTMLElement} */ (el.querySelector('.tile-name')),
+    mic: /** @type {HTMLElement} */ (el.querySelector('.tile-mic')),
+    note: /** @type {HTMLElement} */ (el.querySelector('.tile-note')),
+    videoTrack: null,
+  };
+  tile.video.addEventListener('loadeddata', () => el.classList.add('has-frames'));
+  return tile;
+}
+
+/**
+ * Show `track` in the tile's video element, or the avatar when there is none.
+ * @param {Tile} tile @param {MediaStreamTrack|null} track
+ */
+function setTileVideo(tile, track) {
+  if (tile.videoTrack !== track) {
+    tile.videoTrack = track;
+    tile.el.classList.remove('has-frames');
+    tile.video.srcObject = track ? new MediaStream([track]) : null;
+    if (track) {
+      tile.video.play().catch(() => {});
+      track.addEventListener('unmute', () => tile.el.classList.toggle('video-stalled', track.muted));
+      track.addEventListener('mute', () => tile.el.classList.toggle('video-stalled', track.muted));
+    }
+  }
+  tile.el.classList.toggle('video-off', !track);
+  tile.el.classList.toggle('video-stalled', !!track && track.muted);
+}
+
+/** @param {Tile} tile @param {string} label @param {string} [name] whose initials the avatar shows */
+function setTileName(tile, label, name = label) {
+  tile.name.textContent = label;
+  const initials = name.split(/\s+/).filter(Boolean).slice(0, 2).map((w) => [...w][0].toUpperCase()).join('');
+  const av = /** @type {HTMLElement} */ (tile.el.querySelector('.avatar-initials'));
+  av.textContent = initials || '?';
+  av.style.background = colorFor(name);
+}
+
+/** @param {Tile} tile @param {boolean} muted */
+function setTileMic(tile, muted) {
+  tile.el.classList.toggle('mic-off', muted);
+  tile.mic.innerHTML = muted ? icon('micOff', 'icon icon-sm') : '';
+  tile.mic.title = muted ? 'Microphone off' : '';
+}
+
+function ensureLocalTile() {
+  if (tiles.has('local')) return /** @type {Tile} */ (tiles.get('local'));
+  const tile = makeTile('local', false);
+  tile.el.classList.add('tile-local');
+  tiles.set('local', tile);
+  $('grid').prepend(tile.el);
+  renderLocal();
+  return tile;
+}
+
+function renderLocal() {
+  if (!session) return;
+  const tile = ensureLocalTile();
+  const { local } = session;
+  setTileName(tile, `${session.name} (You)`, session.name);
+  setTileVideo(tile, local.cameraOff ? null : local.camera);
+  setTileMic(tile, local.micMuted || !local.microphone);
+  tile.note.textContent = local.mediaError && !local.camera ? local.mediaError : '';
+  // Our own screen share, as others see it.
+  if (local.screen) {
+    const st = screenTiles.get('local') || addScreenTile('local');
+    setTileName(st, 'You are presenting', session.name);
+    setTileVideo(st, local.screen);
+  } else {
+    dropScreenTile('local');
+  }
+  layout();
+}
+
+/** @param {string} id */
+function renderParticipant(id) {
+  if (!session) return;
+  const p = session.participants.get(id);
+  if (!p) { removeParticipant(id); return; }
+  let tile = tiles.get(id);
+  if (!tile) {
+    tile = makeTile(id, false);
+    tile.el.classList.add('tile-remote');
+    tile.el.dataset.participantId = id;
+    tiles.set(id, tile);
+    $('grid').append(tile.el);
+  }
+  const media = session.mediaOf(id);
+  setTileName(tile, p.name);
+  const camOff = !media.camera || isMuted(id, 'camera');
+  setTileVideo(tile, camOff ? null : media.camera);
+  setTileMic(tile, !media.microphone || isMuted(id, 'microphone'));
+  setAudio(id, media.microphone);
+
+  if (media.screen && !isMuted(id, 'screen')) {
+    const st = screenTiles.get(id) || addScreenTile(id);
+    setTileName(st, `${p.name} is presenting`, p.name);
+    setTileVideo(st, media.screen);
+  } else {
+    dropScreenTile(id);
+  }
+  renderPeople();
+  layout();
+}
+
+/** A published track of `source` exists and is marked muted. @param {string} id @param {Source} source */
+function isMuted(id, source) {
+  const p = session?.participants.get(id);
+  if (!p) return true;
+  for (const t of p.tracks.values()) if (t.source === source && t.muted) return true;
+  return false;
+}
+
+/** @param {string} id */
+function removeParticipant(id) {
+  tiles.get(id)?.el.remove();
+  tiles.delete(id);
+  dropScreenTile(id);
+  setAudio(id, null);
+  renderPeople();
+  layout();
+}
+
+/** @param {string} key */
+function addScreenTile(key) {
+  const tile = makeTile(key, true);
+  screenTiles.set(key, tile);
+  $('screens').append(tile.el);
+  return tile;
+}
+
+/** @param {string} key */
+function dropScreenTile(key) {
+  const t = screenTiles.get(key);
+  if (!t) return;
+  t.video.srcObject = null;
+  t.el.remove();
+  screenTiles.delete(key);
+}
+
+/** @param {string} id @param {MediaStreamTrack|null} track */
+function setAudio(id, track) {
+  let el = audios.get(id);
+  if (!track) {
+    if (el) { el.srcObject = null; el.remove(); audios.delete(id); }
+    return;
+  }
+  if (!el) {
+    el = document.createElement('audio');
+    el.autoplay = true;
+    audios.set(id, el);
+    $('audio-sink').append(el);
+  }
+  const current = /** @type {MediaStream|null} */ (el.srcObject);
+  if (current?.getAudioTracks()[0] !== track) {
+    el.srcObject = new MediaStream([track]);
+    el.play().catch(() => offerSoundUnlock());
+  }
+}
+
+/** Autoplay refused our audio (no user gesture yet): one click brings it back. */
+function offerSoundUnlock() {
+  if (blockedAudio) return;
+  blockedAudio = true;
+  const t = toast('Your browser blocked the sound of this call.', 'warning', '', 0);
+  const btn = document.createElement('button');
+  btn.className = 'toast-action';
+  btn.textContent = 'Turn on sound';
+  btn.addEventListener('click', () => {
+    for (const a of audios.values()) a.play().catch(() => {});
+    blockedAudio = false;
+    t.remove();
+  });
+  t.append(btn);
+}
+
+// ------------------------------------------------------------------ layout
+
+/**
+ * Size tiles so `n` of them fill `box` as large as possible at 16:9 (like Meet's auto layout).
+ * @param {HTMLElement} box @param {number} n
+ */
+function fitTiles(box, n) {
+  if (n === 0) return;
+  const gap = 10;
+  const W = box.clientWidth - 2;
+  const H = box.clientHeight - 2;
+  let best = { w: 0, h: 0 };
+  for (let cols = 1; cols <= n; cols++) {
+    const rows = Math.ceil(n / cols);
+    let w = (W - gap * (cols - 1)) / cols;
+    let h = w * 9 / 16;
+    const maxH = (H - gap * (rows - 1)) / rows;
+    if (h > maxH) { h = maxH; w = h * 16 / 9; }
+    if (w > best.w) best = { w, h };
+  }
+  box.style.setProperty('--tile-w', `${Math.max(60, Math.floor(best.w))}px`);
+  box.style.setProperty('--tile-h', `${Math.max(34, Math.floor(best.h))}px`);
+}
+
+let layoutQueued = false;
+function layout() {
+  if (layoutQueued) return;
+  layoutQueued = true;
+  requestAnimationFrame(() => {
+    layoutQueued = false;
+    const presenting = screenTiles.size > 0;
+    $('stage').classList.toggle('presenting', presenting);
+    $('grid').dataset.count = String(tiles.size);
+    fitTiles($('grid'), tiles.size);
+    if (presenting) fitTiles($('screens'), screenTiles.size);
+  });
+}
+
+// ------------------------------------------------------------------ people panel
+
+function renderPeople() {
+  if (!session) return;
+  const list = $('people-list');
+  const count = session.participants.size + 1;
+  $('people-count').textContent = String(count);
+  $('people-badge').textContent = String(count);
+  /** @type {string[]} */
+  const rows = [];
+  const row = (/** @type {string} */ name, /** @type {boolean} */ micOff, /** @type {boolean} */ camOff,
+    /** @type {string} */ extra) => `
+    <li class="person">
+      <span class="person-avatar" style="background:${colorFor(name)}">${escapeHtml(initialOf(name))}</span>
+      <span class="person-name">${escapeHtml(name)}${extra}</span>
+      <span class="person-icons">${icon(micOff ? 'micOff' : 'mic', `icon icon-sm${micOff ? ' off' : ''}`)}${
+        icon(camOff ? 'camOff' : 'cam', `icon icon-sm${camOff ? ' off' : ''}`)}</span>
+    </li>`;
+  const l = session.local;
+  rows.push(row(session.name, l.micMuted || !l.microphone, l.cameraOff || !l.camera, ' <span class="you">(You)</span>'));
+  const others = [...session.participants.values()].sort((a, b) => a.name.localeCompare(b.name));
+  for (const p of others) {
+    const m = session.mediaOf(p.id);
+    const presenting = !!m.screen && !isMuted(p.id, 'screen');
+    rows.push(row(p.name, !m.microphone || isMuted(p.id, 'microphone'), !m.camera || isMuted(p.id, 'camera'),
+      presenting ? ' <span class="you">· presenting</span>' : ''));
+  }
+  list.innerHTML = rows.join('');
+}
+
+// ------------------------------------------------------------------ controls
+
+function wireControls() {
+  $('leave-btn').innerHTML = icon('leave');
+  $('mic-btn').addEventListener('click', toggleMic);
+  $('cam-btn').addEventListener('click', toggleCam);
+  $('screen-btn').addEventListener('click', toggleScreen);
+  $('leave-btn').addEventListener('click', leave);
+  $('people-btn').addEventListener('click', togglePeople);
+  $('people-close').addEventListener('click', togglePeople);
+  $('help-btn').addEventListener('click', () => /** @type {HTMLDialogElement} */ ($('help-dialog')).showModal());
+  $('copy-link').addEventListener('click', copyLink);
+  $('banner-retry').addEventListener('click', () => {
+    if (session) session.retry(); else location.reload();
+  });
+  $('rejoin-btn').addEventListener('click', () => location.reload());
+  if (!navigator.mediaDevices || !('getDisplayMedia' in navigator.mediaDevices)) {
+    /** @type {HTMLButtonElement} */ ($('screen-btn')).disabled = true;
+  }
+  document.addEventListener('keydown', onKey);
+}
+
+/** @param {KeyboardEvent} ev */
+function onKey(ev) {
+  if (ev.ctrlKey || ev.metaKey || ev.altKey || ev.repeat) return;
+  const t = /** @type {HTMLElement} */ (ev.target);
+  if (t.closest('input, textarea, select, [contenteditable="true"]')) return;
+  if (/** @type {HTMLDialogElement} */ ($('help-dialog')).open && ev.key !== '?') return;
+  /** @type {Record<string, () => void>} */
+  const actions = { m: toggleMic, v: toggleCam, s: toggleScreen, l: leave, p: togglePeople, c: copyLink,
+    '?': () => /** @type {HTMLDialogElement} */ ($('help-dialog')).showModal() };
+  const action = actions[ev.key.toLowerCase()];
+  if (!action || !session || session.state === 'left') return;
+  ev.preventDefault();
+  action();
+}
+
+function toggleMic() {
+  if (!session) return;
+  session.setMicMuted(!(session.local.micMuted || !session.local.microphone));
+}
+
+function toggleCam() {
+  if (!session) return;
+  session.setCameraOff(!(session.local.cameraOff || !session.local.camera));
+}
+
+function toggleScreen() {
+  if (!session) return;
+  if (session.local.screen) session.stopScreenShare();
+  else session.startScreenShare();
+}
+
+function togglePeople() {
+  const panel = $('people-panel');
+  panel.hidden = !panel.hidden;
+  $('people-btn').setAttribute('aria-pressed', String(!panel.hidden));
+  $('people-btn').classList.toggle('active', !panel.hidden);
+  renderPeople();
+  layout();
+}
+
+function leave() {
+  if (!session || session.state === 'left') return;
+  session.leave();
+  for (const id of [...tiles.keys()]) if (id !== 'local') removeParticipant(id);
+  for (const key of [...screenTiles.keys()]) dropScreenTile(key);
+  $('left-detail').textContent = `You left room ${roomId}.`;
+  $('left-overlay').hidden = false;
+}
+
+function renderControls() {
+  if (!session) return;
+  const l = session.local;
+  const micOff = l.micMuted || !l.microphone;
+  const camOff = l.cameraOff || !l.camera;
+  const mic = $('mic-btn'), cam = $('cam-btn'), scr = $('screen-btn');
+  mic.innerHTML = icon(micOff ? 'micOff' : 'mic');
+  mic.classList.toggle('off', micOff);
+  mic.setAttribute('aria-pressed', String(micOff));
+  mic.dataset.tip = `${micOff ? 'Turn on' : 'Turn off'} microphone (M)`;
+  mic.setAttribute('aria-label', mic.dataset.tip);
+  cam.innerHTML = icon(camOff ? 'camOff' : 'cam');
+  cam.classList.toggle('off', camOff);
+  cam.setAttribute('aria-pressed', String(camOff));
+  cam.dataset.tip = `${camOff ? 'Turn on' : 'Turn off'} camera (V)`;
+  cam.setAttribute('aria-label', cam.dataset.tip);
+  scr.innerHTML = icon(l.screen ? 'screenOff' : 'screen');
+  scr.classList.toggle('active', !!l.screen);
+  scr.setAttribute('aria-pressed', String(!!l.screen));
+  scr.dataset.tip = l.screen ? 'Stop presenting (S)' : 'Present your screen (S)';
+  scr.setAttribute('aria-label', scr.dataset.tip);
+  $('leave-btn').setAttribute('aria-label', 'Leave the call (L)');
+  renderPeople();
+}
+
+async function copyLink() {
+  const url = `${location.origin}/rooms/${encodeURIComponent(roomId)}`;
+  try {
+    await navigator.clipboard.writeText(url);
+  } catch {
+    const ta = document.createElement('textarea');
+    ta.value = url;
+    ta.style.position = 'fixed';
+    ta.style.opacity = '0';
+    document.body.append(ta);
+    ta.select();
+    const ok = document.execCommand('copy');
+    ta.remove();
+    if (!ok) { toast(`Copy this link: ${url}`, 'info', '', 10_000); return; }
+  }
+  toast('Room link copied to the clipboard', 'info');
+}
+
+// ------------------------------------------------------------------ connection state
+
+const STATE_TEXT = /** @type {Record<string, string>} */ ({
+  idle: 'Starting', connecting: 'Connecting', connected: 'Connected', reconnecting: 'Reconnecting',
+  failed: 'Disconnected', left: 'Left',
+});
+
+/** @param {string} state @param {string} reason */
+function showState(state, reason) {
+  document.body.dataset.state = state;
+  const pill = $('status-pill');
+  pill.dataset.state = state;
+  /** @type {HTMLElement} */ (pill.querySelector('.label')).textContent = STATE_TEXT[state] || state;
+  pill.title = reason || STATE_TEXT[state] || state;
+
+  const banner = $('banner');
+  const text = /** @type {HTMLElement} */ (banner.querySelector('.banner-text'));
+  const retry = $('banner-retry');
+  banner.dataset.state = state;
+  retry.hidden = state !== 'failed';
+  if (state === 'connecting' || state === 'idle') {
+    banner.hidden = false;
+    text.textContent = reason ? `Connecting to the room… ${reason}` : 'Connecting to the room…';
+  } else if (state === 'reconnecting') {
+    banner.hidden = false;
+    text.textContent = `Connection lost. Reconnecting… (${reason})`;
+  } else if (state === 'failed') {
+    banner.hidden = false;
+    text.textContent = `Could not connect: ${reason || 'unknown reason'}`;
+  } else {
+    banner.hidden = true;
+  }
+  layout();
+}
+
+// ------------------------------------------------------------------ audio levels
+
+let polling = false;
+async function pollLevels() {
+  if (!session || polling || session.state === 'left') return;
+  polling = true;
+  try {
+    const [stats, own] = await Promise.all([session.stats(), session.localAudioLevel()]);
+    setLevel(tiles.get('local'), own);
+    for (const s of stats) setLevel(tiles.get(s.participantId), isMuted(s.participantId, 'microphone') ? 0 : s.audioLevel);
+  } catch { /* transport closing */ }
+  polling = false;
+}
+
+/** @param {Tile|undefined} tile @param {number} level 0..1 */
+function setLevel(tile, level) {
+  if (!tile) return;
+  const speaking = level > SPEAKING_LEVEL;
+  tile.el.classList.toggle('speaking', speaking);
+  // perceptual scale: audioLevel is linear amplitude
+  const v = Math.min(1, Math.sqrt(level) * 1.6);
+  tile.el.style.setProperty('--level', v.toFixed(2));
+}
+
+// ------------------------------------------------------------------ toasts and helpers
+
+/**
+ * @param {string} message @param {string} level info|warning|error @param {string} [code]
+ * @param {number} [ms] 0 = stays until closed
+ */
+function toast(message, level = 'info', code = '', ms = 5000) {
+  const box = $('toasts');
+  while (box.children.length >= 4) box.firstElementChild?.remove();
+  const el = document.createElement('div');
+  el.className = `toast toast-${level}`;
+  el.setAttribute('role', level === 'error' ? 'alert' : 'status');
+  el.innerHTML = `${icon(level === 'info' ? 'info' : 'warn', 'icon icon-sm')}<span class="toast-text"></span>
+    <button class="toast-close" type="button" aria-label="Dismiss">${icon('close', 'icon icon-sm')}</button>`;
+  /** @type {HTMLElement} */ (el.querySelector('.toast-text')).textContent = code ? `${message} (${code})` : message;
+  /** @type {HTMLElement} */ (el.querySelector('.toast-close')).addEventListener('click', () => el.remove());
+  box.append(el);
+  if (ms > 0) setTimeout(() => el.remove(), ms);
+  return el;
+}
+
+function tickClock() {
+  $('clock').textContent = new Date().toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+}
+
+/** A stable, pleasant colour per name. @param {string} name */
+function colorFor(name) {
+  let h = 0;
+  for (const ch of name) h = (h * 31 + ch.codePointAt(0)) >>> 0;
+  return `hsl(${h % 360} 45% 42%)`;
+}
+
+/** @param {string} name */
+const initialOf = (name) => ([...name.trim()][0] || '?').toUpperCase();
+
+/** @param {string} s */
+function escapeHtml(s) {
+  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+boot();
