@@ -19,6 +19,8 @@
 //   server-error       {code, message}     an `error` message from the server
 //   notice             {message, level}    something the user should know (e.g. no camera)
 //   datachannel        {channel}           the `chat` DataChannel of a new publisher transport
+//   paid-session       {session}           the room's paid session is tracked (answer to `session_started`)
+//   paid-session-ended {id, reason}        the room's paid session ended; settlement follows (fetchPaidSession)
 
 /** @typedef {'audio'|'video'} Kind */
 /** @typedef {'microphone'|'camera'|'screen'} Source */
@@ -48,6 +50,17 @@
  * @property {Source} source
  * @property {Kind} kind
  * @property {MediaStreamTrack|null} track
+ */
+
+/**
+ * @typedef {Object} PaidSession   the `session` of a `paid_session` message
+ * @property {string} id
+ * @property {string} student        checksummed address
+ * @property {string} tutor          checksummed address
+ * @property {number} language
+ * @property {string} chain_session_id
+ * @property {string} rate_per_second   token units per second (decimal string)
+ * @property {number} started_at        Unix seconds
  */
 
 /**
@@ -130,6 +143,15 @@ export class ConfabSession extends EventTarget {
     this.chatChannel = null;
     /** round-trip time of the last ping, ms */
     this.rttMs = NaN;
+    /** @type {string} the access token of the current connection (kept after leaving, for REST) */
+    this.token = '';
+    /** @type {string} our user id: the token's `sub` */
+    this.userId = '';
+    /** @type {Set<string>} every `sub` this session had (a token renewed on reconnect may change it) */
+    this.userIds = new Set();
+    this._tokenExpiresAt = 0;
+    /** @type {PaidSession|null} the room's running paid session, if the server told us */
+    this.paidSession = null;
 
     /** @type {WebSocket|null} */ this._ws = null;
     /** @type {RTCPeerConnection|null} */ this._pub = null;
@@ -253,6 +275,47 @@ export class ConfabSession extends EventTarget {
       this._renegotiate();
     }
     this._emit('local-media', {});
+  }
+
+  // ---------------------------------------------------------------- paid sessions (LangDAO)
+
+  /**
+   * Tell the server the student started a paid session on chain (`startSession(tutor, language)` was
+   * mined). The server checks the chain and answers `paid_session` (event `paid-session`) or an
+   * `error` (`not_a_party`, `paid_session_not_found`, `paid_sessions_disabled`, …; event `server-error`).
+   * The student is the `sub` of our token. Returns false when not joined.
+   * @param {{tutor: string, language: number}} opts
+   */
+  startPaidSession({ tutor, language }) {
+    if (!this.participantId) return false;
+    this._send({ type: 'session_started', tutor: String(tutor), language: Number(language) });
+    return true;
+  }
+
+  /** The End button of a paid session (student or tutor only). */
+  endPaidSession() {
+    if (!this.participantId) return false;
+    this._send({ type: 'end_session' });
+    return true;
+  }
+
+  /**
+   * `GET /api/rooms/{room}/paid-session` with our token: the running paid session, or the latest one
+   * with its settlement. Resolves `{status, body}` (body: parsed JSON or null); never throws on HTTP errors.
+   * @returns {Promise<{status: number, body: any}>}
+   */
+  async fetchPaidSession() {
+    if (!this.token) return { status: 0, body: null };
+    try {
+      const res = await fetch(`${this.origin}/api/rooms/${encodeURIComponent(this.room)}/paid-session`, {
+        headers: { authorization: `Bearer ${this.token}` }, cache: 'no-store',
+      });
+      let body = null;
+      try { body = await res.json(); } catch { /* not JSON */ }
+      return { status: res.status, body };
+    } catch {
+      return { status: 0, body: null };
+    }
   }
 
   // ---------------------------------------------------------------- queries
@@ -392,7 +455,7 @@ export class ConfabSession extends EventTarget {
     /** @type {string} */
     let token;
     try {
-      token = await this._fetchToken();
+      token = Date.now() < this._tokenExpiresAt ? this.token : await this._fetchToken();
     } catch (e) {
       if (gen !== this._gen) return;
       return this._connectionLost(gen, /** @type {Error} */ (e));
@@ -426,6 +489,7 @@ export class ConfabSession extends EventTarget {
     };
     ws.onclose = (ev) => {
       if (gen !== this._gen || this.state === 'left') return;
+      if (!opened) this._tokenExpiresAt = 0; // refused (401?): the next attempt asks for a new token
       const why = opened
         ? `connection to the server closed${ev.code ? ` (code ${ev.code}${ev.reason ? `: ${ev.reason}` : ''})` : ''}`
         : 'cannot open the WebSocket to the server';
@@ -452,6 +516,12 @@ export class ConfabSession extends EventTarget {
     }
     const body = await res.json();
     if (!body || typeof body.token !== 'string') throw new Error('the server sent no token');
+    this.token = body.token;
+    // Reused on reconnects (one chat identity) until a minute before it expires.
+    const ttl = Number(body.expires_in) || 0;
+    this._tokenExpiresAt = ttl > 120 ? Date.now() + (ttl - 60) * 1000 : 0;
+    this.userId = jwtSubject(body.token);
+    if (this.userId) this.userIds.add(this.userId);
     return body.token;
   }
 
@@ -575,6 +645,14 @@ export class ConfabSession extends EventTarget {
         return;
       case 'pong':
         if (typeof msg.ts === 'number') this.rttMs = Date.now() - msg.ts;
+        return;
+      case 'paid_session':
+        this.paidSession = msg.session || null;
+        this._emit('paid-session', { session: this.paidSession });
+        return;
+      case 'paid_session_ended':
+        this.paidSession = null;
+        this._emit('paid-session-ended', { id: String(msg.id || ''), reason: String(msg.reason || '') });
         return;
       case 'error': return this._onServerError(gen, msg);
       default:
@@ -868,6 +946,17 @@ function msidBindings(sdp) {
     if (mid && msid) out.set(mid, { participantId: msid[1], trackId: msid[2] });
   }
   return out;
+}
+
+/** The `sub` claim of a JWT (not verified: only to recognise our own chat messages). @param {string} jwt */
+function jwtSubject(jwt) {
+  try {
+    const b64 = jwt.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const json = new TextDecoder().decode(Uint8Array.from(atob(b64 + '='.repeat((4 - b64.length % 4) % 4)), (c) => c.charCodeAt(0)));
+    return String(JSON.parse(json).sub || '');
+  } catch {
+    return '';
+  }
 }
 
 /** A getUserMedia / getDisplayMedia failure in words. @param {unknown} e */

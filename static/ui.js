@@ -7,6 +7,8 @@
 
 import { ConfabSession } from '/protocol.js';
 import { icon } from '/icons.js';
+import { initChatUI } from '/chat-ui.js';
+import { initPaidUI } from '/paid-ui.js';
 
 /** @typedef {import('/protocol.js').Source} Source */
 
@@ -37,6 +39,8 @@ const screenTiles = new Map();
 /** @type {Map<string, HTMLAudioElement>} one audio element per remote participant */
 const audios = new Map();
 let blockedAudio = false;
+/** @type {ReturnType<typeof initChatUI>|null} */
+let chatUI = null;
 
 // ------------------------------------------------------------------ start-up
 
@@ -87,6 +91,10 @@ function start(name) {
   session = s;
   /** @type {any} */ (window).confab = s;
   ensureLocalTile();
+  // Before start(): the chat follows the session's `datachannel` events from the first connection on.
+  chatUI = initChatUI({ session: s, toast, onToggle: (open) => { if (open) setPeopleOpen(false); layout(); } });
+  /** @type {any} */ (window).confabChat = chatUI.chat;
+  initPaidUI({ session: s, toast });
   s.addEventListener('statechange', (ev) => showState(detail(ev).state, detail(ev).reason));
   s.addEventListener('joined', () => { renderPeople(); layout(); });
   s.addEventListener('participant-joined', (ev) => {
@@ -407,6 +415,7 @@ function onKey(ev) {
   if (/** @type {HTMLDialogElement} */ ($('help-dialog')).open && ev.key !== '?') return;
   /** @type {Record<string, () => void>} */
   const actions = { m: toggleMic, v: toggleCam, s: toggleScreen, l: leave, p: togglePeople, c: copyLink,
+    h: () => chatUI?.toggle(),
     '?': () => /** @type {HTMLDialogElement} */ ($('help-dialog')).showModal() };
   const action = actions[ev.key.toLowerCase()];
   if (!action || !session || session.state === 'left') return;
@@ -431,8 +440,15 @@ function toggleScreen() {
 }
 
 function togglePeople() {
+  setPeopleOpen($('people-panel').hidden);
+}
+
+/** One side panel at a time: opening people closes the chat. @param {boolean} open */
+function setPeopleOpen(open) {
   const panel = $('people-panel');
-  panel.hidden = !panel.hidden;
+  if (panel.hidden === !open) return;
+  if (open) chatUI?.toggle(false);
+  panel.hidden = !open;
   $('people-btn').setAttribute('aria-pressed', String(!panel.hidden));
   $('people-btn').classList.toggle('active', !panel.hidden);
   renderPeople();
