@@ -52,6 +52,25 @@ test('chat: live messages, history for a late joiner, edit and delete', { timeou
     await b.press('#chat-input', 'Enter');
     await eventually(() => a.locator('#chat-list .msg-other .msg-text', { hasText: 'hi Ada' }).count(), 15_000, "Ada to see Bob's answer");
 
+    // The database is down when Bob sends (simulated: the send is dropped and the server's answer
+    // is chat_unavailable): "not delivered — retrying", then the resend with the same
+    // client_msg_id arrives once.
+    await b.evaluate(() => { const ch = window.confabChat.channel; ch.send = () => {}; });
+    await b.fill('#chat-input', 'retry me');
+    await b.press('#chat-input', 'Enter');
+    const cmid = await b.evaluate(() => [...window.confabChat.pending.keys()][0]);
+    assert.ok(cmid, 'the send is pending');
+    const shown = await b.evaluate((id) => {
+      window.confabChat._onMessage({ type: 'error', code: 'chat_unavailable', message: 'database down', client_msg_id: id });
+      delete window.confabChat.channel.send; // the database is back
+      return document.querySelector('#chat-list .msg-retrying .msg-state')?.textContent;
+    }, cmid);
+    assert.match(shown || '', /not delivered — retrying/i, 'the retrying state is shown');
+    await eventually(async () => (await bubbles(a)).includes('retry me'), 15_000, "Ada to get Bob's resent message");
+    await eventually(() => b.evaluate(() => window.confabChat.pending.size === 0), 15_000, "Bob's resend to be acknowledged");
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal((await bubbles(a)).filter((t) => t === 'retry me').length, 1, 'the resent message is shown once');
+
     // A late joiner gets both from the history.
     const c = await openRoom(browser, room, 'Cy');
     pages.push(c);
