@@ -188,7 +188,6 @@ export function initPaidUI({ session, toast }) {
       row.append(dt, dd);
       return row;
     }));
-    if (s.state === 'failed') toast(`Settlement failed: ${s.last_error || 'unknown error'}`, 'error');
   }
 
   return { show, renderSettlement, poll: startPolling };
