@@ -79,6 +79,7 @@ export function initChatUI({ session, toast, onToggle }) {
     const wasAtEnd = stick;
     const fromBottom = list.scrollHeight - list.scrollTop;
     render();
+    renderOlder();
     if (reason === 'older') {
       // Keep what the user looks at in place while older messages appear above it.
       list.scrollTop = list.scrollHeight - fromBottom;
