@@ -59,19 +59,25 @@ export function initPaidUI({ session, toast }) {
     renderSettlement({ state: 'pending' }, null, reason);
     startPolling();
   });
-  let first = true;
+  let firstJoin = true;
+  let announced = false;
   session.addEventListener('joined', () => {
-    if (!first) return;
-    first = false;
-    // The URL hook of integrations: the student's page announces the on-chain session.
-    if (params.get('paid') === '1' && params.get('tutor')) {
-      session.startPaidSession({ tutor: String(params.get('tutor')), language: Number(params.get('language') || 0) });
-    }
+    if (!firstJoin) return;
+    firstJoin = false;
     // Whoever joins a room with a running paid session (the tutor, a reload) learns of it here.
     checkRunning();
   });
   session.addEventListener('statechange', (ev) => {
-    if (/** @type {CustomEvent} */ (ev).detail.state !== 'left') return;
+    const { state } = /** @type {CustomEvent} */ (ev).detail;
+    if (state === 'connected' && !announced) {
+      announced = true;
+      // The URL hook of integrations: the student's page announces the on-chain session once the
+      // call is up (not while the first publisher offer is in flight).
+      if (params.get('paid') === '1' && params.get('tutor')) {
+        session.startPaidSession({ tutor: String(params.get('tutor')), language: Number(params.get('language') || 0) });
+      }
+    }
+    if (state !== 'left') return;
     hideBadge();
     if (seen) startPolling();
   });

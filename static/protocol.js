@@ -94,6 +94,9 @@ export const TIMING = Object.freeze({
 const FATAL_JOIN_ERRORS = new Set(['room_full', 'invalid_room', 'invalid_name', 'unauthorized', 'already_joined']);
 /** Server error codes that refuse our last publisher offer. */
 const OFFER_ERRORS = new Set(['invalid_sdp', 'sdp_too_large', 'negotiation_failed']);
+/** Server error codes that answer `session_started` (a busy tutor is `negotiation_failed`, too). */
+const PAID_ERRORS = new Set(['paid_sessions_disabled', 'paid_session_not_found', 'chain_unavailable', 'not_a_party',
+  'unavailable', 'negotiation_failed', 'bad_json']);
 
 /** A failure that must not be retried (wrong room id, room full, ...). */
 class FatalError extends Error {}
@@ -152,6 +155,8 @@ export class ConfabSession extends EventTarget {
     this._tokenExpiresAt = 0;
     /** @type {PaidSession|null} the room's running paid session, if the server told us */
     this.paidSession = null;
+    /** a `session_started` awaits its answer: an error like `negotiation_failed` is its, not our offer's */
+    this._paidPending = false;
 
     /** @type {WebSocket|null} */ this._ws = null;
     /** @type {RTCPeerConnection|null} */ this._pub = null;
@@ -288,6 +293,7 @@ export class ConfabSession extends EventTarget {
    */
   startPaidSession({ tutor, language }) {
     if (!this.participantId) return false;
+    this._paidPending = true;
     this._send({ type: 'session_started', tutor: String(tutor), language: Number(language) });
     return true;
   }
@@ -647,6 +653,7 @@ export class ConfabSession extends EventTarget {
         if (typeof msg.ts === 'number') this.rttMs = Date.now() - msg.ts;
         return;
       case 'paid_session':
+        this._paidPending = false;
         this.paidSession = msg.session || null;
         this._emit('paid-session', { session: this.paidSession });
         return;
@@ -689,6 +696,10 @@ export class ConfabSession extends EventTarget {
     const code = String(msg.code || 'internal');
     const message = String(msg.message || code);
     this._emit('server-error', { code, message });
+    if (this._paidPending && PAID_ERRORS.has(code)) {
+      this._paidPending = false; // the refusal of our session_started
+      return;
+    }
     if (!this.participantId && FATAL_JOIN_ERRORS.has(code)) {
       this._connectionLost(gen, new FatalError(`${code}: ${message}`));
     } else if (this._pendingAnswer && OFFER_ERRORS.has(code)) {

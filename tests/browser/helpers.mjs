@@ -17,14 +17,17 @@ export async function launch() {
   });
 }
 
-/** Opens `/rooms/{room}?name={name}` in a fresh context; keeps the page's console for diagnostics. */
-export async function openRoom(browser, room, name) {
+/**
+ * Opens `/rooms/{room}?name={name}` (plus `query`, e.g. `&paid=1`) in a fresh context; keeps the page's
+ * console for diagnostics.
+ */
+export async function openRoom(browser, room, name, query = '') {
   const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
   const page = await context.newPage();
   page.logs = [];
   page.on('console', (m) => page.logs.push(`[${name}] ${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => page.logs.push(`[${name}] pageerror: ${e.message}`));
-  await page.goto(`${BASE}/rooms/${encodeURIComponent(room)}?name=${encodeURIComponent(name)}`);
+  await page.goto(`${BASE}/rooms/${encodeURIComponent(room)}?name=${encodeURIComponent(name)}${query}`);
   return page;
 }
 
