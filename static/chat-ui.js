@@ -245,6 +245,7 @@ export function initChatUI({ session, toast, onToggle }) {
       + `${it.deleted ? ' msg-deleted' : ''}${it.status !== 'sent' ? ` msg-${it.status}` : ''}${editing && editing === it.id ? ' msg-editing' : ''}`;
     el.dataset.id = it.id || '';
     el.dataset.key = it.key;
+    el.title = '';
     const time = formatTime(it.createdAt);
     const full = it.createdAt.toLocaleString();
     if (it.type === 'system') {
