@@ -328,14 +328,29 @@ function fitTiles(box, n) {
   const gap = 10;
   const W = box.clientWidth - 2;
   const H = box.clientHeight - 2;
-  let best = { w: 0, h: 0 };
-  for (let cols = 1; cols <= n; cols++) {
+  const size = (/** @type {number} */ cols) => {
     const rows = Math.ceil(n / cols);
     let w = (W - gap * (cols - 1)) / cols;
     let h = w * 9 / 16;
     const maxH = (H - gap * (rows - 1)) / rows;
     if (h > maxH) { h = maxH; w = h * 16 / 9; }
-    if (w > best.w) best = { w, h };
+    return { w, h };
+  };
+  let best = { w: 0, h: 0 };
+  if (W >= H && box.id === 'grid') {
+    // Landscape: Meet's grid — 2 side by side, 3–4 as 2×2, 5–9 as 3 columns, 10–16 as 4×4 —
+    // unless another column count gives clearly larger tiles (a very wide or very flat stage).
+    best = size(n <= 1 ? 1 : n <= 4 ? 2 : n <= 9 ? 3 : n <= 16 ? 4 : Math.ceil(Math.sqrt(n)));
+    for (let cols = 1; cols <= n; cols++) {
+      const s = size(cols);
+      if (s.w > best.w * 1.2) best = s;
+    }
+  } else {
+    // Portrait (phones) and the presentation area: the column count that makes tiles largest.
+    for (let cols = 1; cols <= n; cols++) {
+      const s = size(cols);
+      if (s.w > best.w) best = s;
+    }
   }
   box.style.setProperty('--tile-w', `${Math.max(60, Math.floor(best.w))}px`);
   box.style.setProperty('--tile-h', `${Math.max(34, Math.floor(best.h))}px`);
