@@ -36,6 +36,17 @@ test('three pages in one room decode each other and survive a leave', { timeout:
       }
       const tiles = await page.locator('.tile-remote .tile-name').allTextContents();
       assert.deepEqual([...tiles].sort(), NAMES.filter((_, j) => j !== i).sort(), `${NAMES[i]} shows a tile per remote participant`);
+      // Layout: three 16:9 tiles share the stage as a 2×2 grid (not thumbnails at the top), the
+      // controls sit at the bottom of the 1280×720 viewport.
+      const geo = await page.evaluate(() => ({
+        tiles: [...document.querySelectorAll('#grid .tile')].map((t) => t.getBoundingClientRect().toJSON()),
+        controls: document.querySelector('.controls').getBoundingClientRect().toJSON(),
+      }));
+      for (const t of geo.tiles) {
+        assert.ok(t.width >= 400 && t.height >= 225, `${NAMES[i]}: tile ${Math.round(t.width)}x${Math.round(t.height)} fills the stage`);
+        assert.ok(Math.abs(t.width / t.height - 16 / 9) < 0.05, `${NAMES[i]}: tiles are 16:9`);
+      }
+      assert.ok(geo.controls.bottom >= 715, `${NAMES[i]}: the controls bar is at the bottom (${geo.controls.bottom})`);
       console.log(`${NAMES[i]}: ${JSON.stringify(again)}`);
     }
     mkdirSync('target', { recursive: true });
