@@ -45,9 +45,13 @@ export function initPaidUI({ session, toast }) {
 
   $('paid-icon').innerHTML = icon('coin', 'icon icon-sm');
   endBtn.addEventListener('click', () => {
-    if (!session.endPaidSession()) return;
+    if (!session.endPaidSession()) { toast('Not connected to the room: try again in a moment.', 'warning'); return; }
     endBtn.disabled = true;
     endBtn.textContent = 'Ending…';
+    // `paid_session_ended` normally follows at once; if not, let the user press again.
+    setTimeout(() => {
+      if (current && endBtn.disabled) { endBtn.disabled = false; endBtn.textContent = 'End session'; }
+    }, 10_000);
   });
   $('settlement-close').addEventListener('click', () => { card.hidden = true; });
 
