@@ -138,6 +138,14 @@ test('paid session: badge with elapsed time and cost, settlement after the end',
     await eventually(async () => /^1:0[5-9]$/.test(await page.locator('#paid-elapsed').textContent()), 5_000, 'elapsed 1:05');
     assert.match(await page.locator('#paid-cost').textContent(), /^6[5-9],000 units$/);
     assert.equal(await page.locator('#paid-end').isVisible(), true, 'the student gets an End button');
+    await page.evaluate(() => {
+      const s = window.confab;
+      window.__sent = [];
+      const orig = s._send.bind(s);
+      s._send = (m) => { window.__sent.push(m.type); orig(m); };
+    });
+    await page.click('#paid-end');
+    assert.ok((await page.evaluate(() => window.__sent)).includes('end_session'), 'End sends end_session');
 
     // The end, then the settlement as the REST endpoint reports it (stubbed: no chain here).
     await page.evaluate(() => {
