@@ -94,9 +94,9 @@ export const TIMING = Object.freeze({
 const FATAL_JOIN_ERRORS = new Set(['room_full', 'invalid_room', 'invalid_name', 'unauthorized', 'already_joined']);
 /** Server error codes that refuse our last publisher offer. */
 const OFFER_ERRORS = new Set(['invalid_sdp', 'sdp_too_large', 'negotiation_failed']);
-/** Server error codes that answer `session_started` (a busy tutor is `negotiation_failed`, too). */
+/** Server error codes that answer `session_started`. */
 const PAID_ERRORS = new Set(['paid_sessions_disabled', 'paid_session_not_found', 'chain_unavailable', 'not_a_party',
-  'unavailable', 'negotiation_failed', 'bad_json']);
+  'unavailable', 'tutor_busy', 'bad_json']);
 
 /** A failure that must not be retried (wrong room id, room full, ...). */
 class FatalError extends Error {}
@@ -155,7 +155,7 @@ export class ConfabSession extends EventTarget {
     this._tokenExpiresAt = 0;
     /** @type {PaidSession|null} the room's running paid session, if the server told us */
     this.paidSession = null;
-    /** a `session_started` awaits its answer: an error like `negotiation_failed` is its, not our offer's */
+    /** a `session_started` awaits its answer (its refusals are PAID_ERRORS) */
     this._paidPending = false;
 
     /** @type {WebSocket|null} */ this._ws = null;

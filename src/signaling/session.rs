@@ -375,7 +375,7 @@ fn paid_error_code(e: &PaidError) -> ErrorCode {
     match e {
         PaidError::NotOnChain => ErrorCode::PaidSessionNotFound,
         PaidError::ChainUnavailable(_) => ErrorCode::ChainUnavailable,
-        PaidError::TutorBusy => ErrorCode::NegotiationFailed,
+        PaidError::TutorBusy => ErrorCode::TutorBusy,
         PaidError::BadAddress(_) => ErrorCode::BadJson,
         PaidError::Unavailable(_) | PaidError::Stopped => ErrorCode::Unavailable,
     }

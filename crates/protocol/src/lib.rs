@@ -315,6 +315,8 @@ pub enum ErrorCode {
     ChainUnavailable,
     /// Only the student or the tutor may do this.
     NotAParty,
+    /// The tutor already has a paid session running (in another room).
+    TutorBusy,
     /// The database did not answer; retry.
     Unavailable,
 }
