@@ -84,6 +84,9 @@ pub struct RunReport {
     pub media_thread_cpu_us_per_packet: Option<f64>,
     /// The generator's own CPU (this process: all clients), percent of one core.
     pub generator_cpu_percent: Option<f64>,
+    /// CPU used on this machine by everything but the server and the generator during the
+    /// window, percent of one core (other work disturbs latency figures: check it).
+    pub other_cpu_percent: Option<f64>,
     /// Packets lost between publisher and subscriber, percent of those expected.
     pub loss_percent: f64,
     /// Packets received out of order.
@@ -177,14 +180,14 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 pub fn table(report: &Report) -> String {
     let mut s = String::new();
     s.push_str(&format!(
-        "{:>5} {:>4} {:>5} {:>9} {:>8} {:>8} {:>6} {:>6} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>6}\n",
-        "rooms", "size", "peers", "fwd pkt/s", "fwd Mb/s", "µs/pkt", "cpu%", "gen%", "loss%", "lat p50", "lat p95",
+        "{:>5} {:>4} {:>5} {:>9} {:>8} {:>8} {:>6} {:>6} {:>6} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>6}\n",
+        "rooms", "size", "peers", "fwd pkt/s", "fwd Mb/s", "µs/pkt", "cpu%", "gen%", "oth%", "loss%", "lat p50", "lat p95",
         "lat p99", "srv p99", "join50", "join99", "KiB/peer", "drops"
     ));
     for r in &report.runs {
         let drops: u64 = r.server_drops.values().sum();
         s.push_str(&format!(
-            "{:>5} {:>4} {:>5} {:>9.0} {:>8.2} {:>8} {:>6} {:>6} {:>6.2} {:>7.2} {:>7.2} {:>7.2} {:>7} {:>7.0} {:>7.0} {:>8} {:>6}\n",
+            "{:>5} {:>4} {:>5} {:>9.0} {:>8.2} {:>8} {:>6} {:>6} {:>6} {:>6.2} {:>7.2} {:>7.2} {:>7.2} {:>7} {:>7.0} {:>7.0} {:>8} {:>6}\n",
             r.rooms,
             r.participants_per_room,
             r.participants,
@@ -193,6 +196,7 @@ pub fn table(report: &Report) -> String {
             opt(r.server_cpu_us_per_packet, 2),
             opt(r.server_cpu_percent, 0),
             opt(r.generator_cpu_percent, 0),
+            opt(r.other_cpu_percent, 0),
             r.loss_percent,
             r.latency_ms.p50,
             r.latency_ms.p95,
@@ -204,7 +208,7 @@ pub fn table(report: &Report) -> String {
             drops,
         ));
     }
-    s.push_str("(latencies in ms; srv p99 = the server's own per-datagram processing time, ms; µs/pkt = server CPU per forwarded packet; cpu% / gen% = server / generator CPU, % of one core)\n");
+    s.push_str("(latencies in ms; srv p99 = the server's own per-datagram processing time, ms; µs/pkt = server CPU per forwarded packet; cpu% / gen% / oth% = server / generator / everything else's CPU, % of one core)\n");
     for c in &report.capacity {
         s.push_str(&format!(
             "capacity, {}-person rooms: {} rooms = {} participants, {:.0} forwarded pkt/s (stopped: {})\n",

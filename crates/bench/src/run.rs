@@ -205,6 +205,7 @@ pub async fn run_level(
     let mut prev_received = 0u64;
     let mut window_start: Option<(ServerSample, Instant, u64)> = None;
     let mut gen_start: Option<(f64, u64)> = None;
+    let mut machine_start: Option<f64> = None;
     let mut timeline = Vec::new();
     // Bounded: the ramp, the join timeout, warm-up and window, plus a minute of slack.
     let hard_stop = ramp_deadline + spec.warmup + spec.duration + Duration::from_secs(60);
@@ -286,6 +287,7 @@ pub async fn run_level(
                     }
                     Phase::Warmup if now >= phase_end => {
                         gen_start = crate::server::proc_usage(std::process::id());
+                        machine_start = crate::server::machine_busy_us();
                         sampler.mark(&parts);
                         window_start = Some((s, now, received));
                         phase = Phase::Measure;
@@ -310,6 +312,11 @@ pub async fn run_level(
         _ => None,
     };
     let (expected, got, out_of_order, corrupted) = sampler.loss(&parts);
+    let gen_cpu_us = match (gen_start, crate::server::proc_usage(std::process::id())) {
+        (Some((a, _)), Some((b, _))) => Some(b - a),
+        _ => None,
+    };
+    let target_is_local = end.media_thread_cpu_us.is_some();
     let mut latency = std::mem::take(&mut sampler.window);
     let mut joins_ms = Vec::new();
     let (mut step_sig, mut step_pub, mut step_media) = (Vec::new(), Vec::new(), Vec::new());
@@ -360,8 +367,9 @@ pub async fn run_level(
             (Some(a), Some(b)) if fwd > 0.0 => Some((b - a) / fwd),
             _ => None,
         },
-        generator_cpu_percent: match (gen_start, crate::server::proc_usage(std::process::id())) {
-            (Some((a, _)), Some((b, _))) => Some((b - a) / window_s / 1e4),
+        generator_cpu_percent: gen_cpu_us.map(|g| g / window_s / 1e4),
+        other_cpu_percent: match (machine_start, crate::server::machine_busy_us(), cpu_us, gen_cpu_us) {
+            (Some(a), Some(b), Some(s), Some(g)) if target_is_local => Some(((b - a) - s - g).max(0.0) / window_s / 1e4),
             _ => None,
         },
         loss_percent: if expected > 0 { (expected - got.min(expected)) as f64 * 100.0 / expected as f64 } else { 0.0 },

@@ -216,6 +216,16 @@ pub fn thread_cpu_us(pid: u32, name: &str) -> Option<f64> {
     None
 }
 
+/// Busy CPU time of the whole machine so far, µs (`/proc/stat`: all but idle and iowait).
+pub fn machine_busy_us() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal
+    let busy = v.first()? + v.get(1)? + v.get(2)? + v.get(5)? + v.get(6)? + v.get(7).unwrap_or(&0);
+    Some(busy as f64 / CLOCK_TICKS_PER_S * 1e6)
+}
+
 /// Parses the Prometheus text format into `series → value` (comments skipped).
 pub fn parse_prometheus_text(text: &str) -> HashMap<String, f64> {
     text.lines()
