@@ -199,17 +199,7 @@ async fn a_database_outage_fails_sends_visibly_keeps_media_flowing_and_loses_not
     }
     acked.push(stored.expect("acknowledged after recovery"));
     // Nothing acknowledged is missing, nothing is doubled.
-    let http = reqwest::Client::new();
-    let token = app.tokens.mint("a", "a", 60, None);
-    let page: serde_json::Value = http
-        .get(format!("http://{}/api/rooms/{room}/messages?limit=200", app.addr))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = app.get_json(&format!("/api/rooms/{room}/messages?limit=200"), "a").await;
     let texts: Vec<&serde_json::Value> = page["messages"].as_array().unwrap().iter().filter(|m| m["message_type"] == "text").collect();
     for id in &acked {
         assert_eq!(texts.iter().filter(|m| m["id"] == id.as_str()).count(), 1, "acknowledged message {id} is stored once");

@@ -60,16 +60,7 @@ async fn report_started(student: &mut Client) -> String {
 }
 
 async fn status(app: &TestApp, room: &str) -> serde_json::Value {
-    let token = app.tokens.mint("observer", "observer", 60, None);
-    reqwest::Client::new()
-        .get(format!("http://{}/api/rooms/{room}/paid-session", app.addr))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    app.get_json(&format!("/api/rooms/{room}/paid-session"), "observer").await
 }
 
 /// Polls the room's settlement until it is final; returns the status.

@@ -171,12 +171,7 @@ async fn room_messages(
     room: web::Path<String>,
     query: web::Query<MessagesQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let token = bearer(&req).or_else(|| query.token.clone()).unwrap_or_default();
-    let claims = state.tokens.verify(&token)?;
-    let room = confab_sfu::RoomId::parse(&room).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    if claims.room.as_deref().is_some_and(|r| r != room.as_str()) {
-        return Err(ApiError::Forbidden("this token is for another room".into()));
-    }
+    let room = authorize_room(&req, &state, query.token.as_deref(), &room)?;
     let before = match query.before.as_deref().map(uuid::Uuid::parse_str) {
         Some(Ok(u)) => Some(u),
         Some(Err(_)) => return Err(ApiError::BadRequest("before is not a message id".into())),
@@ -195,6 +190,23 @@ async fn room_messages(
     }
     let messages: Vec<_> = messages.iter().map(wire).collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({"messages": messages, "has_more": has_more})))
+}
+
+/// Authorizes a request "like the room": a valid token from `Authorization: Bearer …` (or the
+/// `?token=` fallback), bound to this room if it names one. Errors: 401, 403, 400 (bad room id).
+pub(crate) fn authorize_room(
+    req: &HttpRequest,
+    state: &AppState,
+    query_token: Option<&str>,
+    room: &str,
+) -> Result<confab_sfu::RoomId, ApiError> {
+    let token = bearer(req).or_else(|| query_token.map(str::to_owned)).unwrap_or_default();
+    let claims = state.tokens.verify(&token)?;
+    let room = confab_sfu::RoomId::parse(room).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if claims.room.as_deref().is_some_and(|r| r != room.as_str()) {
+        return Err(ApiError::Forbidden("this token is for another room".into()));
+    }
+    Ok(room)
 }
 
 /// The `Authorization: Bearer …` value, if any.

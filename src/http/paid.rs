@@ -1,7 +1,7 @@
 //! Paid-session REST: another backend declares sessions and posts LangDAO's WebRTC events;
 //! clients read their room's paid session and its settlement.
 
-use super::{bearer, ApiError, AppState};
+use super::{authorize_room, bearer, ApiError, AppState};
 use crate::paid::{parse_address, PaidError, PaidHandle, PaidInfo, Presence, Who};
 use actix_web::{web, HttpRequest, HttpResponse};
 use confab_settlement::Party;
@@ -149,16 +149,13 @@ async fn room_paid_session(
     room: web::Path<String>,
     query: web::Query<TokenQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let token = bearer(&req).or_else(|| query.token.clone()).unwrap_or_default();
-    let claims = state.tokens.verify(&token)?;
-    if claims.room.as_deref().is_some_and(|r| r != room.as_str()) {
-        return Err(ApiError::Forbidden("this token is for another room".into()));
-    }
+    let room = authorize_room(&req, &state, query.token.as_deref(), &room)?;
+    let room = room.as_str();
     let paid = paid(&state)?;
-    if let Some(i) = paid.current(&room).await {
+    if let Some(i) = paid.current(room).await {
         return Ok(HttpResponse::Ok().json(serde_json::json!({"running": true, "session": info_json(&i)})));
     }
-    match paid.latest(&room).await.map_err(api_error)? {
+    match paid.latest(room).await.map_err(api_error)? {
         None => Err(ApiError::NotFound("no paid session in this room".into())),
         Some((p, s)) => Ok(HttpResponse::Ok().json(serde_json::json!({
             "running": p.ended_at.is_none(),

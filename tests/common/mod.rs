@@ -22,6 +22,21 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// `GET path` on the server with a fresh token for `user`, as JSON.
+    pub async fn get_json(&self, path: &str, user: &str) -> serde_json::Value {
+        reqwest::Client::new()
+            .get(format!("http://{}{path}", self.addr))
+            .bearer_auth(self.tokens.mint(user, user, 60, None))
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("a JSON body")
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.data_dir);
