@@ -48,6 +48,9 @@ enum Cmd {
         /// Rooms grow by this factor per level (at least one more room).
         #[arg(long, default_value_t = 2.0)]
         growth: f64,
+        /// Wait for other processes to go quiet before each level, and repeat disturbed levels.
+        #[arg(long)]
+        wait_quiet: bool,
     },
 }
 
@@ -118,8 +121,15 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Run { common, rooms, participants } => {
             (bench_run(&common.setup(), &common.load(rooms, participants)).await?, common.out)
         }
-        Cmd::Sweep { common, sizes, max_participants, max_loss, max_p99_ms, growth } => {
-            let sweep = SweepSpec { sizes, max_participants, max_loss_percent: max_loss, max_p99_ms, growth: growth.max(1.0) };
+        Cmd::Sweep { common, sizes, max_participants, max_loss, max_p99_ms, growth, wait_quiet } => {
+            let sweep = SweepSpec {
+                sizes,
+                max_participants,
+                max_loss_percent: max_loss,
+                max_p99_ms,
+                growth: growth.max(1.0),
+                wait_quiet,
+            };
             (bench_sweep(&common.setup(), &common.load(1, 2), &sweep).await?, common.out)
         }
     };

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::io::BufRead;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -59,7 +60,17 @@ impl LocalServer {
         std::fs::create_dir_all(&static_dir)?;
         std::fs::write(static_dir.join("index.html"), "<!doctype html><title>confab-bench</title>\n")?;
         let log = std::env::var("CONFAB_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into());
-        let mut child = Command::new(bin)
+        let mut command = Command::new(bin);
+        // The server dies with the generator even when the generator is killed (no orphaned
+        // server holding ports after a CI timeout).
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec here.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--media-port", "0", "--public-ip", "127.0.0.1"])
             .arg("--data-dir")
             .arg(&data_dir)
