@@ -55,3 +55,14 @@ export async function stats(page) {
 export function randomRoom(prefix) {
   return `${prefix}-${Math.random().toString(36).slice(2, 10)}`;
 }
+
+/** Prints what a failed browser test needs: each page's console tail and both transports' states. */
+export async function diagnose(pages) {
+  for (const p of pages) {
+    let states = 'page closed';
+    try {
+      states = JSON.stringify(await p.evaluate(() => (window.confab ? window.confab.transportStates() : 'no window.confab')));
+    } catch { /* page gone */ }
+    console.log(`--- ${p.url()}\nstates: ${states}\n${(p.logs || []).slice(-30).join('\n')}`);
+  }
+}

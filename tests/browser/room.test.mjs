@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
-import { launch, openRoom, eventually, stats, randomRoom } from './helpers.mjs';
+import { launch, openRoom, eventually, stats, randomRoom, diagnose } from './helpers.mjs';
 
 const NAMES = ['Ada', 'Bob', 'Cy'];
 
@@ -66,7 +66,7 @@ test('three pages in one room decode each other and survive a leave', { timeout:
       }, 20_000, `${NAMES[i]} to keep decoding ${NAMES[1 - i]} after the leave`);
     }
   } catch (e) {
-    for (const p of pages) console.log((p.logs || []).slice(-30).join('\n'));
+    await diagnose(pages);
     throw e;
   } finally {
     await browser.close();

@@ -1,0 +1,139 @@
+// The call controls as another participant sees them, and the client's recovery paths: mute and
+// camera-off indicators, a screen share as its own tile, a dropped WebSocket that reconnects, and a
+// page without camera or microphone that joins receive-only.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { launch, openRoom, eventually, stats, randomRoom, diagnose } from './helpers.mjs';
+
+/** Ada's tile on Bob's page: its classes say mic-off / video-off. */
+const adaTile = (page) => page.locator('.tile-remote', { hasText: 'Ada' });
+
+/** Bob's counters for Ada. */
+const fromAda = async (page) => (await stats(page)).find((r) => r.name === 'Ada');
+
+test('mute, camera off and a screen share show on the other page', { timeout: 90_000 }, async () => {
+  const browser = await launch();
+  const pages = [];
+  try {
+    const room = randomRoom('controls');
+    const ada = await openRoom(browser, room, 'Ada');
+    const bob = await openRoom(browser, room, 'Bob');
+    pages.push(ada, bob);
+    await eventually(async () => (await fromAda(bob))?.framesDecoded > 5, 30_000, 'Bob to decode Ada');
+
+    // Keyboard shortcuts m and v: Bob sees the indicators, Ada's own buttons turn red.
+    await ada.keyboard.press('m');
+    await ada.keyboard.press('v');
+    await eventually(async () => {
+      const cls = (await adaTile(bob).getAttribute('class')) || '';
+      return cls.includes('mic-off') && cls.includes('video-off');
+    }, 10_000, "Bob to show Ada's mic-off and camera-off indicators");
+    assert.match((await ada.locator('#mic-btn').getAttribute('class')) || '', /\boff\b/, 'mic button shows off');
+    assert.match((await ada.locator('#cam-btn').getAttribute('class')) || '', /\boff\b/, 'camera button shows off');
+
+    // Back on: the indicators go and frames flow again.
+    await ada.click('#cam-btn');
+    await ada.click('#mic-btn');
+    await eventually(async () => {
+      const cls = (await adaTile(bob).getAttribute('class')) || '';
+      return !cls.includes('mic-off') && !cls.includes('video-off');
+    }, 10_000, "Bob to drop Ada's indicators");
+    const before = (await fromAda(bob)).framesDecoded;
+    await eventually(async () => (await fromAda(bob)).framesDecoded > before + 10, 15_000,
+      "Bob to decode Ada's camera again");
+
+    // Screen share (fake capture): a separate tile on both pages, with decoded frames on Bob's.
+    await ada.keyboard.press('s');
+    await eventually(async () => (await bob.locator('#screens .tile').count()) === 1, 15_000, "Bob's screen tile");
+    assert.equal(await ada.locator('#screens .tile').count(), 1, 'Ada sees her own screen tile');
+    assert.match(await bob.locator('#screens .tile-name').textContent(), /Ada is presenting/);
+    await eventually(async () => (await fromAda(bob)).screenFramesDecoded > 5, 15_000, "Bob to decode Ada's screen");
+    await ada.keyboard.press('s');
+    await eventually(async () => (await bob.locator('#screens .tile').count()) === 0, 15_000,
+      "Bob to drop Ada's screen tile");
+  } catch (e) {
+    await diagnose(pages);
+    throw e;
+  } finally {
+    await browser.close();
+  }
+});
+
+test('a dropped WebSocket shows reconnecting, rejoins and media flows again', { timeout: 90_000 }, async () => {
+  const browser = await launch();
+  const pages = [];
+  try {
+    const room = randomRoom('reconnect');
+    const ada = await openRoom(browser, room, 'Ada');
+    const bob = await openRoom(browser, room, 'Bob');
+    pages.push(ada, bob);
+    await eventually(async () => (await fromAda(bob))?.framesDecoded > 5, 30_000, 'Bob to decode Ada');
+    const firstId = (await fromAda(bob)).participantId;
+
+    // Record every state the banner shows, then cut Ada's socket.
+    await ada.evaluate(() => {
+      window.seenStates = [];
+      window.confab.addEventListener('statechange', (e) => window.seenStates.push(e.detail.state));
+      window.confab._ws.close();
+    });
+    await eventually(() => ada.evaluate(() => window.seenStates.includes('reconnecting')), 5_000,
+      'Ada to show reconnecting');
+    assert.equal(await ada.locator('#banner').isVisible(), true, 'the banner is visible while reconnecting');
+    await eventually(() => ada.evaluate(() => window.confab.state === 'connected'), 20_000, 'Ada to reconnect');
+    assert.equal(await ada.locator('#banner').isVisible(), false, 'the banner goes once connected');
+
+    // Bob sees one Ada (the new participant) and decodes her again; Ada decodes Bob.
+    await eventually(async () => {
+      const a = await fromAda(bob);
+      return a && a.participantId !== firstId && a.framesDecoded > 5;
+    }, 20_000, "Bob to decode the reconnected Ada");
+    assert.deepEqual(await bob.locator('.tile-remote .tile-name').allTextContents(), ['Ada'], 'one tile for Ada');
+    await eventually(async () => (await stats(ada)).some((r) => r.name === 'Bob' && r.framesDecoded > 5), 20_000,
+      'the reconnected Ada to decode Bob');
+  } catch (e) {
+    await diagnose(pages);
+    throw e;
+  } finally {
+    await browser.close();
+  }
+});
+
+test('a page without camera or microphone joins receive-only and says why', { timeout: 60_000 }, async () => {
+  const browser = await launch();
+  const pages = [];
+  try {
+    const room = randomRoom('recvonly');
+    const ada = await openRoom(browser, room, 'Ada');
+    pages.push(ada);
+    // Bob's browser has no devices: getUserMedia fails as it does on a machine without any.
+    const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
+    await context.addInitScript(() => {
+      navigator.mediaDevices.getUserMedia = async () => {
+        throw new DOMException('Requested device not found', 'NotFoundError');
+      };
+    });
+    const bob = await context.newPage();
+    bob.logs = [];
+    bob.on('console', (m) => bob.logs.push(`[Bob] ${m.type()}: ${m.text()}`));
+    bob.on('pageerror', (e) => bob.logs.push(`[Bob] pageerror: ${e.message}`));
+    pages.push(bob);
+    await bob.goto(`${ada.url().split('?')[0]}?name=Bob`);
+
+    await eventually(() => bob.evaluate(() => window.confab?.state === 'connected'), 20_000, 'Bob to connect');
+    await eventually(async () => (await fromAda(bob))?.framesDecoded > 5 && (await fromAda(bob)).audioPacketsReceived > 0,
+      30_000, 'receive-only Bob to decode Ada');
+    const toasts = (await bob.locator('#toasts').textContent()) || '';
+    assert.match(toasts, /no such device/i, `Bob is told why (${toasts})`);
+    assert.match(toasts, /receive-only/i, 'Bob is told he joined receive-only');
+    // Ada sees Bob's tile with both indicators.
+    await eventually(async () => {
+      const cls = (await ada.locator('.tile-remote', { hasText: 'Bob' }).getAttribute('class')) || '';
+      return cls.includes('mic-off') && cls.includes('video-off');
+    }, 10_000, "Ada to show Bob's tile without camera and microphone");
+  } catch (e) {
+    await diagnose(pages);
+    throw e;
+  } finally {
+    await browser.close();
+  }
+});
