@@ -22,6 +22,11 @@
 //   paid-session       {session}           the room's paid session is tracked (answer to `session_started`)
 //   paid-session-ended {id, reason}        the room's paid session ended; settlement follows (fetchPaidSession)
 
+import { acquireDevices, deviceTrack, describeMediaError } from '/media.js';
+import { toParticipant, toTrack, msidBindings, jwtSubject } from '/wire.js';
+
+export { describeMediaError };
+
 /** @typedef {'audio'|'video'} Kind */
 /** @typedef {'microphone'|'camera'|'screen'} Source */
 /** @typedef {'idle'|'connecting'|'connected'|'reconnecting'|'failed'|'left'} SessionState */
@@ -408,49 +413,18 @@ export class ConfabSession extends EventTarget {
   // ---------------------------------------------------------------- connection internals
 
   async _acquireLocalMedia() {
-    const md = globalThis.navigator?.mediaDevices;
-    if (!md?.getUserMedia) {
-      this.local.mediaError = 'This browser gives no access to camera or microphone (an insecure http:// origin?).';
-    } else {
-      /** @type {MediaStreamConstraints[]} */
-      const attempts = [
-        { audio: AUDIO_CONSTRAINTS, video: VIDEO_CONSTRAINTS },
-        { audio: AUDIO_CONSTRAINTS, video: false },
-        { audio: false, video: VIDEO_CONSTRAINTS },
-      ];
-      /** @type {unknown} */
-      let firstError = null;
-      for (const c of attempts) {
-        try {
-          const stream = await md.getUserMedia(c);
-          this.local.microphone = stream.getAudioTracks()[0] || null;
-          this.local.camera = stream.getVideoTracks()[0] || null;
-          break;
-        } catch (e) {
-          firstError ??= e;
-        }
-      }
-      if (firstError) {
-        const missing = [!this.local.microphone && 'microphone', !this.local.camera && 'camera'].filter(Boolean);
-        this.local.mediaError = `No ${missing.join(' or ')}: ${describeMediaError(firstError)}`;
-      }
-    }
-    this.local.cameraOff = !this.local.camera;
-    if (this.local.mediaError) {
-      const receiveOnly = !this.local.camera && !this.local.microphone;
-      this._notice(`${this.local.mediaError}${receiveOnly ? ' You joined receive-only.' : ''}`, 'warning');
-    }
+    const { microphone, camera, error } = await acquireDevices();
+    Object.assign(this.local, { microphone, camera, mediaError: error, cameraOff: !camera });
+    if (error) this._notice(`${error}${!camera && !microphone ? ' You joined receive-only.' : ''}`, 'warning');
     this._emit('local-media', {});
   }
 
   /** @param {Kind} kind @returns {Promise<MediaStreamTrack|null>} */
   async _getDeviceTrack(kind) {
     try {
-      const stream = await navigator.mediaDevices.getUserMedia(
-        kind === 'audio' ? { audio: AUDIO_CONSTRAINTS } : { video: VIDEO_CONSTRAINTS });
-      return stream.getTracks()[0];
+      return await deviceTrack(kind);
     } catch (e) {
-      this._notice(`Cannot use the ${kind === 'audio' ? 'microphone' : 'camera'}: ${describeMediaError(e)}`, 'error');
+      this._notice(/** @type {Error} */ (e).message, 'error');
       return null;
     }
   }
@@ -927,58 +901,4 @@ export class ConfabSession extends EventTarget {
 
   /** @param {string} type @param {Record<string, unknown>} detail */
   _emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
-}
-
-const AUDIO_CONSTRAINTS = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
-const VIDEO_CONSTRAINTS = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } };
-
-/** @param {any} raw @returns {Track} */
-function toTrack(raw) {
-  return { id: String(raw.id), kind: raw.kind, source: raw.source, muted: !!raw.muted };
-}
-
-/** @param {any} raw @returns {Participant} */
-function toParticipant(raw) {
-  const tracks = new Map();
-  for (const t of raw.tracks || []) { const x = toTrack(t); tracks.set(x.id, x); }
-  return { id: String(raw.id), name: String(raw.name || 'Guest'), tracks };
-}
-
-/**
- * mid → {participantId, trackId} from the `a=msid:` lines of an SDP.
- * @param {string} sdp
- */
-function msidBindings(sdp) {
-  /** @type {Map<string, {participantId: string, trackId: string}>} */
-  const out = new Map();
-  for (const section of String(sdp).split(/\r?\nm=/).slice(1)) {
-    const mid = /\r?\na=mid:(\S+)/.exec(section)?.[1];
-    const msid = /\r?\na=msid:(\S+) (\S+)/.exec(section);
-    if (mid && msid) out.set(mid, { participantId: msid[1], trackId: msid[2] });
-  }
-  return out;
-}
-
-/** The `sub` claim of a JWT (not verified: only to recognise our own chat messages). @param {string} jwt */
-function jwtSubject(jwt) {
-  try {
-    const b64 = jwt.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
-    const json = new TextDecoder().decode(Uint8Array.from(atob(b64 + '='.repeat((4 - b64.length % 4) % 4)), (c) => c.charCodeAt(0)));
-    return String(JSON.parse(json).sub || '');
-  } catch {
-    return '';
-  }
-}
-
-/** A getUserMedia / getDisplayMedia failure in words. @param {unknown} e */
-export function describeMediaError(e) {
-  const err = /** @type {DOMException} */ (e);
-  switch (err?.name) {
-    case 'NotAllowedError': return 'permission was denied';
-    case 'NotFoundError': return 'no such device was found';
-    case 'NotReadableError': return 'the device is in use by another application';
-    case 'OverconstrainedError': return 'the device does not support the requested format';
-    case 'SecurityError': return 'the page is not a secure context';
-    default: return err?.message || String(e);
-  }
 }
