@@ -541,7 +541,7 @@ function showState(state, reason) {
   const text = /** @type {HTMLElement} */ (banner.querySelector('.banner-text'));
   const retry = $('banner-retry');
   banner.dataset.state = state;
-  retry.hidden = state !== 'failed';
+  retry.hidden = state !== 'failed' || !session; // an invalid room link has nothing to retry
   if (state === 'connecting' || state === 'idle') {
     banner.hidden = false;
     text.textContent = reason ? `Connecting to the room… ${reason}` : 'Connecting to the room…';
