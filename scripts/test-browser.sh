@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/browser-deps.sh
 BIN="${CONFAB_BIN:-${CARGO_TARGET_DIR:-target}/debug/confab}"
 [ -x "$BIN" ] || { echo "test-browser: no server binary at $BIN (cargo build first)" >&2; exit 1; }
+BIN="$(realpath "$BIN")"  # restart.test.mjs starts its own server from it
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 DATA="$(mktemp -d)"
 LOG="$DATA/server.log"
@@ -26,7 +27,7 @@ for _ in $(seq 1 300); do
     sleep 0.1
 done
 status=0
-CONFAB_URL="http://127.0.0.1:$PORT" node --test --test-concurrency=1 tests/browser/ || status=$?
+CONFAB_URL="http://127.0.0.1:$PORT" CONFAB_BIN="$BIN" node --test --test-concurrency=1 tests/browser/ || status=$?
 if [ "$status" -ne 0 ]; then
     echo "test-browser: failed; server log tail:"
     tail -80 "$LOG"

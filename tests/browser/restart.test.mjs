@@ -1,0 +1,90 @@
+// A server that dies mid-call and comes back: the pages show reconnecting, rejoin the room on the
+// new process and decode each other again. Runs its own server (binary from CONFAB_BIN, as
+// scripts/test-browser.sh passes it); skipped without CONFAB_BIN.
+import { test } from 'node:test';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { launch, eventually, stats, randomRoom, diagnose } from './helpers.mjs';
+
+const BIN = process.env.CONFAB_BIN;
+const STATIC_DIR = new URL('../../static', import.meta.url).pathname;
+
+/** A TCP port that was free a moment ago. */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+  });
+}
+
+/** Starts `confab serve` on `port`; resolves once /healthz answers 200. Keeps its output for diagnostics. */
+async function startServer(port, dataDir, log) {
+  const child = spawn(BIN, ['serve', '--listen', `127.0.0.1:${port}`, '--media-port', '0', '--public-ip', '127.0.0.1',
+    '--data-dir', dataDir, '--static-dir', STATIC_DIR], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const keep = (b) => { log.push(b.toString()); if (log.length > 400) log.splice(0, 100); };
+  child.stdout.on('data', keep);
+  child.stderr.on('data', keep);
+  await eventually(async () => {
+    if (child.exitCode !== null) throw new Error(`server exited with ${child.exitCode}`);
+    const res = await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => null);
+    return res?.status === 200;
+  }, 30_000, `the server on port ${port} to answer /healthz`);
+  return child;
+}
+
+test('a server crash mid-call: pages reconnect to the restarted server and decode again',
+  { timeout: 90_000, skip: BIN ? false : 'CONFAB_BIN not set' }, async () => {
+    const port = await freePort();
+    const dataDir = mkdtempSync(join(tmpdir(), 'confab-restart-'));
+    const log = [];
+    let server = await startServer(port, dataDir, log);
+    const browser = await launch();
+    const pages = [];
+    try {
+      const room = randomRoom('restart');
+      for (const name of ['Ada', 'Bob']) {
+        const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
+        const page = await context.newPage();
+        page.logs = [];
+        page.on('console', (m) => page.logs.push(`[${name}] ${m.type()}: ${m.text()}`));
+        await page.goto(`http://127.0.0.1:${port}/rooms/${room}?name=${name}`);
+        pages.push(page);
+      }
+      const decodesOther = async (page, other) =>
+        (await stats(page)).some((r) => r.name === other && r.framesDecoded > 5);
+      await eventually(async () => (await decodesOther(pages[0], 'Bob')) && (await decodesOther(pages[1], 'Ada')),
+        30_000, 'Ada and Bob to decode each other');
+      for (const p of pages) {
+        await p.evaluate(() => {
+          window.seenStates = [];
+          window.confab.addEventListener('statechange', (e) => window.seenStates.push(e.detail.state));
+        });
+      }
+
+      server.kill('SIGKILL');
+      await new Promise((r) => server.once('exit', r));
+      for (const p of pages) {
+        await eventually(() => p.evaluate(() => window.seenStates.includes('reconnecting')), 10_000,
+          'the page to show reconnecting');
+      }
+      server = await startServer(port, dataDir, log);
+      for (const p of pages) {
+        await eventually(() => p.evaluate(() => window.confab.state === 'connected'), 30_000,
+          'the page to reconnect to the new server');
+      }
+      await eventually(async () => (await decodesOther(pages[0], 'Bob')) && (await decodesOther(pages[1], 'Ada')),
+        20_000, 'Ada and Bob to decode each other after the restart');
+    } catch (e) {
+      await diagnose(pages);
+      console.log(`--- server output tail\n${log.join('').split('\n').slice(-40).join('\n')}`);
+      throw e;
+    } finally {
+      await browser.close();
+      server.kill('SIGKILL');
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
