@@ -337,6 +337,7 @@ export class ConfabSession extends EventTarget {
    * @returns {{microphone: MediaStreamTrack|null, camera: MediaStreamTrack|null, screen: MediaStreamTrack|null}}
    */
   mediaOf(participantId) {
+    /** @type {Record<Source, MediaStreamTrack|null>} */
     const out = { microphone: null, camera: null, screen: null };
     for (const b of this.remote.values()) {
       if (b.participantId === participantId && b.track) out[b.source] = b.track;

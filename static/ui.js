@@ -609,7 +609,7 @@ function tickClock() {
 /** A stable, pleasant colour per name. @param {string} name */
 function colorFor(name) {
   let h = 0;
-  for (const ch of name) h = (h * 31 + ch.codePointAt(0)) >>> 0;
+  for (const ch of name) h = (h * 31 + (ch.codePointAt(0) ?? 0)) >>> 0;
   return `hsl(${h % 360} 45% 42%)`;
 }
 
