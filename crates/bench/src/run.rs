@@ -75,6 +75,9 @@ pub fn synthetic(video: bool, kbps: u32, pps: u32) -> SyntheticTrack {
     }
 }
 
+/// What a join task returns: index in its room, when its socket opened (µs), the participant.
+type JoinOutcome = (usize, u64, Result<Box<dyn Participant>, String>);
+
 struct Joined {
     index_in_room: usize,
     t_open_us: u64,
@@ -189,7 +192,7 @@ pub async fn run_level(
     let expected_s = (ramp_period * total as u32 + spec.warmup + spec.duration).as_secs_f64().max(1.0);
     let label = format!("{}×{}", spec.rooms, spec.per_room);
 
-    let mut joins: JoinSet<(usize, u64, Result<Box<dyn Participant>, String>)> = JoinSet::new();
+    let mut joins: JoinSet<JoinOutcome> = JoinSet::new();
     let mut parts: Vec<Joined> = Vec::new();
     let mut failed = 0usize;
     let mut spawned = 0usize;
