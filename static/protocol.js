@@ -172,6 +172,8 @@ export class ConfabSession extends EventTarget {
     this._gen = 0;
     this._attempt = 0;
     this._joinedOnce = false;
+    /** @type {Promise<void>} device changes, one at a time (see _serial) */
+    this._deviceOps = Promise.resolve();
     /** publisher negotiation: one offer in flight, `_pubDirty` asks for another round */
     this._pubBusy = false;
     this._pubDirty = false;
@@ -193,6 +195,7 @@ export class ConfabSession extends EventTarget {
   async start() {
     this._setState('connecting', '');
     await this._acquireLocalMedia();
+    if (this.state === 'left') { this._stopLocalTracks(); return; } // left while the browser asked for devices
     await this._connect();
   }
 
@@ -201,10 +204,7 @@ export class ConfabSession extends EventTarget {
     if (this.state === 'left') return;
     this._send({ type: 'leave' });
     this._teardown('left');
-    for (const source of /** @type {Source[]} */ (['microphone', 'camera', 'screen'])) {
-      this.local[source]?.stop();
-      this.local[source] = null;
-    }
+    this._stopLocalTracks();
     this._setState('left', '');
     this._emit('local-media', {});
   }
@@ -218,8 +218,38 @@ export class ConfabSession extends EventTarget {
 
   // ---------------------------------------------------------------- local media controls
 
+  /** Stop every local device and share. */
+  _stopLocalTracks() {
+    for (const source of /** @type {Source[]} */ (['microphone', 'camera', 'screen'])) {
+      this.local[source]?.stop();
+      this.local[source] = null;
+    }
+  }
+
+  /**
+   * Device changes run one after another, so a double key press cannot open two cameras or two
+   * screen pickers; each checks the state it finds.
+   * @param {() => Promise<void>} op
+   */
+  _serial(op) {
+    const run = this._deviceOps.then(() => (this.state === 'left' ? undefined : op()));
+    this._deviceOps = run.catch((e) => console.error('confab:', e));
+    return this._deviceOps;
+  }
+
   /** @param {boolean} muted */
-  async setMicMuted(muted) {
+  setMicMuted(muted) { return this._serial(() => this._setMicMuted(muted)); }
+
+  /** Camera off stops the device (the light goes out); on asks for it again. @param {boolean} off */
+  setCameraOff(off) { return this._serial(() => this._setCameraOff(off)); }
+
+  /** Share a screen or window as a second video track (source `screen`). */
+  startScreenShare() { return this._serial(() => this._startScreenShare()); }
+
+  stopScreenShare() { return this._serial(() => this._stopScreenShare()); }
+
+  /** @param {boolean} muted */
+  async _setMicMuted(muted) {
     if (!muted && !this.local.microphone) {
       const track = await this._getDeviceTrack('audio');
       if (!track) return;
@@ -232,8 +262,9 @@ export class ConfabSession extends EventTarget {
     this._emit('local-media', {});
   }
 
-  /** Camera off stops the device (the light goes out); on asks for it again. @param {boolean} off */
-  async setCameraOff(off) {
+  /** @param {boolean} off */
+  async _setCameraOff(off) {
+    if (off === (this.local.cameraOff || !this.local.camera)) return;
     if (off) {
       const slot = this._slots.camera;
       if (slot) await slot.sender.replaceTrack(null);
@@ -252,8 +283,7 @@ export class ConfabSession extends EventTarget {
     this._emit('local-media', {});
   }
 
-  /** Share a screen or window as a second video track (source `screen`). */
-  async startScreenShare() {
+  async _startScreenShare() {
     if (this.local.screen) return;
     /** @type {MediaStream} */
     let stream;
@@ -266,14 +296,16 @@ export class ConfabSession extends EventTarget {
       return;
     }
     const track = stream.getVideoTracks()[0];
+    if (this.state === 'left') { track.stop(); return; }
     track.contentHint = 'detail';
+    // The browser's own "Stop sharing" bar ends the track.
     track.addEventListener('ended', () => { if (this.local.screen === track) this.stopScreenShare(); });
     this.local.screen = track;
     this._emit('local-media', {});
     await this._publishSource('screen', track);
   }
 
-  async stopScreenShare() {
+  async _stopScreenShare() {
     const track = this.local.screen;
     if (!track) return;
     this.local.screen = null;
@@ -423,7 +455,9 @@ export class ConfabSession extends EventTarget {
   /** @param {Kind} kind @returns {Promise<MediaStreamTrack|null>} */
   async _getDeviceTrack(kind) {
     try {
-      return await deviceTrack(kind);
+      const track = await deviceTrack(kind);
+      if (this.state === 'left') { track.stop(); return null; } // left while the browser asked
+      return track;
     } catch (e) {
       this._notice(/** @type {Error} */ (e).message, 'error');
       return null;
