@@ -248,6 +248,15 @@ export class ConfabSession extends EventTarget {
 
   stopScreenShare() { return this._serial(() => this._stopScreenShare()); }
 
+  /** Toggles decide on the state they find when their turn comes, so N presses are N toggles. */
+  toggleMic() { return this._serial(() => this._setMicMuted(!(this.local.micMuted || !this.local.microphone))); }
+
+  toggleCamera() { return this._serial(() => this._setCameraOff(!(this.local.cameraOff || !this.local.camera))); }
+
+  toggleScreenShare() {
+    return this._serial(() => (this.local.screen ? this._stopScreenShare() : this._startScreenShare()));
+  }
+
   /** @param {boolean} muted */
   async _setMicMuted(muted) {
     if (!muted && !this.local.microphone) {

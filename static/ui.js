@@ -438,21 +438,11 @@ function onKey(ev) {
   action();
 }
 
-function toggleMic() {
-  if (!session) return;
-  session.setMicMuted(!(session.local.micMuted || !session.local.microphone));
-}
+function toggleMic() { session?.toggleMic(); }
 
-function toggleCam() {
-  if (!session) return;
-  session.setCameraOff(!(session.local.cameraOff || !session.local.camera));
-}
+function toggleCam() { session?.toggleCamera(); }
 
-function toggleScreen() {
-  if (!session) return;
-  if (session.local.screen) session.stopScreenShare();
-  else session.startScreenShare();
-}
+function toggleScreen() { session?.toggleScreenShare(); }
 
 function togglePeople() {
   setPeopleOpen($('people-panel').hidden);
