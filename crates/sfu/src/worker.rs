@@ -239,9 +239,11 @@ impl Worker {
             self.routes.retain(|_, r| now.duration_since(r.last_seen) < ROUTE_IDLE);
             self.last_sweep = now;
         }
-        let room_ids: Vec<RoomId> = self.rooms.keys().cloned().collect();
-        for room_id in room_ids {
-            let Some(room) = self.rooms.get_mut(&room_id) else { continue };
+        // Rooms are walked in place: no room-id clone or lookup per room and timer tick (ticks
+        // come at ~10 per second per transport). Only rooms where someone is closing go through
+        // after_room_change; every other room is flushed here.
+        let mut changed: Vec<RoomId> = Vec::new();
+        for room in self.rooms.values_mut() {
             for idx in 0..room.participants.len() {
                 for role in [TransportRole::Publisher, TransportRole::Subscriber] {
                     let due = room.participants[idx]
@@ -268,6 +270,12 @@ impl Worker {
                     Room::send_offer(p, now);
                 }
             }
+            flush(room, &self.sockets, &self.metrics);
+            if room.participants.is_empty() || room.participants.iter().any(|p| p.closing.is_some()) {
+                changed.push(room.id.clone());
+            }
+        }
+        for room_id in changed {
             self.after_room_change(&room_id, now);
         }
     }
