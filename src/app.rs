@@ -66,6 +66,9 @@ impl Application {
                 .configure(|cfg| routes(cfg, static_dir.clone()))
         })
         .workers(2)
+        // Signals are handled in `run_until_stopped`, which closes the rooms first.
+        .disable_signals()
+        .shutdown_timeout(5)
         .listen(listener)?
         .run();
         Ok(Self { http_addr, server, sfu, room_events, settlement_shutdown })
@@ -86,15 +89,51 @@ impl Application {
         self.room_events.subscribe()
     }
 
-    /// Serves until the HTTP server stops (Ctrl-C / SIGTERM), then closes every room.
+    /// Serves until SIGINT/SIGTERM (or the HTTP server stops). Shutdown is ordered: close every
+    /// room (each signaling socket is closed with 1001 "going away", so clients reconnect at
+    /// once), stop HTTP (in-flight requests get 5 s), then let the settlement worker flush due
+    /// settlements. Running paid sessions stay open in the database and are resumed (with the
+    /// grace period) by the next start.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let r = self.server.await;
+        let handle = self.server.handle();
+        let sfu = self.sfu.clone();
+        let mut server = self.server;
+        let r = tokio::select! {
+            r = &mut server => r,
+            _ = shutdown_signal() => {
+                tracing::info!("shutting down: closing rooms");
+                sfu.shutdown().await;
+                // Let the signaling sessions write their close frames.
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                // The server future processes the stop command: drive both together.
+                let ((), r) = tokio::join!(handle.stop(true), server);
+                r
+            }
+        };
         self.sfu.shutdown().await;
         if let Some((stop, task)) = self.settlement_shutdown {
             let _ = stop.send(());
             let _ = task.await;
         }
         r
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

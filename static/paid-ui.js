@@ -139,6 +139,12 @@ export function initPaidUI({ session, toast }) {
     clearTimeout(pollTimer);
     polling = true;
     const { status, body } = await session.fetchPaidSession();
+    if (status === 200 && body && !body.session) {
+      // No paid session in this room (or none on this server): nothing to show.
+      polling = false;
+      card.hidden = true;
+      return;
+    }
     if (status === 200 && body) {
       if (body.running && body.session && session.state !== 'left') {
         // Still running (ended elsewhere not yet recorded): keep showing it.

@@ -143,6 +143,8 @@ struct TokenQuery {
 
 /// `GET /api/rooms/{room}/paid-session` (room token): the running paid session, or the latest
 /// one with its settlement (`state`: pending, submitted, settled, ended_elsewhere, failed).
+/// A room without one (or a server without chain settings, `enabled: false`) answers 200 with
+/// `session: null`, so every room page can ask once without an error.
 async fn room_paid_session(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -151,13 +153,16 @@ async fn room_paid_session(
 ) -> Result<HttpResponse, ApiError> {
     let room = authorize_room(&req, &state, query.token.as_deref(), &room)?;
     let room = room.as_str();
-    let paid = paid(&state)?;
+    let Some(paid) = state.paid.as_ref() else {
+        return Ok(HttpResponse::Ok().json(serde_json::json!({"enabled": false, "running": false, "session": null})));
+    };
     if let Some(i) = paid.current(room).await {
-        return Ok(HttpResponse::Ok().json(serde_json::json!({"running": true, "session": info_json(&i)})));
+        return Ok(HttpResponse::Ok().json(serde_json::json!({"enabled": true, "running": true, "session": info_json(&i)})));
     }
     match paid.latest(room).await.map_err(api_error)? {
-        None => Err(ApiError::NotFound("no paid session in this room".into())),
+        None => Ok(HttpResponse::Ok().json(serde_json::json!({"enabled": true, "running": false, "session": null}))),
         Some((p, s)) => Ok(HttpResponse::Ok().json(serde_json::json!({
+            "enabled": true,
             "running": p.ended_at.is_none(),
             "session": {
                 "id": p.id.to_string(),

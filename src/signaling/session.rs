@@ -103,8 +103,10 @@ pub async fn run(
                 match ev {
                     Some(SfuEvent::Closed(reason)) => {
                         info!(?reason, "media plane closed the participant");
+                        if reason == confab_sfu::CloseReason::Shutdown {
+                            break Some(CloseReason { code: CloseCode::Away, description: Some("server shutting down".into()) });
+                        }
                         send(&mut session, &ServerMessage::error(ErrorCode::Internal, format!("disconnected: {reason:?}"))).await;
-                        joined = None;
                         break Some(CloseReason { code: CloseCode::Away, description: Some(format!("{reason:?}")) });
                     }
                     Some(SfuEvent::DataChannelOpen { label }) => {
@@ -124,10 +126,7 @@ pub async fn run(
                             }
                         }
                     }
-                    None => {
-                        joined = None;
-                        break Some(CloseCode::Away.into());
-                    }
+                    None => break Some(CloseCode::Away.into()),
                 }
             }
             Some(ended) = next_paid_end => {
