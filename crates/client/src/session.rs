@@ -21,7 +21,7 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
     PeerConnectionEventHandler, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
-    Registry,
+    Registry, SettingEngineBuilder,
 };
 
 /// Payload type the client registers for VP8 (the answerer keeps the offerer's numbers).
@@ -144,7 +144,14 @@ async fn new_pc(remote: Option<Arc<Mutex<Vec<Arc<RemoteTrackStats>>>>>) -> Resul
     let (stx, srx) = watch::channel(RTCPeerConnectionState::New);
     let handler = Arc::new(Handler { gathered: gtx, state: stx, remote });
     let runtime = webrtc::runtime::default_runtime().ok_or_else(|| ClientError::WebRtc("no runtime".into()))?;
+    // A 20 ms ICE check interval (default 200 ms) and the DTLS client role when answering, so
+    // join time measures the server rather than this client's pacing (docs/performance.md).
+    let setting_engine = SettingEngineBuilder::new()
+        .with_ice_connection_attempts(Some(Duration::from_millis(20)), None)
+        .with_answering_dtls_role(rtc::peer_connection::transport::RTCDtlsRole::Client)
+        .build();
     let pc = PeerConnectionBuilder::new()
+        .with_setting_engine(setting_engine)
         .with_media_engine(me)
         .with_interceptor_registry(registry)
         .with_handler(handler)

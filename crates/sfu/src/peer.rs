@@ -36,6 +36,11 @@ pub const VIDEO_ORIENTATION_URI: &str = "urn:3gpp:video-orientation";
 /// Absolute send time, used by receivers' REMB estimators.
 pub const ABS_SEND_TIME_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time";
 
+/// Packets each outgoing track keeps for retransmission (2.5 s of 100 pkt/s video): far more
+/// than any NACK that can still arrive in time, at a quarter of `rtc`'s default memory
+/// (docs/performance.md: 10-person rooms 3.0 → 1.45 MiB per participant).
+const NACK_HISTORY_PACKETS: u16 = 256;
+
 /// Most NACKs the server sends for one missing packet (DEPENDENCY-NOTES: `rtc`'s generator
 /// re-requests without limit otherwise, ≈60× excess retransmissions at 3 % loss).
 const MAX_NACKS_PER_PACKET: u16 = 3;
@@ -151,7 +156,7 @@ pub fn build_peer_connection(
     let registry = Registry::new()
         .with(
             Slot::NackResponder,
-            rtc::interceptor::NackResponderBuilder::new().build(),
+            rtc::interceptor::NackResponderBuilder::new().with_size(NACK_HISTORY_PACKETS).build(),
         )
         .with(
             Slot::NackGenerator,
@@ -160,7 +165,14 @@ pub fn build_peer_connection(
                 .build(),
         );
     let registry = configure_rtcp_reports(registry);
-    let registry = configure_twcc(registry, &mut me)?;
+    // Transport-wide congestion control feedback (draft-holmer-rmcat-transport-wide-cc) only on
+    // the publisher leg, where the browser's send-side estimator needs it. On subscriber legs
+    // nothing would read the browsers' feedback (no server-side estimator yet), and stamping
+    // the extension costs 11 % of the per-packet work (docs/performance.md).
+    let registry = match role {
+        TransportRole::Publisher => configure_twcc(registry, &mut me)?,
+        TransportRole::Subscriber => registry,
+    };
     let registry = registry.with(Slot::Custom(14_000), KeyframeRequestTap::default());
     RTCPeerConnectionBuilder::new()
         .with_setting_engine(setting_engine)
