@@ -8,7 +8,8 @@ bash scripts/browser-deps.sh
 BIN="${CONFAB_BIN:-${CARGO_TARGET_DIR:-target}/debug/confab}"
 [ -x "$BIN" ] || { echo "test-browser: no server binary at $BIN (cargo build first)" >&2; exit 1; }
 BIN="$(realpath "$BIN")"  # restart.test.mjs starts its own server from it
-PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+# Node is installed by browser-deps.sh; a fresh Debian has neither python3 nor curl.
+PORT="$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')"
 DATA="$(mktemp -d)"
 LOG="$DATA/server.log"
 mkdir -p target
@@ -22,12 +23,16 @@ cleanup() {
 }
 trap cleanup EXIT
 for _ in $(seq 1 300); do
-    if curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1; then break; fi
+    if node -e 'fetch(process.argv[1]).then(r=>process.exit(r.ok?0:1),()=>process.exit(1))' "http://127.0.0.1:$PORT/healthz"; then break; fi
     kill -0 "$SERVER" 2>/dev/null || { echo "test-browser: server exited"; tail -50 "$LOG"; exit 1; }
     sleep 0.1
 done
 status=0
-CONFAB_URL="http://127.0.0.1:$PORT" CONFAB_BIN="$BIN" node --test --test-concurrency=1 tests/browser/ || status=$?
+# One browser test file at a time (each drives several Chromium pages); Node 18 (Debian 12)
+# lacks the flag and runs one file per spare core anyway.
+CONCURRENCY=""
+if node --test-concurrency=1 -e 0 >/dev/null 2>&1; then CONCURRENCY="--test-concurrency=1"; fi
+CONFAB_URL="http://127.0.0.1:$PORT" CONFAB_BIN="$BIN" node --test $CONCURRENCY tests/browser/ || status=$?
 if [ "$status" -ne 0 ]; then
     echo "test-browser: failed; server log tail:"
     tail -80 "$LOG"
