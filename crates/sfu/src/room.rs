@@ -593,7 +593,7 @@ impl Room {
                     dt.rewriter.set_payload_type(c.payload_type, to);
                 }
                 for e in pub_exts {
-                    // transport-cc is stamped per leg by the TWCC interceptor: never forwarded.
+                    // The publisher's transport-cc sequence numbers mean nothing on another leg: never forwarded.
                     if e.uri == rtc::sdp::extmap::TRANSPORT_CC_URI {
                         continue;
                     }
