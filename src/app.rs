@@ -3,13 +3,16 @@
 
 use crate::auth::TokenAuthority;
 use crate::chat::ChatService;
-use crate::paid::PaidHandle;
-use confab_settlement::{Address, Backoff, ChainClient, ChainConfig, EndPolicy, SettlementWorker, WalletKey, WorkerConfig};
-use confab_store::{Db, DbOptions};
 use crate::config::{interface_addresses, load_token_secret, ServeArgs};
 use crate::http::{routes, AppState};
+use crate::paid::PaidHandle;
 use actix_web::{web, App, HttpServer};
+use confab_settlement::{
+    Address, Backoff, ChainClient, ChainConfig, EndPolicy, SettlementWorker, WalletKey,
+    WorkerConfig,
+};
 use confab_sfu::{spawn_media_worker, MediaConfig, MediaInterface, RoomEvent, SfuHandle};
+use confab_store::{Db, DbOptions};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use tokio::sync::broadcast;
 
@@ -20,7 +23,10 @@ pub struct Application {
     sfu: SfuHandle,
     room_events: broadcast::Sender<RoomEvent>,
     /// Stops the settlement worker (it flushes due settlements first).
-    settlement_shutdown: Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
+    settlement_shutdown: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
 }
 
 impl Application {
@@ -39,11 +45,30 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("database: {e}"))?;
         let interfaces: Vec<MediaInterface> = match args.public_ip.as_slice() {
-            [] => interface_addresses().into_iter().map(|ip| MediaInterface { bind: ip, announce: ip }).collect(),
-            [one] => vec![MediaInterface { bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED), announce: *one }],
-            many => many.iter().map(|ip| MediaInterface { bind: *ip, announce: *ip }).collect(),
+            [] => interface_addresses()
+                .into_iter()
+                .map(|ip| MediaInterface {
+                    bind: ip,
+                    announce: ip,
+                })
+                .collect(),
+            [one] => vec![MediaInterface {
+                bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                announce: *one,
+            }],
+            many => many
+                .iter()
+                .map(|ip| MediaInterface {
+                    bind: *ip,
+                    announce: *ip,
+                })
+                .collect(),
         };
-        let media = MediaConfig { udp_port: args.media_port, interfaces, max_participants: args.max_participants };
+        let media = MediaConfig {
+            udp_port: args.media_port,
+            interfaces,
+            max_participants: args.max_participants,
+        };
         let (sfu, room_events) = start_media_thread(media)?;
 
         let listener = TcpListener::bind(args.listen)?;
@@ -71,7 +96,13 @@ impl Application {
         .shutdown_timeout(5)
         .listen(listener)?
         .run();
-        Ok(Self { http_addr, server, sfu, room_events, settlement_shutdown })
+        Ok(Self {
+            http_addr,
+            server,
+            sfu,
+            room_events,
+            settlement_shutdown,
+        })
     }
 
     /// The bound HTTP address.
@@ -122,10 +153,11 @@ impl Application {
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -139,31 +171,39 @@ async fn shutdown_signal() {
 
 /// Runs the media worker on a dedicated thread with its own single-threaded runtime, so media
 /// never competes with HTTP handlers for an executor.
-fn start_media_thread(config: MediaConfig) -> std::io::Result<(SfuHandle, broadcast::Sender<RoomEvent>)> {
+fn start_media_thread(
+    config: MediaConfig,
+) -> std::io::Result<(SfuHandle, broadcast::Sender<RoomEvent>)> {
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new().name("confab-media".into()).spawn(move || {
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt,
-            Err(e) => {
-                let _ = tx.send(Err(e));
-                return;
-            }
-        };
-        rt.block_on(async move {
-            match spawn_media_worker(config) {
-                Ok((handle, events, task)) => {
-                    let _ = tx.send(Ok((handle, events)));
-                    if let Err(e) = task.await {
-                        tracing::error!("media worker stopped: {e}");
-                    }
-                }
+    std::thread::Builder::new()
+        .name("confab-media".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
                 Err(e) => {
                     let _ = tx.send(Err(e));
+                    return;
                 }
-            }
-        });
-    })?;
-    rx.recv().map_err(|_| std::io::Error::other("media thread died"))?
+            };
+            rt.block_on(async move {
+                match spawn_media_worker(config) {
+                    Ok((handle, events, task)) => {
+                        let _ = tx.send(Ok((handle, events)));
+                        if let Err(e) = task.await {
+                            tracing::error!("media worker stopped: {e}");
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                    }
+                }
+            });
+        })?;
+    rx.recv()
+        .map_err(|_| std::io::Error::other("media thread died"))?
 }
 
 /// With chain settings: the settlement worker (the wallet's only sender) and the paid-session
@@ -172,18 +212,36 @@ fn start_media_thread(config: MediaConfig) -> std::io::Result<(SfuHandle, broadc
 async fn start_paid_sessions(
     args: &ServeArgs,
     db: &Db,
-) -> anyhow::Result<(Option<PaidHandle>, Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)>)> {
-    let (Some(rpc), Some(contract)) = (args.chain_rpc_url.as_deref(), args.contract_address.as_deref()) else {
-        tracing::info!("paid sessions disabled: CHAIN_RPC_URL and CONFAB_CONTRACT_ADDRESS are not both set");
+) -> anyhow::Result<(
+    Option<PaidHandle>,
+    Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
+)> {
+    let (Some(rpc), Some(contract)) = (
+        args.chain_rpc_url.as_deref(),
+        args.contract_address.as_deref(),
+    ) else {
+        tracing::info!(
+            "paid sessions disabled: CHAIN_RPC_URL and CONFAB_CONTRACT_ADDRESS are not both set"
+        );
         return Ok((None, None));
     };
-    let contract: Address = contract.parse().map_err(|_| anyhow::anyhow!("CONFAB_CONTRACT_ADDRESS is not an address"))?;
+    let contract: Address = contract
+        .parse()
+        .map_err(|_| anyhow::anyhow!("CONFAB_CONTRACT_ADDRESS is not an address"))?;
     let key = WalletKey::from_env().map_err(|e| anyhow::anyhow!("backend wallet key: {e}"))?;
     let config = ChainConfig::new(rpc.to_owned(), contract);
-    let sender = ChainClient::new(config.clone(), &key).map_err(|e| anyhow::anyhow!("chain client: {e}"))?;
-    let reader = ChainClient::new(config, &key).map_err(|e| anyhow::anyhow!("chain client: {e}"))?;
+    let sender =
+        ChainClient::new(config.clone(), &key).map_err(|e| anyhow::anyhow!("chain client: {e}"))?;
+    let reader =
+        ChainClient::new(config, &key).map_err(|e| anyhow::anyhow!("chain client: {e}"))?;
     tracing::info!(wallet = %sender.wallet_address(), %contract, "paid sessions enabled");
-    let backoff = Backoff { initial: std::time::Duration::from_millis(args.settlement_retry_ms.max(10)), ..Backoff::default() };
+    let backoff = Backoff {
+        initial: std::time::Duration::from_millis(args.settlement_retry_ms.max(10)),
+        ..Backoff::default()
+    };
     let worker = SettlementWorker::new(db.clone(), sender, backoff, WorkerConfig::default());
     let waker = worker.waker();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -194,6 +252,8 @@ async fn start_paid_sessions(
         disconnect_grace: std::time::Duration::from_secs(args.paid_grace_s),
         heartbeat_timeout: std::time::Duration::from_secs(args.paid_heartbeat_timeout_s),
     };
-    let paid = crate::paid::spawn(db.clone(), reader, policy, waker).await.map_err(|e| anyhow::anyhow!("paid sessions: {e}"))?;
+    let paid = crate::paid::spawn(db.clone(), reader, policy, waker)
+        .await
+        .map_err(|e| anyhow::anyhow!("paid sessions: {e}"))?;
     Ok((Some(paid), Some((stop_tx, task))))
 }

@@ -49,7 +49,10 @@ impl std::fmt::Debug for TokenAuthority {
 }
 
 fn now_s() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl TokenAuthority {
@@ -61,9 +64,19 @@ impl TokenAuthority {
     /// Mints a token for `sub`/`name`, valid `ttl_s` seconds, optionally bound to `room`.
     pub fn mint(&self, sub: &str, name: &str, ttl_s: u64, room: Option<String>) -> String {
         let iat = now_s();
-        let claims = Claims { sub: sub.to_owned(), name: name.to_owned(), exp: iat + ttl_s, iat, room };
-        encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(self.secret.expose_secret().as_bytes()))
-            .expect("HS256 signing with an in-memory key cannot fail")
+        let claims = Claims {
+            sub: sub.to_owned(),
+            name: name.to_owned(),
+            exp: iat + ttl_s,
+            iat,
+            room,
+        };
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(self.secret.expose_secret().as_bytes()),
+        )
+        .expect("HS256 signing with an in-memory key cannot fail")
     }
 
     /// Verifies signature and expiry. Errors: [`AuthError`].
@@ -75,9 +88,13 @@ impl TokenAuthority {
         v.leeway = 5;
         v.validate_exp = true;
         v.required_spec_claims = ["exp", "sub"].iter().map(|s| s.to_string()).collect();
-        decode::<Claims>(token, &DecodingKey::from_secret(self.secret.expose_secret().as_bytes()), &v)
-            .map(|d| d.claims)
-            .map_err(|e| AuthError::Invalid(e.to_string()))
+        decode::<Claims>(
+            token,
+            &DecodingKey::from_secret(self.secret.expose_secret().as_bytes()),
+            &v,
+        )
+        .map(|d| d.claims)
+        .map_err(|e| AuthError::Invalid(e.to_string()))
     }
 }
 
@@ -94,7 +111,9 @@ mod tests {
         let a = authority("0123456789abcdef0123456789abcdef");
         let t = a.mint("u1", "Ada", 60, None);
         assert_eq!(a.verify(&t).unwrap().name, "Ada");
-        assert!(authority("another-secret-another-secret-xx").verify(&t).is_err());
+        assert!(authority("another-secret-another-secret-xx")
+            .verify(&t)
+            .is_err());
         assert!(a.verify("").is_err());
         assert!(a.verify("a.b.c").is_err());
     }
@@ -102,8 +121,19 @@ mod tests {
     #[test]
     fn expired_tokens_are_refused() {
         let a = authority("0123456789abcdef0123456789abcdef");
-        let claims = Claims { sub: "u".into(), name: "n".into(), exp: now_s() - 60, iat: now_s() - 120, room: None };
-        let t = encode(&Header::default(), &claims, &EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef")).unwrap();
+        let claims = Claims {
+            sub: "u".into(),
+            name: "n".into(),
+            exp: now_s() - 60,
+            iat: now_s() - 120,
+            room: None,
+        };
+        let t = encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef"),
+        )
+        .unwrap();
         assert!(a.verify(&t).is_err());
     }
 

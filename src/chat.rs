@@ -41,8 +41,19 @@ pub struct ChatParticipant {
 
 impl ChatParticipant {
     /// Chat state for a participant who just joined.
-    pub fn new(room: RoomId, participant: ParticipantId, user_id: String, user_name: String) -> Self {
-        Self { room, participant, user_id, user_name, limiter: RateLimiter::new(RateLimit::CHAT, Instant::now()) }
+    pub fn new(
+        room: RoomId,
+        participant: ParticipantId,
+        user_id: String,
+        user_name: String,
+    ) -> Self {
+        Self {
+            room,
+            participant,
+            user_id,
+            user_name,
+            limiter: RateLimiter::new(RateLimit::CHAT, Instant::now()),
+        }
     }
 }
 
@@ -97,16 +108,36 @@ impl ChatService {
     }
 
     async fn to_participant(&self, p: &ChatParticipant, m: &ChatServerMessage) {
-        self.sfu.send_data(p.participant, CHAT_LABEL.into(), json(m)).await;
+        self.sfu
+            .send_data(p.participant, CHAT_LABEL.into(), json(m))
+            .await;
     }
 
-    async fn error(&self, p: &ChatParticipant, code: &str, message: String, client_msg_id: Option<String>) {
-        self.to_participant(p, &ChatServerMessage::Error { code: code.into(), message, client_msg_id }).await;
+    async fn error(
+        &self,
+        p: &ChatParticipant,
+        code: &str,
+        message: String,
+        client_msg_id: Option<String>,
+    ) {
+        self.to_participant(
+            p,
+            &ChatServerMessage::Error {
+                code: code.into(),
+                message,
+                client_msg_id,
+            },
+        )
+        .await;
     }
 
     /// Sends the latest messages (the chat channel just opened), in parts of at most ~32 KiB.
     pub async fn send_history(&self, p: &ChatParticipant, before: Option<Uuid>, limit: u32) {
-        match self.db.history(p.room.as_str(), before, limit.saturating_add(1)).await {
+        match self
+            .db
+            .history(p.room.as_str(), before, limit.saturating_add(1))
+            .await
+        {
             Ok(mut messages) => {
                 let has_more = messages.len() > limit as usize;
                 if has_more {
@@ -121,22 +152,44 @@ impl ChatService {
                     part.push(w);
                     let last = i + 1 == total;
                     if size >= HISTORY_PART_BYTES || last {
-                        let msg = ChatServerMessage::History { messages: std::mem::take(&mut part), has_more, done: last };
+                        let msg = ChatServerMessage::History {
+                            messages: std::mem::take(&mut part),
+                            has_more,
+                            done: last,
+                        };
                         self.to_participant(p, &msg).await;
                         size = 0;
                     }
                 }
                 if total == 0 {
-                    self.to_participant(p, &ChatServerMessage::History { messages: vec![], has_more: false, done: true }).await;
+                    self.to_participant(
+                        p,
+                        &ChatServerMessage::History {
+                            messages: vec![],
+                            has_more: false,
+                            done: true,
+                        },
+                    )
+                    .await;
                 }
             }
-            Err(e) => self.error(p, store_error_code(&e), format!("chat history unavailable: {e}"), None).await,
+            Err(e) => {
+                self.error(
+                    p,
+                    store_error_code(&e),
+                    format!("chat history unavailable: {e}"),
+                    None,
+                )
+                .await
+            }
         }
     }
 
     /// Stores a system message (joins, leaves) and relays it to the room.
     pub async fn system(&self, p: &ChatParticipant, text: String) {
-        let Ok(text) = ChatText::parse(text) else { return };
+        let Ok(text) = ChatText::parse(text) else {
+            return;
+        };
         let msg = NewMessage {
             room_id: p.room.to_string(),
             user_id: "system".into(),
@@ -147,8 +200,12 @@ impl ChatService {
         };
         match self.db.insert_message(msg).await {
             Ok((stored, _)) => {
-                let m = json(&ChatServerMessage::Message { message: wire(&stored) });
-                self.sfu.broadcast_data(p.room.clone(), None, CHAT_LABEL.into(), m).await;
+                let m = json(&ChatServerMessage::Message {
+                    message: wire(&stored),
+                });
+                self.sfu
+                    .broadcast_data(p.room.clone(), None, CHAT_LABEL.into(), m)
+                    .await;
             }
             Err(e) => tracing::warn!(room = %p.room, "system message not stored: {e}"),
         }
@@ -158,21 +215,41 @@ impl ChatService {
     pub async fn on_message(&self, p: &mut ChatParticipant, raw: &str) {
         let msg = match serde_json::from_str::<ChatClientMessage>(raw) {
             Ok(m) => m,
-            Err(e) => return self.error(p, "bad_json", format!("invalid chat message: {e}"), None).await,
+            Err(e) => {
+                return self
+                    .error(p, "bad_json", format!("invalid chat message: {e}"), None)
+                    .await
+            }
         };
         match msg {
-            ChatClientMessage::Send { client_msg_id, text } => {
+            ChatClientMessage::Send {
+                client_msg_id,
+                text,
+            } => {
                 let cid = match ClientMsgId::parse(client_msg_id.clone()) {
                     Ok(c) => c,
-                    Err(e) => return self.error(p, "bad_request", e.to_string(), Some(client_msg_id)).await,
+                    Err(e) => {
+                        return self
+                            .error(p, "bad_request", e.to_string(), Some(client_msg_id))
+                            .await
+                    }
                 };
                 let text = match ChatText::parse(text) {
                     Ok(t) => t,
-                    Err(e) => return self.error(p, input_error_code(&e), e.to_string(), Some(client_msg_id)).await,
+                    Err(e) => {
+                        return self
+                            .error(p, input_error_code(&e), e.to_string(), Some(client_msg_id))
+                            .await
+                    }
                 };
                 if let Err(limited) = p.limiter.try_acquire(Instant::now()) {
-                    let msg = format!("too many messages; retry in {} ms", limited.retry_after.as_millis());
-                    return self.error(p, "rate_limited", msg, Some(client_msg_id)).await;
+                    let msg = format!(
+                        "too many messages; retry in {} ms",
+                        limited.retry_after.as_millis()
+                    );
+                    return self
+                        .error(p, "rate_limited", msg, Some(client_msg_id))
+                        .await;
                 }
                 let new = NewMessage {
                     room_id: p.room.to_string(),
@@ -186,52 +263,103 @@ impl ChatService {
                     Ok((stored, outcome)) => {
                         let message = wire(&stored);
                         // Committed: now acknowledge, and relay (a duplicate was relayed before).
-                        self.to_participant(p, &ChatServerMessage::Ack { client_msg_id, message: message.clone() }).await;
+                        self.to_participant(
+                            p,
+                            &ChatServerMessage::Ack {
+                                client_msg_id,
+                                message: message.clone(),
+                            },
+                        )
+                        .await;
                         if outcome == InsertOutcome::Inserted {
                             let m = json(&ChatServerMessage::Message { message });
-                            self.sfu.broadcast_data(p.room.clone(), Some(p.participant), CHAT_LABEL.into(), m).await;
+                            self.sfu
+                                .broadcast_data(
+                                    p.room.clone(),
+                                    Some(p.participant),
+                                    CHAT_LABEL.into(),
+                                    m,
+                                )
+                                .await;
                         }
                     }
                     Err(e) => {
-                        self.error(p, store_error_code(&e), format!("message not stored: {e}"), Some(client_msg_id)).await
+                        self.error(
+                            p,
+                            store_error_code(&e),
+                            format!("message not stored: {e}"),
+                            Some(client_msg_id),
+                        )
+                        .await
                     }
                 }
             }
             ChatClientMessage::Edit { id, text } => {
                 let Ok(id) = Uuid::parse_str(&id) else {
-                    return self.error(p, "bad_request", "id is not a message id".into(), None).await;
+                    return self
+                        .error(p, "bad_request", "id is not a message id".into(), None)
+                        .await;
                 };
                 let text = match ChatText::parse(text) {
                     Ok(t) => t,
-                    Err(e) => return self.error(p, input_error_code(&e), e.to_string(), None).await,
+                    Err(e) => {
+                        return self
+                            .error(p, input_error_code(&e), e.to_string(), None)
+                            .await
+                    }
                 };
-                match self.db.edit_message(p.room.as_str(), id, &p.user_id, text).await {
+                match self
+                    .db
+                    .edit_message(p.room.as_str(), id, &p.user_id, text)
+                    .await
+                {
                     Ok(m) => {
                         let m = json(&ChatServerMessage::Edited { message: wire(&m) });
-                        self.sfu.broadcast_data(p.room.clone(), None, CHAT_LABEL.into(), m).await;
+                        self.sfu
+                            .broadcast_data(p.room.clone(), None, CHAT_LABEL.into(), m)
+                            .await;
                     }
-                    Err(e) => self.error(p, store_error_code(&e), e.to_string(), None).await,
+                    Err(e) => {
+                        self.error(p, store_error_code(&e), e.to_string(), None)
+                            .await
+                    }
                 }
             }
             ChatClientMessage::Delete { id } => {
                 let Ok(uuid) = Uuid::parse_str(&id) else {
-                    return self.error(p, "bad_request", "id is not a message id".into(), None).await;
+                    return self
+                        .error(p, "bad_request", "id is not a message id".into(), None)
+                        .await;
                 };
-                match self.db.delete_message(p.room.as_str(), uuid, &p.user_id).await {
+                match self
+                    .db
+                    .delete_message(p.room.as_str(), uuid, &p.user_id)
+                    .await
+                {
                     Ok(_) => {
                         let m = json(&ChatServerMessage::Deleted { id });
-                        self.sfu.broadcast_data(p.room.clone(), None, CHAT_LABEL.into(), m).await;
+                        self.sfu
+                            .broadcast_data(p.room.clone(), None, CHAT_LABEL.into(), m)
+                            .await;
                     }
-                    Err(e) => self.error(p, store_error_code(&e), e.to_string(), None).await,
+                    Err(e) => {
+                        self.error(p, store_error_code(&e), e.to_string(), None)
+                            .await
+                    }
                 }
             }
             ChatClientMessage::History { before, limit } => {
                 let before = match before.as_deref().map(Uuid::parse_str) {
                     Some(Ok(u)) => Some(u),
-                    Some(Err(_)) => return self.error(p, "bad_request", "before is not a message id".into(), None).await,
+                    Some(Err(_)) => {
+                        return self
+                            .error(p, "bad_request", "before is not a message id".into(), None)
+                            .await
+                    }
                     None => None,
                 };
-                self.send_history(p, before, limit.unwrap_or(HISTORY_ON_JOIN).clamp(1, 200)).await;
+                self.send_history(p, before, limit.unwrap_or(HISTORY_ON_JOIN).clamp(1, 200))
+                    .await;
             }
         }
     }

@@ -156,7 +156,9 @@ pub fn load_api_secret() -> Option<SecretString> {
         }
     }
     let path = std::env::var("CONFAB_API_SECRET_FILE").ok()?;
-    std::fs::read_to_string(path).ok().map(|s| SecretString::from(s.trim().to_owned()))
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| SecretString::from(s.trim().to_owned()))
 }
 
 /// The token secret: `CONFAB_JWT_SECRET`, else `CONFAB_JWT_SECRET_FILE`, else
@@ -164,7 +166,9 @@ pub fn load_api_secret() -> Option<SecretString> {
 pub fn load_token_secret(data_dir: &std::path::Path) -> Result<SecretString, ConfigError> {
     if let Ok(s) = std::env::var("CONFAB_JWT_SECRET") {
         if s.len() < 16 {
-            return Err(ConfigError::Secret("CONFAB_JWT_SECRET must have at least 16 characters".into()));
+            return Err(ConfigError::Secret(
+                "CONFAB_JWT_SECRET must have at least 16 characters".into(),
+            ));
         }
         return Ok(SecretString::from(s));
     }
@@ -177,7 +181,8 @@ pub fn load_token_secret(data_dir: &std::path::Path) -> Result<SecretString, Con
     }
     std::fs::create_dir_all(data_dir).map_err(|e| ConfigError::Secret(e.to_string()))?;
     let secret = hex::encode(rand::random::<[u8; 32]>());
-    write_private(&path, &secret).map_err(|e| ConfigError::Secret(format!("{}: {e}", path.display())))?;
+    write_private(&path, &secret)
+        .map_err(|e| ConfigError::Secret(format!("{}: {e}", path.display())))?;
     Ok(SecretString::from(secret))
 }
 
@@ -197,7 +202,12 @@ fn write_private(path: &std::path::Path, content: &str) -> std::io::Result<()> {
 /// (loopback included, so a browser on the same machine connects).
 pub fn interface_addresses() -> Vec<IpAddr> {
     let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
-        .map(|list| list.into_iter().map(|i| i.ip()).filter(|ip| ip.is_ipv4()).collect())
+        .map(|list| {
+            list.into_iter()
+                .map(|i| i.ip())
+                .filter(|ip| ip.is_ipv4())
+                .collect()
+        })
         .unwrap_or_default();
     ips.sort_by_key(|ip| ip.is_loopback());
     ips.dedup();

@@ -8,7 +8,9 @@ use tracing_subscriber::EnvFilter;
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rtc=warn,rtc_dtls=error,rtc_ice=error,webrtc=warn")))
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            EnvFilter::new("info,rtc=warn,rtc_dtls=error,rtc_ice=error,webrtc=warn")
+        }))
         .init();
     let cli = Cli::parse();
     match cli.command {
@@ -26,9 +28,17 @@ async fn main() -> anyhow::Result<()> {
 async fn serve(args: confab::config::ServeArgs) -> anyhow::Result<()> {
     let app = Application::build(args).await?;
     let addr = app.http_addr();
-    let media: Vec<String> = app.sfu().udp_addrs().iter().map(|a| a.to_string()).collect();
+    let media: Vec<String> = app
+        .sfu()
+        .udp_addrs()
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
     tracing::info!(media = ?media, "media on UDP");
-    println!("confab is running: open http://{addr}/ (media on UDP {})", media.join(", "));
+    println!(
+        "confab is running: open http://{addr}/ (media on UDP {})",
+        media.join(", ")
+    );
     app.run_until_stopped().await?;
     Ok(())
 }

@@ -14,8 +14,8 @@
 use chrono::Utc;
 use confab_settlement::repo::{self, PaidSessionRecord};
 use confab_settlement::{
-    Address, ChainClient, EndPolicy, EndReason, NewPaidSession, PaidSessionTracker, Party, PresenceEvent,
-    RepoError, SettlementRecord, U256,
+    Address, ChainClient, EndPolicy, EndReason, NewPaidSession, PaidSessionTracker, Party,
+    PresenceEvent, RepoError, SettlementRecord, U256,
 };
 use confab_sfu::RoomId;
 use confab_store::{Db, Uuid};
@@ -102,9 +102,23 @@ pub enum Presence {
 }
 
 enum Command {
-    Start { room: String, student: Address, tutor: Address, language: u8, reply: oneshot::Sender<Result<PaidInfo, PaidError>> },
-    Presence { room: String, who: Who, what: Presence, reply: Option<oneshot::Sender<bool>> },
-    Current { room: String, reply: oneshot::Sender<Option<PaidInfo>> },
+    Start {
+        room: String,
+        student: Address,
+        tutor: Address,
+        language: u8,
+        reply: oneshot::Sender<Result<PaidInfo, PaidError>>,
+    },
+    Presence {
+        room: String,
+        who: Who,
+        what: Presence,
+        reply: Option<oneshot::Sender<bool>>,
+    },
+    Current {
+        room: String,
+        reply: oneshot::Sender<Option<PaidInfo>>,
+    },
 }
 
 /// Who did it: a user id (token `sub`, matched against the addresses) or a declared role.
@@ -126,28 +140,60 @@ pub struct PaidHandle {
 
 /// Parses `0x…` (any case).
 pub fn parse_address(s: &str) -> Result<Address, PaidError> {
-    s.trim().parse::<Address>().map_err(|_| PaidError::BadAddress(s.to_owned()))
+    s.trim()
+        .parse::<Address>()
+        .map_err(|_| PaidError::BadAddress(s.to_owned()))
 }
 
 impl PaidHandle {
     /// Starts tracking a paid session the student started on chain. Errors: [`PaidError`].
-    pub async fn start(&self, room: &RoomId, student: Address, tutor: Address, language: u8) -> Result<PaidInfo, PaidError> {
+    pub async fn start(
+        &self,
+        room: &RoomId,
+        student: Address,
+        tutor: Address,
+        language: u8,
+    ) -> Result<PaidInfo, PaidError> {
         let (reply, rx) = oneshot::channel();
-        let cmd = Command::Start { room: room.to_string(), student, tutor, language, reply };
+        let cmd = Command::Start {
+            room: room.to_string(),
+            student,
+            tutor,
+            language,
+            reply,
+        };
         self.tx.send(cmd).await.map_err(|_| PaidError::Stopped)?;
         rx.await.map_err(|_| PaidError::Stopped)?
     }
 
     /// Reports presence; does nothing for rooms without a paid session or non-parties.
     pub async fn presence(&self, room: &RoomId, user: &str, what: Presence) {
-        let _ = self.tx.send(Command::Presence { room: room.to_string(), who: Who::User(user.to_owned()), what, reply: None }).await;
+        let _ = self
+            .tx
+            .send(Command::Presence {
+                room: room.to_string(),
+                who: Who::User(user.to_owned()),
+                what,
+                reply: None,
+            })
+            .await;
     }
 
     /// Reports presence of a party named by another backend; `false` when the room has no paid
     /// session.
     pub async fn presence_of(&self, room: &str, who: Who, what: Presence) -> bool {
         let (reply, rx) = oneshot::channel();
-        if self.tx.send(Command::Presence { room: room.to_owned(), who, what, reply: Some(reply) }).await.is_err() {
+        if self
+            .tx
+            .send(Command::Presence {
+                room: room.to_owned(),
+                who,
+                what,
+                reply: Some(reply),
+            })
+            .await
+            .is_err()
+        {
             return false;
         }
         rx.await.unwrap_or(false)
@@ -156,15 +202,31 @@ impl PaidHandle {
     /// The room's running paid session.
     pub async fn current(&self, room: &str) -> Option<PaidInfo> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::Current { room: room.to_owned(), reply }).await.ok()?;
+        self.tx
+            .send(Command::Current {
+                room: room.to_owned(),
+                reply,
+            })
+            .await
+            .ok()?;
         rx.await.ok().flatten()
     }
 
     /// The room's latest paid session and its settlement, from the database.
-    pub async fn latest(&self, room: &str) -> Result<Option<(PaidSessionRecord, Option<SettlementRecord>)>, PaidError> {
+    pub async fn latest(
+        &self,
+        room: &str,
+    ) -> Result<Option<(PaidSessionRecord, Option<SettlementRecord>)>, PaidError> {
         let unavailable = |e: RepoError| PaidError::Unavailable(e.to_string());
-        let Some(p) = repo::latest_paid_session(&self.db, room).await.map_err(unavailable)? else { return Ok(None) };
-        let s = repo::settlement_of(&self.db, p.id).await.map_err(unavailable)?;
+        let Some(p) = repo::latest_paid_session(&self.db, room)
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(None);
+        };
+        let s = repo::settlement_of(&self.db, p.id)
+            .await
+            .map_err(unavailable)?;
         Ok(Some((p, s)))
     }
 
@@ -192,14 +254,34 @@ struct Task {
 
 /// Starts the paid-session task. `chain` is a read-only client (checks `activeSessions`);
 /// `waker` wakes the settlement worker. Resumes the sessions left running in the database.
-pub async fn spawn(db: Db, chain: ChainClient, policy: EndPolicy, waker: Arc<Notify>) -> Result<PaidHandle, PaidError> {
+pub async fn spawn(
+    db: Db,
+    chain: ChainClient,
+    policy: EndPolicy,
+    waker: Arc<Notify>,
+) -> Result<PaidHandle, PaidError> {
     let (tx, rx) = mpsc::channel(PAID_COMMANDS);
     let (events, _) = broadcast::channel(PAID_EVENTS);
-    let mut task = Task { db: db.clone(), chain, policy, waker, events: events.clone(), running: HashMap::new(), unsaved: vec![] };
-    let open = repo::open_paid_sessions(&db).await.map_err(|e| PaidError::Unavailable(e.to_string()))?;
+    let mut task = Task {
+        db: db.clone(),
+        chain,
+        policy,
+        waker,
+        events: events.clone(),
+        running: HashMap::new(),
+        unsaved: vec![],
+    };
+    let open = repo::open_paid_sessions(&db)
+        .await
+        .map_err(|e| PaidError::Unavailable(e.to_string()))?;
     let now = Instant::now();
     for p in open {
-        let (Ok(student), Ok(tutor)) = (parse_address(&p.student_address), parse_address(&p.tutor_address)) else { continue };
+        let (Ok(student), Ok(tutor)) = (
+            parse_address(&p.student_address),
+            parse_address(&p.tutor_address),
+        ) else {
+            continue;
+        };
         let mut tracker = PaidSessionTracker::new(policy, now);
         tracker.on_event(PresenceEvent::Disconnected(Party::Student), now);
         tracker.on_event(PresenceEvent::Disconnected(Party::Tutor), now);
@@ -210,7 +292,11 @@ pub async fn spawn(db: Db, chain: ChainClient, policy: EndPolicy, waker: Arc<Not
             student,
             tutor,
             language: p.language_id as u8,
-            chain_session_id: p.chain_session_id.as_deref().and_then(|s| s.parse().ok()).unwrap_or_default(),
+            chain_session_id: p
+                .chain_session_id
+                .as_deref()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_default(),
             rate_per_second: U256::ZERO,
             started_at: p.started_at.timestamp().max(0) as u64,
         };
@@ -268,10 +354,21 @@ impl Task {
 
     async fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::Start { room, student, tutor, language, reply } => {
+            Command::Start {
+                room,
+                student,
+                tutor,
+                language,
+                reply,
+            } => {
                 let _ = reply.send(self.start(room, student, tutor, language).await);
             }
-            Command::Presence { room, who, what, reply } => {
+            Command::Presence {
+                room,
+                who,
+                what,
+                reply,
+            } => {
                 let now = Instant::now();
                 let mut ended = None;
                 let known = match self.running.get_mut(&room) {
@@ -302,7 +399,13 @@ impl Task {
         }
     }
 
-    async fn start(&mut self, room: String, student: Address, tutor: Address, language: u8) -> Result<PaidInfo, PaidError> {
+    async fn start(
+        &mut self,
+        room: String,
+        student: Address,
+        tutor: Address,
+        language: u8,
+    ) -> Result<PaidInfo, PaidError> {
         if let Some(r) = self.running.get(&room) {
             if r.info.student == student && r.info.tutor == tutor {
                 return Ok(r.info.clone()); // a resend: already tracked
@@ -338,14 +441,26 @@ impl Task {
             started_at: active.start_time,
         };
         info!(room = %room, id = %id, tutor = %tutor, "paid session started");
-        self.running.insert(room, Running { info: info.clone(), tracker: PaidSessionTracker::new(self.policy, Instant::now()) });
+        self.running.insert(
+            room,
+            Running {
+                info: info.clone(),
+                tracker: PaidSessionTracker::new(self.policy, Instant::now()),
+            },
+        );
         Ok(info)
     }
 
     async fn end(&mut self, room: &str, reason: EndReason) {
-        let Some(r) = self.running.remove(room) else { return };
+        let Some(r) = self.running.remove(room) else {
+            return;
+        };
         info!(room, id = %r.info.id, reason = reason.as_str(), "paid session ended");
-        self.unsaved.push(PaidEnded { room: room.to_owned(), id: r.info.id, reason });
+        self.unsaved.push(PaidEnded {
+            room: room.to_owned(),
+            id: r.info.id,
+            reason,
+        });
         self.store_unsaved().await;
     }
 

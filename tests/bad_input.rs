@@ -11,7 +11,9 @@ use std::time::Duration;
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn expect_error(c: &mut Client, code: ErrorCode) {
-    let ev = c.wait_event(WAIT, |e| matches!(e, ServerMessage::Error { .. })).await;
+    let ev = c
+        .wait_event(WAIT, |e| matches!(e, ServerMessage::Error { .. }))
+        .await;
     match ev {
         Some(ServerMessage::Error { code: got, message }) => {
             assert_eq!(got, code, "error code (message: {message})");
@@ -22,9 +24,17 @@ async fn expect_error(c: &mut Client, code: ErrorCode) {
 }
 
 async fn expect_pong(c: &mut Client) {
-    c.send(&ClientMessage::Ping { ts: Some(42.0) }).await.unwrap();
-    let ev = c.wait_event(WAIT, |e| matches!(e, ServerMessage::Pong { .. })).await;
-    assert_eq!(ev, Some(ServerMessage::Pong { ts: Some(42.0) }), "the socket still answers");
+    c.send(&ClientMessage::Ping { ts: Some(42.0) })
+        .await
+        .unwrap();
+    let ev = c
+        .wait_event(WAIT, |e| matches!(e, ServerMessage::Pong { .. }))
+        .await;
+    assert_eq!(
+        ev,
+        Some(ServerMessage::Pong { ts: Some(42.0) }),
+        "the socket still answers"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,10 +43,22 @@ async fn malformed_messages_get_error_codes_and_the_room_keeps_working() {
     let room = format!("bad-{}", uuid::Uuid::new_v4().simple());
     // Two well-behaved participants exchanging media.
     let mut a = Client::join(&app.ws_url("a"), &room, "a").await.unwrap();
-    a.publish(&[(Source::Camera, SyntheticTrack::video())]).await.unwrap();
+    a.publish(&[(Source::Camera, SyntheticTrack::video())])
+        .await
+        .unwrap();
     let mut b = Client::join(&app.ws_url("b"), &room, "b").await.unwrap();
-    b.publish(&[(Source::Microphone, SyntheticTrack::audio())]).await.unwrap();
-    assert!(eventually(WAIT, || b.remote_tracks().iter().any(|t| t.stats.lock().unwrap().received > 10)).await);
+    b.publish(&[(Source::Microphone, SyntheticTrack::audio())])
+        .await
+        .unwrap();
+    assert!(
+        eventually(WAIT, || b.remote_tracks().iter().any(|t| t
+            .stats
+            .lock()
+            .unwrap()
+            .received
+            > 10))
+        .await
+    );
 
     // A third one misbehaves on its own socket.
     let mut m = Client::join(&app.ws_url("m"), &room, "m").await.unwrap();
@@ -46,36 +68,75 @@ async fn malformed_messages_get_error_codes_and_the_room_keeps_working() {
     expect_error(&mut m, ErrorCode::UnknownType).await;
     m.send_raw(r#"{"type":"publish_offer"}"#).await.unwrap();
     expect_error(&mut m, ErrorCode::BadJson).await;
-    m.send(&ClientMessage::PublishOffer { sdp: "v=0\r\n".repeat(14_000), tracks: vec![] }).await.unwrap();
+    m.send(&ClientMessage::PublishOffer {
+        sdp: "v=0\r\n".repeat(14_000),
+        tracks: vec![],
+    })
+    .await
+    .unwrap();
     expect_error(&mut m, ErrorCode::SdpTooLarge).await;
-    m.send(&ClientMessage::PublishOffer { sdp: "this is no sdp".into(), tracks: vec![] }).await.unwrap();
+    m.send(&ClientMessage::PublishOffer {
+        sdp: "this is no sdp".into(),
+        tracks: vec![],
+    })
+    .await
+    .unwrap();
     expect_error(&mut m, ErrorCode::InvalidSdp).await;
     m.send(&ClientMessage::Candidate {
         target: Target::Publisher,
-        candidate: CandidateMsg { candidate: "candidate:bogus".into(), sdp_mid: Some("0".into()), sdp_mline_index: Some(0) },
+        candidate: CandidateMsg {
+            candidate: "candidate:bogus".into(),
+            sdp_mid: Some("0".into()),
+            sdp_mline_index: Some(0),
+        },
     })
     .await
     .unwrap();
     expect_error(&mut m, ErrorCode::InvalidCandidate).await;
-    m.send(&ClientMessage::SubscribeAnswer { sdp: "v=0".into() }).await.unwrap();
+    m.send(&ClientMessage::SubscribeAnswer { sdp: "v=0".into() })
+        .await
+        .unwrap();
     expect_error(&mut m, ErrorCode::NegotiationFailed).await;
-    m.send(&ClientMessage::Join { room: room.clone(), name: "again".into() }).await.unwrap();
+    m.send(&ClientMessage::Join {
+        room: room.clone(),
+        name: "again".into(),
+    })
+    .await
+    .unwrap();
     expect_error(&mut m, ErrorCode::AlreadyJoined).await;
     expect_pong(&mut m).await;
 
     // The room is full (capacity 3): a fourth is refused with room_full, and may retry elsewhere.
     match Client::join(&app.ws_url("d"), &room, "d").await {
-        Err(confab_client::ClientError::Refused { code, .. }) => assert_eq!(code, ErrorCode::RoomFull),
+        Err(confab_client::ClientError::Refused { code, .. }) => {
+            assert_eq!(code, ErrorCode::RoomFull)
+        }
         Err(e) => panic!("expected room_full, got {e}"),
         Ok(_) => panic!("a full room admitted a fourth participant"),
     }
 
     // Media between the others never stopped.
-    let before: u64 = b.remote_tracks().iter().map(|t| t.stats.lock().unwrap().received).sum();
+    let before: u64 = b
+        .remote_tracks()
+        .iter()
+        .map(|t| t.stats.lock().unwrap().received)
+        .sum();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after: u64 = b.remote_tracks().iter().map(|t| t.stats.lock().unwrap().received).sum();
+    let after: u64 = b
+        .remote_tracks()
+        .iter()
+        .map(|t| t.stats.lock().unwrap().received)
+        .sum();
     assert!(after > before, "media keeps flowing: {before} -> {after}");
-    assert!(eventually(WAIT, || a.remote_tracks().iter().any(|t| t.stats.lock().unwrap().received > 10)).await);
+    assert!(
+        eventually(WAIT, || a.remote_tracks().iter().any(|t| t
+            .stats
+            .lock()
+            .unwrap()
+            .received
+            > 10))
+        .await
+    );
     expect_pong(&mut a).await;
     m.leave().await;
     a.leave().await;
@@ -86,10 +147,34 @@ async fn malformed_messages_get_error_codes_and_the_room_keeps_working() {
 async fn messages_before_join_and_invalid_room_names_are_refused() {
     let app = spawn_app(16).await;
     // Join with an invalid room id: refused, the socket stays usable for a valid join.
-    let err = Client::join(&app.ws_url("x"), "no spaces allowed", "x").await.err().expect("refused");
-    assert!(matches!(err, confab_client::ClientError::Refused { code: ErrorCode::InvalidRoom, .. }), "{err}");
-    let err = Client::join(&app.ws_url("x"), "ok-room", "").await.err().expect("refused");
-    assert!(matches!(err, confab_client::ClientError::Refused { code: ErrorCode::InvalidName, .. }), "{err}");
+    let err = Client::join(&app.ws_url("x"), "no spaces allowed", "x")
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(
+            err,
+            confab_client::ClientError::Refused {
+                code: ErrorCode::InvalidRoom,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = Client::join(&app.ws_url("x"), "ok-room", "")
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(
+            err,
+            confab_client::ClientError::Refused {
+                code: ErrorCode::InvalidName,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -98,10 +183,17 @@ async fn a_websocket_without_a_valid_token_is_refused_before_the_upgrade() {
     for url in [
         format!("ws://{}/ws", app.addr),
         format!("ws://{}/ws?token=garbage", app.addr),
-        format!("ws://{}/ws?token={}", app.addr, confab::auth::TokenAuthority::new("another-secret-entirely-xxxxxxxx".to_owned().into()).mint("u", "u", 60, None)),
+        format!(
+            "ws://{}/ws?token={}",
+            app.addr,
+            confab::auth::TokenAuthority::new("another-secret-entirely-xxxxxxxx".to_owned().into())
+                .mint("u", "u", 60, None)
+        ),
     ] {
         match tokio_tungstenite::connect_async(&url).await {
-            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401, "{url}"),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status(), 401, "{url}")
+            }
             other => panic!("{url}: expected HTTP 401, got {:?}", other.map(|_| ())),
         }
     }

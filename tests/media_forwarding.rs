@@ -13,23 +13,35 @@ use std::time::Duration;
 const WAIT: Duration = Duration::from_secs(30);
 
 fn av() -> Vec<(Source, SyntheticTrack)> {
-    vec![(Source::Camera, SyntheticTrack::video()), (Source::Microphone, SyntheticTrack::audio())]
+    vec![
+        (Source::Camera, SyntheticTrack::video()),
+        (Source::Microphone, SyntheticTrack::audio()),
+    ]
 }
 
 fn received_from(c: &Client, participant: &str) -> Vec<Arc<RemoteTrackStats>> {
-    c.remote_tracks().into_iter().filter(|t| t.participant == participant).collect()
+    c.remote_tracks()
+        .into_iter()
+        .filter(|t| t.participant == participant)
+        .collect()
 }
 
 /// Every other participant's two tracks reached `c` with at least `min` packets each.
 fn has_all(c: &Client, others: &[&str], min: u64) -> bool {
     others.iter().all(|p| {
         let tracks = received_from(c, p);
-        tracks.len() == 2 && tracks.iter().all(|t| t.stats.lock().unwrap().received >= min)
+        tracks.len() == 2
+            && tracks
+                .iter()
+                .all(|t| t.stats.lock().unwrap().received >= min)
     })
 }
 
 fn counts(c: &Client, participant: &str) -> Vec<u64> {
-    received_from(c, participant).iter().map(|t| t.stats.lock().unwrap().received).collect()
+    received_from(c, participant)
+        .iter()
+        .map(|t| t.stats.lock().unwrap().received)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,19 +50,33 @@ async fn every_participant_receives_every_other_participants_audio_and_video_int
     let room = format!("media-{}", uuid::Uuid::new_v4().simple());
     let mut clients = Vec::new();
     for name in ["ada", "bob", "cy"] {
-        let mut c = Client::join(&app.ws_url(name), &room, name).await.expect("join");
+        let mut c = Client::join(&app.ws_url(name), &room, name)
+            .await
+            .expect("join");
         c.publish(&av()).await.expect("publish");
         clients.push(c);
     }
     let ids: Vec<String> = clients.iter().map(|c| c.participant_id.clone()).collect();
     for (i, c) in clients.iter().enumerate() {
-        let others: Vec<&str> = ids.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, s)| s.as_str()).collect();
+        let others: Vec<&str> = ids
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, s)| s.as_str())
+            .collect();
         assert!(
             eventually(WAIT, || has_all(c, &others, 50)).await,
             "{} did not receive both tracks of {:?}: {:?}",
             ids[i],
             others,
-            c.remote_tracks().iter().map(|t| (t.participant.clone(), t.track.clone(), t.stats.lock().unwrap().received)).collect::<Vec<_>>()
+            c.remote_tracks()
+                .iter()
+                .map(|t| (
+                    t.participant.clone(),
+                    t.track.clone(),
+                    t.stats.lock().unwrap().received
+                ))
+                .collect::<Vec<_>>()
         );
     }
     // Let media flow, then check integrity, order and loss on every received track.
@@ -61,8 +87,13 @@ async fn every_participant_receives_every_other_participants_audio_and_video_int
             let s = t.stats.lock().unwrap().clone();
             report.push(format!(
                 "{} <- {} {}: {} pkts, loss {:.3} %, out-of-order {}, corrupted {}",
-                c.participant_id, t.participant, if t.video { "video" } else { "audio" },
-                s.received, s.loss() * 100.0, s.out_of_order, s.corrupted
+                c.participant_id,
+                t.participant,
+                if t.video { "video" } else { "audio" },
+                s.received,
+                s.loss() * 100.0,
+                s.out_of_order,
+                s.corrupted
             ));
             assert_eq!(s.corrupted, 0, "payloads arrive intact: {report:?}");
             assert_eq!(s.out_of_order, 0, "payloads arrive in order: {report:?}");
@@ -72,10 +103,15 @@ async fn every_participant_receives_every_other_participants_audio_and_video_int
     println!("{}", report.join("\n"));
 
     // A fourth participant joins mid-call: receives everyone, and everyone receives it.
-    let mut dan = Client::join(&app.ws_url("dan"), &room, "dan").await.expect("late join");
+    let mut dan = Client::join(&app.ws_url("dan"), &room, "dan")
+        .await
+        .expect("late join");
     dan.publish(&av()).await.expect("late publish");
     let others: Vec<&str> = ids.iter().map(|s| s.as_str()).collect();
-    assert!(eventually(WAIT, || has_all(&dan, &others, 20)).await, "the late joiner receives everyone");
+    assert!(
+        eventually(WAIT, || has_all(&dan, &others, 20)).await,
+        "the late joiner receives everyone"
+    );
     for c in &clients {
         assert!(
             eventually(WAIT, || has_all(c, &[dan.participant_id.as_str()], 20)).await,
@@ -93,7 +129,9 @@ async fn every_participant_receives_every_other_participants_audio_and_video_int
         let mut ended = 0;
         let left = c
             .wait_event(WAIT, |e| match e {
-                ServerMessage::TrackUnpublished { participant_id, .. } if *participant_id == bob_id => {
+                ServerMessage::TrackUnpublished { participant_id, .. }
+                    if *participant_id == bob_id =>
+                {
                     ended += 1;
                     false
                 }
@@ -109,12 +147,19 @@ async fn every_participant_receives_every_other_participants_audio_and_video_int
     let bob_before = counts(&dan, &bob_id);
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(counts(&dan, &bob_id), bob_before, "bob's tracks stopped");
-    let still = [clients[0].participant_id.clone(), clients[1].participant_id.clone(), dan.participant_id.clone()];
+    let still = [
+        clients[0].participant_id.clone(),
+        clients[1].participant_id.clone(),
+        dan.participant_id.clone(),
+    ];
     let before: Vec<Vec<u64>> = still.iter().map(|p| counts(&dan, p)).collect();
     let a_before = counts(&clients[0], &still[1]);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let a_after = counts(&clients[0], &still[1]);
-    assert!(a_after.iter().zip(&a_before).all(|(a, b)| a > b), "media keeps flowing after a leave: {a_before:?} -> {a_after:?}");
+    assert!(
+        a_after.iter().zip(&a_before).all(|(a, b)| a > b),
+        "media keeps flowing after a leave: {a_before:?} -> {a_after:?}"
+    );
     let after: Vec<Vec<u64>> = still.iter().map(|p| counts(&dan, p)).collect();
     assert!(after[0].iter().zip(&before[0]).all(|(a, b)| a > b));
     for c in clients {

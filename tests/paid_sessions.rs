@@ -5,10 +5,10 @@
 //! chain outage delays settlement (retries) without losing or doubling it; so does a crash of
 //! the server between the outbox row and the receipt. LangDAO's `/api/webrtc-events` work.
 
-mod common;
 #[path = "../crates/settlement/tests/common/mod.rs"]
 #[allow(clippy::all)]
 mod chainkit;
+mod common;
 
 use chainkit::chain::{Chain, SPANISH, STUDENT, TUTOR};
 use common::{spawn_app_with, CuttableProxy, TestApp};
@@ -45,22 +45,41 @@ async fn app_for(chain: &Chain, rpc: Option<String>, grace_s: u64, heartbeat_s: 
 }
 
 async fn join(app: &TestApp, room: &str, who: usize) -> Client {
-    let token = app.tokens.mint(&addr(who), &format!("user{who}"), 600, None);
+    let token = app
+        .tokens
+        .mint(&addr(who), &format!("user{who}"), 600, None);
     let url = format!("ws://{}/ws?token={token}", app.addr);
-    Client::join(&url, room, &format!("user{who}")).await.expect("join")
+    Client::join(&url, room, &format!("user{who}"))
+        .await
+        .expect("join")
 }
 
 /// The student reports the on-chain session; the server checks `activeSessions(tutor)`.
 async fn report_started(student: &mut Client) -> String {
-    student.send(&ClientMessage::SessionStarted { tutor: addr(TUTOR), language: SPANISH }).await.unwrap();
-    match student.wait_event(WAIT, |e| matches!(e, ServerMessage::PaidSession { .. } | ServerMessage::Error { .. })).await {
+    student
+        .send(&ClientMessage::SessionStarted {
+            tutor: addr(TUTOR),
+            language: SPANISH,
+        })
+        .await
+        .unwrap();
+    match student
+        .wait_event(WAIT, |e| {
+            matches!(
+                e,
+                ServerMessage::PaidSession { .. } | ServerMessage::Error { .. }
+            )
+        })
+        .await
+    {
         Some(ServerMessage::PaidSession { session }) => session.id,
         other => panic!("expected paid_session, got {other:?}"),
     }
 }
 
 async fn status(app: &TestApp, room: &str) -> serde_json::Value {
-    app.get_json(&format!("/api/rooms/{room}/paid-session"), "observer").await
+    app.get_json(&format!("/api/rooms/{room}/paid-session"), "observer")
+        .await
 }
 
 /// Polls the room's settlement until it is final; returns the status.
@@ -71,7 +90,10 @@ async fn settled(app: &TestApp, room: &str, within: Duration) -> serde_json::Val
         if s["settlement"]["state"] == "settled" || s["settlement"]["state"] == "failed" {
             return s;
         }
-        assert!(tokio::time::Instant::now() < deadline, "not settled in time: {s}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not settled in time: {s}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -81,7 +103,11 @@ async fn session_ended_events(chain: &Chain) -> usize {
     use alloy::sol_types::SolEvent;
     let topic = confab_settlement::bindings::LangDAO::SessionEnded::SIGNATURE_HASH;
     let filter = serde_json::json!({"address": chain.dao, "fromBlock": "0x0", "toBlock": "latest", "topics": [topic]});
-    let logs: Vec<serde_json::Value> = chain.student.raw_request("eth_getLogs".into(), [filter]).await.unwrap();
+    let logs: Vec<serde_json::Value> = chain
+        .student
+        .raw_request("eth_getLogs".into(), [filter])
+        .await
+        .unwrap();
     logs.len()
 }
 
@@ -93,7 +119,8 @@ fn room() -> String {
 async fn the_end_button_ends_the_session_on_chain_and_pays_the_tutor() {
     let chain = Chain::deploy().await;
     let app = app_for(&chain, None, 30, 120).await;
-    let tutor_before = chain.token_balance(chainkit::address(TUTOR)).await + chain.deposited(chainkit::address(TUTOR)).await;
+    let tutor_before = chain.token_balance(chainkit::address(TUTOR)).await
+        + chain.deposited(chainkit::address(TUTOR)).await;
     chain.start_session().await;
     let room = room();
     let mut student = join(&app, &room, STUDENT).await;
@@ -104,15 +131,37 @@ async fn the_end_button_ends_the_session_on_chain_and_pays_the_tutor() {
     chainkit::advance_time(&chain.wallet(0), 60).await;
 
     tutor.send(&ClientMessage::EndSession).await.unwrap();
-    let ended = student.wait_event(WAIT, |e| matches!(e, ServerMessage::PaidSessionEnded { .. })).await;
-    assert_eq!(ended, Some(ServerMessage::PaidSessionEnded { id: id.clone(), reason: "participant_ended".into() }));
+    let ended = student
+        .wait_event(WAIT, |e| {
+            matches!(e, ServerMessage::PaidSessionEnded { .. })
+        })
+        .await;
+    assert_eq!(
+        ended,
+        Some(ServerMessage::PaidSessionEnded {
+            id: id.clone(),
+            reason: "participant_ended".into()
+        })
+    );
     let s = settled(&app, &room, WAIT).await;
     assert_eq!(s["settlement"]["state"], "settled", "{s}");
     assert_eq!(s["session"]["end_reason"], "participant_ended");
-    let paid: U256 = s["settlement"]["total_paid"].as_str().unwrap().parse().unwrap();
-    assert!(paid >= U256::from(60 * chainkit::chain::RATE), "at least 60 s billed: {paid}");
-    let tutor_after = chain.token_balance(chainkit::address(TUTOR)).await + chain.deposited(chainkit::address(TUTOR)).await;
-    assert_eq!(tutor_after - tutor_before, paid, "the tutor received what SessionEnded says");
+    let paid: U256 = s["settlement"]["total_paid"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        paid >= U256::from(60 * chainkit::chain::RATE),
+        "at least 60 s billed: {paid}"
+    );
+    let tutor_after = chain.token_balance(chainkit::address(TUTOR)).await
+        + chain.deposited(chainkit::address(TUTOR)).await;
+    assert_eq!(
+        tutor_after - tutor_before,
+        paid,
+        "the tutor received what SessionEnded says"
+    );
     assert_eq!(session_ended_events(&chain).await, 1);
     println!("End button: settled {s}");
     student.leave().await;
@@ -134,12 +183,22 @@ async fn a_disconnect_ends_the_session_after_the_grace_period_but_a_quick_reconn
     tokio::time::sleep(Duration::from_millis(800)).await;
     let tutor = join(&app, &room, TUTOR).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(status(&app, &room).await["running"], true, "a reconnect within the grace period keeps the session");
+    assert_eq!(
+        status(&app, &room).await["running"],
+        true,
+        "a reconnect within the grace period keeps the session"
+    );
 
     // Now the tutor goes for good.
     tutor.leave().await;
-    let ended = student.wait_event(WAIT, |e| matches!(e, ServerMessage::PaidSessionEnded { .. })).await;
-    assert!(matches!(ended, Some(ServerMessage::PaidSessionEnded { reason, .. }) if reason == "disconnected"));
+    let ended = student
+        .wait_event(WAIT, |e| {
+            matches!(e, ServerMessage::PaidSessionEnded { .. })
+        })
+        .await;
+    assert!(
+        matches!(ended, Some(ServerMessage::PaidSessionEnded { reason, .. }) if reason == "disconnected")
+    );
     let s = settled(&app, &room, WAIT).await;
     assert_eq!(s["settlement"]["state"], "settled", "{s}");
     assert_eq!(session_ended_events(&chain).await, 1);
@@ -156,8 +215,15 @@ async fn missed_heartbeats_end_the_session() {
     let tutor = join(&app, &room, TUTOR).await;
     report_started(&mut student).await;
     // Nobody sends a heartbeat (ping) for 2 s.
-    let ended = student.wait_event(WAIT, |e| matches!(e, ServerMessage::PaidSessionEnded { .. })).await;
-    assert!(matches!(&ended, Some(ServerMessage::PaidSessionEnded { reason, .. }) if reason == "heartbeat_timeout"), "{ended:?}");
+    let ended = student
+        .wait_event(WAIT, |e| {
+            matches!(e, ServerMessage::PaidSessionEnded { .. })
+        })
+        .await;
+    assert!(
+        matches!(&ended, Some(ServerMessage::PaidSessionEnded { reason, .. }) if reason == "heartbeat_timeout"),
+        "{ended:?}"
+    );
     let s = settled(&app, &room, WAIT).await;
     assert_eq!(s["settlement"]["state"], "settled", "{s}");
     student.leave().await;
@@ -167,7 +233,12 @@ async fn missed_heartbeats_end_the_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_outage_delays_settlement_with_retries_and_settles_exactly_once() {
     let chain = Chain::deploy().await;
-    let rpc_addr: std::net::SocketAddr = chain.anvil.url.trim_start_matches("http://").parse().unwrap();
+    let rpc_addr: std::net::SocketAddr = chain
+        .anvil
+        .url
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
     let proxy = CuttableProxy::start(rpc_addr).await;
     let app = app_for(&chain, Some(format!("http://{}", proxy.addr)), 30, 120).await;
     chain.start_session().await;
@@ -183,16 +254,28 @@ async fn a_chain_outage_delays_settlement_with_retries_and_settles_exactly_once(
         let s = status(&app, &room).await;
         if s["settlement"]["attempts"].as_i64().unwrap_or(0) >= 2 {
             assert_eq!(s["settlement"]["state"], "pending", "{s}");
-            assert!(s["settlement"]["last_error"].as_str().is_some_and(|e| !e.is_empty()), "{s}");
+            assert!(
+                s["settlement"]["last_error"]
+                    .as_str()
+                    .is_some_and(|e| !e.is_empty()),
+                "{s}"
+            );
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "no retries seen: {s}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no retries seen: {s}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     proxy.restore();
     let s = settled(&app, &room, Duration::from_secs(60)).await;
     assert_eq!(s["settlement"]["state"], "settled", "{s}");
-    assert_eq!(session_ended_events(&chain).await, 1, "exactly one endSession");
+    assert_eq!(
+        session_ended_events(&chain).await,
+        1,
+        "exactly one endSession"
+    );
     student.leave().await;
 }
 
@@ -200,14 +283,31 @@ async fn a_chain_outage_delays_settlement_with_retries_and_settles_exactly_once(
 async fn a_crash_between_the_outbox_row_and_the_receipt_still_settles_exactly_once() {
     init_env();
     let chain = Chain::deploy().await;
-    let rpc_addr: std::net::SocketAddr = chain.anvil.url.trim_start_matches("http://").parse().unwrap();
+    let rpc_addr: std::net::SocketAddr = chain
+        .anvil
+        .url
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
     let proxy = CuttableProxy::start(rpc_addr).await;
     let data_dir = std::env::temp_dir().join(format!("confab-crash-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&data_dir).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let start = |rpc: String| {
         std::process::Command::new(env!("CARGO_BIN_EXE_confab"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--media-port", "0", "--public-ip", "127.0.0.1"])
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--media-port",
+                "0",
+                "--public-ip",
+                "127.0.0.1",
+            ])
             .arg("--data-dir")
             .arg(&data_dir)
             .env("CHAIN_RPC_URL", rpc)
@@ -221,29 +321,44 @@ async fn a_crash_between_the_outbox_row_and_the_receipt_still_settles_exactly_on
     };
     let wait_up = || async {
         for _ in 0..200 {
-            if reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await.is_ok() {
+            if reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+                .await
+                .is_ok()
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("server did not come up");
     };
-    let tokens = confab::auth::TokenAuthority::new("crash-test-secret-0123456789abcdef".to_owned().into());
+    let tokens =
+        confab::auth::TokenAuthority::new("crash-test-secret-0123456789abcdef".to_owned().into());
     chain.start_session().await;
     let mut server = start(format!("http://{}", proxy.addr));
     wait_up().await;
     let room = room();
-    let url = format!("ws://127.0.0.1:{port}/ws?token={}", tokens.mint(&addr(STUDENT), "student", 600, None));
+    let url = format!(
+        "ws://127.0.0.1:{port}/ws?token={}",
+        tokens.mint(&addr(STUDENT), "student", 600, None)
+    );
     let mut student = Client::join(&url, &room, "student").await.unwrap();
     report_started(&mut student).await;
     proxy.cut().await;
     student.send(&ClientMessage::EndSession).await.unwrap();
-    let ended = student.wait_event(WAIT, |e| matches!(e, ServerMessage::PaidSessionEnded { .. })).await;
+    let ended = student
+        .wait_event(WAIT, |e| {
+            matches!(e, ServerMessage::PaidSessionEnded { .. })
+        })
+        .await;
     assert!(ended.is_some(), "the end is stored (outbox row written)");
     // Crash: no graceful shutdown, no flush.
     server.kill().unwrap();
     server.wait().unwrap();
-    assert_eq!(session_ended_events(&chain).await, 0, "nothing was mined before the crash");
+    assert_eq!(
+        session_ended_events(&chain).await,
+        0,
+        "nothing was mined before the crash"
+    );
     proxy.restore();
     let mut server = start(format!("http://{}", proxy.addr));
     wait_up().await;
@@ -251,7 +366,9 @@ async fn a_crash_between_the_outbox_row_and_the_receipt_still_settles_exactly_on
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let s: serde_json::Value = reqwest::Client::new()
-            .get(format!("http://127.0.0.1:{port}/api/rooms/{room}/paid-session"))
+            .get(format!(
+                "http://127.0.0.1:{port}/api/rooms/{room}/paid-session"
+            ))
             .bearer_auth(&token)
             .send()
             .await
@@ -262,10 +379,17 @@ async fn a_crash_between_the_outbox_row_and_the_receipt_still_settles_exactly_on
         if s["settlement"]["state"] == "settled" {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "not settled after restart: {s}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not settled after restart: {s}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(session_ended_events(&chain).await, 1, "exactly one endSession mined across the crash");
+    assert_eq!(
+        session_ended_events(&chain).await,
+        1,
+        "exactly one endSession mined across the crash"
+    );
     let _ = server.kill();
     let _ = server.wait();
     let _ = std::fs::remove_dir_all(&data_dir);
@@ -290,22 +414,55 @@ async fn langdao_webrtc_events_are_accepted_with_the_same_meaning() {
     let r = post(serde_json::json!({"type": "user-disconnected", "sessionId": room, "userRole": "tutor", "reason": "tab closed"}), API_SECRET).await.unwrap();
     assert_eq!(r.status(), 200);
     // Bad secret, malformed body, unknown session, unknown type.
-    let r = post(serde_json::json!({"type": "session-heartbeat", "sessionId": room}), "wrong-secret-wrong-secret-wrong!").await.unwrap();
+    let r = post(
+        serde_json::json!({"type": "session-heartbeat", "sessionId": room}),
+        "wrong-secret-wrong-secret-wrong!",
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 401);
-    let r = http.post(&url).bearer_auth(API_SECRET).header("content-type", "application/json").body("{nope").send().await.unwrap();
+    let r = http
+        .post(&url)
+        .bearer_auth(API_SECRET)
+        .header("content-type", "application/json")
+        .body("{nope")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
-    let r = post(serde_json::json!({"type": "session-heartbeat", "sessionId": "no-such-room"}), API_SECRET).await.unwrap();
+    let r = post(
+        serde_json::json!({"type": "session-heartbeat", "sessionId": "no-such-room"}),
+        API_SECRET,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 404);
-    let r = post(serde_json::json!({"type": "teleport", "sessionId": room}), API_SECRET).await.unwrap();
+    let r = post(
+        serde_json::json!({"type": "teleport", "sessionId": room}),
+        API_SECRET,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 400);
     // session-ended ends it, once.
     let r = post(serde_json::json!({"type": "session-ended", "sessionId": room, "endedBy": "student", "userAddress": addr(STUDENT)}), API_SECRET).await.unwrap();
     assert_eq!(r.status(), 200);
-    let ended = student.wait_event(WAIT, |e| matches!(e, ServerMessage::PaidSessionEnded { .. })).await;
-    assert!(matches!(ended, Some(ServerMessage::PaidSessionEnded { reason, .. }) if reason == "participant_ended"));
+    let ended = student
+        .wait_event(WAIT, |e| {
+            matches!(e, ServerMessage::PaidSessionEnded { .. })
+        })
+        .await;
+    assert!(
+        matches!(ended, Some(ServerMessage::PaidSessionEnded { reason, .. }) if reason == "participant_ended")
+    );
     let s = settled(&app, &room, WAIT).await;
     assert_eq!(s["settlement"]["state"], "settled");
-    let r = post(serde_json::json!({"type": "session-ended", "sessionId": room, "endedBy": "tutor"}), API_SECRET).await.unwrap();
+    let r = post(
+        serde_json::json!({"type": "session-ended", "sessionId": room, "endedBy": "tutor"}),
+        API_SECRET,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 404, "an ended session is no longer running");
     assert_eq!(session_ended_events(&chain).await, 1);
 
@@ -327,8 +484,24 @@ async fn without_chain_settings_paid_sessions_are_refused_clearly() {
     let app = common::spawn_app(16).await;
     let room = room();
     let mut c = join(&app, &room, STUDENT).await;
-    c.send(&ClientMessage::SessionStarted { tutor: addr(TUTOR), language: 1 }).await.unwrap();
-    let e = c.wait_event(WAIT, |e| matches!(e, ServerMessage::Error { .. })).await;
-    assert!(matches!(e, Some(ServerMessage::Error { code: confab_protocol::ErrorCode::PaidSessionsDisabled, .. })), "{e:?}");
+    c.send(&ClientMessage::SessionStarted {
+        tutor: addr(TUTOR),
+        language: 1,
+    })
+    .await
+    .unwrap();
+    let e = c
+        .wait_event(WAIT, |e| matches!(e, ServerMessage::Error { .. }))
+        .await;
+    assert!(
+        matches!(
+            e,
+            Some(ServerMessage::Error {
+                code: confab_protocol::ErrorCode::PaidSessionsDisabled,
+                ..
+            })
+        ),
+        "{e:?}"
+    );
     c.leave().await;
 }

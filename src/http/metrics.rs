@@ -15,7 +15,9 @@ use super::AppState;
 use actix_web::{web, HttpResponse};
 use confab_sfu::api::PROCESSING_BUCKETS_NS;
 use confab_sfu::SfuMetrics;
-use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::proto::{
+    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+};
 use std::sync::atomic::AtomicU64;
 
 /// Content type of the text exposition format.
@@ -34,19 +36,47 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 pub fn families(m: &SfuMetrics) -> Vec<MetricFamily> {
     let get = SfuMetrics::get;
     let mut out = vec![
-        counter("confab_rtp_forwarded_packets_total", "RTP packets handed to subscriber transports.", get(&m.rtp_forwarded)),
-        counter("confab_rtp_forwarded_bytes_total", "RTP header+payload bytes handed to subscriber transports.", get(&m.bytes_forwarded)),
-        counter("confab_rtp_received_packets_total", "RTP packets received from publishers.", get(&m.rtp_in)),
-        counter("confab_datagrams_received_total", "UDP datagrams received by the media sockets.", get(&m.datagrams_in)),
-        counter("confab_datagrams_sent_total", "UDP datagrams sent by the media sockets.", get(&m.datagrams_out)),
-        counter("confab_plis_sent_total", "Keyframe requests (PLI) sent to publishers.", get(&m.plis_sent)),
+        counter(
+            "confab_rtp_forwarded_packets_total",
+            "RTP packets handed to subscriber transports.",
+            get(&m.rtp_forwarded),
+        ),
+        counter(
+            "confab_rtp_forwarded_bytes_total",
+            "RTP header+payload bytes handed to subscriber transports.",
+            get(&m.bytes_forwarded),
+        ),
+        counter(
+            "confab_rtp_received_packets_total",
+            "RTP packets received from publishers.",
+            get(&m.rtp_in),
+        ),
+        counter(
+            "confab_datagrams_received_total",
+            "UDP datagrams received by the media sockets.",
+            get(&m.datagrams_in),
+        ),
+        counter(
+            "confab_datagrams_sent_total",
+            "UDP datagrams sent by the media sockets.",
+            get(&m.datagrams_out),
+        ),
+        counter(
+            "confab_plis_sent_total",
+            "Keyframe requests (PLI) sent to publishers.",
+            get(&m.plis_sent),
+        ),
         counter(
             "confab_keyframe_requests_received_total",
             "Keyframe requests (PLI/FIR) received from subscribers.",
             get(&m.keyframe_requests_in),
         ),
         gauge("confab_rooms", "Rooms open now.", get(&m.rooms) as f64),
-        gauge("confab_participants", "Participants connected now.", get(&m.participants) as f64),
+        gauge(
+            "confab_participants",
+            "Participants connected now.",
+            get(&m.participants) as f64,
+        ),
     ];
     let drops: [(&str, &AtomicU64); 5] = [
         ("keyframe_wait", &m.drops_keyframe_wait),
@@ -55,7 +85,11 @@ pub fn families(m: &SfuMetrics) -> Vec<MetricFamily> {
         ("unroutable", &m.drops_unroutable),
         ("write_error", &m.drops_write_error),
     ];
-    let mut f = family("confab_drops_total", "Packets or datagrams dropped by the media plane, by cause.", MetricType::COUNTER);
+    let mut f = family(
+        "confab_drops_total",
+        "Packets or datagrams dropped by the media plane, by cause.",
+        MetricType::COUNTER,
+    );
     f.set_metric(
         drops
             .iter()
@@ -71,8 +105,16 @@ pub fn families(m: &SfuMetrics) -> Vec<MetricFamily> {
     out.push(f);
     out.push(processing_histogram(m));
     if let Some((cpu_s, rss)) = process_usage() {
-        out.push(counter_f64("process_cpu_seconds_total", "User and system CPU time of the server process, seconds.", cpu_s));
-        out.push(gauge("process_resident_memory_bytes", "Resident memory of the server process, bytes.", rss as f64));
+        out.push(counter_f64(
+            "process_cpu_seconds_total",
+            "User and system CPU time of the server process, seconds.",
+            cpu_s,
+        ));
+        out.push(gauge(
+            "process_resident_memory_bytes",
+            "Resident memory of the server process, bytes.",
+            rss as f64,
+        ));
     }
     out
 }
@@ -150,7 +192,13 @@ fn process_usage() -> Option<(f64, u64)> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let rss_kib: u64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    let rss_kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
     Some(((utime + stime) as f64 / 100.0, rss_kib * 1024))
 }
 
@@ -167,12 +215,32 @@ mod tests {
         m.processing_hist[0].store(5, Ordering::Relaxed);
         m.processing_hist[2].store(1, Ordering::Relaxed);
         m.processing_hist[PROCESSING_BUCKETS_NS.len()].store(1, Ordering::Relaxed);
-        let text = prometheus::TextEncoder::new().encode_to_string(&families(&m)).unwrap();
-        assert!(text.contains("confab_rtp_forwarded_packets_total 42"), "{text}");
-        assert!(text.contains("confab_drops_total{cause=\"keyframe_wait\"} 3"), "{text}");
-        assert!(text.contains("confab_packet_processing_seconds_bucket{le=\"0.000001\"} 5"), "{text}");
-        assert!(text.contains("confab_packet_processing_seconds_bucket{le=\"0.000005\"} 6"), "{text}");
-        assert!(text.contains("confab_packet_processing_seconds_bucket{le=\"+Inf\"} 7"), "{text}");
-        assert!(text.contains("confab_packet_processing_seconds_count 7"), "{text}");
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&families(&m))
+            .unwrap();
+        assert!(
+            text.contains("confab_rtp_forwarded_packets_total 42"),
+            "{text}"
+        );
+        assert!(
+            text.contains("confab_drops_total{cause=\"keyframe_wait\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("confab_packet_processing_seconds_bucket{le=\"0.000001\"} 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("confab_packet_processing_seconds_bucket{le=\"0.000005\"} 6"),
+            "{text}"
+        );
+        assert!(
+            text.contains("confab_packet_processing_seconds_bucket{le=\"+Inf\"} 7"),
+            "{text}"
+        );
+        assert!(
+            text.contains("confab_packet_processing_seconds_count 7"),
+            "{text}"
+        );
     }
 }

@@ -79,7 +79,8 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict { code, .. } => code,
         };
-        HttpResponse::build(self.status_code()).json(serde_json::json!({"code": code, "message": self.to_string()}))
+        HttpResponse::build(self.status_code())
+            .json(serde_json::json!({"code": code, "message": self.to_string()}))
     }
 }
 
@@ -109,17 +110,26 @@ struct GuestTokenRequest {
     name: String,
 }
 
-async fn guest_token(state: web::Data<AppState>, body: web::Json<GuestTokenRequest>) -> Result<HttpResponse, ApiError> {
+async fn guest_token(
+    state: web::Data<AppState>,
+    body: web::Json<GuestTokenRequest>,
+) -> Result<HttpResponse, ApiError> {
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
-        return Err(ApiError::BadRequest("a name has 1 to 64 printable characters".into()));
+        return Err(ApiError::BadRequest(
+            "a name has 1 to 64 printable characters".into(),
+        ));
     }
     let sub = format!("guest-{}", uuid::Uuid::new_v4());
     let token = state.tokens.mint(&sub, name, GUEST_TOKEN_TTL_S, None);
-    Ok(HttpResponse::Ok().json(serde_json::json!({"token": token, "expires_in": GUEST_TOKEN_TTL_S})))
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({"token": token, "expires_in": GUEST_TOKEN_TTL_S})))
 }
 
-async fn room_page(state: web::Data<AppState>, req: HttpRequest) -> actix_web::Result<actix_files::NamedFile> {
+async fn room_page(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> actix_web::Result<actix_files::NamedFile> {
     let file = actix_files::NamedFile::open_async(state.static_dir.join("room.html")).await?;
     let _ = req;
     Ok(file)
@@ -200,7 +210,9 @@ pub(crate) fn authorize_room(
     query_token: Option<&str>,
     room: &str,
 ) -> Result<confab_sfu::RoomId, ApiError> {
-    let token = bearer(req).or_else(|| query_token.map(str::to_owned)).unwrap_or_default();
+    let token = bearer(req)
+        .or_else(|| query_token.map(str::to_owned))
+        .unwrap_or_default();
     let claims = state.tokens.verify(&token)?;
     let room = confab_sfu::RoomId::parse(room).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     if claims.room.as_deref().is_some_and(|r| r != room.as_str()) {

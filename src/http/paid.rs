@@ -11,39 +11,63 @@ use serde::Deserialize;
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/sessions", web::post().to(create_session))
         .route("/api/webrtc-events", web::post().to(webrtc_event))
-        .route("/api/rooms/{room}/paid-session", web::get().to(room_paid_session));
+        .route(
+            "/api/rooms/{room}/paid-session",
+            web::get().to(room_paid_session),
+        );
 }
 
 fn paid(state: &AppState) -> Result<&PaidHandle, ApiError> {
     state.paid.as_ref().ok_or(ApiError::Conflict {
         code: "paid_sessions_disabled",
-        message: "paid sessions need CHAIN_RPC_URL, CONFAB_CONTRACT_ADDRESS and a wallet key".into(),
+        message: "paid sessions need CHAIN_RPC_URL, CONFAB_CONTRACT_ADDRESS and a wallet key"
+            .into(),
     })
 }
 
 /// Checks the shared secret of another backend (constant-time comparison).
 fn backend_auth(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
     let given = bearer(req)
-        .or_else(|| req.headers().get("x-webhook-secret").and_then(|v| v.to_str().ok()).map(str::to_owned))
+        .or_else(|| {
+            req.headers()
+                .get("x-webhook-secret")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
         .unwrap_or_default();
     let Some(secret) = state.api_secret.as_ref() else {
-        return Err(ApiError::Unauthorized(crate::auth::AuthError::Invalid("no API secret is configured".into())));
+        return Err(ApiError::Unauthorized(crate::auth::AuthError::Invalid(
+            "no API secret is configured".into(),
+        )));
     };
     let expected = secret.expose_secret().as_bytes();
     let ok = given.len() == expected.len()
-        && given.as_bytes().iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+        && given
+            .as_bytes()
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
     if ok {
         Ok(())
     } else {
-        Err(ApiError::Unauthorized(crate::auth::AuthError::Invalid("bad API secret".into())))
+        Err(ApiError::Unauthorized(crate::auth::AuthError::Invalid(
+            "bad API secret".into(),
+        )))
     }
 }
 
 /// The one mapping of paid-session errors to HTTP.
 pub(crate) fn api_error(e: PaidError) -> ApiError {
     match e {
-        PaidError::NotOnChain => ApiError::Conflict { code: "paid_session_not_found", message: e.to_string() },
-        PaidError::TutorBusy => ApiError::Conflict { code: "tutor_busy", message: e.to_string() },
+        PaidError::NotOnChain => ApiError::Conflict {
+            code: "paid_session_not_found",
+            message: e.to_string(),
+        },
+        PaidError::TutorBusy => ApiError::Conflict {
+            code: "tutor_busy",
+            message: e.to_string(),
+        },
         PaidError::BadAddress(_) => ApiError::BadRequest(e.to_string()),
         PaidError::ChainUnavailable(_) | PaidError::Unavailable(_) | PaidError::Stopped => {
             ApiError::Unavailable(e.to_string())
@@ -75,13 +99,21 @@ struct CreateSession {
 
 /// `POST /api/sessions` (backend secret): `{room, student, tutor, language}` → 201 with the
 /// session; 409 `paid_session_not_found` when the chain shows no such active session.
-async fn create_session(req: HttpRequest, state: web::Data<AppState>, body: web::Json<CreateSession>) -> Result<HttpResponse, ApiError> {
+async fn create_session(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<CreateSession>,
+) -> Result<HttpResponse, ApiError> {
     backend_auth(&req, &state)?;
     let paid = paid(&state)?;
-    let room = confab_sfu::RoomId::parse(&body.room).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let room =
+        confab_sfu::RoomId::parse(&body.room).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let student = parse_address(&body.student).map_err(api_error)?;
     let tutor = parse_address(&body.tutor).map_err(api_error)?;
-    let info = paid.start(&room, student, tutor, body.language).await.map_err(api_error)?;
+    let info = paid
+        .start(&room, student, tutor, body.language)
+        .await
+        .map_err(api_error)?;
     Ok(HttpResponse::Created().json(info_json(&info)))
 }
 
@@ -108,16 +140,24 @@ struct WebrtcEvent {
 /// `POST /api/webrtc-events` (backend secret): `session-heartbeat`, `session-ended` (`endedBy`,
 /// `userAddress`), `user-disconnected` (`userRole`, `reason`), with the meaning LangDAO's backend
 /// gives them. 404 `not_found` for a room without a running paid session.
-async fn webrtc_event(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+async fn webrtc_event(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     backend_auth(&req, &state)?;
     let paid = paid(&state)?;
-    let ev: WebrtcEvent = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("malformed event: {e}")))?;
+    let ev: WebrtcEvent = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("malformed event: {e}")))?;
     let role = |r: Option<&str>| match r.map(str::to_ascii_lowercase).as_deref() {
         Some("student") => Some(Party::Student),
         Some("tutor") => Some(Party::Tutor),
         _ => None,
     };
-    let who = match (ev.user_address.as_deref(), role(ev.user_role.as_deref()).or(role(ev.ended_by.as_deref()))) {
+    let who = match (
+        ev.user_address.as_deref(),
+        role(ev.user_role.as_deref()).or(role(ev.ended_by.as_deref())),
+    ) {
         (_, Some(p)) => Who::Party(p),
         (Some(a), None) => Who::User(a.to_owned()),
         (None, None) => Who::Party(Party::Student),
@@ -127,10 +167,17 @@ async fn webrtc_event(req: HttpRequest, state: web::Data<AppState>, body: web::B
         "session-ended" => Presence::EndPressed,
         "user-disconnected" => Presence::Left,
         "user-connected" | "user-joined" => Presence::Joined,
-        other => return Err(ApiError::BadRequest(format!("unknown event type {other:?}"))),
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "unknown event type {other:?}"
+            )))
+        }
     };
     if !paid.presence_of(&ev.session_id, who, what).await {
-        return Err(ApiError::NotFound(format!("no running paid session in room {:?}", ev.session_id)));
+        return Err(ApiError::NotFound(format!(
+            "no running paid session in room {:?}",
+            ev.session_id
+        )));
     }
     Ok(HttpResponse::Ok().json(serde_json::json!({"ok": true})))
 }
@@ -154,13 +201,17 @@ async fn room_paid_session(
     let room = authorize_room(&req, &state, query.token.as_deref(), &room)?;
     let room = room.as_str();
     let Some(paid) = state.paid.as_ref() else {
-        return Ok(HttpResponse::Ok().json(serde_json::json!({"enabled": false, "running": false, "session": null})));
+        return Ok(HttpResponse::Ok()
+            .json(serde_json::json!({"enabled": false, "running": false, "session": null})));
     };
     if let Some(i) = paid.current(room).await {
-        return Ok(HttpResponse::Ok().json(serde_json::json!({"enabled": true, "running": true, "session": info_json(&i)})));
+        return Ok(HttpResponse::Ok().json(
+            serde_json::json!({"enabled": true, "running": true, "session": info_json(&i)}),
+        ));
     }
     match paid.latest(room).await.map_err(api_error)? {
-        None => Ok(HttpResponse::Ok().json(serde_json::json!({"enabled": true, "running": false, "session": null}))),
+        None => Ok(HttpResponse::Ok()
+            .json(serde_json::json!({"enabled": true, "running": false, "session": null}))),
         Some((p, s)) => Ok(HttpResponse::Ok().json(serde_json::json!({
             "enabled": true,
             "running": p.ended_at.is_none(),

@@ -14,7 +14,12 @@ pub struct TokenBucket {
 impl TokenBucket {
     /// A full bucket.
     pub fn new(rate_per_s: f64, burst: u32, now: Instant) -> Self {
-        Self { rate: rate_per_s, burst: burst as f64, tokens: burst as f64, last: now }
+        Self {
+            rate: rate_per_s,
+            burst: burst as f64,
+            tokens: burst as f64,
+            last: now,
+        }
     }
 
     /// Takes one token; `false` when the caller is over its rate.

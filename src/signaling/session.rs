@@ -14,8 +14,8 @@ use crate::chat::{ChatParticipant, ChatService, CHAT_LABEL};
 use crate::paid::{parse_address, PaidError, PaidHandle, Presence};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
 use confab_sfu::{
-    MediaKind, ParticipantId, ParticipantInfo, PublishTrack, RoomId, SfuEvent, SfuHandle, TrackInfo,
-    TrackSource, TransportRole, EVENT_QUEUE,
+    MediaKind, ParticipantId, ParticipantInfo, PublishTrack, RoomId, SfuEvent, SfuHandle,
+    TrackInfo, TrackSource, TransportRole, EVENT_QUEUE,
 };
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -151,7 +151,8 @@ pub async fn run(
         if let Some(p) = &paid {
             p.presence(&j.room, &claims.sub, Presence::Left).await;
         }
-        chat.system(&j.chat, format!("{} left", j.chat.user_name)).await;
+        chat.system(&j.chat, format!("{} left", j.chat.user_name))
+            .await;
         info!(room = %j.room, participant = %j.participant, "signaling session ended");
     }
     let _ = session.close(close).await;
@@ -163,7 +164,9 @@ enum Flow {
 }
 
 async fn send(session: &mut Session, m: &ServerMessage) {
-    let _ = session.text(serde_json::to_string(m).expect("serializable")).await;
+    let _ = session
+        .text(serde_json::to_string(m).expect("serializable"))
+        .await;
 }
 
 fn valid_name(name: &str) -> bool {
@@ -187,15 +190,19 @@ async fn handle(
             }
             Some(ServerMessage::Pong { ts })
         }
-        (ClientMessage::Join { .. }, Some(_)) => Some(ServerMessage::error(ErrorCode::AlreadyJoined, "already in a room")),
+        (ClientMessage::Join { .. }, Some(_)) => Some(ServerMessage::error(
+            ErrorCode::AlreadyJoined,
+            "already in a room",
+        )),
         (ClientMessage::Join { room, name }, None) => match RoomId::parse(&room) {
             Err(e) => Some(ServerMessage::error(ErrorCode::InvalidRoom, e.to_string())),
-            Ok(_) if claims.room.as_deref().is_some_and(|r| r != room) => {
-                Some(ServerMessage::error(ErrorCode::Unauthorized, "this token is for another room"))
-            }
-            Ok(_) if !valid_name(&name) => {
-                Some(ServerMessage::error(ErrorCode::InvalidName, "a name has 1 to 64 printable characters"))
-            }
+            Ok(_) if claims.room.as_deref().is_some_and(|r| r != room) => Some(
+                ServerMessage::error(ErrorCode::Unauthorized, "this token is for another room"),
+            ),
+            Ok(_) if !valid_name(&name) => Some(ServerMessage::error(
+                ErrorCode::InvalidName,
+                "a name has 1 to 64 printable characters",
+            )),
             Ok(room_id) => {
                 let (tx, rx) = mpsc::channel(EVENT_QUEUE);
                 match sfu.join(room_id.clone(), name.trim().to_owned(), tx).await {
@@ -207,13 +214,23 @@ async fn handle(
                             max_participants: info.max_participants,
                         };
                         let name = name.trim().to_owned();
-                        let cp = ChatParticipant::new(room_id.clone(), info.participant, claims.sub.clone(), name.clone());
+                        let cp = ChatParticipant::new(
+                            room_id.clone(),
+                            info.participant,
+                            claims.sub.clone(),
+                            name.clone(),
+                        );
                         send(session, &msg).await;
                         chat.system(&cp, format!("{name} joined")).await;
                         if let Some(p) = paid {
                             p.presence(&room_id, &claims.sub, Presence::Joined).await;
                         }
-                        *joined = Some(Joined { participant: info.participant, room: room_id, events: rx, chat: cp });
+                        *joined = Some(Joined {
+                            participant: info.participant,
+                            room: room_id,
+                            events: rx,
+                            chat: cp,
+                        });
                         None
                     }
                     Err(e) => Some(ServerMessage::error(super::error_code(&e), e.to_string())),
@@ -221,14 +238,32 @@ async fn handle(
             }
         },
         (ClientMessage::Leave, _) => return Flow::Stop,
-        (_, None) => Some(ServerMessage::error(ErrorCode::NotJoined, "send join first")),
+        (_, None) => Some(ServerMessage::error(
+            ErrorCode::NotJoined,
+            "send join first",
+        )),
         (ClientMessage::PublishOffer { sdp, tracks }, Some(j)) => {
             if sdp.len() > MAX_SDP_BYTES {
-                Some(ServerMessage::error(ErrorCode::SdpTooLarge, format!("an SDP has at most {MAX_SDP_BYTES} bytes")))
+                Some(ServerMessage::error(
+                    ErrorCode::SdpTooLarge,
+                    format!("an SDP has at most {MAX_SDP_BYTES} bytes"),
+                ))
             } else if let Some(bad) = tracks.iter().find(|t| kind_of(t.source) != t.kind) {
-                Some(ServerMessage::error(ErrorCode::InvalidSdp, format!("track {} declares kind {:?} for source {:?}", bad.mid, bad.kind, bad.source)))
+                Some(ServerMessage::error(
+                    ErrorCode::InvalidSdp,
+                    format!(
+                        "track {} declares kind {:?} for source {:?}",
+                        bad.mid, bad.kind, bad.source
+                    ),
+                ))
             } else {
-                let tracks = tracks.into_iter().map(|t| PublishTrack { mid: t.mid, source: source_in(t.source) }).collect();
+                let tracks = tracks
+                    .into_iter()
+                    .map(|t| PublishTrack {
+                        mid: t.mid,
+                        source: source_in(t.source),
+                    })
+                    .collect();
                 match sfu.publish_offer(j.participant, sdp, tracks).await {
                     Ok(answer) => Some(ServerMessage::PublishAnswer { sdp: answer }),
                     Err(e) => Some(ServerMessage::error(super::error_code(&e), e.to_string())),
@@ -237,7 +272,10 @@ async fn handle(
         }
         (ClientMessage::SubscribeAnswer { sdp }, Some(j)) => {
             if sdp.len() > MAX_SDP_BYTES {
-                Some(ServerMessage::error(ErrorCode::SdpTooLarge, format!("an SDP has at most {MAX_SDP_BYTES} bytes")))
+                Some(ServerMessage::error(
+                    ErrorCode::SdpTooLarge,
+                    format!("an SDP has at most {MAX_SDP_BYTES} bytes"),
+                ))
             } else {
                 match sfu.subscribe_answer(j.participant, sdp).await {
                     Ok(()) => None,
@@ -251,7 +289,13 @@ async fn handle(
                 Target::Subscriber => TransportRole::Subscriber,
             };
             match sfu
-                .candidate(j.participant, role, candidate.candidate, candidate.sdp_mid, candidate.sdp_mline_index)
+                .candidate(
+                    j.participant,
+                    role,
+                    candidate.candidate,
+                    candidate.sdp_mid,
+                    candidate.sdp_mline_index,
+                )
                 .await
             {
                 Ok(()) => None,
@@ -259,24 +303,32 @@ async fn handle(
             }
         }
         (ClientMessage::SessionStarted { tutor, language }, Some(j)) => Some(match paid {
-            None => ServerMessage::error(ErrorCode::PaidSessionsDisabled, "this server has no chain settings"),
+            None => ServerMessage::error(
+                ErrorCode::PaidSessionsDisabled,
+                "this server has no chain settings",
+            ),
             Some(p) => match (parse_address(&claims.sub), parse_address(&tutor)) {
-                (Err(_), _) => ServerMessage::error(ErrorCode::NotAParty, "your token's subject is not a wallet address"),
+                (Err(_), _) => ServerMessage::error(
+                    ErrorCode::NotAParty,
+                    "your token's subject is not a wallet address",
+                ),
                 (_, Err(e)) => ServerMessage::error(ErrorCode::BadJson, e.to_string()),
-                (Ok(student), Ok(tutor)) => match p.start(&j.room, student, tutor, language).await {
-                    Ok(info) => ServerMessage::PaidSession {
-                        session: confab_protocol::PaidSessionMsg {
-                            id: info.id.to_string(),
-                            student: info.student.to_checksum(None),
-                            tutor: info.tutor.to_checksum(None),
-                            language: info.language,
-                            chain_session_id: info.chain_session_id.to_string(),
-                            rate_per_second: info.rate_per_second.to_string(),
-                            started_at: info.started_at,
+                (Ok(student), Ok(tutor)) => {
+                    match p.start(&j.room, student, tutor, language).await {
+                        Ok(info) => ServerMessage::PaidSession {
+                            session: confab_protocol::PaidSessionMsg {
+                                id: info.id.to_string(),
+                                student: info.student.to_checksum(None),
+                                tutor: info.tutor.to_checksum(None),
+                                language: info.language,
+                                chain_session_id: info.chain_session_id.to_string(),
+                                rate_per_second: info.rate_per_second.to_string(),
+                                started_at: info.started_at,
+                            },
                         },
-                    },
-                    Err(e) => ServerMessage::error(paid_error_code(&e), e.to_string()),
-                },
+                        Err(e) => ServerMessage::error(paid_error_code(&e), e.to_string()),
+                    }
+                }
             },
         }),
         (ClientMessage::EndSession, Some(j)) => {
@@ -327,25 +379,44 @@ fn kind_out(k: MediaKind) -> Kind {
 }
 
 fn track_msg(t: &TrackInfo) -> TrackMsg {
-    TrackMsg { id: t.id.to_string(), kind: kind_out(t.kind), source: source_out(t.source), muted: t.muted }
+    TrackMsg {
+        id: t.id.to_string(),
+        kind: kind_out(t.kind),
+        source: source_out(t.source),
+        muted: t.muted,
+    }
 }
 
 fn participant_msg(p: &ParticipantInfo) -> ParticipantMsg {
-    ParticipantMsg { id: p.id.to_string(), name: p.name.clone(), tracks: p.tracks.iter().map(track_msg).collect() }
+    ParticipantMsg {
+        id: p.id.to_string(),
+        name: p.name.clone(),
+        tracks: p.tracks.iter().map(track_msg).collect(),
+    }
 }
 
 /// The wire message for a media-plane event (`None`: not for the client).
 fn event_message(ev: SfuEvent) -> Option<ServerMessage> {
     Some(match ev {
-        SfuEvent::ParticipantJoined(p) => ServerMessage::ParticipantJoined { participant: participant_msg(&p) },
-        SfuEvent::ParticipantLeft(id) => ServerMessage::ParticipantLeft { participant_id: id.to_string() },
-        SfuEvent::TrackPublished(t) => {
-            ServerMessage::TrackPublished { participant_id: t.id.participant.to_string(), track: track_msg(&t) }
-        }
-        SfuEvent::TrackUnpublished(t) => {
-            ServerMessage::TrackUnpublished { participant_id: t.participant.to_string(), track_id: t.to_string() }
-        }
-        SfuEvent::TrackMuted { track, source, muted } => ServerMessage::TrackMuted {
+        SfuEvent::ParticipantJoined(p) => ServerMessage::ParticipantJoined {
+            participant: participant_msg(&p),
+        },
+        SfuEvent::ParticipantLeft(id) => ServerMessage::ParticipantLeft {
+            participant_id: id.to_string(),
+        },
+        SfuEvent::TrackPublished(t) => ServerMessage::TrackPublished {
+            participant_id: t.id.participant.to_string(),
+            track: track_msg(&t),
+        },
+        SfuEvent::TrackUnpublished(t) => ServerMessage::TrackUnpublished {
+            participant_id: t.participant.to_string(),
+            track_id: t.to_string(),
+        },
+        SfuEvent::TrackMuted {
+            track,
+            source,
+            muted,
+        } => ServerMessage::TrackMuted {
             participant_id: track.participant.to_string(),
             track_id: track.to_string(),
             source: source_out(source),

@@ -18,7 +18,11 @@ pub struct TestApp {
 impl TestApp {
     /// A WebSocket URL with a fresh token for `user`.
     pub fn ws_url(&self, user: &str) -> String {
-        format!("ws://{}/ws?token={}", self.addr, self.tokens.mint(user, user, 600, None))
+        format!(
+            "ws://{}/ws?token={}",
+            self.addr,
+            self.tokens.mint(user, user, 600, None)
+        )
     }
 }
 
@@ -79,8 +83,13 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeArgs)) -> TestApp {
     let app = Application::build(args).await.expect("the server builds");
     let addr = app.http_addr();
     tokio::spawn(app.run_until_stopped());
-    let secret = std::fs::read_to_string(data_dir.join("jwt-secret")).expect("secret written at start");
-    TestApp { addr, tokens: TokenAuthority::new(secret.trim().to_owned().into()), data_dir }
+    let secret =
+        std::fs::read_to_string(data_dir.join("jwt-secret")).expect("secret written at start");
+    TestApp {
+        addr,
+        tokens: TokenAuthority::new(secret.trim().to_owned().into()),
+        data_dir,
+    }
 }
 
 /// Polls `cond` every 50 ms until it holds or `timeout` passes; returns whether it held.
@@ -99,7 +108,8 @@ pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bo
 
 /// The PostgreSQL the tests use (`CONFAB_TEST_PG_URL`, default the local one).
 pub fn pg_admin_url() -> String {
-    std::env::var("CONFAB_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("CONFAB_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// Creates a fresh database on the test PostgreSQL and returns its URL (through `via`, a
@@ -108,9 +118,17 @@ pub async fn fresh_pg_database(via: Option<SocketAddr>) -> (String, String) {
     use sqlx::Connection;
     let admin = pg_admin_url();
     let name = format!("confab_it_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("the test PostgreSQL answers (scripts/ensure-postgres.sh)");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.expect("create database");
-    let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(admin.clone());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("the test PostgreSQL answers (scripts/ensure-postgres.sh)");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    let base = admin
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_owned())
+        .unwrap_or(admin.clone());
     let url = match via {
         Some(addr) => {
             let (scheme_user, _) = base.rsplit_once('@').expect("user@host in the URL");
@@ -125,7 +143,11 @@ pub async fn fresh_pg_database(via: Option<SocketAddr>) -> (String, String) {
 pub async fn drop_pg_database(name: &str) {
     use sqlx::Connection;
     if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin_url()).await {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await;
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut conn)
+        .await;
     }
 }
 
@@ -154,7 +176,9 @@ impl CuttableProxy {
                 let my_gen = gen2.load(Ordering::SeqCst);
                 let gen3 = gen2.clone();
                 tokio::spawn(async move {
-                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else { return };
+                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
                     let copy = tokio::io::copy_bidirectional(&mut client, &mut server);
                     let watch = async {
                         while gen3.load(Ordering::SeqCst) == my_gen {
@@ -165,13 +189,18 @@ impl CuttableProxy {
                 });
             }
         });
-        Self { addr, up, generation }
+        Self {
+            addr,
+            up,
+            generation,
+        }
     }
 
     /// Cuts every open connection and refuses new ones.
     pub async fn cut(&self) {
         self.up.store(false, std::sync::atomic::Ordering::SeqCst);
-        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         // Every pipe notices within 20 ms.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -67,8 +67,14 @@ pub struct ConfabDriver {
 impl ConfabDriver {
     /// A driver for the server at `base` (`http://host:port`, no trailing slash).
     pub fn new(base: &str) -> Self {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client");
-        Self { base: base.trim_end_matches('/').to_owned(), http }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("http client");
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+        }
     }
 
     async fn token(&self, name: &str) -> Result<String, DriverError> {
@@ -82,13 +88,26 @@ impl ConfabDriver {
         if !resp.status().is_success() {
             return Err(DriverError::Token(format!("status {}", resp.status())));
         }
-        let body: serde_json::Value = resp.json().await.map_err(|e| DriverError::Token(e.to_string()))?;
-        body["token"].as_str().map(str::to_owned).ok_or_else(|| DriverError::Token("no token in the answer".into()))
+        let body: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| DriverError::Token(e.to_string()))?;
+        body["token"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| DriverError::Token("no token in the answer".into()))
     }
 
     fn ws_url(&self, token: &str) -> String {
-        let host = self.base.trim_start_matches("http://").trim_start_matches("https://");
-        let scheme = if self.base.starts_with("https://") { "wss" } else { "ws" };
+        let host = self
+            .base
+            .trim_start_matches("http://")
+            .trim_start_matches("https://");
+        let scheme = if self.base.starts_with("https://") {
+            "wss"
+        } else {
+            "ws"
+        };
         format!("{scheme}://{host}/ws?token={token}")
     }
 }
@@ -111,7 +130,10 @@ impl Driver for ConfabDriver {
         if !tracks.is_empty() {
             client.publish(tracks).await?;
         }
-        let steps = JoinSteps { joined_us, published_us: crate::now_us() };
+        let steps = JoinSteps {
+            joined_us,
+            published_us: crate::now_us(),
+        };
         Ok(Box::new(ConfabParticipant(client, steps)))
     }
 }

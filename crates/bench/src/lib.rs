@@ -34,7 +34,10 @@ use std::sync::Arc;
 
 /// Microseconds since the Unix epoch (the clock the synthetic payloads carry).
 pub fn now_us() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 /// Where the server is and how results are written.
@@ -98,36 +101,59 @@ pub async fn wait_until_quiet(max: std::time::Duration) -> bool {
 pub async fn bench_run(setup: &Setup, load: &LoadSpec) -> anyhow::Result<Report> {
     let mut report = new_report(setup, "run");
     let progress = Progress::new(setup.quiet);
-    report.runs.push(one_level(setup, load, "r", &progress).await?);
+    report
+        .runs
+        .push(one_level(setup, load, "r", &progress).await?);
     write_outputs(setup, &report)?;
     Ok(report)
 }
 
 /// A sweep: per room size, raise the number of rooms until a bound is passed or the generator
 /// limit is reached; the capacity is the last level within bounds.
-pub async fn bench_sweep(setup: &Setup, base: &LoadSpec, sweep: &SweepSpec) -> anyhow::Result<Report> {
+pub async fn bench_sweep(
+    setup: &Setup,
+    base: &LoadSpec,
+    sweep: &SweepSpec,
+) -> anyhow::Result<Report> {
     let mut report = new_report(setup, "sweep");
     let progress = Progress::new(setup.quiet);
     for (si, &size) in sweep.sizes.iter().enumerate() {
-        let mut cap = Capacity { participants_per_room: size, stopped_because: "no level ran".into(), ..Default::default() };
+        let mut cap = Capacity {
+            participants_per_room: size,
+            stopped_because: "no level ran".into(),
+            ..Default::default()
+        };
         let mut rooms = 1usize;
         for level in 0..64 {
             if rooms * size > sweep.max_participants {
-                cap.stopped_because = format!("generator limit: next level ({} participants) above --max-participants {}", rooms * size, sweep.max_participants);
+                cap.stopped_because = format!(
+                    "generator limit: next level ({} participants) above --max-participants {}",
+                    rooms * size,
+                    sweep.max_participants
+                );
                 break;
             }
-            let load = LoadSpec { rooms, per_room: size, ..base.clone() };
+            let load = LoadSpec {
+                rooms,
+                per_room: size,
+                ..base.clone()
+            };
             let mut r = RunReport::default();
             for attempt in 0..=LEVEL_RETRIES {
                 if sweep.wait_quiet && !wait_until_quiet(QUIET_WAIT).await {
-                    tracing::warn!("the machine did not become quiet within {QUIET_WAIT:?}; measuring anyway");
+                    tracing::warn!(
+                        "the machine did not become quiet within {QUIET_WAIT:?}; measuring anyway"
+                    );
                 }
                 r = one_level(setup, &load, &format!("s{si}l{level}a{attempt}"), &progress).await?;
                 let disturbed = r.other_cpu_percent.is_some_and(|o| o > QUIET_CPU_PERCENT);
                 if !(sweep.wait_quiet && disturbed) {
                     break;
                 }
-                tracing::warn!("level {rooms}x{size} disturbed by other processes ({:?} %); again", r.other_cpu_percent);
+                tracing::warn!(
+                    "level {rooms}x{size} disturbed by other processes ({:?} %); again",
+                    r.other_cpu_percent
+                );
             }
             let ok = r.within(sweep.max_loss_percent, sweep.max_p99_ms);
             let why = why_not(&r, sweep);
@@ -156,11 +182,19 @@ fn why_not(r: &RunReport, s: &SweepSpec) -> String {
     } else if r.loss_percent > s.max_loss_percent {
         format!("loss {:.2} % > {} %", r.loss_percent, s.max_loss_percent)
     } else {
-        format!("p99 latency {:.1} ms > {} ms", r.latency_ms.p99, s.max_p99_ms)
+        format!(
+            "p99 latency {:.1} ms > {} ms",
+            r.latency_ms.p99, s.max_p99_ms
+        )
     }
 }
 
-async fn one_level(setup: &Setup, load: &LoadSpec, tag: &str, progress: &Progress) -> anyhow::Result<RunReport> {
+async fn one_level(
+    setup: &Setup,
+    load: &LoadSpec,
+    tag: &str,
+    progress: &Progress,
+) -> anyhow::Result<RunReport> {
     let tag = format!("{tag}-{}", std::process::id());
     match &setup.target {
         Some(base) => {
@@ -171,7 +205,14 @@ async fn one_level(setup: &Setup, load: &LoadSpec, tag: &str, progress: &Progres
             let bin = find_server_binary(setup.server_bin.as_deref())?;
             let server = LocalServer::start(&bin, load.per_room.max(2)).await?;
             let driver: Arc<dyn Driver> = Arc::new(ConfabDriver::new(&server.base));
-            let r = run_level(driver, &Probe::new(&server.base, Some(server.pid)), load, &tag, progress).await;
+            let r = run_level(
+                driver,
+                &Probe::new(&server.base, Some(server.pid)),
+                load,
+                &tag,
+                progress,
+            )
+            .await;
             server.stop().await;
             Ok(r)
         }
@@ -188,7 +229,9 @@ fn new_report(setup: &Setup, mode: &str) -> Report {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
-        cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        cpus: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         runs: vec![],
         capacity: vec![],
     }
@@ -201,7 +244,10 @@ pub fn write_outputs(setup: &Setup, report: &Report) -> anyhow::Result<()> {
 
 fn write_to(dir: &Path, report: &Report) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(report)?)?;
+    std::fs::write(
+        dir.join("report.json"),
+        serde_json::to_string_pretty(report)?,
+    )?;
     std::fs::write(dir.join("chart.svg"), chart::for_report(report))?;
     Ok(())
 }

@@ -93,7 +93,12 @@ struct Common {
 
 impl Common {
     fn setup(&self) -> Setup {
-        Setup { target: self.target.clone(), server_bin: self.server_bin.clone(), out_dir: self.out.clone(), quiet: self.quiet }
+        Setup {
+            target: self.target.clone(),
+            server_bin: self.server_bin.clone(),
+            out_dir: self.out.clone(),
+            quiet: self.quiet,
+        }
     }
     fn load(&self, rooms: usize, per_room: usize) -> LoadSpec {
         LoadSpec {
@@ -114,14 +119,29 @@ impl Common {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("error")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("error")),
+        )
         .init();
     let cli = Cli::parse();
     let (report, out) = match cli.command {
-        Cmd::Run { common, rooms, participants } => {
-            (bench_run(&common.setup(), &common.load(rooms, participants)).await?, common.out)
-        }
-        Cmd::Sweep { common, sizes, max_participants, max_loss, max_p99_ms, growth, wait_quiet } => {
+        Cmd::Run {
+            common,
+            rooms,
+            participants,
+        } => (
+            bench_run(&common.setup(), &common.load(rooms, participants)).await?,
+            common.out,
+        ),
+        Cmd::Sweep {
+            common,
+            sizes,
+            max_participants,
+            max_loss,
+            max_p99_ms,
+            growth,
+            wait_quiet,
+        } => {
             let sweep = SweepSpec {
                 sizes,
                 max_participants,
@@ -130,10 +150,17 @@ async fn main() -> anyhow::Result<()> {
                 growth: growth.max(1.0),
                 wait_quiet,
             };
-            (bench_sweep(&common.setup(), &common.load(1, 2), &sweep).await?, common.out)
+            (
+                bench_sweep(&common.setup(), &common.load(1, 2), &sweep).await?,
+                common.out,
+            )
         }
     };
     print!("{}", report::table(&report));
-    println!("wrote {} and {}", out.join("report.json").display(), out.join("chart.svg").display());
+    println!(
+        "wrote {} and {}",
+        out.join("report.json").display(),
+        out.join("chart.svg").display()
+    );
     Ok(())
 }

@@ -13,7 +13,11 @@ pub struct Progress {
 impl Progress {
     /// `quiet`: print nothing.
     pub fn new(quiet: bool) -> Self {
-        Self { tty: std::io::stderr().is_terminal(), quiet, last_phase: Default::default() }
+        Self {
+            tty: std::io::stderr().is_terminal(),
+            quiet,
+            last_phase: Default::default(),
+        }
     }
 
     /// Draws `label [=====>    ] phase msg` with `fraction` (0–1) done.
@@ -25,7 +29,17 @@ impl Progress {
         if self.tty {
             const WIDTH: usize = 30;
             let done = ((fraction.clamp(0.0, 1.0)) * WIDTH as f64) as usize;
-            let bar: String = (0..WIDTH).map(|i| if i < done { '=' } else if i == done { '>' } else { ' ' }).collect();
+            let bar: String = (0..WIDTH)
+                .map(|i| {
+                    if i < done {
+                        '='
+                    } else if i == done {
+                        '>'
+                    } else {
+                        ' '
+                    }
+                })
+                .collect();
             let _ = write!(err, "\r\x1b[2K{label} [{bar}] {phase:<7} {msg}");
             let _ = err.flush();
         } else {

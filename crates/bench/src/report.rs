@@ -27,7 +27,13 @@ impl Percentiles {
         }
         v.sort_by(f64::total_cmp);
         let at = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
-        Self { samples: v.len(), p50: at(0.50), p95: at(0.95), p99: at(0.99), max: v[v.len() - 1] }
+        Self {
+            samples: v.len(),
+            p50: at(0.50),
+            p95: at(0.95),
+            p99: at(0.99),
+            max: v[v.len() - 1],
+        }
     }
 }
 
@@ -173,7 +179,8 @@ pub struct Report {
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {
-    v.map(|x| format!("{x:.digits$}")).unwrap_or_else(|| "-".into())
+    v.map(|x| format!("{x:.digits$}"))
+        .unwrap_or_else(|| "-".into())
 }
 
 /// The terminal table: one line per run.
@@ -226,7 +233,10 @@ mod tests {
     fn percentiles_use_nearest_rank() {
         let mut v: Vec<f64> = (1..=100).map(f64::from).collect();
         let p = Percentiles::of(&mut v);
-        assert_eq!((p.p50, p.p95, p.p99, p.max, p.samples), (50.0, 95.0, 99.0, 100.0, 100));
+        assert_eq!(
+            (p.p50, p.p95, p.p99, p.max, p.samples),
+            (50.0, 95.0, 99.0, 100.0, 100)
+        );
         assert_eq!(Percentiles::of(&mut []).samples, 0);
     }
 }

@@ -49,10 +49,16 @@ impl LoadSpec {
     pub fn tracks(&self) -> Vec<(Source, SyntheticTrack)> {
         let mut t = Vec::new();
         if self.video_kbps > 0 {
-            t.push((Source::Camera, synthetic(true, self.video_kbps, self.video_pps)));
+            t.push((
+                Source::Camera,
+                synthetic(true, self.video_kbps, self.video_pps),
+            ));
         }
         if self.audio_kbps > 0 {
-            t.push((Source::Microphone, synthetic(false, self.audio_kbps, self.audio_pps)));
+            t.push((
+                Source::Microphone,
+                synthetic(false, self.audio_kbps, self.audio_pps),
+            ));
         }
         t
     }
@@ -158,8 +164,14 @@ impl Sampler {
                 let s = t.stats.lock().expect("stats lock");
                 ooo += s.out_of_order;
                 bad += s.corrupted;
-                let (Some(first), Some(last)) = (s.first, s.last) else { continue };
-                let (r0, l0) = self.marks.get(&key(&t)).copied().unwrap_or((0, first.wrapping_sub(1)));
+                let (Some(first), Some(last)) = (s.first, s.last) else {
+                    continue;
+                };
+                let (r0, l0) = self
+                    .marks
+                    .get(&key(&t))
+                    .copied()
+                    .unwrap_or((0, first.wrapping_sub(1)));
                 let exp = last.wrapping_sub(l0) as u64;
                 let got = s.received.saturating_sub(r0);
                 expected += exp.max(got);
@@ -189,7 +201,9 @@ pub async fn run_level(
     let started = Instant::now();
     let ramp_period = Duration::from_secs_f64(1.0 / spec.ramp_per_s.max(0.01));
     let ramp_deadline = started + ramp_period * total as u32 + JOIN_TIMEOUT;
-    let expected_s = (ramp_period * total as u32 + spec.warmup + spec.duration).as_secs_f64().max(1.0);
+    let expected_s = (ramp_period * total as u32 + spec.warmup + spec.duration)
+        .as_secs_f64()
+        .max(1.0);
     let label = format!("{}×{}", spec.rooms, spec.per_room);
 
     let mut joins: JoinSet<JoinOutcome> = JoinSet::new();
@@ -308,7 +322,11 @@ pub async fn run_level(
     let (start, start_t, start_received) = window_start.unwrap_or((idle.clone(), started, 0));
     let window_s = end_t.duration_since(start_t).as_secs_f64().max(1e-3);
     let received_pkts = end_received.saturating_sub(start_received) as f64;
-    let fwd = if end.metrics.is_empty() { received_pkts } else { delta(&start, &end, "confab_rtp_forwarded_packets_total") };
+    let fwd = if end.metrics.is_empty() {
+        received_pkts
+    } else {
+        delta(&start, &end, "confab_rtp_forwarded_packets_total")
+    };
     let bytes = delta(&start, &end, "confab_rtp_forwarded_bytes_total");
     let cpu_us = match (start.cpu_us, end.cpu_us) {
         (Some(a), Some(b)) => Some(b - a),
@@ -326,7 +344,11 @@ pub async fn run_level(
     let mut without_media = 0;
     let ms = |a: u64, b: u64| b.saturating_sub(a) as f64 / 1000.0;
     for j in &parts {
-        let first = j.p.remote_tracks().iter().filter_map(|t| t.stats.lock().expect("stats lock").first_at_us).min();
+        let first =
+            j.p.remote_tracks()
+                .iter()
+                .filter_map(|t| t.stats.lock().expect("stats lock").first_at_us)
+                .min();
         let steps = j.p.steps();
         match first {
             Some(f) if j.index_in_room > 0 => {
@@ -344,13 +366,18 @@ pub async fn run_level(
     }
     let mut drops = std::collections::BTreeMap::new();
     for k in end.metrics.keys() {
-        if let Some(cause) = k.strip_prefix("confab_drops_total{cause=\"").and_then(|c| c.strip_suffix("\"}")) {
+        if let Some(cause) = k
+            .strip_prefix("confab_drops_total{cause=\"")
+            .and_then(|c| c.strip_suffix("\"}"))
+        {
             drops.insert(cause.to_owned(), delta(&start, &end, k) as u64);
         }
     }
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let per_participant = match (idle.rss_bytes, end.rss_bytes) {
-        (Some(a), Some(b)) if !parts.is_empty() => Some((b as f64 - a as f64) / 1024.0 / parts.len() as f64),
+        (Some(a), Some(b)) if !parts.is_empty() => {
+            Some((b as f64 - a as f64) / 1024.0 / parts.len() as f64)
+        }
         _ => None,
     };
     let report = RunReport {
@@ -371,11 +398,22 @@ pub async fn run_level(
             _ => None,
         },
         generator_cpu_percent: gen_cpu_us.map(|g| g / window_s / 1e4),
-        other_cpu_percent: match (machine_start, crate::server::machine_busy_us(), cpu_us, gen_cpu_us) {
-            (Some(a), Some(b), Some(s), Some(g)) if target_is_local => Some(((b - a) - s - g).max(0.0) / window_s / 1e4),
+        other_cpu_percent: match (
+            machine_start,
+            crate::server::machine_busy_us(),
+            cpu_us,
+            gen_cpu_us,
+        ) {
+            (Some(a), Some(b), Some(s), Some(g)) if target_is_local => {
+                Some(((b - a) - s - g).max(0.0) / window_s / 1e4)
+            }
             _ => None,
         },
-        loss_percent: if expected > 0 { (expected - got.min(expected)) as f64 * 100.0 / expected as f64 } else { 0.0 },
+        loss_percent: if expected > 0 {
+            (expected - got.min(expected)) as f64 * 100.0 / expected as f64
+        } else {
+            0.0
+        },
         out_of_order,
         corrupted,
         latency_ms: Percentiles::of(&mut latency),
@@ -399,7 +437,10 @@ pub async fn run_level(
     for j in parts {
         leaving.spawn(j.p.leave());
     }
-    let _ = tokio::time::timeout(Duration::from_secs(20), async { while leaving.join_next().await.is_some() {} }).await;
+    let _ = tokio::time::timeout(Duration::from_secs(20), async {
+        while leaving.join_next().await.is_some() {}
+    })
+    .await;
     leaving.abort_all();
     report
 }
@@ -413,7 +454,10 @@ mod tests {
         let v = synthetic(true, 800, 100);
         assert_eq!((v.packets_per_s, v.payload_bytes), (100, 1000));
         let big = synthetic(true, 2500, 100);
-        assert!(big.payload_bytes <= MAX_PAYLOAD && big.packets_per_s >= 285, "{big:?}");
+        assert!(
+            big.payload_bytes <= MAX_PAYLOAD && big.packets_per_s >= 285,
+            "{big:?}"
+        );
         let a = synthetic(false, 64, 50);
         assert_eq!((a.packets_per_s, a.payload_bytes), (50, 160));
     }

@@ -3,9 +3,9 @@
 //! resident memory of the server process, the media plane's counters from `/metrics`).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::io::BufRead;
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -45,20 +45,27 @@ pub fn find_server_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
         }
         dir = d.parent();
     }
-    anyhow::bail!("the confab binary was not found next to {} (build it, or set CONFAB_BIN)", exe.display())
+    anyhow::bail!(
+        "the confab binary was not found next to {} (build it, or set CONFAB_BIN)",
+        exe.display()
+    )
 }
 
 impl LocalServer {
     /// Starts `bin serve` on an OS-chosen HTTP and media port with a fresh data dir, and waits
     /// until it prints its address. `max_participants` is the per-room limit.
     pub async fn start(bin: &Path, max_participants: usize) -> anyhow::Result<Self> {
-        let data_dir = std::env::temp_dir().join(format!("confab-bench-{}-{}", std::process::id(), unique()));
+        let data_dir =
+            std::env::temp_dir().join(format!("confab-bench-{}-{}", std::process::id(), unique()));
         std::fs::create_dir_all(&data_dir)?;
         // The benchmark needs no browser client: a placeholder keeps the server independent of
         // the state of static/.
         let static_dir = data_dir.join("static");
         std::fs::create_dir_all(&static_dir)?;
-        std::fs::write(static_dir.join("index.html"), "<!doctype html><title>confab-bench</title>\n")?;
+        std::fs::write(
+            static_dir.join("index.html"),
+            "<!doctype html><title>confab-bench</title>\n",
+        )?;
         let log = std::env::var("CONFAB_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into());
         let mut command = Command::new(bin);
         // The server dies with the generator even when the generator is killed (no orphaned
@@ -71,7 +78,15 @@ impl LocalServer {
             });
         }
         let mut child = command
-            .args(["serve", "--listen", "127.0.0.1:0", "--media-port", "0", "--public-ip", "127.0.0.1"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--media-port",
+                "0",
+                "--public-ip",
+                "127.0.0.1",
+            ])
             .arg("--data-dir")
             .arg(&data_dir)
             .arg("--static-dir")
@@ -110,7 +125,12 @@ impl LocalServer {
                 anyhow::bail!("the server did not print its address within {START_TIMEOUT:?}");
             }
         };
-        Ok(Self { child, base, pid, data_dir })
+        Ok(Self {
+            child,
+            base,
+            pid,
+            data_dir,
+        })
     }
 
     /// Stops the server (SIGKILL; it holds nothing that needs a clean shutdown here).
@@ -128,7 +148,10 @@ impl Drop for LocalServer {
 }
 
 fn unique() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }
 
 /// One reading of the server's accounting.
@@ -162,8 +185,15 @@ pub struct Probe {
 impl Probe {
     /// A probe for the server at `base`, with `pid` when it runs on this machine.
     pub fn new(base: &str, pid: Option<u32>) -> Self {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("http client");
-        Self { base: base.trim_end_matches('/').to_owned(), pid, http }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("http client");
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            pid,
+            http,
+        }
     }
 
     /// Reads everything once.
@@ -181,13 +211,25 @@ impl Probe {
             cpu_us = metrics.get("process_cpu_seconds_total").map(|s| s * 1e6);
         }
         if rss_bytes.is_none() {
-            rss_bytes = metrics.get("process_resident_memory_bytes").map(|b| *b as u64);
+            rss_bytes = metrics
+                .get("process_resident_memory_bytes")
+                .map(|b| *b as u64);
         }
-        ServerSample { cpu_us, rss_bytes, media_thread_cpu_us, metrics }
+        ServerSample {
+            cpu_us,
+            rss_bytes,
+            media_thread_cpu_us,
+            metrics,
+        }
     }
 
     async fn scrape(&self) -> Option<HashMap<String, f64>> {
-        let resp = self.http.get(format!("{}/metrics", self.base)).send().await.ok()?;
+        let resp = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .ok()?;
         if !resp.status().is_success() {
             return None;
         }
@@ -204,8 +246,17 @@ pub fn proc_usage(pid: u32) -> Option<(f64, u64)> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss_kib: u64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
-    Some(((utime + stime) as f64 / CLOCK_TICKS_PER_S * 1e6, rss_kib * 1024))
+    let rss_kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((
+        (utime + stime) as f64 / CLOCK_TICKS_PER_S * 1e6,
+        rss_kib * 1024,
+    ))
 }
 
 /// Name of the server's media worker thread (`src/app.rs`).
@@ -221,7 +272,8 @@ pub fn thread_cpu_us(pid: u32, name: &str) -> Option<f64> {
         }
         let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
         let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
         return Some(ticks as f64 / CLOCK_TICKS_PER_S * 1e6);
     }
     None
@@ -231,7 +283,10 @@ pub fn thread_cpu_us(pid: u32, name: &str) -> Option<f64> {
 pub fn machine_busy_us() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let line = stat.lines().next()?.strip_prefix("cpu ")?;
-    let v: Vec<u64> = line.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
     // user nice system idle iowait irq softirq steal
     let busy = v.first()? + v.get(1)? + v.get(2)? + v.get(5)? + v.get(6)? + v.get(7).unwrap_or(&0);
     Some(busy as f64 / CLOCK_TICKS_PER_S * 1e6)
@@ -257,7 +312,11 @@ pub fn processing_quantile_us(before: &ServerSample, after: &ServerSample, q: f6
         .iter()
         .filter_map(|(k, v)| {
             let le = k.strip_prefix(prefix)?.strip_suffix("\"}")?;
-            let bound = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            let bound = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
             Some((bound, v - before.metrics.get(k).copied().unwrap_or(0.0)))
         })
         .collect();
@@ -273,7 +332,11 @@ pub fn processing_quantile_us(before: &ServerSample, after: &ServerSample, q: f6
             if bound.is_infinite() {
                 return Some(lo_bound * 1e6);
             }
-            let frac = if count > lo_count { (rank - lo_count) / (count - lo_count) } else { 1.0 };
+            let frac = if count > lo_count {
+                (rank - lo_count) / (count - lo_count)
+            } else {
+                1.0
+            };
             return Some((lo_bound + (bound - lo_bound) * frac) * 1e6);
         }
         lo_bound = bound;

@@ -19,23 +19,43 @@ pub struct SyntheticTrack {
 impl SyntheticTrack {
     /// ~50 pps Opus-like audio, 160-byte payloads (≈64 kbps).
     pub fn audio() -> Self {
-        Self { video: false, packets_per_s: 50, payload_bytes: 160, keyframe_every: 1 }
+        Self {
+            video: false,
+            packets_per_s: 50,
+            payload_bytes: 160,
+            keyframe_every: 1,
+        }
     }
     /// ~100 pps VP8-like video, 1000-byte payloads (≈800 kbps), a keyframe every 2 s.
     pub fn video() -> Self {
-        Self { video: true, packets_per_s: 100, payload_bytes: 1000, keyframe_every: 200 }
+        Self {
+            video: true,
+            packets_per_s: 100,
+            payload_bytes: 1000,
+            keyframe_every: 200,
+        }
     }
 }
 
 /// Microseconds since the Unix epoch.
 pub fn now_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 /// Payload building and checking.
 pub mod payload {
     /// Builds packet `counter` of a track into `out` (cleared first).
-    pub fn build(video: bool, keyframe: bool, counter: u32, sent_at_us: u64, size: usize, out: &mut Vec<u8>) {
+    pub fn build(
+        video: bool,
+        keyframe: bool,
+        counter: u32,
+        sent_at_us: u64,
+        size: usize,
+        out: &mut Vec<u8>,
+    ) {
         out.clear();
         if video {
             // VP8 payload descriptor (RFC 7741): S=1, PID=0; then the frame header's P bit.
@@ -57,7 +77,10 @@ pub mod payload {
         let c = u32::from_be_bytes(p.get(off..off + 4)?.try_into().ok()?);
         let t = u64::from_be_bytes(p.get(off + 4..off + 12)?.try_into().ok()?);
         let base = off + 12;
-        let intact = p[base..].iter().enumerate().all(|(i, b)| *b == c.wrapping_add(i as u32) as u8);
+        let intact = p[base..]
+            .iter()
+            .enumerate()
+            .all(|(i, b)| *b == c.wrapping_add(i as u32) as u8);
         Some((c, t, intact))
     }
 }
@@ -128,7 +151,8 @@ impl RemoteTrackStats {
                     _ => s.last = Some(c),
                 }
                 if s.latencies_us.len() < 100_000 {
-                    s.latencies_us.push(now.saturating_sub(t).min(u32::MAX as u64) as u32);
+                    s.latencies_us
+                        .push(now.saturating_sub(t).min(u32::MAX as u64) as u32);
                 }
             }
             None => s.corrupted += 1,
@@ -152,7 +176,12 @@ mod tests {
 
     #[test]
     fn loss_counts_the_gaps_between_first_and_last() {
-        let s = TrackStats { received: 9, first: Some(10), last: Some(19), ..Default::default() };
+        let s = TrackStats {
+            received: 9,
+            first: Some(10),
+            last: Some(19),
+            ..Default::default()
+        };
         assert!((s.loss() - 0.1).abs() < 1e-9);
     }
 }

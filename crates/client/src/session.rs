@@ -4,7 +4,6 @@
 use crate::media::{now_us, payload, RemoteTrackStats, SyntheticTrack};
 use confab_protocol::chat::{ChatClientMessage, ChatServerMessage};
 use confab_protocol::{ClientMessage, ErrorCode, Kind, PublishTrackMsg, ServerMessage, Source};
-use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use futures_util::{SinkExt, StreamExt};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -15,13 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message;
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
-    PeerConnectionEventHandler, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
-    Registry, SettingEngineBuilder,
+    PeerConnectionEventHandler, RTCIceGatheringState, RTCPeerConnectionState,
+    RTCSessionDescription, Registry, SettingEngineBuilder,
 };
 
 /// Payload type the client registers for VP8 (the answerer keeps the offerer's numbers).
@@ -76,24 +76,35 @@ impl PeerConnectionEventHandler for Handler {
         let _ = self.state.send(state);
     }
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let Some(remote) = self.remote.clone() else { return };
+        let Some(remote) = self.remote.clone() else {
+            return;
+        };
         let participant = track.stream_id().await.to_string();
         let track_id = track.track_id().await.to_string();
         let video = track.kind().await == RtpCodecKind::Video;
-        let stats = Arc::new(RemoteTrackStats { participant, track: track_id, video, ..Default::default() });
+        let stats = Arc::new(RemoteTrackStats {
+            participant,
+            track: track_id,
+            video,
+            ..Default::default()
+        });
         remote.lock().expect("remote lock").push(stats.clone());
         tokio::spawn(async move {
             while let Some(ev) = track.poll().await {
                 match ev {
                     TrackRemoteEvent::OnRtpPacket(pkt) => stats.record(&pkt.payload),
                     TrackRemoteEvent::OnEnded => {
-                        stats.ended.store(true, std::sync::atomic::Ordering::Relaxed);
+                        stats
+                            .ended
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
                         break;
                     }
                     _ => {}
                 }
             }
-            stats.ended.store(true, std::sync::atomic::Ordering::Relaxed);
+            stats
+                .ended
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         });
     }
 }
@@ -107,9 +118,18 @@ struct Pc {
 async fn new_pc(remote: Option<Arc<Mutex<Vec<Arc<RemoteTrackStats>>>>>) -> Result<Pc, ClientError> {
     let mut me = MediaEngine::default();
     let feedback = vec![
-        RTCPFeedback { typ: "nack".into(), parameter: "".into() },
-        RTCPFeedback { typ: "nack".into(), parameter: "pli".into() },
-        RTCPFeedback { typ: "ccm".into(), parameter: "fir".into() },
+        RTCPFeedback {
+            typ: "nack".into(),
+            parameter: "".into(),
+        },
+        RTCPFeedback {
+            typ: "nack".into(),
+            parameter: "pli".into(),
+        },
+        RTCPFeedback {
+            typ: "ccm".into(),
+            parameter: "fir".into(),
+        },
     ];
     me.register_codec(
         RTCRtpCodecParameters {
@@ -142,8 +162,13 @@ async fn new_pc(remote: Option<Arc<Mutex<Vec<Arc<RemoteTrackStats>>>>>) -> Resul
     let registry = register_default_interceptors(Registry::new(), &mut me).map_err(rtc_err)?;
     let (gtx, grx) = watch::channel(false);
     let (stx, srx) = watch::channel(RTCPeerConnectionState::New);
-    let handler = Arc::new(Handler { gathered: gtx, state: stx, remote });
-    let runtime = webrtc::runtime::default_runtime().ok_or_else(|| ClientError::WebRtc("no runtime".into()))?;
+    let handler = Arc::new(Handler {
+        gathered: gtx,
+        state: stx,
+        remote,
+    });
+    let runtime = webrtc::runtime::default_runtime()
+        .ok_or_else(|| ClientError::WebRtc("no runtime".into()))?;
     // A 20 ms ICE check interval (default 200 ms) and the DTLS client role when answering, so
     // join time measures the server rather than this client's pacing (docs/performance.md).
     let setting_engine = SettingEngineBuilder::new()
@@ -160,7 +185,11 @@ async fn new_pc(remote: Option<Arc<Mutex<Vec<Arc<RemoteTrackStats>>>>>) -> Resul
         .build()
         .await
         .map_err(rtc_err)?;
-    Ok(Pc { pc: Arc::new(pc), gathered: grx, state: srx })
+    Ok(Pc {
+        pc: Arc::new(pc),
+        gathered: grx,
+        state: srx,
+    })
 }
 
 async fn wait_gathered(rx: &mut watch::Receiver<bool>) -> Result<(), ClientError> {
@@ -201,8 +230,19 @@ pub struct Client {
 impl Client {
     /// Opens `ws_url` (`ws://host:port/ws?token=…`) and sends nothing yet: returns the raw
     /// socket halves for bad-input tests via [`Client::join`]'s building blocks.
-    async fn open(ws_url: &str) -> Result<(mpsc::Sender<String>, mpsc::Receiver<ServerMessage>, Arc<Shared>), ClientError> {
-        let (ws, _) = tokio_tungstenite::connect_async(ws_url).await.map_err(|e| ClientError::WebSocket(e.to_string()))?;
+    async fn open(
+        ws_url: &str,
+    ) -> Result<
+        (
+            mpsc::Sender<String>,
+            mpsc::Receiver<ServerMessage>,
+            Arc<Shared>,
+        ),
+        ClientError,
+    > {
+        let (ws, _) = tokio_tungstenite::connect_async(ws_url)
+            .await
+            .map_err(|e| ClientError::WebSocket(e.to_string()))?;
         let (mut sink, mut stream) = ws.split();
         let (out_tx, mut out_rx) = mpsc::channel::<String>(256);
         let (ev_tx, ev_rx) = mpsc::channel::<ServerMessage>(4096);
@@ -225,7 +265,9 @@ impl Client {
         tokio::spawn(async move {
             while let Some(Ok(msg)) = stream.next().await {
                 let Message::Text(text) = msg else { continue };
-                let Ok(m) = serde_json::from_str::<ServerMessage>(&text) else { continue };
+                let Ok(m) = serde_json::from_str::<ServerMessage>(&text) else {
+                    continue;
+                };
                 match m {
                     ServerMessage::SubscribeOffer { sdp, .. } => {
                         sh.offers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -242,9 +284,14 @@ impl Client {
                             let _ = tx.send(Ok(sdp));
                         }
                     }
-                    ServerMessage::Error { code, message } if sh.publish_answer.lock().expect("lock").is_some() => {
+                    ServerMessage::Error { code, message }
+                        if sh.publish_answer.lock().expect("lock").is_some() =>
+                    {
                         if let Some(tx) = sh.publish_answer.lock().expect("lock").take() {
-                            let _ = tx.send(Err(ClientError::Refused { code, message: message.clone() }));
+                            let _ = tx.send(Err(ClientError::Refused {
+                                code,
+                                message: message.clone(),
+                            }));
                         }
                         let _ = ev_tx.try_send(ServerMessage::Error { code, message });
                     }
@@ -260,8 +307,13 @@ impl Client {
     /// Connects and joins `room` as `name`. Errors: [`ClientError::Refused`] (e.g. `room_full`).
     pub async fn join(ws_url: &str, room: &str, name: &str) -> Result<Client, ClientError> {
         let (out, mut events, shared) = Self::open(ws_url).await?;
-        let join = ClientMessage::Join { room: room.into(), name: name.into() };
-        out.send(serde_json::to_string(&join).expect("json")).await.map_err(|_| ClientError::WebSocket("closed".into()))?;
+        let join = ClientMessage::Join {
+            room: room.into(),
+            name: name.into(),
+        };
+        out.send(serde_json::to_string(&join).expect("json"))
+            .await
+            .map_err(|_| ClientError::WebSocket("closed".into()))?;
         let first = tokio::time::timeout(Duration::from_secs(10), events.recv())
             .await
             .map_err(|_| ClientError::Timeout("joined"))?
@@ -269,9 +321,16 @@ impl Client {
         let participant_id = match &first {
             ServerMessage::Joined { participant_id, .. } => participant_id.clone(),
             ServerMessage::Error { code, message } => {
-                return Err(ClientError::Refused { code: *code, message: message.clone() })
+                return Err(ClientError::Refused {
+                    code: *code,
+                    message: message.clone(),
+                })
             }
-            other => return Err(ClientError::WebSocket(format!("unexpected first message {other:?}"))),
+            other => {
+                return Err(ClientError::WebSocket(format!(
+                    "unexpected first message {other:?}"
+                )))
+            }
         };
         let (stop, _) = watch::channel(false);
         let (chat_tx, chat_rx) = mpsc::channel(4096);
@@ -294,7 +353,10 @@ impl Client {
 
     /// Sends a raw text frame (for bad-input tests).
     pub async fn send_raw(&self, text: impl Into<String>) -> Result<(), ClientError> {
-        self.out.send(text.into()).await.map_err(|_| ClientError::WebSocket("closed".into()))
+        self.out
+            .send(text.into())
+            .await
+            .map_err(|_| ClientError::WebSocket("closed".into()))
     }
 
     /// Sends a protocol message.
@@ -304,11 +366,18 @@ impl Client {
 
     /// The next event, or `None` after `timeout`.
     pub async fn next_event(&mut self, timeout: Duration) -> Option<ClientEvent> {
-        tokio::time::timeout(timeout, self.events.recv()).await.ok().flatten()
+        tokio::time::timeout(timeout, self.events.recv())
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Waits for an event matching `pred`, discarding others; `None` after `timeout`.
-    pub async fn wait_event(&mut self, timeout: Duration, mut pred: impl FnMut(&ClientEvent) -> bool) -> Option<ClientEvent> {
+    pub async fn wait_event(
+        &mut self,
+        timeout: Duration,
+        mut pred: impl FnMut(&ClientEvent) -> bool,
+    ) -> Option<ClientEvent> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -321,14 +390,25 @@ impl Client {
 
     /// Publishes synthetic tracks (`Source` decides the kind) and starts sending once the
     /// publisher transport is connected. Errors: negotiation refused or timed out.
-    pub async fn publish(&mut self, tracks: &[(Source, SyntheticTrack)]) -> Result<(), ClientError> {
+    pub async fn publish(
+        &mut self,
+        tracks: &[(Source, SyntheticTrack)],
+    ) -> Result<(), ClientError> {
         let mut pc = new_pc(None).await?;
         let mut locals = Vec::new();
         for (source, spec) in tracks {
-            let kind = if spec.video { RtpCodecKind::Video } else { RtpCodecKind::Audio };
+            let kind = if spec.video {
+                RtpCodecKind::Video
+            } else {
+                RtpCodecKind::Audio
+            };
             let ssrc = rand::random::<u32>() | 1;
             let codec = if spec.video {
-                RTCRtpCodec { mime_type: "video/VP8".into(), clock_rate: 90_000, ..Default::default() }
+                RTCRtpCodec {
+                    mime_type: "video/VP8".into(),
+                    clock_rate: 90_000,
+                    ..Default::default()
+                }
             } else {
                 RTCRtpCodec {
                     mime_type: "audio/opus".into(),
@@ -344,16 +424,26 @@ impl Client {
                 format!("{:?}", source).to_lowercase(),
                 kind,
                 vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(ssrc),
+                        ..Default::default()
+                    },
                     codec,
                     ..Default::default()
                 }],
             )));
-            pc.pc.add_track(track.clone() as Arc<dyn TrackLocal>).await.map_err(rtc_err)?;
+            pc.pc
+                .add_track(track.clone() as Arc<dyn TrackLocal>)
+                .await
+                .map_err(rtc_err)?;
             locals.push((*source, *spec, track, ssrc));
         }
         // The chat DataChannel, created before the first offer like the browser client does.
-        let dc = pc.pc.create_data_channel("chat", None).await.map_err(rtc_err)?;
+        let dc = pc
+            .pc
+            .create_data_channel("chat", None)
+            .await
+            .map_err(rtc_err)?;
         let (open_tx, open_rx) = watch::channel(false);
         self.chat_open = open_rx;
         let chat_tx = self.chat_tx.clone();
@@ -378,15 +468,23 @@ impl Client {
         let offer = pc.pc.create_offer(None).await.map_err(rtc_err)?;
         pc.pc.set_local_description(offer).await.map_err(rtc_err)?;
         wait_gathered(&mut pc.gathered).await?;
-        let sdp = pc.pc.local_description().await.ok_or_else(|| ClientError::WebRtc("no local description".into()))?.sdp;
+        let sdp = pc
+            .pc
+            .local_description()
+            .await
+            .ok_or_else(|| ClientError::WebRtc("no local description".into()))?
+            .sdp;
         // Map each local track to its m-line by the sender's track id.
         let mut msg_tracks = Vec::new();
         for t in pc.pc.get_transceivers().await {
             let mid = t.mid().await.map_err(rtc_err)?.unwrap_or_default();
-            let Some(sender) = t.sender().await.map_err(rtc_err)? else { continue };
+            let Some(sender) = t.sender().await.map_err(rtc_err)? else {
+                continue;
+            };
             let id = sender.track().track_id().await.to_string();
-            if let Some((source, spec, _, _)) =
-                locals.iter().find(|(src, _, _, _)| format!("{:?}", src).to_lowercase() == id)
+            if let Some((source, spec, _, _)) = locals
+                .iter()
+                .find(|(src, _, _, _)| format!("{:?}", src).to_lowercase() == id)
             {
                 msg_tracks.push(PublishTrackMsg {
                     mid,
@@ -397,7 +495,11 @@ impl Client {
         }
         let (tx, rx) = oneshot::channel();
         *self.shared.publish_answer.lock().expect("lock") = Some(tx);
-        self.send(&ClientMessage::PublishOffer { sdp, tracks: msg_tracks }).await?;
+        self.send(&ClientMessage::PublishOffer {
+            sdp,
+            tracks: msg_tracks,
+        })
+        .await?;
         let answer = tokio::time::timeout(Duration::from_secs(10), rx)
             .await
             .map_err(|_| ClientError::Timeout("publish_answer"))?
@@ -406,10 +508,14 @@ impl Client {
             .set_remote_description(RTCSessionDescription::answer(answer).map_err(rtc_err)?)
             .await
             .map_err(rtc_err)?;
-        tokio::time::timeout(Duration::from_secs(10), pc.state.wait_for(|s| *s == RTCPeerConnectionState::Connected))
-            .await
-            .map_err(|_| ClientError::Timeout("publisher connected"))?
-            .map_err(|_| ClientError::Timeout("publisher connected"))?;
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            pc.state
+                .wait_for(|s| *s == RTCPeerConnectionState::Connected),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout("publisher connected"))?
+        .map_err(|_| ClientError::Timeout("publisher connected"))?;
         for (_, spec, track, ssrc) in locals {
             let mut stop = self.stop.subscribe();
             self.senders.push(tokio::spawn(async move {
@@ -428,7 +534,14 @@ impl Client {
                         _ = stop.changed() => break,
                     }
                     let keyframe = spec.video && counter % spec.keyframe_every.max(1) == 0;
-                    payload::build(spec.video, keyframe, counter, now_us(), spec.payload_bytes, &mut buf);
+                    payload::build(
+                        spec.video,
+                        keyframe,
+                        counter,
+                        now_us(),
+                        spec.payload_bytes,
+                        &mut buf,
+                    );
                     let elapsed = started.elapsed().as_micros() as u64;
                     let pkt = rtc::rtp::Packet {
                         header: rtc::rtp::Header {
@@ -463,13 +576,21 @@ impl Client {
 
     /// Sends a chat message on the `chat` DataChannel.
     pub async fn chat_send(&self, m: &ChatClientMessage) -> Result<(), ClientError> {
-        let dc = self.chat.as_ref().ok_or_else(|| ClientError::WebRtc("no chat channel: publish first".into()))?;
-        dc.send_text(&serde_json::to_string(m).expect("json")).await.map_err(rtc_err)
+        let dc = self
+            .chat
+            .as_ref()
+            .ok_or_else(|| ClientError::WebRtc("no chat channel: publish first".into()))?;
+        dc.send_text(&serde_json::to_string(m).expect("json"))
+            .await
+            .map_err(rtc_err)
     }
 
     /// Sends raw text on the `chat` DataChannel (bad-input tests).
     pub async fn chat_send_raw(&self, text: &str) -> Result<(), ClientError> {
-        let dc = self.chat.as_ref().ok_or_else(|| ClientError::WebRtc("no chat channel: publish first".into()))?;
+        let dc = self
+            .chat
+            .as_ref()
+            .ok_or_else(|| ClientError::WebRtc("no chat channel: publish first".into()))?;
         dc.send_text(text).await.map_err(rtc_err)
     }
 
@@ -482,7 +603,10 @@ impl Client {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let m = tokio::time::timeout(left, self.chat_rx.recv()).await.ok().flatten()?;
+            let m = tokio::time::timeout(left, self.chat_rx.recv())
+                .await
+                .ok()
+                .flatten()?;
             if pred(&m) {
                 return Some(m);
             }
@@ -496,7 +620,9 @@ impl Client {
 
     /// Subscribe offers answered so far.
     pub fn subscribe_offers(&self) -> u64 {
-        self.shared.offers.load(std::sync::atomic::Ordering::Relaxed)
+        self.shared
+            .offers
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Stops sending, leaves, closes both transports.
@@ -530,5 +656,10 @@ async fn answer_subscribe(sh: &Arc<Shared>, sdp: String) -> Result<String, Clien
     pc.pc.set_local_description(answer).await.map_err(rtc_err)?;
     // First negotiation gathers candidates; later ones reuse them.
     let _ = tokio::time::timeout(Duration::from_secs(2), pc.gathered.wait_for(|g| *g)).await;
-    Ok(pc.pc.local_description().await.ok_or_else(|| ClientError::WebRtc("no local description".into()))?.sdp)
+    Ok(pc
+        .pc
+        .local_description()
+        .await
+        .ok_or_else(|| ClientError::WebRtc("no local description".into()))?
+        .sdp)
 }

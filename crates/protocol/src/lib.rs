@@ -324,7 +324,10 @@ pub enum ErrorCode {
 impl ServerMessage {
     /// An `error` message.
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
-        ServerMessage::Error { code, message: message.into() }
+        ServerMessage::Error {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -347,11 +350,15 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, (ErrorCode, Str
             ];
             match serde_json::from_str::<serde_json::Value>(text) {
                 Ok(serde_json::Value::Object(o)) => match o.get("type").and_then(|t| t.as_str()) {
-                    Some(t) if !KNOWN.contains(&t) => {
-                        Err((ErrorCode::UnknownType, format!("unknown message type {t:?}")))
-                    }
+                    Some(t) if !KNOWN.contains(&t) => Err((
+                        ErrorCode::UnknownType,
+                        format!("unknown message type {t:?}"),
+                    )),
                     Some(_) => Err((ErrorCode::BadJson, format!("invalid message: {e}"))),
-                    None => Err((ErrorCode::BadJson, "a message needs a string \"type\"".into())),
+                    None => Err((
+                        ErrorCode::BadJson,
+                        "a message needs a string \"type\"".into(),
+                    )),
                 },
                 Ok(_) => Err((ErrorCode::BadJson, "a message is a JSON object".into())),
                 Err(e) => Err((ErrorCode::BadJson, format!("not JSON: {e}"))),
@@ -368,13 +375,31 @@ mod tests {
     fn known_messages_parse_and_unknown_types_are_told_apart_from_bad_json() {
         assert_eq!(
             parse_client_message(r#"{"type":"join","room":"r","name":"n"}"#),
-            Ok(ClientMessage::Join { room: "r".into(), name: "n".into() })
+            Ok(ClientMessage::Join {
+                room: "r".into(),
+                name: "n".into()
+            })
         );
-        assert_eq!(parse_client_message(r#"{"type":"leave"}"#), Ok(ClientMessage::Leave));
-        assert_eq!(parse_client_message(r#"{"type":"dance"}"#).unwrap_err().0, ErrorCode::UnknownType);
-        assert_eq!(parse_client_message(r#"{"type":"join"}"#).unwrap_err().0, ErrorCode::BadJson);
-        assert_eq!(parse_client_message("{nope").unwrap_err().0, ErrorCode::BadJson);
-        assert_eq!(parse_client_message("[1]").unwrap_err().0, ErrorCode::BadJson);
+        assert_eq!(
+            parse_client_message(r#"{"type":"leave"}"#),
+            Ok(ClientMessage::Leave)
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"dance"}"#).unwrap_err().0,
+            ErrorCode::UnknownType
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"join"}"#).unwrap_err().0,
+            ErrorCode::BadJson
+        );
+        assert_eq!(
+            parse_client_message("{nope").unwrap_err().0,
+            ErrorCode::BadJson
+        );
+        assert_eq!(
+            parse_client_message("[1]").unwrap_err().0,
+            ErrorCode::BadJson
+        );
     }
 
     #[test]

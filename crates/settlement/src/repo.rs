@@ -218,16 +218,25 @@ const PAID_COLS: &str =
 
 /// Paid sessions that have not ended (to resume tracking them after a restart).
 pub async fn open_paid_sessions(db: &Db) -> Result<Vec<PaidSessionRecord>, RepoError> {
-    let sql = format!("SELECT {PAID_COLS} FROM paid_sessions WHERE ended_at IS NULL ORDER BY started_at");
-    Ok(on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await)?)
+    let sql =
+        format!("SELECT {PAID_COLS} FROM paid_sessions WHERE ended_at IS NULL ORDER BY started_at");
+    Ok(on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .fetch_all(pool)
+        .await)?)
 }
 
 /// The most recent paid session of a room, running or ended.
-pub async fn latest_paid_session(db: &Db, room_id: &str) -> Result<Option<PaidSessionRecord>, RepoError> {
+pub async fn latest_paid_session(
+    db: &Db,
+    room_id: &str,
+) -> Result<Option<PaidSessionRecord>, RepoError> {
     let sql = format!(
         "SELECT {PAID_COLS} FROM paid_sessions WHERE room_id = $1 ORDER BY started_at DESC, id DESC LIMIT 1"
     );
-    Ok(on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(room_id).fetch_optional(pool).await)?)
+    Ok(on_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(room_id)
+        .fetch_optional(pool)
+        .await)?)
 }
 
 /// End a paid session and write its settlement (state `pending`, due now) in one transaction. Idempotent:

@@ -261,7 +261,10 @@ impl SfuMetrics {
     pub(crate) fn record_processing(&self, ns: u64) {
         Self::add(&self.processing_ns, ns);
         Self::inc(&self.processing_samples);
-        let slot = PROCESSING_BUCKETS_NS.iter().position(|b| ns <= *b).unwrap_or(PROCESSING_BUCKETS_NS.len());
+        let slot = PROCESSING_BUCKETS_NS
+            .iter()
+            .position(|b| ns <= *b)
+            .unwrap_or(PROCESSING_BUCKETS_NS.len());
         Self::inc(&self.processing_hist[slot]);
     }
 }
@@ -329,7 +332,10 @@ impl SfuHandle {
         make: impl FnOnce(oneshot::Sender<Result<T, SfuError>>) -> Command,
     ) -> Result<T, SfuError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(make(reply)).await.map_err(|_| SfuError::Stopped)?;
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| SfuError::Stopped)?;
         rx.await.map_err(|_| SfuError::Stopped)?
     }
 
@@ -341,7 +347,13 @@ impl SfuHandle {
         name: String,
         events: mpsc::Sender<SfuEvent>,
     ) -> Result<JoinInfo, SfuError> {
-        self.call(|reply| Command::Join { room, name, events, reply }).await
+        self.call(|reply| Command::Join {
+            room,
+            name,
+            events,
+            reply,
+        })
+        .await
     }
 
     /// Applies the client's offer on its publisher transport and returns the SDP answer.
@@ -352,13 +364,28 @@ impl SfuHandle {
         sdp: String,
         tracks: Vec<PublishTrack>,
     ) -> Result<String, SfuError> {
-        self.call(|reply| Command::PublishOffer { participant, sdp, tracks, reply }).await
+        self.call(|reply| Command::PublishOffer {
+            participant,
+            sdp,
+            tracks,
+            reply,
+        })
+        .await
     }
 
     /// Applies the client's answer to the last subscribe offer.
     /// Errors: [`SfuError::NegotiationFailed`] (no offer pending), [`SfuError::InvalidSdp`].
-    pub async fn subscribe_answer(&self, participant: ParticipantId, sdp: String) -> Result<(), SfuError> {
-        self.call(|reply| Command::SubscribeAnswer { participant, sdp, reply }).await
+    pub async fn subscribe_answer(
+        &self,
+        participant: ParticipantId,
+        sdp: String,
+    ) -> Result<(), SfuError> {
+        self.call(|reply| Command::SubscribeAnswer {
+            participant,
+            sdp,
+            reply,
+        })
+        .await
     }
 
     /// Adds a trickled remote ICE candidate (RFC 8838). An empty `candidate` is end-of-candidates.
@@ -384,18 +411,46 @@ impl SfuHandle {
 
     /// Records the mute state of one of the participant's sources and tells the others.
     pub async fn mute(&self, participant: ParticipantId, source: TrackSource, muted: bool) {
-        let _ = self.tx.send(Command::Mute { participant, source, muted }).await;
+        let _ = self
+            .tx
+            .send(Command::Mute {
+                participant,
+                source,
+                muted,
+            })
+            .await;
     }
 
     /// Sends a text message on the participant's DataChannel `label` (if open).
     pub async fn send_data(&self, participant: ParticipantId, label: String, text: String) {
-        let _ = self.tx.send(Command::SendData { participant, label, text }).await;
+        let _ = self
+            .tx
+            .send(Command::SendData {
+                participant,
+                label,
+                text,
+            })
+            .await;
     }
 
     /// Sends a text message on the DataChannel `label` of every participant of `room` (but
     /// `except`), where open. Used to relay chat.
-    pub async fn broadcast_data(&self, room: RoomId, except: Option<ParticipantId>, label: String, text: String) {
-        let _ = self.tx.send(Command::Broadcast { room, except, label, text }).await;
+    pub async fn broadcast_data(
+        &self,
+        room: RoomId,
+        except: Option<ParticipantId>,
+        label: String,
+        text: String,
+    ) {
+        let _ = self
+            .tx
+            .send(Command::Broadcast {
+                room,
+                except,
+                label,
+                text,
+            })
+            .await;
     }
 
     /// Removes the participant from its room (idempotent).

@@ -127,7 +127,10 @@ mod tests {
         // P=1: an interframe.
         assert!(!is_keyframe_start(CodecFamily::Vp8, &[0x10, 0x01]));
         // X=1, I=1 with a 15-bit picture id, then the frame header.
-        assert!(is_keyframe_start(CodecFamily::Vp8, &[0x90, 0x80, 0x81, 0x23, 0x00]));
+        assert!(is_keyframe_start(
+            CodecFamily::Vp8,
+            &[0x90, 0x80, 0x81, 0x23, 0x00]
+        ));
         // Not the start of a partition.
         assert!(!is_keyframe_start(CodecFamily::Vp8, &[0x00, 0x00]));
         assert!(!is_keyframe_start(CodecFamily::Vp8, &[]));
@@ -138,7 +141,10 @@ mod tests {
         assert!(is_keyframe_start(CodecFamily::H264, &[0x65]));
         assert!(is_keyframe_start(CodecFamily::H264, &[0x67]));
         assert!(!is_keyframe_start(CodecFamily::H264, &[0x41]));
-        assert!(is_keyframe_start(CodecFamily::H264, &[0x78, 0x00, 0x01, 0x67, 0x00, 0x01, 0x68]));
+        assert!(is_keyframe_start(
+            CodecFamily::H264,
+            &[0x78, 0x00, 0x01, 0x67, 0x00, 0x01, 0x68]
+        ));
         assert!(is_keyframe_start(CodecFamily::H264, &[0x7c, 0x85]));
         assert!(!is_keyframe_start(CodecFamily::H264, &[0x7c, 0x05]));
     }

@@ -37,7 +37,10 @@ impl NegotiationState {
     pub fn request_offer(&mut self, now: Instant) -> bool {
         match self {
             Self::Stable => {
-                *self = Self::AwaitingAnswer { since: now, again: false };
+                *self = Self::AwaitingAnswer {
+                    since: now,
+                    again: false,
+                };
                 true
             }
             Self::AwaitingAnswer { again, .. } => {
@@ -57,7 +60,10 @@ impl NegotiationState {
                 Ok(false)
             }
             Self::AwaitingAnswer { again: true, .. } => {
-                *self = Self::AwaitingAnswer { since: now, again: false };
+                *self = Self::AwaitingAnswer {
+                    since: now,
+                    again: false,
+                };
                 Ok(true)
             }
         }
@@ -76,7 +82,10 @@ impl NegotiationState {
     pub fn timed_out(&mut self, now: Instant) -> bool {
         match self.deadline() {
             Some(d) if d <= now => {
-                *self = Self::AwaitingAnswer { since: now, again: false };
+                *self = Self::AwaitingAnswer {
+                    since: now,
+                    again: false,
+                };
                 true
             }
             _ => false,
@@ -95,7 +104,11 @@ mod tests {
         assert!(n.request_offer(t));
         assert!(!n.request_offer(t));
         assert!(!n.request_offer(t));
-        assert_eq!(n.answer_received(t), Ok(true), "changes while waiting: offer again");
+        assert_eq!(
+            n.answer_received(t),
+            Ok(true),
+            "changes while waiting: offer again"
+        );
         assert_eq!(n.answer_received(t), Ok(false));
         assert_eq!(n, NegotiationState::Stable);
     }

@@ -18,8 +18,7 @@ use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability,
-    RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
@@ -156,7 +155,9 @@ pub fn build_peer_connection(
     let registry = Registry::new()
         .with(
             Slot::NackResponder,
-            rtc::interceptor::NackResponderBuilder::new().with_size(NACK_HISTORY_PACKETS).build(),
+            rtc::interceptor::NackResponderBuilder::new()
+                .with_size(NACK_HISTORY_PACKETS)
+                .build(),
         )
         .with(
             Slot::NackGenerator,
@@ -240,7 +241,10 @@ mod tests {
     #[test]
     fn ufrags_name_their_participant_and_role() {
         let u = encode_ufrag(ParticipantId(0xabc), TransportRole::Subscriber);
-        assert_eq!(decode_ufrag(&u), Some((ParticipantId(0xabc), TransportRole::Subscriber)));
+        assert_eq!(
+            decode_ufrag(&u),
+            Some((ParticipantId(0xabc), TransportRole::Subscriber))
+        );
         assert_eq!(decode_ufrag("zz/p1234"), None);
         assert_eq!(decode_ufrag("12/x1234"), None);
         assert!(u.len() >= 4 && u.len() <= 256);

@@ -284,7 +284,11 @@ mod tests {
         let mut b = header(2, 7, 5, 111);
         r.rewrite(&mut b, &[], t0 + Duration::from_millis(20));
         assert_eq!(b.sequence_number, a.sequence_number.wrapping_add(1));
-        assert_eq!(b.timestamp, a.timestamp.wrapping_add(960), "20 ms at 48 kHz");
+        assert_eq!(
+            b.timestamp,
+            a.timestamp.wrapping_add(960),
+            "20 ms at 48 kHz"
+        );
         assert_eq!(b.ssrc, 7);
     }
 
@@ -295,22 +299,38 @@ mod tests {
         let now = Instant::now();
         let delta = [0x10, 0x01];
         let key = [0x10, 0x00];
-        assert_eq!(r.rewrite(&mut header(1, 1, 0, 96), &delta, now), Verdict::WaitingForKeyframe);
+        assert_eq!(
+            r.rewrite(&mut header(1, 1, 0, 96), &delta, now),
+            Verdict::WaitingForKeyframe
+        );
         let mut k = header(1, 2, 3000, 96);
         assert_eq!(r.rewrite(&mut k, &key, now), Verdict::Forward);
         r.request_resync();
-        assert_eq!(r.rewrite(&mut header(1, 3, 6000, 96), &delta, now), Verdict::WaitingForKeyframe);
+        assert_eq!(
+            r.rewrite(&mut header(1, 3, 6000, 96), &delta, now),
+            Verdict::WaitingForKeyframe
+        );
         let mut k2 = header(1, 4, 9000, 96);
         assert_eq!(r.rewrite(&mut k2, &key, now), Verdict::Forward);
-        assert_eq!(k2.sequence_number, k.sequence_number.wrapping_add(1), "the dropped packet left no gap");
+        assert_eq!(
+            k2.sequence_number,
+            k.sequence_number.wrapping_add(1),
+            "the dropped packet left no gap"
+        );
     }
 
     #[test]
     fn unnegotiated_payload_types_are_dropped() {
         let mut r = audio();
         r.set_payload_type(0, None);
-        assert_eq!(r.rewrite(&mut header(1, 1, 0, 0), &[], Instant::now()), Verdict::UnmappedPayloadType);
-        assert_eq!(r.rewrite(&mut header(1, 1, 0, 8), &[], Instant::now()), Verdict::UnmappedPayloadType);
+        assert_eq!(
+            r.rewrite(&mut header(1, 1, 0, 0), &[], Instant::now()),
+            Verdict::UnmappedPayloadType
+        );
+        assert_eq!(
+            r.rewrite(&mut header(1, 1, 0, 8), &[], Instant::now()),
+            Verdict::UnmappedPayloadType
+        );
         assert!(r.payload_type_unresolved(8));
     }
 
@@ -324,9 +344,18 @@ mod tests {
         h.extension = true;
         h.extension_profile = 0xBEDE;
         h.extensions = vec![
-            Extension { id: 1, payload: Bytes::from_static(&[0x80]) },
-            Extension { id: 2, payload: Bytes::from_static(&[0, 1]) }, // transport-cc: dropped
-            Extension { id: 3, payload: Bytes::from_static(b"0") },
+            Extension {
+                id: 1,
+                payload: Bytes::from_static(&[0x80]),
+            },
+            Extension {
+                id: 2,
+                payload: Bytes::from_static(&[0, 1]),
+            }, // transport-cc: dropped
+            Extension {
+                id: 3,
+                payload: Bytes::from_static(b"0"),
+            },
         ];
         assert_eq!(r.rewrite(&mut h, &[], Instant::now()), Verdict::Forward);
         let ids: Vec<u8> = h.extensions.iter().map(|e| e.id).collect();

@@ -49,7 +49,12 @@ pub(crate) struct Transport {
 }
 
 impl Transport {
-    fn new(participant: ParticipantId, role: TransportRole, local: &[SocketAddr], now: Instant) -> Result<Self, SfuError> {
+    fn new(
+        participant: ParticipantId,
+        role: TransportRole,
+        local: &[SocketAddr],
+        now: Instant,
+    ) -> Result<Self, SfuError> {
         let mut pc = build_peer_connection(participant, role, now)
             .map_err(|e| SfuError::NegotiationFailed(e.to_string()))?;
         for addr in local {
@@ -69,7 +74,12 @@ impl Transport {
             pc.add_local_candidate(candidate)
                 .map_err(|e| SfuError::NegotiationFailed(e.to_string()))?;
         }
-        Ok(Self { pc, deadline: Some(now), state: RTCPeerConnectionState::New, dirty: true })
+        Ok(Self {
+            pc,
+            deadline: Some(now),
+            state: RTCPeerConnectionState::New,
+            dirty: true,
+        })
     }
 }
 
@@ -126,7 +136,10 @@ impl Participant {
 
     fn track_info(&self, p: &Published) -> TrackInfo {
         TrackInfo {
-            id: TrackId { participant: self.id, mid: p.mid.clone() },
+            id: TrackId {
+                participant: self.id,
+                mid: p.mid.clone(),
+            },
             kind: p.source.kind(),
             source: p.source,
             muted: p.muted,
@@ -178,12 +191,19 @@ impl Participant {
         if p.source.kind() != MediaKind::Video {
             return false;
         }
-        if p.last_keyframe_request.is_some_and(|t| now.duration_since(t) < KEYFRAME_REQUEST_INTERVAL) {
+        if p.last_keyframe_request
+            .is_some_and(|t| now.duration_since(t) < KEYFRAME_REQUEST_INTERVAL)
+        {
             return false;
         }
-        let (Some(receiver), Some(&ssrc)) = (p.receiver, p.ssrcs.first()) else { return false };
+        let (Some(receiver), Some(&ssrc)) = (p.receiver, p.ssrcs.first()) else {
+            return false;
+        };
         p.last_keyframe_request = Some(now);
-        let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc };
+        let pli = PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc: ssrc,
+        };
         if let Some(mut r) = self.publisher.pc.rtp_receiver(receiver) {
             if let Err(e) = r.write_rtcp(now, vec![Box::new(pli)]) {
                 debug!(participant = %self.id, "PLI write failed: {e}");
@@ -210,7 +230,10 @@ pub(crate) struct Room {
 
 impl Room {
     pub fn new(id: RoomId) -> Self {
-        Self { id, participants: Vec::new() }
+        Self {
+            id,
+            participants: Vec::new(),
+        }
     }
 
     pub fn index_of(&self, id: ParticipantId) -> Option<usize> {
@@ -226,7 +249,11 @@ impl Room {
         now: Instant,
     ) -> Result<(), SfuError> {
         let publisher = Transport::new(id, TransportRole::Publisher, local, now)?;
-        let info = ParticipantInfo { id, name: name.clone(), tracks: vec![] };
+        let info = ParticipantInfo {
+            id,
+            name: name.clone(),
+            tracks: vec![],
+        };
         for other in &mut self.participants {
             other.send(SfuEvent::ParticipantJoined(info.clone()));
         }
@@ -246,7 +273,12 @@ impl Room {
     }
 
     /// Removes a participant, closes its transports and tells the others.
-    pub fn remove_participant(&mut self, id: ParticipantId, local: &[SocketAddr], now: Instant) -> Option<Participant> {
+    pub fn remove_participant(
+        &mut self,
+        id: ParticipantId,
+        local: &[SocketAddr],
+        now: Instant,
+    ) -> Option<Participant> {
         let idx = self.index_of(id)?;
         let mut gone = self.participants.remove(idx);
         let _ = rtc::sansio::Protocol::close(&mut gone.publisher.pc);
@@ -255,7 +287,10 @@ impl Room {
         }
         for other in &mut self.participants {
             for t in &gone.published {
-                other.send(SfuEvent::TrackUnpublished(TrackId { participant: id, mid: t.mid.clone() }));
+                other.send(SfuEvent::TrackUnpublished(TrackId {
+                    participant: id,
+                    mid: t.mid.clone(),
+                }));
             }
             other.send(SfuEvent::ParticipantLeft(id));
         }
@@ -275,12 +310,17 @@ impl Room {
         let idx = self.index_of(id).ok_or(SfuError::UnknownParticipant)?;
         validate_track_list(&tracks)?;
         let p = &mut self.participants[idx];
-        let offer = RTCSessionDescription::offer(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+        let offer =
+            RTCSessionDescription::offer(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
         p.publisher
             .pc
             .set_remote_description(now, offer)
             .map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
-        let answer = p.publisher.pc.create_answer(None).map_err(|e| SfuError::NegotiationFailed(e.to_string()))?;
+        let answer = p
+            .publisher
+            .pc
+            .create_answer(None)
+            .map_err(|e| SfuError::NegotiationFailed(e.to_string()))?;
         p.publisher
             .pc
             .set_local_description(now, answer)
@@ -301,19 +341,28 @@ impl Room {
         for t in &tracks {
             let mut found = None;
             for &tid in &transceivers {
-                let Some(tr) = p.publisher.pc.rtp_transceiver(tid) else { continue };
+                let Some(tr) = p.publisher.pc.rtp_transceiver(tid) else {
+                    continue;
+                };
                 if tr.mid().as_deref() == Some(t.mid.as_str()) {
                     found = tr.receiver();
                 }
             }
             let Some(receiver) = found else {
-                return Err(SfuError::InvalidSdp(format!("mid {} names no receiving m-line of the offer", t.mid)));
+                return Err(SfuError::InvalidSdp(format!(
+                    "mid {} names no receiving m-line of the offer",
+                    t.mid
+                )));
             };
             let (codecs, extensions, kind) = match p.publisher.pc.rtp_receiver(receiver) {
                 Some(mut r) => {
                     let kind = r.track().kind();
                     let params = r.get_parameters();
-                    (params.rtp_parameters.codecs.clone(), params.rtp_parameters.header_extensions.clone(), kind)
+                    (
+                        params.rtp_parameters.codecs.clone(),
+                        params.rtp_parameters.header_extensions.clone(),
+                        kind,
+                    )
                 }
                 None => continue,
             };
@@ -322,17 +371,34 @@ impl Room {
                 MediaKind::Video => RtpCodecKind::Video,
             };
             if kind != expected {
-                return Err(SfuError::InvalidSdp(format!("mid {} is {kind} but declared {:?}", t.mid, t.source)));
+                return Err(SfuError::InvalidSdp(format!(
+                    "mid {} is {kind} but declared {:?}",
+                    t.mid, t.source
+                )));
             }
             if codecs.is_empty() {
-                return Err(SfuError::InvalidSdp(format!("mid {}: no codec in common with the server", t.mid)));
+                return Err(SfuError::InvalidSdp(format!(
+                    "mid {}: no codec in common with the server",
+                    t.mid
+                )));
             }
-            let old = p.published.iter().position(|o| o.mid == t.mid && o.source == t.source);
+            let old = p
+                .published
+                .iter()
+                .position(|o| o.mid == t.mid && o.source == t.source);
             let (muted, mut ssrcs, last) = match old {
-                Some(i) => (p.published[i].muted, p.published[i].ssrcs.clone(), p.published[i].last_keyframe_request),
+                Some(i) => (
+                    p.published[i].muted,
+                    p.published[i].ssrcs.clone(),
+                    p.published[i].last_keyframe_request,
+                ),
                 None => (false, vec![], None),
             };
-            for s in ssrcs_by_mid.iter().filter(|(m, _)| m == &t.mid).map(|(_, s)| *s) {
+            for s in ssrcs_by_mid
+                .iter()
+                .filter(|(m, _)| m == &t.mid)
+                .map(|(_, s)| *s)
+            {
                 if !ssrcs.contains(&s) {
                     ssrcs.push(s);
                 }
@@ -352,11 +418,18 @@ impl Room {
             .published
             .iter()
             .filter(|o| !next.iter().any(|n| n.mid == o.mid && n.source == o.source))
-            .map(|o| TrackId { participant: id, mid: o.mid.clone() })
+            .map(|o| TrackId {
+                participant: id,
+                mid: o.mid.clone(),
+            })
             .collect();
         let added: Vec<TrackInfo> = next
             .iter()
-            .filter(|n| !p.published.iter().any(|o| n.mid == o.mid && n.source == o.source))
+            .filter(|n| {
+                !p.published
+                    .iter()
+                    .any(|o| n.mid == o.mid && n.source == o.source)
+            })
             .map(|n| p.track_info(n))
             .collect();
         p.published = next;
@@ -377,16 +450,27 @@ impl Room {
     }
 
     /// Applies the answer to the subscriber transport's pending offer.
-    pub fn subscribe_answer(&mut self, id: ParticipantId, sdp: String, local: &[SocketAddr], now: Instant) -> Result<(), SfuError> {
+    pub fn subscribe_answer(
+        &mut self,
+        id: ParticipantId,
+        sdp: String,
+        local: &[SocketAddr],
+        now: Instant,
+    ) -> Result<(), SfuError> {
         let idx = self.index_of(id).ok_or(SfuError::UnknownParticipant)?;
         let p = &mut self.participants[idx];
         let Some(sub) = p.subscriber.as_mut() else {
-            return Err(SfuError::NegotiationFailed("no subscribe offer is awaiting an answer".into()));
+            return Err(SfuError::NegotiationFailed(
+                "no subscribe offer is awaiting an answer".into(),
+            ));
         };
         if p.negotiation == NegotiationState::Stable {
-            return Err(SfuError::NegotiationFailed("no subscribe offer is awaiting an answer".into()));
+            return Err(SfuError::NegotiationFailed(
+                "no subscribe offer is awaiting an answer".into(),
+            ));
         }
-        let answer = RTCSessionDescription::answer(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+        let answer =
+            RTCSessionDescription::answer(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
         sub.pc
             .set_remote_description(now, answer)
             .map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
@@ -427,7 +511,14 @@ impl Room {
             .iter()
             .flat_map(|p| {
                 p.published.iter().map(move |t| {
-                    (TrackId { participant: p.id, mid: t.mid.clone() }, t.source, t.codecs.clone())
+                    (
+                        TrackId {
+                            participant: p.id,
+                            mid: t.mid.clone(),
+                        },
+                        t.source,
+                        t.codecs.clone(),
+                    )
                 })
             })
             .collect();
@@ -436,7 +527,10 @@ impl Room {
             // Remove forwardings of tracks that are gone.
             let mut i = 0;
             while i < p.downtracks.len() {
-                if published.iter().any(|(t, _, _)| *t == p.downtracks[i].track) {
+                if published
+                    .iter()
+                    .any(|(t, _, _)| *t == p.downtracks[i].track)
+                {
                     i += 1;
                     continue;
                 }
@@ -471,7 +565,10 @@ impl Room {
                 let codings = codecs
                     .iter()
                     .map(|c| RTCRtpEncodingParameters {
-                        rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(out_ssrc), ..Default::default() },
+                        rtp_coding_parameters: RTCRtpCodingParameters {
+                            ssrc: Some(out_ssrc),
+                            ..Default::default()
+                        },
                         active: true,
                         codec: c.rtp_codec.clone(),
                         ..Default::default()
@@ -498,13 +595,20 @@ impl Room {
                         continue;
                     }
                 };
-                let first = codecs.first().map(|c| c.rtp_codec.clone()).unwrap_or_default();
+                let first = codecs
+                    .first()
+                    .map(|c| c.rtp_codec.clone())
+                    .unwrap_or_default();
                 p.downtracks.push(DownTrack {
                     track: track.clone(),
                     source: *source,
                     sender,
                     mid: None,
-                    rewriter: RtpRewriter::new(out_ssrc, CodecFamily::from_mime(&first.mime_type), first.clock_rate),
+                    rewriter: RtpRewriter::new(
+                        out_ssrc,
+                        CodecFamily::from_mime(&first.mime_type),
+                        first.clock_rate,
+                    ),
                     negotiated: false,
                 });
                 changed = true;
@@ -518,7 +622,9 @@ impl Room {
     /// Creates, applies and sends a subscribe offer for `p` (its negotiation state already says
     /// an offer is due).
     pub(crate) fn send_offer(p: &mut Participant, now: Instant) {
-        let Some(sub) = p.subscriber.as_mut() else { return };
+        let Some(sub) = p.subscriber.as_mut() else {
+            return;
+        };
         let offer = match sub.pc.create_offer(None) {
             Ok(o) => o,
             Err(e) => {
@@ -532,7 +638,9 @@ impl Room {
         }
         sub.dirty = true;
         sub.deadline = Some(now);
-        let Some(sdp) = sub.pc.local_description().map(|d| d.sdp) else { return };
+        let Some(sdp) = sub.pc.local_description().map(|d| d.sdp) else {
+            return;
+        };
         // Learn each forwarding's mid on this transport.
         let mut tracks = Vec::new();
         for dt in &mut p.downtracks {
@@ -554,25 +662,42 @@ impl Room {
     /// Recomputes every downtrack's payload-type and header-extension translation from the two
     /// legs' negotiated parameters (after any negotiation).
     pub fn refresh_mappings(&mut self) {
-        let published: Vec<(TrackId, Vec<RTCRtpCodecParameters>, Vec<RTCRtpHeaderExtensionParameters>)> = self
+        let published: Vec<(
+            TrackId,
+            Vec<RTCRtpCodecParameters>,
+            Vec<RTCRtpHeaderExtensionParameters>,
+        )> = self
             .participants
             .iter()
             .flat_map(|p| {
                 p.published.iter().map(move |t| {
-                    (TrackId { participant: p.id, mid: t.mid.clone() }, t.codecs.clone(), t.extensions.clone())
+                    (
+                        TrackId {
+                            participant: p.id,
+                            mid: t.mid.clone(),
+                        },
+                        t.codecs.clone(),
+                        t.extensions.clone(),
+                    )
                 })
             })
             .collect();
         for p in &mut self.participants {
-            let Some(sub) = p.subscriber.as_mut() else { continue };
+            let Some(sub) = p.subscriber.as_mut() else {
+                continue;
+            };
             for dt in &mut p.downtracks {
                 if !dt.negotiated {
                     continue;
                 }
-                let Some((_, pub_codecs, pub_exts)) = published.iter().find(|(t, _, _)| *t == dt.track) else {
+                let Some((_, pub_codecs, pub_exts)) =
+                    published.iter().find(|(t, _, _)| *t == dt.track)
+                else {
                     continue;
                 };
-                let Some(mut sender) = sub.pc.rtp_sender(dt.sender) else { continue };
+                let Some(mut sender) = sub.pc.rtp_sender(dt.sender) else {
+                    continue;
+                };
                 let params = sender.get_parameters().rtp_parameters.clone();
                 dt.rewriter.reset_mappings();
                 for c in pub_codecs {
@@ -580,14 +705,17 @@ impl Room {
                         .codecs
                         .iter()
                         .find(|s| {
-                            s.rtp_codec.mime_type.eq_ignore_ascii_case(&c.rtp_codec.mime_type)
+                            s.rtp_codec
+                                .mime_type
+                                .eq_ignore_ascii_case(&c.rtp_codec.mime_type)
                                 && s.rtp_codec.sdp_fmtp_line == c.rtp_codec.sdp_fmtp_line
                         })
                         .or_else(|| {
-                            params
-                                .codecs
-                                .iter()
-                                .find(|s| s.rtp_codec.mime_type.eq_ignore_ascii_case(&c.rtp_codec.mime_type))
+                            params.codecs.iter().find(|s| {
+                                s.rtp_codec
+                                    .mime_type
+                                    .eq_ignore_ascii_case(&c.rtp_codec.mime_type)
+                            })
                         })
                         .map(|s| s.payload_type);
                     dt.rewriter.set_payload_type(c.payload_type, to);
@@ -603,7 +731,10 @@ impl Room {
                         }
                     }
                 }
-                if let (Some(s), Some(mid)) = (params.header_extensions.iter().find(|s| s.uri == MID_URI), &dt.mid) {
+                if let (Some(s), Some(mid)) = (
+                    params.header_extensions.iter().find(|s| s.uri == MID_URI),
+                    &dt.mid,
+                ) {
                     dt.rewriter.set_mid_extension(s.id as u8, mid);
                 }
             }
@@ -621,7 +752,11 @@ impl Room {
         let mut outcome = ForwardOutcome::default();
         let publisher_id = self.participants[idx].id;
         let ssrc = packet.header.ssrc;
-        let Some(mid_idx) = self.participants[idx].published.iter().position(|p| p.ssrcs.contains(&ssrc)) else {
+        let Some(mid_idx) = self.participants[idx]
+            .published
+            .iter()
+            .position(|p| p.ssrcs.contains(&ssrc))
+        else {
             return outcome;
         };
         SfuMetrics::inc(&metrics.rtp_in);
@@ -639,7 +774,9 @@ impl Room {
             if j == idx {
                 continue;
             }
-            let Some(sub) = sub_p.subscriber.as_mut() else { continue };
+            let Some(sub) = sub_p.subscriber.as_mut() else {
+                continue;
+            };
             if sub.state != RTCPeerConnectionState::Connected {
                 continue;
             }
@@ -654,7 +791,11 @@ impl Room {
                 match dt.rewriter.rewrite(&mut out.header, &packet.payload, now) {
                     Verdict::Forward => {
                         let len = packet.payload.len() as u64 + 12;
-                        match sub.pc.rtp_sender(dt.sender).map(|mut s| s.write_rtp(now, out)) {
+                        match sub
+                            .pc
+                            .rtp_sender(dt.sender)
+                            .map(|mut s| s.write_rtp(now, out))
+                        {
                             Some(Ok(())) => {
                                 SfuMetrics::inc(&metrics.rtp_forwarded);
                                 SfuMetrics::add(&metrics.bytes_forwarded, len);
@@ -677,7 +818,6 @@ impl Room {
         }
         outcome
     }
-
 }
 
 impl DownTrack {
@@ -689,9 +829,13 @@ impl DownTrack {
 /// `(mid, ssrc)` pairs from the `a=ssrc` lines of the remote description.
 fn ssrcs_from_remote(pc: &RTCPeerConnection) -> Vec<(String, u32)> {
     let mut out = Vec::new();
-    let Some(parsed) = pc.remote_description().and_then(|d| d.unmarshal().ok()) else { return out };
+    let Some(parsed) = pc.remote_description().and_then(|d| d.unmarshal().ok()) else {
+        return out;
+    };
     for media in &parsed.media_descriptions {
-        let Some(mid) = media.attribute("mid").flatten() else { continue };
+        let Some(mid) = media.attribute("mid").flatten() else {
+            continue;
+        };
         // The first SSRC of the m-line is the media SSRC (later ones may be RTX/FEC of a group).
         if let Some(ssrc) = media
             .attribute("ssrc")
@@ -707,14 +851,23 @@ fn ssrcs_from_remote(pc: &RTCPeerConnection) -> Vec<(String, u32)> {
 
 fn validate_track_list(tracks: &[PublishTrack]) -> Result<(), SfuError> {
     if tracks.len() > 3 {
-        return Err(SfuError::InvalidSdp("at most 3 tracks (microphone, camera, screen)".into()));
+        return Err(SfuError::InvalidSdp(
+            "at most 3 tracks (microphone, camera, screen)".into(),
+        ));
     }
     for (i, t) in tracks.iter().enumerate() {
         if t.mid.is_empty() || t.mid.len() > 32 {
-            return Err(SfuError::InvalidSdp("a track's mid has 1 to 32 characters".into()));
+            return Err(SfuError::InvalidSdp(
+                "a track's mid has 1 to 32 characters".into(),
+            ));
         }
-        if tracks[..i].iter().any(|o| o.mid == t.mid || o.source == t.source) {
-            return Err(SfuError::InvalidSdp("each mid and each source at most once".into()));
+        if tracks[..i]
+            .iter()
+            .any(|o| o.mid == t.mid || o.source == t.source)
+        {
+            return Err(SfuError::InvalidSdp(
+                "each mid and each source at most once".into(),
+            ));
         }
     }
     Ok(())

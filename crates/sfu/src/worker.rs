@@ -64,17 +64,27 @@ struct Route {
 /// task.
 pub fn spawn_media_worker(
     config: MediaConfig,
-) -> std::io::Result<(SfuHandle, broadcast::Sender<RoomEvent>, tokio::task::JoinHandle<()>)> {
+) -> std::io::Result<(
+    SfuHandle,
+    broadcast::Sender<RoomEvent>,
+    tokio::task::JoinHandle<()>,
+)> {
     let mut sockets = Vec::new();
     for iface in &config.interfaces {
         let std_socket = std::net::UdpSocket::bind(SocketAddr::new(iface.bind, config.udp_port))?;
         std_socket.set_nonblocking(true)?;
         let port = std_socket.local_addr()?.port();
         let socket = UdpSocket::from_std(std_socket)?;
-        sockets.push(MediaSocket { socket, tag: SocketAddr::new(iface.announce, port) });
+        sockets.push(MediaSocket {
+            socket,
+            tag: SocketAddr::new(iface.announce, port),
+        });
     }
     if sockets.is_empty() {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "no media interface configured"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "no media interface configured",
+        ));
     }
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let (room_events, _) = broadcast::channel(ROOM_EVENTS);
@@ -96,7 +106,15 @@ pub fn spawn_media_worker(
         last_sweep: Instant::now(),
     };
     let task = tokio::spawn(worker.run(rx));
-    Ok((SfuHandle { tx, metrics, udp_addrs }, room_events, task))
+    Ok((
+        SfuHandle {
+            tx,
+            metrics,
+            udp_addrs,
+        },
+        room_events,
+        task,
+    ))
 }
 
 struct Worker {
@@ -120,8 +138,12 @@ impl Worker {
         let sleep = tokio::time::sleep(Duration::from_secs(1));
         tokio::pin!(sleep);
         loop {
-            let deadline = self.next_deadline().unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
-            sleep.as_mut().reset(tokio::time::Instant::from_std(deadline));
+            let deadline = self
+                .next_deadline()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+            sleep
+                .as_mut()
+                .reset(tokio::time::Instant::from_std(deadline));
             if self.rx_buf.capacity() < MAX_DATAGRAM {
                 self.rx_buf.reserve(64 * 1024);
             }
@@ -181,10 +203,16 @@ impl Worker {
             SfuMetrics::inc(&self.metrics.drops_unroutable);
             return;
         };
-        let Some(room) = self.rooms.get_mut(room_id) else { return };
-        let Some(idx) = room.index_of(pid) else { return };
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let Some(idx) = room.index_of(pid) else {
+            return;
+        };
         let tag = self.sockets[sock].tag;
-        let Some(t) = room.participants[idx].transport_mut(role) else { return };
+        let Some(t) = room.participants[idx].transport_mut(role) else {
+            return;
+        };
         let msg = TaggedBytesMut {
             now,
             transport: TransportContext {
@@ -208,12 +236,18 @@ impl Worker {
             let room_id = room.id.clone();
             self.after_room_change(&room_id, now);
         }
-        self.metrics.record_processing(now.elapsed().as_nanos() as u64);
+        self.metrics
+            .record_processing(now.elapsed().as_nanos() as u64);
     }
 
     /// Finds the transport a datagram belongs to: by source address, or for a new address by
     /// the STUN USERNAME of a binding request (RFC 8445 section 7.2.2).
-    fn route(&mut self, peer: SocketAddr, data: &[u8], now: Instant) -> Option<(ParticipantId, TransportRole)> {
+    fn route(
+        &mut self,
+        peer: SocketAddr,
+        data: &[u8],
+        now: Instant,
+    ) -> Option<(ParticipantId, TransportRole)> {
         if let Some(r) = self.routes.get_mut(&peer) {
             r.last_seen = now;
             return Some((r.participant, r.role));
@@ -224,19 +258,28 @@ impl Worker {
         let mut msg = rtc::stun::message::Message::new();
         msg.unmarshal_binary(data).ok()?;
         let username =
-            rtc::stun::textattrs::Username::get_from_as(&msg, rtc::stun::attributes::ATTR_USERNAME).ok()?;
+            rtc::stun::textattrs::Username::get_from_as(&msg, rtc::stun::attributes::ATTR_USERNAME)
+                .ok()?;
         let local_ufrag = username.text.split_once(':')?.0;
         let (pid, role) = decode_ufrag(local_ufrag)?;
         if !self.where_is.contains_key(&pid) {
             return None;
         }
-        self.routes.insert(peer, Route { participant: pid, role, last_seen: now });
+        self.routes.insert(
+            peer,
+            Route {
+                participant: pid,
+                role,
+                last_seen: now,
+            },
+        );
         Some((pid, role))
     }
 
     fn on_timeout(&mut self, now: Instant) {
         if now >= self.last_sweep + ROUTE_IDLE {
-            self.routes.retain(|_, r| now.duration_since(r.last_seen) < ROUTE_IDLE);
+            self.routes
+                .retain(|_, r| now.duration_since(r.last_seen) < ROUTE_IDLE);
             self.last_sweep = now;
         }
         // Rooms are walked in place: no room-id clone or lookup per room and timer tick (ticks
@@ -263,7 +306,9 @@ impl Worker {
                 if p.negotiation.timed_out(now) {
                     warn!(participant = %p.id, "subscribe offer not answered in time: offering again");
                     if let Some(sub) = p.subscriber.as_mut() {
-                        if let Ok(rb) = rtc::peer_connection::sdp::RTCSessionDescription::rollback(None) {
+                        if let Ok(rb) =
+                            rtc::peer_connection::sdp::RTCSessionDescription::rollback(None)
+                        {
                             let _ = sub.pc.set_local_description(now, rb);
                         }
                     }
@@ -271,7 +316,8 @@ impl Worker {
                 }
             }
             flush(room, &self.sockets, &self.metrics);
-            if room.participants.is_empty() || room.participants.iter().any(|p| p.closing.is_some()) {
+            if room.participants.is_empty() || room.participants.iter().any(|p| p.closing.is_some())
+            {
                 changed.push(room.id.clone());
             }
         }
@@ -283,53 +329,103 @@ impl Worker {
     fn handle_command(&mut self, cmd: Command) {
         let now = Instant::now();
         match cmd {
-            Command::Join { room, name, events, reply } => {
+            Command::Join {
+                room,
+                name,
+                events,
+                reply,
+            } => {
                 let r = self.join(room, name, events, now);
                 let _ = reply.send(r);
             }
-            Command::PublishOffer { participant, sdp, tracks, reply } => {
+            Command::PublishOffer {
+                participant,
+                sdp,
+                tracks,
+                reply,
+            } => {
                 let local = self.local.clone();
-                let r = self.with_room(participant, now, |room| room.publish_offer(participant, sdp, tracks, &local, now));
-                let _ = reply.send(r);
-            }
-            Command::SubscribeAnswer { participant, sdp, reply } => {
-                let local = self.local.clone();
-                let r = self.with_room(participant, now, |room| room.subscribe_answer(participant, sdp, &local, now));
-                let _ = reply.send(r);
-            }
-            Command::Candidate { participant, role, candidate, sdp_mid, sdp_mline_index, reply } => {
                 let r = self.with_room(participant, now, |room| {
-                    let idx = room.index_of(participant).ok_or(SfuError::UnknownParticipant)?;
-                    let t = room.participants[idx]
-                        .transport_mut(role)
-                        .ok_or_else(|| SfuError::InvalidCandidate("that transport does not exist yet".into()))?;
+                    room.publish_offer(participant, sdp, tracks, &local, now)
+                });
+                let _ = reply.send(r);
+            }
+            Command::SubscribeAnswer {
+                participant,
+                sdp,
+                reply,
+            } => {
+                let local = self.local.clone();
+                let r = self.with_room(participant, now, |room| {
+                    room.subscribe_answer(participant, sdp, &local, now)
+                });
+                let _ = reply.send(r);
+            }
+            Command::Candidate {
+                participant,
+                role,
+                candidate,
+                sdp_mid,
+                sdp_mline_index,
+                reply,
+            } => {
+                let r = self.with_room(participant, now, |room| {
+                    let idx = room
+                        .index_of(participant)
+                        .ok_or(SfuError::UnknownParticipant)?;
+                    let t = room.participants[idx].transport_mut(role).ok_or_else(|| {
+                        SfuError::InvalidCandidate("that transport does not exist yet".into())
+                    })?;
                     add_remote_candidate(t, candidate, sdp_mid, sdp_mline_index)
                 });
                 let _ = reply.send(r);
             }
-            Command::Mute { participant, source, muted } => {
+            Command::Mute {
+                participant,
+                source,
+                muted,
+            } => {
                 let _ = self.with_room(participant, now, |room| {
-                    let idx = room.index_of(participant).ok_or(SfuError::UnknownParticipant)?;
+                    let idx = room
+                        .index_of(participant)
+                        .ok_or(SfuError::UnknownParticipant)?;
                     let p = &mut room.participants[idx];
-                    let Some(t) = p.published.iter_mut().find(|t| t.source == source) else { return Ok(()) };
+                    let Some(t) = p.published.iter_mut().find(|t| t.source == source) else {
+                        return Ok(());
+                    };
                     if t.muted == muted {
                         return Ok(());
                     }
                     t.muted = muted;
-                    let track = crate::ids::TrackId { participant, mid: t.mid.clone() };
+                    let track = crate::ids::TrackId {
+                        participant,
+                        mid: t.mid.clone(),
+                    };
                     for (j, other) in room.participants.iter_mut().enumerate() {
                         if j != idx {
-                            other.send(SfuEvent::TrackMuted { track: track.clone(), source, muted });
+                            other.send(SfuEvent::TrackMuted {
+                                track: track.clone(),
+                                source,
+                                muted,
+                            });
                         }
                     }
                     Ok(())
                 });
             }
-            Command::SendData { participant, label, text } => {
+            Command::SendData {
+                participant,
+                label,
+                text,
+            } => {
                 let _ = self.with_room(participant, now, |room| {
-                    let idx = room.index_of(participant).ok_or(SfuError::UnknownParticipant)?;
+                    let idx = room
+                        .index_of(participant)
+                        .ok_or(SfuError::UnknownParticipant)?;
                     let p = &mut room.participants[idx];
-                    let Some(&(id, _)) = p.channels.iter().find(|(_, l)| *l == label) else { return Ok(()) };
+                    let Some(&(id, _)) = p.channels.iter().find(|(_, l)| *l == label) else {
+                        return Ok(());
+                    };
                     if let Some(mut dc) = p.publisher.pc.data_channel(id) {
                         if let Err(e) = dc.send_text(now, text) {
                             debug!("data channel send: {e}");
@@ -339,10 +435,17 @@ impl Worker {
                     Ok(())
                 });
             }
-            Command::Broadcast { room, except, label, text } => {
+            Command::Broadcast {
+                room,
+                except,
+                label,
+                text,
+            } => {
                 if let Some(r) = self.rooms.get_mut(&room) {
                     for p in r.participants.iter_mut().filter(|p| Some(p.id) != except) {
-                        let Some(&(id, _)) = p.channels.iter().find(|(_, l)| *l == label) else { continue };
+                        let Some(&(id, _)) = p.channels.iter().find(|(_, l)| *l == label) else {
+                            continue;
+                        };
                         if let Some(mut dc) = p.publisher.pc.data_channel(id) {
                             if let Err(e) = dc.send_text(now, text.clone()) {
                                 debug!("data channel send: {e}");
@@ -358,9 +461,18 @@ impl Worker {
         }
     }
 
-    fn join(&mut self, room_id: RoomId, name: String, events: mpsc::Sender<SfuEvent>, now: Instant) -> Result<JoinInfo, SfuError> {
+    fn join(
+        &mut self,
+        room_id: RoomId,
+        name: String,
+        events: mpsc::Sender<SfuEvent>,
+        now: Instant,
+    ) -> Result<JoinInfo, SfuError> {
         let max = self.max_participants;
-        let room = self.rooms.entry(room_id.clone()).or_insert_with(|| Room::new(room_id.clone()));
+        let room = self
+            .rooms
+            .entry(room_id.clone())
+            .or_insert_with(|| Room::new(room_id.clone()));
         if room.participants.len() >= max {
             let empty = room.participants.is_empty();
             if empty {
@@ -379,23 +491,41 @@ impl Worker {
         }
         self.where_is.insert(pid, room_id.clone());
         SfuMetrics::inc(&self.metrics.participants);
-        self.metrics.rooms.store(self.rooms.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        let _ = self.room_events.send(RoomEvent::ParticipantJoined { room: room_id.clone(), participant: pid, name });
+        self.metrics.rooms.store(
+            self.rooms.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let _ = self.room_events.send(RoomEvent::ParticipantJoined {
+            room: room_id.clone(),
+            participant: pid,
+            name,
+        });
         info!(room = %room_id, participant = %pid, "joined");
         self.after_room_change(&room_id, now);
-        Ok(JoinInfo { participant: pid, others, max_participants: max })
+        Ok(JoinInfo {
+            participant: pid,
+            others,
+            max_participants: max,
+        })
     }
 
     fn leave(&mut self, pid: ParticipantId, reason: Option<CloseReason>, now: Instant) {
-        let Some(room_id) = self.where_is.remove(&pid) else { return };
+        let Some(room_id) = self.where_is.remove(&pid) else {
+            return;
+        };
         let local = self.local.clone();
         if let Some(room) = self.rooms.get_mut(&room_id) {
             if let Some(mut gone) = room.remove_participant(pid, &local, now) {
                 if let Some(r) = reason {
                     gone.send(SfuEvent::Closed(r));
                 }
-                self.metrics.participants.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                let _ = self.room_events.send(RoomEvent::ParticipantLeft { room: room_id.clone(), participant: pid });
+                self.metrics
+                    .participants
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                let _ = self.room_events.send(RoomEvent::ParticipantLeft {
+                    room: room_id.clone(),
+                    participant: pid,
+                });
                 info!(room = %room_id, participant = %pid, ?reason, "left");
             }
         }
@@ -404,9 +534,21 @@ impl Worker {
     }
 
     /// Runs `f` on the participant's room, then drives and flushes the room.
-    fn with_room<T>(&mut self, pid: ParticipantId, now: Instant, f: impl FnOnce(&mut Room) -> Result<T, SfuError>) -> Result<T, SfuError> {
-        let room_id = self.where_is.get(&pid).cloned().ok_or(SfuError::UnknownParticipant)?;
-        let room = self.rooms.get_mut(&room_id).ok_or(SfuError::UnknownParticipant)?;
+    fn with_room<T>(
+        &mut self,
+        pid: ParticipantId,
+        now: Instant,
+        f: impl FnOnce(&mut Room) -> Result<T, SfuError>,
+    ) -> Result<T, SfuError> {
+        let room_id = self
+            .where_is
+            .get(&pid)
+            .cloned()
+            .ok_or(SfuError::UnknownParticipant)?;
+        let room = self
+            .rooms
+            .get_mut(&room_id)
+            .ok_or(SfuError::UnknownParticipant)?;
         let r = f(room);
         for idx in 0..room.participants.len() {
             drive(room, idx, TransportRole::Publisher, now, &self.metrics);
@@ -419,18 +561,33 @@ impl Worker {
     /// Flushes the room's output, removes participants marked as closing, closes the room when
     /// it is empty.
     fn after_room_change(&mut self, room_id: &RoomId, now: Instant) {
-        let Some(room) = self.rooms.get_mut(room_id) else { return };
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
         flush(room, &self.sockets, &self.metrics);
-        let closing: Vec<(ParticipantId, CloseReason)> =
-            room.participants.iter().filter_map(|p| p.closing.map(|r| (p.id, r))).collect();
+        let closing: Vec<(ParticipantId, CloseReason)> = room
+            .participants
+            .iter()
+            .filter_map(|p| p.closing.map(|r| (p.id, r)))
+            .collect();
         let empty = room.participants.is_empty();
         for (pid, reason) in closing {
             self.leave(pid, Some(reason), now);
         }
-        if empty || self.rooms.get(room_id).is_some_and(|r| r.participants.is_empty()) {
+        if empty
+            || self
+                .rooms
+                .get(room_id)
+                .is_some_and(|r| r.participants.is_empty())
+        {
             if self.rooms.remove(room_id).is_some() {
-                self.metrics.rooms.store(self.rooms.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                let _ = self.room_events.send(RoomEvent::RoomClosed(room_id.clone()));
+                self.metrics.rooms.store(
+                    self.rooms.len() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                let _ = self
+                    .room_events
+                    .send(RoomEvent::RoomClosed(room_id.clone()));
                 info!(room = %room_id, "room closed");
             }
         }
@@ -466,25 +623,32 @@ fn add_remote_candidate(
         && fields[5].parse::<u16>().is_ok()
         && fields[6] == "typ";
     if !ok {
-        return Err(SfuError::InvalidCandidate("not an RFC 8839 candidate-attribute".into()));
+        return Err(SfuError::InvalidCandidate(
+            "not an RFC 8839 candidate-attribute".into(),
+        ));
     }
     // mDNS names (RFC 8828) cannot be resolved here; the address is learnt from STUN instead.
     if fields[4].ends_with(".local") {
         return Ok(());
     }
-    t.pc
-        .add_remote_candidate(RTCIceCandidateInit {
-            candidate,
-            sdp_mid,
-            sdp_mline_index,
-            username_fragment: None,
-            ..Default::default()
-        })
-        .map_err(|e| SfuError::InvalidCandidate(e.to_string()))
+    t.pc.add_remote_candidate(RTCIceCandidateInit {
+        candidate,
+        sdp_mid,
+        sdp_mline_index,
+        username_fragment: None,
+        ..Default::default()
+    })
+    .map_err(|e| SfuError::InvalidCandidate(e.to_string()))
 }
 
 /// Drains what one transport produced: state events, then RTP/RTCP/DataChannel messages.
-fn drive(room: &mut Room, idx: usize, role: TransportRole, now: Instant, metrics: &Arc<SfuMetrics>) {
+fn drive(
+    room: &mut Room,
+    idx: usize,
+    role: TransportRole,
+    now: Instant,
+    metrics: &Arc<SfuMetrics>,
+) {
     loop {
         let ev = match room.participants[idx].transport_mut(role) {
             Some(t) => t.pc.poll_event(),
@@ -502,7 +666,9 @@ fn drive(room: &mut Room, idx: usize, role: TransportRole, now: Instant, metrics
         match msg.message {
             RTCMessage::RtpPacket(_, packet) if role == TransportRole::Publisher => {
                 let out = room.forward_rtp(idx, &packet, now, metrics);
-                if out.wants_keyframe && room.participants[idx].request_keyframe_for_ssrc(packet.header.ssrc, now) {
+                if out.wants_keyframe
+                    && room.participants[idx].request_keyframe_for_ssrc(packet.header.ssrc, now)
+                {
                     SfuMetrics::inc(&metrics.plis_sent);
                 }
             }
@@ -530,7 +696,14 @@ fn drive(room: &mut Room, idx: usize, role: TransportRole, now: Instant, metrics
             }
             RTCMessage::DataChannelMessage(id, m) => {
                 let p = &mut room.participants[idx];
-                let Some(label) = p.channels.iter().find(|(c, _)| *c == id).map(|(_, l)| l.clone()) else { continue };
+                let Some(label) = p
+                    .channels
+                    .iter()
+                    .find(|(c, _)| *c == id)
+                    .map(|(_, l)| l.clone())
+                else {
+                    continue;
+                };
                 if !m.is_string {
                     continue;
                 }
@@ -547,11 +720,23 @@ fn drive(room: &mut Room, idx: usize, role: TransportRole, now: Instant, metrics
     }
 }
 
-fn on_pc_event(room: &mut Room, idx: usize, role: TransportRole, ev: RTCPeerConnectionEvent, now: Instant) {
+fn on_pc_event(
+    room: &mut Room,
+    idx: usize,
+    role: TransportRole,
+    ev: RTCPeerConnectionEvent,
+    now: Instant,
+) {
     let p = &mut room.participants[idx];
     match ev {
-        RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) if role == TransportRole::Publisher => {
-            if let Some(t) = p.published.iter_mut().find(|t| t.receiver == Some(init.receiver_id)) {
+        RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init))
+            if role == TransportRole::Publisher =>
+        {
+            if let Some(t) = p
+                .published
+                .iter_mut()
+                .find(|t| t.receiver == Some(init.receiver_id))
+            {
                 if !t.ssrcs.contains(&init.ssrc) {
                     t.ssrcs.push(init.ssrc);
                 }
@@ -563,7 +748,10 @@ fn on_pc_event(room: &mut Room, idx: usize, role: TransportRole, ev: RTCPeerConn
                 t.state = state;
             }
             match (role, state) {
-                (TransportRole::Publisher, RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed) => {
+                (
+                    TransportRole::Publisher,
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed,
+                ) => {
                     p.closing.get_or_insert(CloseReason::TransportFailed);
                 }
                 (TransportRole::Subscriber, RTCPeerConnectionState::Connected) => {
@@ -584,7 +772,11 @@ fn on_pc_event(room: &mut Room, idx: usize, role: TransportRole, ev: RTCPeerConn
             }
         }
         RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnOpen(id)) => {
-            let label = p.publisher.pc.data_channel(id).map(|dc| dc.label().to_owned());
+            let label = p
+                .publisher
+                .pc
+                .data_channel(id)
+                .map(|dc| dc.label().to_owned());
             if let Some(label) = label {
                 if !p.channels.iter().any(|(c, _)| *c == id) {
                     p.channels.push((id, label.clone()));
@@ -604,7 +796,11 @@ fn flush(room: &mut Room, sockets: &[MediaSocket], metrics: &Arc<SfuMetrics>) {
                 continue;
             }
             while let Some(out) = t.pc.poll_write() {
-                let Some(s) = sockets.iter().find(|s| s.tag == out.transport.local_addr).or(sockets.first()) else {
+                let Some(s) = sockets
+                    .iter()
+                    .find(|s| s.tag == out.transport.local_addr)
+                    .or(sockets.first())
+                else {
                     break;
                 };
                 match s.socket.try_send_to(&out.message, out.transport.peer_addr) {
