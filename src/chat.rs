@@ -131,23 +131,34 @@ impl ChatService {
         .await;
     }
 
+    /// The latest `limit` messages of `room` (older than `before` if given), oldest first, in
+    /// wire form, and whether older ones exist. Errors: the store's (`Unavailable` when down).
+    pub async fn history_page(
+        &self,
+        room: &RoomId,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> Result<(Vec<ChatMessage>, bool), StoreError> {
+        // One more than asked tells whether there are older ones.
+        let mut messages = self
+            .db
+            .history(room.as_str(), before, limit.saturating_add(1))
+            .await?;
+        let has_more = messages.len() > limit as usize;
+        if has_more {
+            messages.remove(0);
+        }
+        Ok((messages.iter().map(wire).collect(), has_more))
+    }
+
     /// Sends the latest messages (the chat channel just opened), in parts of at most ~32 KiB.
     pub async fn send_history(&self, p: &ChatParticipant, before: Option<Uuid>, limit: u32) {
-        match self
-            .db
-            .history(p.room.as_str(), before, limit.saturating_add(1))
-            .await
-        {
-            Ok(mut messages) => {
-                let has_more = messages.len() > limit as usize;
-                if has_more {
-                    messages.remove(0);
-                }
+        match self.history_page(&p.room, before, limit).await {
+            Ok((messages, has_more)) => {
                 let mut part: Vec<ChatMessage> = Vec::new();
                 let mut size = 0;
                 let total = messages.len();
-                for (i, m) in messages.iter().enumerate() {
-                    let w = wire(m);
+                for (i, w) in messages.into_iter().enumerate() {
                     size += w.text.len() + 256;
                     part.push(w);
                     let last = i + 1 == total;

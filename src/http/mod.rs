@@ -4,7 +4,7 @@
 pub mod metrics;
 
 use crate::auth::{AuthError, TokenAuthority, GUEST_TOKEN_TTL_S};
-use crate::chat::{wire, ChatService};
+use crate::chat::ChatService;
 
 mod paid;
 use crate::signaling::protocol::MAX_FRAME_BYTES;
@@ -114,25 +114,16 @@ async fn guest_token(
     state: web::Data<AppState>,
     body: web::Json<GuestTokenRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let name = body.name.trim();
-    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
-        return Err(ApiError::BadRequest(
-            "a name has 1 to 64 printable characters".into(),
-        ));
-    }
+    let name = crate::signaling::display_name(&body.name)
+        .ok_or_else(|| ApiError::BadRequest("a name has 1 to 64 printable characters".into()))?;
     let sub = format!("guest-{}", uuid::Uuid::new_v4());
     let token = state.tokens.mint(&sub, name, GUEST_TOKEN_TTL_S, None);
     Ok(HttpResponse::Ok()
         .json(serde_json::json!({"token": token, "expires_in": GUEST_TOKEN_TTL_S})))
 }
 
-async fn room_page(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> actix_web::Result<actix_files::NamedFile> {
-    let file = actix_files::NamedFile::open_async(state.static_dir.join("room.html")).await?;
-    let _ = req;
-    Ok(file)
+async fn room_page(state: web::Data<AppState>) -> actix_web::Result<actix_files::NamedFile> {
+    Ok(actix_files::NamedFile::open_async(state.static_dir.join("room.html")).await?)
 }
 
 #[derive(Deserialize)]
@@ -188,17 +179,11 @@ async fn room_messages(
         None => None,
     };
     let limit = query.limit.unwrap_or(50).clamp(1, 200);
-    let mut messages = state
+    let (messages, has_more) = state
         .chat
-        .db()
-        .history(room.as_str(), before, limit + 1)
+        .history_page(&room, before, limit)
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    let has_more = messages.len() > limit as usize;
-    if has_more {
-        messages.remove(0);
-    }
-    let messages: Vec<_> = messages.iter().map(wire).collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({"messages": messages, "has_more": has_more})))
 }
 

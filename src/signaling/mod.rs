@@ -8,6 +8,13 @@ pub mod session;
 use confab_sfu::SfuError;
 use protocol::ErrorCode;
 
+/// The display name in `raw`, trimmed: 1–64 characters, none of them control characters.
+/// `None` when it breaks that rule. The one rule for names in tokens and in `join`.
+pub fn display_name(raw: &str) -> Option<&str> {
+    let n = raw.trim();
+    (!n.is_empty() && n.chars().count() <= 64 && !n.chars().any(char::is_control)).then_some(n)
+}
+
 /// The protocol error code for a media-plane refusal (the only such mapping).
 pub fn error_code(e: &SfuError) -> ErrorCode {
     match e {

@@ -169,11 +169,6 @@ async fn send(session: &mut Session, m: &ServerMessage) {
         .await;
 }
 
-fn valid_name(name: &str) -> bool {
-    let n = name.trim();
-    !n.is_empty() && n.chars().count() <= 64 && !n.chars().any(char::is_control)
-}
-
 async fn handle(
     m: ClientMessage,
     session: &mut Session,
@@ -199,7 +194,7 @@ async fn handle(
             Ok(_) if claims.room.as_deref().is_some_and(|r| r != room) => Some(
                 ServerMessage::error(ErrorCode::Unauthorized, "this token is for another room"),
             ),
-            Ok(_) if !valid_name(&name) => Some(ServerMessage::error(
+            Ok(_) if super::display_name(&name).is_none() => Some(ServerMessage::error(
                 ErrorCode::InvalidName,
                 "a name has 1 to 64 printable characters",
             )),

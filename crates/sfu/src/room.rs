@@ -161,6 +161,20 @@ impl Participant {
         }
     }
 
+    /// Sends `text` on the publisher transport's DataChannel `label`, if it is open (a message
+    /// for a channel that is not open is dropped: chat is acknowledged end to end by the caller).
+    pub fn send_text(&mut self, label: &str, text: String, now: Instant) {
+        let Some(&(id, _)) = self.channels.iter().find(|(_, l)| l == label) else {
+            return;
+        };
+        if let Some(mut dc) = self.publisher.pc.data_channel(id) {
+            if let Err(e) = dc.send_text(now, text) {
+                debug!(participant = %self.id, "data channel send: {e}");
+            }
+        }
+        self.publisher.dirty = true;
+    }
+
     pub fn transport_mut(&mut self, role: TransportRole) -> Option<&mut Transport> {
         match role {
             TransportRole::Publisher => Some(&mut self.publisher),
@@ -454,7 +468,6 @@ impl Room {
         &mut self,
         id: ParticipantId,
         sdp: String,
-        local: &[SocketAddr],
         now: Instant,
     ) -> Result<(), SfuError> {
         let idx = self.index_of(id).ok_or(SfuError::UnknownParticipant)?;
@@ -499,7 +512,6 @@ impl Room {
                 self.participants[pi].request_keyframe(&t.mid, now);
             }
         }
-        let _ = local;
         Ok(())
     }
 

@@ -355,9 +355,8 @@ impl Worker {
                 sdp,
                 reply,
             } => {
-                let local = self.local.clone();
                 let r = self.with_room(participant, now, |room| {
-                    room.subscribe_answer(participant, sdp, &local, now)
+                    room.subscribe_answer(participant, sdp, now)
                 });
                 let _ = reply.send(r);
             }
@@ -422,16 +421,7 @@ impl Worker {
                     let idx = room
                         .index_of(participant)
                         .ok_or(SfuError::UnknownParticipant)?;
-                    let p = &mut room.participants[idx];
-                    let Some(&(id, _)) = p.channels.iter().find(|(_, l)| *l == label) else {
-                        return Ok(());
-                    };
-                    if let Some(mut dc) = p.publisher.pc.data_channel(id) {
-                        if let Err(e) = dc.send_text(now, text) {
-                            debug!("data channel send: {e}");
-                        }
-                    }
-                    p.publisher.dirty = true;
+                    room.participants[idx].send_text(&label, text, now);
                     Ok(())
                 });
             }
@@ -443,15 +433,7 @@ impl Worker {
             } => {
                 if let Some(r) = self.rooms.get_mut(&room) {
                     for p in r.participants.iter_mut().filter(|p| Some(p.id) != except) {
-                        let Some(&(id, _)) = p.channels.iter().find(|(_, l)| *l == label) else {
-                            continue;
-                        };
-                        if let Some(mut dc) = p.publisher.pc.data_channel(id) {
-                            if let Err(e) = dc.send_text(now, text.clone()) {
-                                debug!("data channel send: {e}");
-                            }
-                        }
-                        p.publisher.dirty = true;
+                        p.send_text(&label, text.clone(), now);
                     }
                     self.after_room_change(&room, now);
                 }
