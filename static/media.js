@@ -1,7 +1,7 @@
 // Local devices for protocol.js: camera and microphone via getUserMedia, with the fallbacks a
 // machine without a camera (or without any device) needs, and failures in words for the user.
 
-/** @typedef {import('/protocol.js').Kind} Kind */
+/** @typedef {import('/types.js').Kind} Kind */
 
 export const AUDIO_CONSTRAINTS = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
 export const VIDEO_CONSTRAINTS = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } };

@@ -9,7 +9,7 @@
 
 import { icon } from '/icons.js';
 
-/** @typedef {import('/protocol.js').PaidSession} PaidSession */
+/** @typedef {import('/types.js').PaidSession} PaidSession */
 
 /** How often the settlement is polled, and for how long at most. */
 export const PAID_TIMING = Object.freeze({ pollMs: 2000, pollForMs: 15 * 60_000, tickMs: 1000 });

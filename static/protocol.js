@@ -24,60 +24,19 @@
 
 import { acquireDevices, deviceTrack, describeMediaError } from '/media.js';
 import { toParticipant, toTrack, msidBindings, jwtSubject } from '/wire.js';
+import { participantStats } from '/stats.js';
 
 export { describeMediaError };
 
-/** @typedef {'audio'|'video'} Kind */
-/** @typedef {'microphone'|'camera'|'screen'} Source */
-/** @typedef {'idle'|'connecting'|'connected'|'reconnecting'|'failed'|'left'} SessionState */
-/** @typedef {'publisher'|'subscriber'} Target */
-
-/**
- * @typedef {Object} Track   a published track as the server describes it
- * @property {string} id
- * @property {Kind} kind
- * @property {Source} source
- * @property {boolean} muted
- */
-
-/**
- * @typedef {Object} Participant   another participant of the room
- * @property {string} id
- * @property {string} name
- * @property {Map<string, Track>} tracks   by track id
- */
-
-/**
- * @typedef {Object} RemoteBinding   what one m-line of the subscriber transport carries
- * @property {string} mid
- * @property {string} participantId
- * @property {string} trackId
- * @property {Source} source
- * @property {Kind} kind
- * @property {MediaStreamTrack|null} track
- */
-
-/**
- * @typedef {Object} PaidSession   the `session` of a `paid_session` message
- * @property {string} id
- * @property {string} student        checksummed address
- * @property {string} tutor          checksummed address
- * @property {number} language
- * @property {string} chain_session_id
- * @property {string} rate_per_second   token units per second (decimal string)
- * @property {number} started_at        Unix seconds
- */
-
-/**
- * @typedef {Object} ParticipantStats   test hook result, one per remote participant
- * @property {string} participantId
- * @property {string} name
- * @property {number} framesDecoded          camera video
- * @property {number} videoPacketsReceived   camera video
- * @property {number} screenFramesDecoded
- * @property {number} audioPacketsReceived   microphone
- * @property {number} audioLevel             0..1, microphone
- */
+/** @typedef {import('/types.js').Kind} Kind */
+/** @typedef {import('/types.js').Source} Source */
+/** @typedef {import('/types.js').SessionState} SessionState */
+/** @typedef {import('/types.js').Target} Target */
+/** @typedef {import('/types.js').Track} Track */
+/** @typedef {import('/types.js').Participant} Participant */
+/** @typedef {import('/types.js').RemoteBinding} RemoteBinding */
+/** @typedef {import('/types.js').PaidSession} PaidSession */
+/** @typedef {import('/types.js').ParticipantStats} ParticipantStats */
 
 /** Why each timer exists and how long it waits. */
 export const TIMING = Object.freeze({
@@ -403,35 +362,8 @@ export class ConfabSession extends EventTarget {
    * @returns {Promise<ParticipantStats[]>}
    */
   async stats() {
-    /** @type {Map<string, ParticipantStats>} */
-    const out = new Map();
-    for (const p of this.participants.values()) {
-      out.set(p.id, {
-        participantId: p.id, name: p.name, framesDecoded: 0, videoPacketsReceived: 0,
-        screenFramesDecoded: 0, audioPacketsReceived: 0, audioLevel: 0,
-      });
-    }
-    if (!this._sub) return [...out.values()];
-    const report = await this._sub.getStats();
-    /** @type {Map<string, RemoteBinding>} */
-    const byTrackId = new Map();
-    for (const b of this.remote.values()) if (b.track) byTrackId.set(b.track.id, b);
-    report.forEach((s) => {
-      if (s.type !== 'inbound-rtp') return;
-      const b = (s.mid != null && this.remote.get(String(s.mid))) || byTrackId.get(s.trackIdentifier);
-      const row = b && out.get(b.participantId);
-      if (!b || !row) return;
-      if (b.source === 'camera') {
-        row.framesDecoded += s.framesDecoded || 0;
-        row.videoPacketsReceived += s.packetsReceived || 0;
-      } else if (b.source === 'screen') {
-        row.screenFramesDecoded += s.framesDecoded || 0;
-      } else if (b.source === 'microphone') {
-        row.audioPacketsReceived += s.packetsReceived || 0;
-        row.audioLevel = Math.max(row.audioLevel, s.audioLevel || 0);
-      }
-    });
-    return [...out.values()];
+    const report = this._sub ? await this._sub.getStats() : null;
+    return participantStats(report, this.participants, this.remote);
   }
 
   /** Our own microphone level (0..1) as the publisher transport measures it. */

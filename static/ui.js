@@ -10,7 +10,7 @@ import { icon } from '/icons.js';
 import { initChatUI } from '/chat-ui.js';
 import { initPaidUI } from '/paid-ui.js';
 
-/** @typedef {import('/protocol.js').Source} Source */
+/** @typedef {import('/types.js').Source} Source */
 
 /**
  * @typedef {Object} Tile

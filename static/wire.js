@@ -1,8 +1,8 @@
 // Wire-format parsing for protocol.js: server JSON into the room model, SDP and token details the
 // client needs. Pure functions, no DOM, no state.
 
-/** @typedef {import('/protocol.js').Track} Track */
-/** @typedef {import('/protocol.js').Participant} Participant */
+/** @typedef {import('/types.js').Track} Track */
+/** @typedef {import('/types.js').Participant} Participant */
 
 /** @param {any} raw @returns {Track} */
 export function toTrack(raw) {

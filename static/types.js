@@ -1,0 +1,56 @@
+// JSDoc types of the confab browser client (no code): the room model and the protocol's shapes,
+// shared by protocol.js, stats.js and the UI modules.
+
+/** @typedef {'audio'|'video'} Kind */
+/** @typedef {'microphone'|'camera'|'screen'} Source */
+/** @typedef {'idle'|'connecting'|'connected'|'reconnecting'|'failed'|'left'} SessionState */
+/** @typedef {'publisher'|'subscriber'} Target */
+
+/**
+ * @typedef {Object} Track   a published track as the server describes it
+ * @property {string} id
+ * @property {Kind} kind
+ * @property {Source} source
+ * @property {boolean} muted
+ */
+
+/**
+ * @typedef {Object} Participant   another participant of the room
+ * @property {string} id
+ * @property {string} name
+ * @property {Map<string, Track>} tracks   by track id
+ */
+
+/**
+ * @typedef {Object} RemoteBinding   what one m-line of the subscriber transport carries
+ * @property {string} mid
+ * @property {string} participantId
+ * @property {string} trackId
+ * @property {Source} source
+ * @property {Kind} kind
+ * @property {MediaStreamTrack|null} track
+ */
+
+/**
+ * @typedef {Object} PaidSession   the `session` of a `paid_session` message
+ * @property {string} id
+ * @property {string} student        checksummed address
+ * @property {string} tutor          checksummed address
+ * @property {number} language
+ * @property {string} chain_session_id
+ * @property {string} rate_per_second   token units per second (decimal string)
+ * @property {number} started_at        Unix seconds
+ */
+
+/**
+ * @typedef {Object} ParticipantStats   test hook result, one per remote participant
+ * @property {string} participantId
+ * @property {string} name
+ * @property {number} framesDecoded          camera video
+ * @property {number} videoPacketsReceived   camera video
+ * @property {number} screenFramesDecoded
+ * @property {number} audioPacketsReceived   microphone
+ * @property {number} audioLevel             0..1, microphone
+ */
+
+export {};
