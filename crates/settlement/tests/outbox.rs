@@ -18,6 +18,7 @@ use confab_settlement::{
     repo, Address, Backoff, ChainClient, ChainConfig, EndOutcome, EndReason, NewPaidSession,
     RepoError, SettlementWorker, Submission, TxHash, WorkerConfig, U256,
 };
+use uuid::Uuid;
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -35,6 +36,18 @@ fn new_session(chain_session_id: Option<U256>) -> NewPaidSession {
         language: SPANISH,
         chain_session_id,
     }
+}
+
+/// A fresh SQLite outbox, a fresh chain with a session started on it, and that session recorded
+/// as a paid session: `(db, chain, chain session id, paid session id)`.
+async fn started_on_sqlite() -> (TestDb, Chain, U256, Uuid) {
+    let tdb = TestDb::create(Backend::Sqlite).await;
+    let chain = Chain::deploy().await;
+    let chain_id = chain.start_session().await;
+    let paid = repo::start_paid_session(&tdb.db, &new_session(Some(chain_id)), Utc::now())
+        .await
+        .unwrap();
+    (tdb, chain, chain_id, paid)
 }
 
 fn fast_policy(max_attempts: u32) -> Backoff {
@@ -122,13 +135,8 @@ async fn a_paid_session_that_ends_is_settled_once_by_the_worker_with_its_receipt
 #[tokio::test]
 async fn a_session_the_student_ended_first_is_recorded_as_ended_elsewhere_without_a_transaction() {
     within(async {
-        let tdb = TestDb::create(Backend::Sqlite).await;
+        let (tdb, chain, _, paid) = started_on_sqlite().await;
         let db = &tdb.db;
-        let chain = Chain::deploy().await;
-        let chain_id = chain.start_session().await;
-        let paid = repo::start_paid_session(db, &new_session(Some(chain_id)), Utc::now())
-            .await
-            .unwrap();
         advance_time(&chain.student, 5).await;
         let EndOutcome::Settled(by_student) = chain
             .client(STUDENT)
@@ -241,13 +249,8 @@ fn worker(db: &confab_store::Db, chain: &Chain, config: WorkerConfig) -> Settlem
 #[tokio::test]
 async fn a_settlement_submitted_before_a_crash_is_completed_from_its_hash_without_a_second_send() {
     within(async {
-        let tdb = TestDb::create(Backend::Sqlite).await;
+        let (tdb, chain, chain_id, paid) = started_on_sqlite().await;
         let db = &tdb.db;
-        let chain = Chain::deploy().await;
-        let chain_id = chain.start_session().await;
-        let paid = repo::start_paid_session(db, &new_session(Some(chain_id)), Utc::now())
-            .await
-            .unwrap();
         let settlement = repo::end_paid_session(db, paid, EndReason::ParticipantEnded, Utc::now())
             .await
             .unwrap()
@@ -297,13 +300,8 @@ async fn a_settlement_submitted_before_a_crash_is_completed_from_its_hash_withou
 #[tokio::test]
 async fn a_submitted_transaction_the_node_no_longer_knows_is_sent_again() {
     within(async {
-        let tdb = TestDb::create(Backend::Sqlite).await;
+        let (tdb, chain, _, paid) = started_on_sqlite().await;
         let db = &tdb.db;
-        let chain = Chain::deploy().await;
-        let chain_id = chain.start_session().await;
-        let paid = repo::start_paid_session(db, &new_session(Some(chain_id)), Utc::now())
-            .await
-            .unwrap();
         let settlement = repo::end_paid_session(db, paid, EndReason::ParticipantEnded, Utc::now())
             .await
             .unwrap()
