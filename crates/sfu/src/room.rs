@@ -230,6 +230,14 @@ impl Participant {
     }
 }
 
+/// One published track in [`Room::published_tracks`].
+struct PublishedTrack {
+    id: TrackId,
+    source: TrackSource,
+    codecs: Vec<RTCRtpCodecParameters>,
+    extensions: Vec<RTCRtpHeaderExtensionParameters>,
+}
+
 /// What forwarding one RTP packet asks of the caller afterwards.
 #[derive(Default)]
 pub(crate) struct ForwardOutcome {
@@ -515,34 +523,36 @@ impl Room {
         Ok(())
     }
 
+    /// What every participant publishes, with the publisher leg's negotiated parameters: a
+    /// snapshot taken on negotiation (never per packet), so the participants can then be
+    /// borrowed mutably one by one.
+    fn published_tracks(&self) -> Vec<PublishedTrack> {
+        self.participants
+            .iter()
+            .flat_map(|p| {
+                p.published.iter().map(move |t| PublishedTrack {
+                    id: TrackId {
+                        participant: p.id,
+                        mid: t.mid.clone(),
+                    },
+                    source: t.source,
+                    codecs: t.codecs.clone(),
+                    extensions: t.extensions.clone(),
+                })
+            })
+            .collect()
+    }
+
     /// Brings every participant's downtracks in line with what the others publish, and
     /// (re)offers subscriber transports whose set changed.
     pub fn reconcile(&mut self, local: &[SocketAddr], now: Instant) {
-        let published: Vec<(TrackId, TrackSource, Vec<RTCRtpCodecParameters>)> = self
-            .participants
-            .iter()
-            .flat_map(|p| {
-                p.published.iter().map(move |t| {
-                    (
-                        TrackId {
-                            participant: p.id,
-                            mid: t.mid.clone(),
-                        },
-                        t.source,
-                        t.codecs.clone(),
-                    )
-                })
-            })
-            .collect();
+        let published = self.published_tracks();
         for p in &mut self.participants {
             let mut changed = false;
             // Remove forwardings of tracks that are gone.
             let mut i = 0;
             while i < p.downtracks.len() {
-                if published
-                    .iter()
-                    .any(|(t, _, _)| *t == p.downtracks[i].track)
-                {
+                if published.iter().any(|t| t.id == p.downtracks[i].track) {
                     i += 1;
                     continue;
                 }
@@ -555,7 +565,13 @@ impl Room {
                 changed = true;
             }
             // Add the missing ones.
-            for (track, source, codecs) in &published {
+            for PublishedTrack {
+                id: track,
+                source,
+                codecs,
+                ..
+            } in &published
+            {
                 if track.participant == p.id || p.downtracks.iter().any(|d| d.track == *track) {
                     continue;
                 }
@@ -674,26 +690,7 @@ impl Room {
     /// Recomputes every downtrack's payload-type and header-extension translation from the two
     /// legs' negotiated parameters (after any negotiation).
     pub fn refresh_mappings(&mut self) {
-        let published: Vec<(
-            TrackId,
-            Vec<RTCRtpCodecParameters>,
-            Vec<RTCRtpHeaderExtensionParameters>,
-        )> = self
-            .participants
-            .iter()
-            .flat_map(|p| {
-                p.published.iter().map(move |t| {
-                    (
-                        TrackId {
-                            participant: p.id,
-                            mid: t.mid.clone(),
-                        },
-                        t.codecs.clone(),
-                        t.extensions.clone(),
-                    )
-                })
-            })
-            .collect();
+        let published = self.published_tracks();
         for p in &mut self.participants {
             let Some(sub) = p.subscriber.as_mut() else {
                 continue;
@@ -702,8 +699,11 @@ impl Room {
                 if !dt.negotiated {
                     continue;
                 }
-                let Some((_, pub_codecs, pub_exts)) =
-                    published.iter().find(|(t, _, _)| *t == dt.track)
+                let Some(PublishedTrack {
+                    codecs: pub_codecs,
+                    extensions: pub_exts,
+                    ..
+                }) = published.iter().find(|t| t.id == dt.track)
                 else {
                     continue;
                 };
