@@ -111,21 +111,44 @@ async fn session_ended_events(chain: &Chain) -> usize {
     logs.len()
 }
 
+/// A cuttable proxy in front of the chain's JSON-RPC.
+async fn rpc_proxy(chain: &Chain) -> CuttableProxy {
+    let rpc: std::net::SocketAddr = chain
+        .anvil
+        .url
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    CuttableProxy::start(rpc).await
+}
+
+/// A fresh chain and server (grace and heartbeat timeout in s), a session started on chain, the
+/// student and the tutor in a new room, and the session reported:
+/// `(chain, app, room, student, tutor, paid session id)`.
+async fn paid_room(
+    grace_s: u64,
+    heartbeat_s: u64,
+) -> (Chain, TestApp, String, Client, Client, String) {
+    let chain = Chain::deploy().await;
+    let app = app_for(&chain, None, grace_s, heartbeat_s).await;
+    chain.start_session().await;
+    let room = room();
+    let mut student = join(&app, &room, STUDENT).await;
+    let tutor = join(&app, &room, TUTOR).await;
+    let id = report_started(&mut student).await;
+    (chain, app, room, student, tutor, id)
+}
+
 fn room() -> String {
     format!("paid-{}", uuid::Uuid::new_v4().simple())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_end_button_ends_the_session_on_chain_and_pays_the_tutor() {
-    let chain = Chain::deploy().await;
-    let app = app_for(&chain, None, 30, 120).await;
+    // The student's startSession escrows only the student's funds: the tutor's are untouched.
+    let (chain, app, room, mut student, tutor, id) = paid_room(30, 120).await;
     let tutor_before = chain.token_balance(chainkit::address(TUTOR)).await
         + chain.deposited(chainkit::address(TUTOR)).await;
-    chain.start_session().await;
-    let room = room();
-    let mut student = join(&app, &room, STUDENT).await;
-    let tutor = join(&app, &room, TUTOR).await;
-    let id = report_started(&mut student).await;
     let s = status(&app, &room).await;
     assert_eq!(s["running"], true);
     chainkit::advance_time(&chain.wallet(0), 60).await;
@@ -170,13 +193,7 @@ async fn the_end_button_ends_the_session_on_chain_and_pays_the_tutor() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disconnect_ends_the_session_after_the_grace_period_but_a_quick_reconnect_does_not() {
-    let chain = Chain::deploy().await;
-    let app = app_for(&chain, None, 2, 120).await;
-    chain.start_session().await;
-    let room = room();
-    let mut student = join(&app, &room, STUDENT).await;
-    let tutor = join(&app, &room, TUTOR).await;
-    report_started(&mut student).await;
+    let (chain, app, room, mut student, tutor, _) = paid_room(2, 120).await;
 
     // The tutor drops and is back within the grace period: still running.
     tutor.leave().await;
@@ -207,13 +224,7 @@ async fn a_disconnect_ends_the_session_after_the_grace_period_but_a_quick_reconn
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missed_heartbeats_end_the_session() {
-    let chain = Chain::deploy().await;
-    let app = app_for(&chain, None, 30, 2).await;
-    chain.start_session().await;
-    let room = room();
-    let mut student = join(&app, &room, STUDENT).await;
-    let tutor = join(&app, &room, TUTOR).await;
-    report_started(&mut student).await;
+    let (_chain, app, room, mut student, tutor, _) = paid_room(30, 2).await;
     // Nobody sends a heartbeat (ping) for 2 s.
     let ended = student
         .wait_event(WAIT, |e| {
@@ -233,13 +244,7 @@ async fn missed_heartbeats_end_the_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_outage_delays_settlement_with_retries_and_settles_exactly_once() {
     let chain = Chain::deploy().await;
-    let rpc_addr: std::net::SocketAddr = chain
-        .anvil
-        .url
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
-    let proxy = CuttableProxy::start(rpc_addr).await;
+    let proxy = rpc_proxy(&chain).await;
     let app = app_for(&chain, Some(format!("http://{}", proxy.addr)), 30, 120).await;
     chain.start_session().await;
     let room = room();
@@ -283,13 +288,7 @@ async fn a_chain_outage_delays_settlement_with_retries_and_settles_exactly_once(
 async fn a_crash_between_the_outbox_row_and_the_receipt_still_settles_exactly_once() {
     init_env();
     let chain = Chain::deploy().await;
-    let rpc_addr: std::net::SocketAddr = chain
-        .anvil
-        .url
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
-    let proxy = CuttableProxy::start(rpc_addr).await;
+    let proxy = rpc_proxy(&chain).await;
     let data_dir = std::env::temp_dir().join(format!("confab-crash-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&data_dir).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
