@@ -52,6 +52,14 @@ impl Application {
                     announce: ip,
                 })
                 .collect(),
+            // An address of this machine: bind it, so replies leave from the announced address
+            // (bound to 0.0.0.0, a reply to a peer on another interface would leave from that
+            // interface's address, and the peer would see a peer-reflexive server).
+            [one] if interface_addresses().contains(one) => vec![MediaInterface {
+                bind: *one,
+                announce: *one,
+            }],
+            // Behind a 1:1 NAT (a cloud VM's public IP): bind everything, announce the public IP.
             [one] => vec![MediaInterface {
                 bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
                 announce: *one,

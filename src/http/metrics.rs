@@ -71,6 +71,26 @@ pub fn families(m: &SfuMetrics) -> Vec<MetricFamily> {
             "Keyframe requests (PLI/FIR) received from subscribers.",
             get(&m.keyframe_requests_in),
         ),
+        counter(
+            "confab_ice_path_switches_total",
+            "Times a transport's media moved to the 5-tuple its peer nominated (or checked after the old one went quiet).",
+            get(&m.ice_path_switches),
+        ),
+        counter(
+            "confab_transport_disconnects_total",
+            "Times a transport went disconnected (nothing heard for 13 s; media keeps flowing).",
+            get(&m.consent_disconnects),
+        ),
+        counter(
+            "confab_transport_failures_total",
+            "Transports failed: ICE consent expired (RFC 7675, 30 s) or ICE never completed.",
+            get(&m.consent_failures),
+        ),
+        counter(
+            "confab_stun_auth_failures_total",
+            "Binding requests naming one of our transports whose MESSAGE-INTEGRITY did not verify.",
+            get(&m.stun_auth_failures),
+        ),
         gauge("confab_rooms", "Rooms open now.", get(&m.rooms) as f64),
         gauge(
             "confab_participants",
@@ -78,12 +98,13 @@ pub fn families(m: &SfuMetrics) -> Vec<MetricFamily> {
             get(&m.participants) as f64,
         ),
     ];
-    let drops: [(&str, &AtomicU64); 5] = [
+    let drops: [(&str, &AtomicU64); 6] = [
         ("keyframe_wait", &m.drops_keyframe_wait),
         ("unmapped_payload_type", &m.drops_unmapped_pt),
         ("socket_full", &m.drops_socket_full),
         ("unroutable", &m.drops_unroutable),
         ("write_error", &m.drops_write_error),
+        ("not_connected", &m.drops_not_connected),
     ];
     let mut f = family(
         "confab_drops_total",

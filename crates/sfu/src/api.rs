@@ -221,6 +221,21 @@ pub struct SfuMetrics {
     pub drops_unroutable: AtomicU64,
     /// Forwarding writes the subscriber transport refused.
     pub drops_write_error: AtomicU64,
+    /// Packets not forwarded to a subscriber whose transport cannot send yet (not connected,
+    /// or consent expired); the leg's sequence numbers skip nothing and video restarts on a
+    /// keyframe.
+    pub drops_not_connected: AtomicU64,
+    /// Times a transport's media moved to another 5-tuple because the peer nominated it (or
+    /// checked it after the old one went quiet).
+    pub ice_path_switches: AtomicU64,
+    /// Times a transport went `disconnected` (nothing heard for
+    /// [`crate::routing::DISCONNECTED_AFTER`]; media keeps flowing).
+    pub consent_disconnects: AtomicU64,
+    /// Transports that failed: consent expired (RFC 7675, 30 s) or ICE never completed.
+    pub consent_failures: AtomicU64,
+    /// Binding requests whose USERNAME named one of our transports but whose MESSAGE-INTEGRITY
+    /// did not verify (or whose ufrag is stale): dropped before `rtc` sees them.
+    pub stun_auth_failures: AtomicU64,
     /// Keyframe requests (PLI) sent to publishers.
     pub plis_sent: AtomicU64,
     /// Keyframe requests (PLI/FIR) received from subscribers.

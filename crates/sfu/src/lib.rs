@@ -30,6 +30,7 @@ pub mod negotiation;
 pub mod peer;
 pub mod rewrite;
 pub(crate) mod room;
+pub mod routing;
 mod worker;
 
 pub use api::{

@@ -23,7 +23,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Header extensions negotiated besides `transport-cc` (which each leg stamps itself) — the ones
 /// an SFU forwards, translated by URI per subscriber (RFC 8285).
@@ -132,17 +132,46 @@ pub fn decode_ufrag(ufrag: &str) -> Option<(ParticipantId, TransportRole)> {
     Some((ParticipantId(id), role))
 }
 
-/// Builds the server's peer connection for one transport of `participant`.
+/// A transport's local ICE credentials (RFC 8445 section 5.3): the ufrag ([`encode_ufrag`]) and a
+/// 24-character random password (144 bits; RFC 8839 asks for at least 128). The password keys
+/// MESSAGE-INTEGRITY of every binding request; it is never logged.
+pub struct IceCredentials {
+    /// Local ufrag, `<participant hex>/<p|s><8 random>`.
+    pub ufrag: String,
+    /// Local password.
+    pub pwd: String,
+}
+
+impl std::fmt::Debug for IceCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IceCredentials")
+            .field("ufrag", &self.ufrag)
+            .field("pwd", &"[redacted]")
+            .finish()
+    }
+}
+
+/// Builds the server's peer connection for one transport of `participant`, with fresh ICE
+/// credentials (returned with it: the media loop authenticates binding requests itself).
+///
+/// `rtc`'s own ICE liveness is switched off (disconnected and failed timeouts of zero): its
+/// lite agent judges liveness by the first nominated pair only, so a browser that switches
+/// pairs would read as disconnected after 5 s and failed after 30 s while media flows. Consent
+/// and path selection live in [`crate::routing::IcePaths`] instead.
 pub fn build_peer_connection(
     participant: ParticipantId,
     role: TransportRole,
     now: Instant,
-) -> Result<RTCPeerConnection, Error> {
+) -> Result<(RTCPeerConnection, IceCredentials), Error> {
     use rand::distr::{Alphanumeric, SampleString};
-    let pwd = Alphanumeric.sample_string(&mut rand::rng(), 24);
+    let credentials = IceCredentials {
+        ufrag: encode_ufrag(participant, role),
+        pwd: Alphanumeric.sample_string(&mut rand::rng(), 24),
+    };
     let setting_engine = SettingEngineBuilder::new()
-        .with_ice_credentials(encode_ufrag(participant, role), pwd)
+        .with_ice_credentials(credentials.ufrag.clone(), credentials.pwd.clone())
         .with_lite(true)
+        .with_ice_timeouts(Some(Duration::ZERO), Some(Duration::ZERO), None)
         // The server is the DTLS server on both transports: `a=setup:passive` in answers.
         .with_answering_dtls_role(RTCDtlsRole::Server)
         // AEAD-GCM first: several times cheaper per packet than AES-CM + HMAC-SHA1.
@@ -175,11 +204,12 @@ pub fn build_peer_connection(
         TransportRole::Subscriber => registry,
     };
     let registry = registry.with(Slot::Custom(14_000), KeyframeRequestTap::default());
-    RTCPeerConnectionBuilder::new()
+    let pc = RTCPeerConnectionBuilder::new()
         .with_setting_engine(setting_engine)
         .with_media_engine(me)
         .with_interceptor_registry(registry)
-        .build(now)
+        .build(now)?;
+    Ok((pc, credentials))
 }
 
 /// An interceptor that marks inbound RTCP carrying PLI or FIR (RFC 4585 section 6.3.1,

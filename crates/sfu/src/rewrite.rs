@@ -45,6 +45,9 @@ pub struct RtpRewriter {
     mid_ext: Option<(u8, Bytes)>,
     /// `None` until the first packet is forwarded.
     state: Option<SeqState>,
+    /// The last [`Self::rewrite`] forwarded a packet that advanced the sequence (for
+    /// [`Self::undo_forward`]).
+    last_advanced: bool,
     waiting_for_keyframe: bool,
 }
 
@@ -69,6 +72,7 @@ impl RtpRewriter {
             ext_map: [0; 256],
             mid_ext: None,
             state: None,
+            last_advanced: false,
             waiting_for_keyframe: codec.needs_keyframe(),
         }
     }
@@ -174,6 +178,7 @@ impl RtpRewriter {
         let newer = self.state.is_none()
             || out_seq.wrapping_sub(state.last_out_seq) < 0x8000
             || state.in_ssrc != self.state.map_or(0, |s| s.in_ssrc);
+        self.last_advanced = newer;
         self.state = Some(SeqState {
             last_out_seq: if newer { out_seq } else { state.last_out_seq },
             last_out_ts: if newer { out_ts } else { state.last_out_ts },
@@ -187,6 +192,27 @@ impl RtpRewriter {
         header.timestamp = out_ts;
         self.rewrite_extensions(header);
         Verdict::Forward
+    }
+
+    /// The caller will not send this packet to the subscriber (its transport cannot send): the
+    /// leg's sequence numbers skip nothing, and video restarts on a keyframe, so the receiver
+    /// never waits for a packet nobody will repair.
+    pub fn skip(&mut self, header: &Header) {
+        self.absorb_drop(header);
+        self.request_resync();
+    }
+
+    /// The packet just rewritten with [`Verdict::Forward`] was not sent after all (the
+    /// transport refused it): take its sequence number back, and restart video on a keyframe.
+    pub fn undo_forward(&mut self) {
+        if let Some(s) = self.state.as_mut() {
+            s.seq_offset = s.seq_offset.wrapping_sub(1);
+            if self.last_advanced {
+                s.last_out_seq = s.last_out_seq.wrapping_sub(1);
+            }
+        }
+        self.last_advanced = false;
+        self.request_resync();
     }
 
     fn absorb_drop(&mut self, header: &Header) {
@@ -316,6 +342,36 @@ mod tests {
             k2.sequence_number,
             k.sequence_number.wrapping_add(1),
             "the dropped packet left no gap"
+        );
+    }
+
+    #[test]
+    fn skipped_and_unsent_packets_leave_no_gap_and_video_resumes_on_a_keyframe() {
+        let mut r = RtpRewriter::new(9, CodecFamily::Vp8, 90_000);
+        r.set_payload_type(96, Some(100));
+        let now = Instant::now();
+        let delta = [0x10, 0x01];
+        let key = [0x10, 0x00];
+        let mut k = header(1, 10, 0, 96);
+        assert_eq!(r.rewrite(&mut k, &key, now), Verdict::Forward);
+        let mut d = header(1, 11, 3000, 96);
+        assert_eq!(r.rewrite(&mut d, &delta, now), Verdict::Forward);
+        // Packet 12 is skipped (transport not sending), 13 is rewritten but the write fails.
+        r.skip(&header(1, 12, 6000, 96));
+        assert!(r.waiting_for_keyframe());
+        let mut k2 = header(1, 13, 9000, 96);
+        assert_eq!(r.rewrite(&mut k2, &key, now), Verdict::Forward);
+        r.undo_forward();
+        assert_eq!(
+            r.rewrite(&mut header(1, 14, 12000, 96), &delta, now),
+            Verdict::WaitingForKeyframe
+        );
+        let mut k3 = header(1, 15, 15000, 96);
+        assert_eq!(r.rewrite(&mut k3, &key, now), Verdict::Forward);
+        assert_eq!(
+            k3.sequence_number,
+            d.sequence_number.wrapping_add(1),
+            "the subscriber sees 11 then 15 as consecutive"
         );
     }
 

@@ -12,8 +12,9 @@ use crate::api::{
 use crate::codec::CodecFamily;
 use crate::ids::{MediaKind, ParticipantId, RoomId, TrackId, TrackSource, TransportRole};
 use crate::negotiation::NegotiationState;
-use crate::peer::{build_peer_connection, MID_URI};
+use crate::peer::{build_peer_connection, IceCredentials, MID_URI};
 use crate::rewrite::{RtpRewriter, Verdict};
+use crate::routing::{ConsentState, IcePaths};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
@@ -41,21 +42,36 @@ pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 /// One of a participant's two peer connections.
 pub(crate) struct Transport {
     pub pc: RTCPeerConnection,
+    /// Its local ICE credentials: binding requests are authenticated with them before a route
+    /// is learnt (the media loop does it, `rtc` checks again).
+    pub ice: IceCredentials,
+    /// The peer's 5-tuples, the one media goes to, and consent (`rtc`'s lite agent keeps the
+    /// first nominated pair for good; this follows the browser).
+    pub paths: IcePaths,
     /// Cached `pc.poll_timeout()`, refreshed after every interaction.
     pub deadline: Option<Instant>,
+    /// `rtc`'s connection state: `Connected` once ICE and DTLS are up (with `rtc`'s ICE
+    /// timeouts off it leaves `Connected` only for `Failed` (DTLS) or `Closed`).
     pub state: RTCPeerConnectionState,
     /// Has output waiting in `pc.poll_write()`.
     pub dirty: bool,
 }
 
 impl Transport {
+    /// Whether media can be sent: DTLS is up and consent has not expired. A `disconnected`
+    /// transport (RFC 7675: consent still fresh) keeps receiving media.
+    pub fn can_send(&self) -> bool {
+        self.state == RTCPeerConnectionState::Connected
+            && self.paths.state() != ConsentState::Failed
+    }
+
     fn new(
         participant: ParticipantId,
         role: TransportRole,
         local: &[SocketAddr],
         now: Instant,
     ) -> Result<Self, SfuError> {
-        let mut pc = build_peer_connection(participant, role, now)
+        let (mut pc, ice) = build_peer_connection(participant, role, now)
             .map_err(|e| SfuError::NegotiationFailed(e.to_string()))?;
         for addr in local {
             let candidate = CandidateHostConfig {
@@ -76,6 +92,8 @@ impl Transport {
         }
         Ok(Self {
             pc,
+            ice,
+            paths: IcePaths::new(),
             deadline: Some(now),
             state: RTCPeerConnectionState::New,
             dirty: true,
@@ -355,6 +373,7 @@ impl Room {
             .ok_or_else(|| SfuError::NegotiationFailed("no local description".into()))?;
         p.publisher.dirty = true;
         p.publisher.deadline = Some(now);
+        p.publisher.paths.start(now);
 
         // Which receiving m-lines carry which declared track.
         let ssrcs_by_mid = ssrcs_from_remote(&p.publisher.pc);
@@ -497,6 +516,7 @@ impl Room {
             .map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
         sub.dirty = true;
         sub.deadline = Some(now);
+        sub.paths.start(now);
         let again = p
             .negotiation
             .answer_received(now)
@@ -789,14 +809,19 @@ impl Room {
             let Some(sub) = sub_p.subscriber.as_mut() else {
                 continue;
             };
-            if sub.state != RTCPeerConnectionState::Connected {
-                continue;
-            }
+            let can_send = sub.can_send();
             for dt in &mut sub_p.downtracks {
                 if !dt.negotiated || dt.track.participant != publisher_id {
                     continue;
                 }
                 if dt.track.mid.as_bytes() != mid {
+                    continue;
+                }
+                if !can_send {
+                    // The subscriber sees no gap for this: the leg renumbers past it and video
+                    // resumes on a keyframe.
+                    dt.rewriter.skip(&packet.header);
+                    SfuMetrics::inc(&metrics.drops_not_connected);
                     continue;
                 }
                 let mut out = packet.clone();
@@ -814,10 +839,14 @@ impl Room {
                                 sub.dirty = true;
                             }
                             Some(Err(e)) => {
+                                dt.rewriter.undo_forward();
                                 SfuMetrics::inc(&metrics.drops_write_error);
                                 debug!(subscriber = %sub_p.id, "forward write: {e}");
                             }
-                            None => SfuMetrics::inc(&metrics.drops_write_error),
+                            None => {
+                                dt.rewriter.undo_forward();
+                                SfuMetrics::inc(&metrics.drops_write_error);
+                            }
                         }
                     }
                     Verdict::WaitingForKeyframe => {

@@ -14,7 +14,10 @@ use crate::api::{
 };
 use crate::ids::{ParticipantId, RoomId, TransportRole};
 use crate::peer::decode_ufrag;
-use crate::room::Room;
+use crate::room::{Room, Transport};
+use crate::routing::{
+    looks_like_stun, udp_tuple, BindingRequest, ConsentState, RouteTable, TransportKey, ROUTE_IDLE,
+};
 use bytes::BytesMut;
 use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
@@ -37,9 +40,6 @@ use tracing::{debug, info, warn};
 /// behind loses the oldest ones (and is told so by `broadcast::error::RecvError::Lagged`).
 pub const ROOM_EVENTS: usize = 1024;
 
-/// An address not heard from for this long is forgotten by the routing table.
-const ROUTE_IDLE: Duration = Duration::from_secs(30);
-
 /// Largest datagram read (bytes); RTP over UDP stays under the path MTU (~1200–1500).
 const MAX_DATAGRAM: usize = 2048;
 
@@ -51,12 +51,6 @@ struct MediaSocket {
     /// The address rtc sees as the local side: the announced IP and the bound port (must equal
     /// a local candidate's address).
     tag: SocketAddr,
-}
-
-struct Route {
-    participant: ParticipantId,
-    role: TransportRole,
-    last_seen: Instant,
 }
 
 /// Starts the media worker on the current tokio runtime. Binds one UDP socket per configured
@@ -98,7 +92,7 @@ pub fn spawn_media_worker(
         max_participants: config.max_participants.max(1),
         rooms: HashMap::new(),
         where_is: HashMap::new(),
-        routes: HashMap::new(),
+        routes: RouteTable::default(),
         next_id: 1,
         metrics: metrics.clone(),
         room_events: room_events.clone(),
@@ -123,7 +117,7 @@ struct Worker {
     max_participants: usize,
     rooms: HashMap<RoomId, Room>,
     where_is: HashMap<ParticipantId, RoomId>,
-    routes: HashMap<SocketAddr, Route>,
+    routes: RouteTable,
     next_id: u64,
     metrics: Arc<SfuMetrics>,
     room_events: broadcast::Sender<RoomEvent>,
@@ -183,8 +177,10 @@ impl Worker {
         };
         for room in self.rooms.values() {
             for p in &room.participants {
-                consider(p.publisher.deadline);
-                consider(p.subscriber.as_ref().and_then(|s| s.deadline));
+                for t in std::iter::once(&p.publisher).chain(p.subscriber.as_ref()) {
+                    consider(t.deadline);
+                    consider(t.paths.next_deadline());
+                }
                 consider(p.negotiation.deadline());
             }
         }
@@ -195,28 +191,41 @@ impl Worker {
     fn on_datagram(&mut self, sock: usize, peer: SocketAddr, n: usize, now: Instant) {
         let data = self.rx_buf.split_to(n);
         SfuMetrics::inc(&self.metrics.datagrams_in);
-        let Some((pid, role)) = self.route(peer, &data, now) else {
+        let tuple = udp_tuple(self.sockets[sock].tag, peer);
+        let Some((key, request)) = self.route(tuple, &data, now) else {
             SfuMetrics::inc(&self.metrics.drops_unroutable);
             return;
         };
-        let Some(room_id) = self.where_is.get(&pid) else {
+        let Some(room_id) = self.where_is.get(&key.participant) else {
             SfuMetrics::inc(&self.metrics.drops_unroutable);
             return;
         };
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
-        let Some(idx) = room.index_of(pid) else {
+        let Some(idx) = room.index_of(key.participant) else {
             return;
         };
-        let tag = self.sockets[sock].tag;
+        let role = key.role;
         let Some(t) = room.participants[idx].transport_mut(role) else {
             return;
         };
+        let update = t.paths.on_datagram(tuple, request, now);
+        if let Some(gone) = update.evicted {
+            self.routes.forget(&gone);
+        }
+        if let Some(to) = update.switched_to {
+            SfuMetrics::inc(&self.metrics.ice_path_switches);
+            debug!(participant = %key.participant, ?role, local = %to.local_addr, remote = %to.peer_addr, "media follows the peer to another path");
+        }
+        let failed = t.paths.poll(now).is_some_and(|state| {
+            on_consent_change(key, state, &self.metrics);
+            state == ConsentState::Failed
+        });
         let msg = TaggedBytesMut {
             now,
             transport: TransportContext {
-                local_addr: tag,
+                local_addr: tuple.local_addr,
                 peer_addr: peer,
                 ecn: None,
                 transport_protocol: TransportProtocol::UDP,
@@ -224,9 +233,14 @@ impl Worker {
             message: data,
         };
         if let Err(e) = t.pc.handle_read(msg) {
-            debug!(participant = %pid, ?role, "handle_read: {e}");
+            debug!(participant = %key.participant, ?role, "handle_read: {e}");
         }
         t.dirty = true;
+        if failed {
+            room.participants[idx]
+                .closing
+                .get_or_insert(CloseReason::TransportFailed);
+        }
         drive(room, idx, role, now, &self.metrics);
         // Common case: flush this room in place, without cloning its id and looking it up again
         // (an allocation and two string hashes per datagram). Rare case (someone is closing):
@@ -240,46 +254,55 @@ impl Worker {
             .record_processing(now.elapsed().as_nanos() as u64);
     }
 
-    /// Finds the transport a datagram belongs to: by source address, or for a new address by
-    /// the STUN USERNAME of a binding request (RFC 8445 section 7.2.2).
+    /// Finds the transport a datagram belongs to, and for an authenticated binding request
+    /// whether it nominates its pair (`Some(use_candidate)`).
+    ///
+    /// A binding request (RFC 8445 section 7.2.2) is routed by the USERNAME's server half,
+    /// which must be the named transport's current ufrag, and must verify with its password;
+    /// then its 5-tuple is learnt. Anything else must come on a learnt 5-tuple. A request that
+    /// fails authentication on a known 5-tuple still reaches `rtc` (which answers it with an
+    /// error), but proves nothing.
     fn route(
         &mut self,
-        peer: SocketAddr,
+        tuple: rtc::shared::FiveTuple,
         data: &[u8],
         now: Instant,
-    ) -> Option<(ParticipantId, TransportRole)> {
-        if let Some(r) = self.routes.get_mut(&peer) {
-            r.last_seen = now;
-            return Some((r.participant, r.role));
+    ) -> Option<(TransportKey, Option<bool>)> {
+        if !looks_like_stun(data) {
+            return self.routes.lookup(&tuple, now).map(|k| (k, None));
         }
-        if !rtc::stun::message::is_stun_message(data) {
-            return None;
+        let Some(mut req) = BindingRequest::parse(data) else {
+            // A response to `rtc`'s triggered check, an indication, or noise.
+            return self.routes.lookup(&tuple, now).map(|k| (k, None));
+        };
+        let verified = decode_ufrag(&req.local_ufrag).and_then(|(participant, role)| {
+            let room = self.rooms.get(self.where_is.get(&participant)?)?;
+            let p = &room.participants[room.index_of(participant)?];
+            let t: &Transport = match role {
+                TransportRole::Publisher => &p.publisher,
+                TransportRole::Subscriber => p.subscriber.as_ref()?,
+            };
+            (t.ice.ufrag == req.local_ufrag && req.verify(&t.ice.pwd))
+                .then_some(TransportKey { participant, role })
+        });
+        match verified {
+            Some(key) => {
+                if !self.routes.learn(tuple, key, now) {
+                    return None;
+                }
+                Some((key, Some(req.use_candidate)))
+            }
+            None => {
+                SfuMetrics::inc(&self.metrics.stun_auth_failures);
+                self.routes.lookup(&tuple, now).map(|k| (k, None))
+            }
         }
-        let mut msg = rtc::stun::message::Message::new();
-        msg.unmarshal_binary(data).ok()?;
-        let username =
-            rtc::stun::textattrs::Username::get_from_as(&msg, rtc::stun::attributes::ATTR_USERNAME)
-                .ok()?;
-        let local_ufrag = username.text.split_once(':')?.0;
-        let (pid, role) = decode_ufrag(local_ufrag)?;
-        if !self.where_is.contains_key(&pid) {
-            return None;
-        }
-        self.routes.insert(
-            peer,
-            Route {
-                participant: pid,
-                role,
-                last_seen: now,
-            },
-        );
-        Some((pid, role))
     }
 
     fn on_timeout(&mut self, now: Instant) {
-        if now >= self.last_sweep + ROUTE_IDLE {
-            self.routes
-                .retain(|_, r| now.duration_since(r.last_seen) < ROUTE_IDLE);
+        let sweep = now >= self.last_sweep + ROUTE_IDLE;
+        if sweep {
+            self.routes.expire(now);
             self.last_sweep = now;
         }
         // Rooms are walked in place: no room-id clone or lookup per room and timer tick (ticks
@@ -303,6 +326,24 @@ impl Worker {
                     }
                 }
                 let p = &mut room.participants[idx];
+                for role in [TransportRole::Publisher, TransportRole::Subscriber] {
+                    let key = TransportKey {
+                        participant: p.id,
+                        role,
+                    };
+                    let Some(t) = p.transport_mut(role) else {
+                        continue;
+                    };
+                    if sweep {
+                        t.paths.expire(now);
+                    }
+                    if let Some(state) = t.paths.poll(now) {
+                        on_consent_change(key, state, &self.metrics);
+                        if state == ConsentState::Failed {
+                            p.closing.get_or_insert(CloseReason::TransportFailed);
+                        }
+                    }
+                }
                 if p.negotiation.timed_out(now) {
                     warn!(participant = %p.id, "subscribe offer not answered in time: offering again");
                     if let Some(sub) = p.subscriber.as_mut() {
@@ -511,7 +552,7 @@ impl Worker {
                 info!(room = %room_id, participant = %pid, ?reason, "left");
             }
         }
-        self.routes.retain(|_, r| r.participant != pid);
+        self.routes.forget_participant(pid);
         self.after_room_change(&room_id, now);
     }
 
@@ -556,22 +597,20 @@ impl Worker {
         for (pid, reason) in closing {
             self.leave(pid, Some(reason), now);
         }
-        if empty
+        let now_empty = empty
             || self
                 .rooms
                 .get(room_id)
-                .is_some_and(|r| r.participants.is_empty())
-        {
-            if self.rooms.remove(room_id).is_some() {
-                self.metrics.rooms.store(
-                    self.rooms.len() as u64,
-                    std::sync::atomic::Ordering::Relaxed,
-                );
-                let _ = self
-                    .room_events
-                    .send(RoomEvent::RoomClosed(room_id.clone()));
-                info!(room = %room_id, "room closed");
-            }
+                .is_some_and(|r| r.participants.is_empty());
+        if now_empty && self.rooms.remove(room_id).is_some() {
+            self.metrics.rooms.store(
+                self.rooms.len() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            let _ = self
+                .room_events
+                .send(RoomEvent::RoomClosed(room_id.clone()));
+            info!(room = %room_id, "room closed");
         }
     }
 
@@ -730,10 +769,9 @@ fn on_pc_event(
                 t.state = state;
             }
             match (role, state) {
-                (
-                    TransportRole::Publisher,
-                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed,
-                ) => {
+                // With `rtc`'s ICE timeouts off these come from DTLS (a failed handshake or a
+                // close_notify), never from a consent gap.
+                (_, RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed) => {
                     p.closing.get_or_insert(CloseReason::TransportFailed);
                 }
                 (TransportRole::Subscriber, RTCPeerConnectionState::Connected) => {
@@ -777,25 +815,52 @@ fn flush(room: &mut Room, sockets: &[MediaSocket], metrics: &Arc<SfuMetrics>) {
             if !t.dirty {
                 continue;
             }
+            // Media, RTCP and DataChannel data go where the peer nominated last; STUN answers go
+            // back where each request came from (rtc addressed them).
+            let dest = t.paths.destination();
+            let failed = t.paths.state() == ConsentState::Failed;
             while let Some(out) = t.pc.poll_write() {
-                let Some(s) = sockets
-                    .iter()
-                    .find(|s| s.tag == out.transport.local_addr)
-                    .or(sockets.first())
-                else {
+                let stun = looks_like_stun(&out.message);
+                if failed && !stun {
+                    continue; // consent expired (RFC 7675 section 5.1): send nothing more
+                }
+                let (local, remote) = match dest {
+                    Some(d) if !stun => (d.local_addr, d.peer_addr),
+                    _ => (out.transport.local_addr, out.transport.peer_addr),
+                };
+                let Some(s) = sockets.iter().find(|s| s.tag == local).or(sockets.first()) else {
                     break;
                 };
-                match s.socket.try_send_to(&out.message, out.transport.peer_addr) {
+                match s.socket.try_send_to(&out.message, remote) {
                     Ok(_) => SfuMetrics::inc(&metrics.datagrams_out),
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                         SfuMetrics::inc(&metrics.drops_socket_full);
                     }
-                    Err(e) => debug!("send_to {}: {e}", out.transport.peer_addr),
+                    Err(e) => debug!("send_to {remote}: {e}"),
                 }
             }
             t.dirty = false;
             t.deadline = t.pc.poll_timeout();
         }
+    }
+}
+
+/// Logs and counts a transport's consent change (RFC 7675). `Disconnected` is only shown:
+/// forwarding goes on; `Failed` ends the participant (the caller marks it closing).
+fn on_consent_change(key: TransportKey, state: ConsentState, metrics: &SfuMetrics) {
+    match state {
+        ConsentState::Disconnected => {
+            SfuMetrics::inc(&metrics.consent_disconnects);
+            info!(participant = %key.participant, role = ?key.role, "transport disconnected: nothing heard for {} s (media keeps flowing)", crate::routing::DISCONNECTED_AFTER.as_secs());
+        }
+        ConsentState::Failed => {
+            SfuMetrics::inc(&metrics.consent_failures);
+            warn!(participant = %key.participant, role = ?key.role, "transport failed: no consent for {} s (RFC 7675)", crate::routing::CONSENT_TIMEOUT.as_secs());
+        }
+        ConsentState::Connected => {
+            debug!(participant = %key.participant, role = ?key.role, "transport connected");
+        }
+        ConsentState::New | ConsentState::Checking => {}
     }
 }
 
