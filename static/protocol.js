@@ -24,7 +24,7 @@
 
 import { acquireDevices, deviceTrack, describeMediaError } from '/media.js';
 import { toParticipant, toTrack, msidBindings, jwtSubject } from '/wire.js';
-import { participantStats } from '/stats.js';
+import { participantStats, sendStats, pairStats } from '/stats.js';
 
 export { describeMediaError };
 
@@ -364,6 +364,23 @@ export class ConfabSession extends EventTarget {
   async stats() {
     const report = this._sub ? await this._sub.getStats() : null;
     return participantStats(report, this.participants, this.remote);
+  }
+
+  /**
+   * What our publisher transport has sent (test hook, `window.confab.sendStats()`).
+   * @returns {Promise<import('/types.js').SendStats>}
+   */
+  async sendStats() {
+    return sendStats(this._pub ? await this._pub.getStats() : null);
+  }
+
+  /**
+   * Both transports' selected ICE candidate pairs (test hook and diagnostics).
+   * @returns {Promise<{publisher: import('/types.js').PairStats|null, subscriber: import('/types.js').PairStats|null}>}
+   */
+  async pairs() {
+    const [pub, sub] = await Promise.all([this._pub?.getStats() ?? null, this._sub?.getStats() ?? null]);
+    return { publisher: pairStats(pub), subscriber: pairStats(sub) };
   }
 
   /** Our own microphone level (0..1) as the publisher transport measures it. */

@@ -48,9 +48,31 @@
  * @property {string} name
  * @property {number} framesDecoded          camera video
  * @property {number} videoPacketsReceived   camera video
+ * @property {number} videoPacketsLost       camera video, as the receiver counts it (RFC 3550 A.3)
+ * @property {number} freezeCount            camera video freezes (webrtc-stats: a frame later than max(3 × mean, mean + 150 ms))
+ * @property {number} totalFreezesDuration   camera video, seconds
  * @property {number} screenFramesDecoded
  * @property {number} audioPacketsReceived   microphone
+ * @property {number} audioPacketsLost       microphone
  * @property {number} audioLevel             0..1, microphone
+ */
+
+/**
+ * @typedef {Object} SendStats   test hook result: what our publisher transport sent
+ * @property {number} videoPacketsSent
+ * @property {number} framesSent
+ * @property {number} audioPacketsSent
+ * @property {string} frameSize            camera video `<width>x<height>` as sent now ('' before the first frame)
+ * @property {string} qualityLimitation    the encoder's `qualityLimitationReason` (none, cpu, bandwidth, other)
+ */
+
+/**
+ * @typedef {Object} PairStats   test hook result: one transport's ICE candidate pairs
+ * @property {string|null} local    selected pair's local candidate, `<protocol> <address>:<port> <type>`
+ * @property {string|null} remote   selected pair's remote candidate
+ * @property {number} succeeded     pairs in state succeeded
+ * @property {number} nominated     pairs nominated
+ * @property {number} changes       selected pair changes so far
  */
 
 export {};

@@ -119,7 +119,7 @@ test('paid session: badge with elapsed time and cost, settlement after the end',
   try {
     // The integration's URL hook sends session_started once connected; this server has no chain
     // (and a guest is no party), so the refusal shows as a toast and the call goes on.
-    const page = await openRoom(browser, randomRoom('paid'), 'Stu', `&paid=1&tutor=0x${'11'.repeat(20)}&language=1`);
+    const page = await openRoom(browser, randomRoom('paid'), 'Stu', { query: `&paid=1&tutor=0x${'11'.repeat(20)}&language=1` });
     pages.push(page);
     await eventually(() => page.evaluate(() => window.confab && window.confab.state === 'connected'), 30_000, 'Stu to connect');
     await eventually(async () => /paid_sessions_disabled|not_a_party/.test(await page.locator('#toasts .toast-error').allTextContents()),

@@ -1,33 +1,52 @@
 // Shared helpers of the browser tests: launching Debian's Chromium headless with a fake camera
 // and microphone, opening room pages, polling with timeouts.
 import { chromium } from 'playwright-core';
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
 
 export const BASE = process.env.CONFAB_URL || 'http://127.0.0.1:8080';
 
-export async function launch() {
+/**
+ * Launches headless Chromium with fake devices. `executablePath` replaces Debian's binary (e.g. a
+ * wrapper that runs it in a network namespace); `secureOrigin` is an `http://host:port` origin other
+ * than localhost to treat as secure (getUserMedia needs it).
+ */
+export async function launch({ executablePath, secureOrigin } = {}) {
   return chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    executablePath: executablePath || process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
     args: [
       '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
       '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required',
+      ...(secureOrigin ? [`--unsafely-treat-insecure-origin-as-secure=${secureOrigin}`] : []),
     ],
   });
 }
 
 /**
- * Opens `/rooms/{room}?name={name}` (plus `query`, e.g. `&paid=1`) in a fresh context; keeps the page's
- * console for diagnostics.
+ * Opens `/rooms/{room}?name={name}` (plus `query`, e.g. `&paid=1`) of the server at `base` in a fresh
+ * context; keeps the page's console for diagnostics. `captureWidth` caps the camera the page asks
+ * for (16:9): long calls cap it at 640 so three 720p encoders and six decoders do not starve the
+ * 2-core machine (the fake camera then keeps its 20 fps; forwarding does not depend on the size).
  */
-export async function openRoom(browser, room, name, query = '') {
+export async function openRoom(browser, room, name, { query = '', base = BASE, captureWidth } = {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
+  if (captureWidth) {
+    await context.addInitScript((w) => {
+      const md = navigator.mediaDevices;
+      const get = md.getUserMedia.bind(md);
+      md.getUserMedia = (c) => get(c && c.video
+        ? { ...c, video: { ...(typeof c.video === 'object' ? c.video : {}), width: { ideal: w }, height: { ideal: Math.round((w * 9) / 16) } } }
+        : c);
+    }, captureWidth);
+  }
   const page = await context.newPage();
   page.logs = [];
   page.on('console', (m) => page.logs.push(`[${name}] ${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => page.logs.push(`[${name}] pageerror: ${e.message}`));
-  await page.goto(`${BASE}/rooms/${encodeURIComponent(room)}?name=${encodeURIComponent(name)}${query}`);
+  await page.goto(`${base}/rooms/${encodeURIComponent(room)}?name=${encodeURIComponent(name)}${query}`);
   return page;
 }
 
@@ -65,4 +84,44 @@ export async function diagnose(pages) {
     } catch { /* page gone */ }
     console.log(`--- ${p.url()}\nstates: ${states}\n${(p.logs || []).slice(-30).join('\n')}`);
   }
+}
+
+const STATIC_DIR = new URL('../../static', import.meta.url).pathname;
+
+/** A TCP port that was free a moment ago. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+  });
+}
+
+/**
+ * Starts `confab serve` (binary `CONFAB_BIN`) on `127.0.0.1:port` with `args` (default: media
+ * announced on 127.0.0.1 only); resolves once /healthz answers 200. Its output goes to `log` (an
+ * array, for diagnostics). `command` replaces the binary by a command line that runs it (e.g. `ip netns exec ns confab`); `listen` is the HTTP address (default `127.0.0.1:port`).
+ */
+export async function startServer(port, dataDir, log, { args = ['--public-ip', '127.0.0.1'], listen, command } = {}) {
+  const argv = ['serve', '--listen', listen || `127.0.0.1:${port}`, '--media-port', '0', ...args,
+    '--data-dir', dataDir, '--static-dir', STATIC_DIR];
+  const [bin, ...pre] = command || [process.env.CONFAB_BIN];
+  const child = spawn(bin, [...pre, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const keep = (b) => { log.push(b.toString()); if (log.length > 400) log.splice(0, 100); };
+  child.stdout.on('data', keep);
+  child.stderr.on('data', keep);
+  const host = listen ? listen.replace(/:\d+$/, '') : '127.0.0.1';
+  await eventually(async () => {
+    if (child.exitCode !== null) throw new Error(`server exited with ${child.exitCode}`);
+    const res = await fetch(`http://${host}:${port}/healthz`).catch(() => null);
+    return res?.status === 200;
+  }, 30_000, `the server on port ${port} to answer /healthz`);
+  return child;
+}
+
+/** A counter or gauge from the server's Prometheus text at `base` (null when absent). */
+export async function metric(base, name) {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+  return line ? Number(line.split(' ')[1]) : null;
 }

@@ -2,39 +2,12 @@
 // new process and decode each other again. Runs its own server (binary from CONFAB_BIN, as
 // scripts/test-browser.sh passes it); skipped without CONFAB_BIN.
 import { test } from 'node:test';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { launch, eventually, stats, randomRoom, diagnose } from './helpers.mjs';
+import { launch, openRoom, eventually, stats, randomRoom, diagnose, freePort, startServer } from './helpers.mjs';
 
 const BIN = process.env.CONFAB_BIN;
-const STATIC_DIR = new URL('../../static', import.meta.url).pathname;
-
-/** A TCP port that was free a moment ago. */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-  });
-}
-
-/** Starts `confab serve` on `port`; resolves once /healthz answers 200. Keeps its output for diagnostics. */
-async function startServer(port, dataDir, log) {
-  const child = spawn(BIN, ['serve', '--listen', `127.0.0.1:${port}`, '--media-port', '0', '--public-ip', '127.0.0.1',
-    '--data-dir', dataDir, '--static-dir', STATIC_DIR], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const keep = (b) => { log.push(b.toString()); if (log.length > 400) log.splice(0, 100); };
-  child.stdout.on('data', keep);
-  child.stderr.on('data', keep);
-  await eventually(async () => {
-    if (child.exitCode !== null) throw new Error(`server exited with ${child.exitCode}`);
-    const res = await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => null);
-    return res?.status === 200;
-  }, 30_000, `the server on port ${port} to answer /healthz`);
-  return child;
-}
 
 test('a server crash mid-call: pages reconnect to the restarted server and decode again',
   { timeout: 90_000, skip: BIN ? false : 'CONFAB_BIN not set' }, async () => {
@@ -46,14 +19,7 @@ test('a server crash mid-call: pages reconnect to the restarted server and decod
     const pages = [];
     try {
       const room = randomRoom('restart');
-      for (const name of ['Ada', 'Bob']) {
-        const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
-        const page = await context.newPage();
-        page.logs = [];
-        page.on('console', (m) => page.logs.push(`[${name}] ${m.type()}: ${m.text()}`));
-        await page.goto(`http://127.0.0.1:${port}/rooms/${room}?name=${name}`);
-        pages.push(page);
-      }
+      for (const name of ['Ada', 'Bob']) pages.push(await openRoom(browser, room, name, { base: `http://127.0.0.1:${port}` }));
       const decodesOther = async (page, other) =>
         (await stats(page)).some((r) => r.name === other && r.framesDecoded > 5);
       await eventually(async () => (await decodesOther(pages[0], 'Bob')) && (await decodesOther(pages[1], 'Ada')),
