@@ -205,7 +205,16 @@ impl Participant {
     /// was sent.
     pub fn request_keyframe(&mut self, mid: &str, now: Instant) -> bool {
         match self.published.iter().position(|p| p.mid == mid) {
-            Some(i) => self.request_keyframe_at(i, now),
+            Some(i) => self.request_keyframe_at(i, now, false),
+            None => false,
+        }
+    }
+
+    /// [`Self::request_keyframe`] past the throttle: after an ICE path switch, when the
+    /// requests of the outage went to the dead path.
+    pub fn request_keyframe_now(&mut self, mid: &str, now: Instant) -> bool {
+        match self.published.iter().position(|p| p.mid == mid) {
+            Some(i) => self.request_keyframe_at(i, now, true),
             None => false,
         }
     }
@@ -213,18 +222,19 @@ impl Participant {
     /// [`Self::request_keyframe`] for the track carrying `ssrc`.
     pub fn request_keyframe_for_ssrc(&mut self, ssrc: u32, now: Instant) -> bool {
         match self.published.iter().position(|p| p.ssrcs.contains(&ssrc)) {
-            Some(i) => self.request_keyframe_at(i, now),
+            Some(i) => self.request_keyframe_at(i, now, false),
             None => false,
         }
     }
 
-    fn request_keyframe_at(&mut self, i: usize, now: Instant) -> bool {
+    fn request_keyframe_at(&mut self, i: usize, now: Instant, force: bool) -> bool {
         let p = &mut self.published[i];
         if p.source.kind() != MediaKind::Video {
             return false;
         }
-        if p.last_keyframe_request
-            .is_some_and(|t| now.duration_since(t) < KEYFRAME_REQUEST_INTERVAL)
+        if !force
+            && p.last_keyframe_request
+                .is_some_and(|t| now.duration_since(t) < KEYFRAME_REQUEST_INTERVAL)
         {
             return false;
         }
@@ -242,6 +252,7 @@ impl Participant {
                 return false;
             }
             self.publisher.dirty = true;
+            tracing::trace!(participant = %self.id, mid = %p.mid, force, "PLI sent");
             return true;
         }
         false
@@ -771,6 +782,45 @@ impl Room {
                 }
             }
         }
+    }
+
+    /// After participant `idx`'s transport `role` moved to another ICE path (packets were lost
+    /// on the old one): asks for a keyframe of every video track that crossed it — the
+    /// participant's own tracks (publisher), or the tracks it receives (subscriber) — so
+    /// receivers recover at once rather than after their own PLI. Not throttled: the requests
+    /// of the outage went to the dead path. Returns how many PLIs went out.
+    pub fn request_keyframes_after_path_switch(
+        &mut self,
+        idx: usize,
+        role: TransportRole,
+        now: Instant,
+    ) -> u64 {
+        let tracks: Vec<TrackId> = match role {
+            TransportRole::Publisher => {
+                let p = &self.participants[idx];
+                p.published
+                    .iter()
+                    .filter(|t| t.source.kind() == MediaKind::Video)
+                    .map(|t| TrackId {
+                        participant: p.id,
+                        mid: t.mid.clone(),
+                    })
+                    .collect()
+            }
+            TransportRole::Subscriber => self.participants[idx]
+                .downtracks
+                .iter()
+                .filter(|d| d.negotiated && d.track_is_video())
+                .map(|d| d.track.clone())
+                .collect(),
+        };
+        let mut sent = 0;
+        for t in tracks {
+            if let Some(pi) = self.index_of(t.participant) {
+                sent += u64::from(self.participants[pi].request_keyframe_now(&t.mid, now));
+            }
+        }
+        sent
     }
 
     /// Forwards one RTP packet of publisher `idx` to every subscriber of the track.

@@ -50,8 +50,30 @@ pub const CONSENT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DISCONNECTED_AFTER: Duration = Duration::from_secs(13);
 
 /// A peer that checks another path without nominating it (full ICE agents nominate once) moves
-/// the media there when the current path has been silent this long.
+/// the media there when the current path has been silent this long (browsers ping backup paths
+/// every few seconds while the selected one is alive; a silent selected path is a dead one).
 pub const PATH_QUIET: Duration = Duration::from_secs(3);
+
+/// A peer sends media, RTCP and DataChannel data only on the pair it has selected (browsers,
+/// aiortc, webrtc-rs alike): data arriving on another known path moves the media there once the
+/// current path has been silent this long. The guard keeps a packet that was in flight on the
+/// old path during a switch from moving the media back.
+pub const DATA_SWITCH_QUIET: Duration = Duration::from_millis(250);
+
+/// What arrived on a path, as [`IcePaths::on_datagram`] weighs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Heard {
+    /// A binding request whose MESSAGE-INTEGRITY verified: consent (RFC 7675); `nominate` when
+    /// it carried USE-CANDIDATE.
+    Check {
+        /// USE-CANDIDATE present.
+        nominate: bool,
+    },
+    /// DTLS, SRTP, SRTCP: sent only on the pair the peer selected.
+    Data,
+    /// Other STUN (a response to `rtc`'s triggered check, an unauthenticated request).
+    OtherStun,
+}
 
 /// Which of the media worker's transports: a participant's publisher or subscriber.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -267,20 +289,21 @@ impl IcePaths {
         self.active
     }
 
-    /// Records a datagram that came on `tuple`. `request` is `Some(use_candidate)` for a
-    /// binding request whose MESSAGE-INTEGRITY verified (consent, RFC 7675 section 5.1).
-    pub fn on_datagram(
-        &mut self,
-        tuple: FiveTuple,
-        request: Option<bool>,
-        now: Instant,
-    ) -> PathUpdate {
+    /// Records a datagram that came on `tuple`; see [`Heard`] for what moves the media.
+    pub fn on_datagram(&mut self, tuple: FiveTuple, heard: Heard, now: Instant) -> PathUpdate {
         let mut update = PathUpdate::default();
         self.last_heard = Some(now);
+        // How long the active path had been silent before this datagram.
+        let active_quiet = self
+            .active
+            .and_then(|a| self.paths.iter().find(|p| p.tuple == a))
+            .map_or(Duration::MAX, |p| {
+                now.saturating_duration_since(p.last_heard)
+            });
         match self.paths.iter_mut().find(|p| p.tuple == tuple) {
             Some(p) => p.last_heard = now,
             None => {
-                if request.is_none() {
+                if !matches!(heard, Heard::Check { .. }) {
                     // Only an authenticated check adds a path (the route table already
                     // refuses anything else); nothing to record.
                     return update;
@@ -301,21 +324,20 @@ impl IcePaths {
                 });
             }
         }
-        let Some(use_candidate) = request else {
-            return update;
-        };
-        self.last_consent = Some(now);
-        let move_here = match self.active {
-            None => true,
-            Some(a) if a == tuple => false,
+        if let Heard::Check { .. } = heard {
+            self.last_consent = Some(now);
+        }
+        let move_here = match (self.active, heard) {
+            (Some(a), _) if a == tuple => false,
+            (None, Heard::Check { .. }) => true,
+            (None, _) => false,
             // The controlling agent's latest nomination wins (RFC 8445 section 8.1.1).
-            Some(_) if use_candidate => true,
+            (Some(_), Heard::Check { nominate: true }) => true,
             // A check without nomination moves media only off a path gone silent.
-            Some(a) => self
-                .paths
-                .iter()
-                .find(|p| p.tuple == a)
-                .is_none_or(|p| now.saturating_duration_since(p.last_heard) >= PATH_QUIET),
+            (Some(_), Heard::Check { nominate: false }) => active_quiet >= PATH_QUIET,
+            // The peer already sends its data here: it selected this pair.
+            (Some(_), Heard::Data) => active_quiet >= DATA_SWITCH_QUIET,
+            (Some(_), Heard::OtherStun) => false,
         };
         if move_here {
             if self.active.is_some() {
@@ -482,19 +504,27 @@ mod tests {
         let t0 = Instant::now();
         p.start(t0);
         assert_eq!(p.destination(), None);
-        p.on_datagram(tuple(1), Some(true), t0);
+        p.on_datagram(tuple(1), Heard::Check { nominate: true }, t0);
         assert_eq!(p.destination(), Some(tuple(1)));
         // A check on another path without nomination (a backup ping) moves nothing while the
         // nominated path is alive.
-        let u = p.on_datagram(tuple(2), Some(false), t0 + Duration::from_millis(500));
+        let u = p.on_datagram(
+            tuple(2),
+            Heard::Check { nominate: false },
+            t0 + Duration::from_millis(500),
+        );
         assert_eq!(u.switched_to, None);
         assert_eq!(p.destination(), Some(tuple(1)));
         // The browser switches pairs: its next check on the new pair carries USE-CANDIDATE.
-        let u = p.on_datagram(tuple(2), Some(true), t0 + Duration::from_secs(2));
+        let u = p.on_datagram(
+            tuple(2),
+            Heard::Check { nominate: true },
+            t0 + Duration::from_secs(2),
+        );
         assert_eq!(u.switched_to, Some(tuple(2)));
         assert_eq!(p.destination(), Some(tuple(2)));
         // Late packets on the old path still count (the route stays until it goes quiet).
-        p.on_datagram(tuple(1), None, t0 + Duration::from_secs(2));
+        p.on_datagram(tuple(1), Heard::Data, t0 + Duration::from_secs(2));
         assert_eq!(p.destination(), Some(tuple(2)));
         assert_eq!(p.paths().count(), 2);
     }
@@ -504,9 +534,34 @@ mod tests {
         let mut p = IcePaths::new();
         let t0 = Instant::now();
         p.start(t0);
-        p.on_datagram(tuple(1), Some(true), t0);
-        let u = p.on_datagram(tuple(2), Some(false), t0 + PATH_QUIET);
+        p.on_datagram(tuple(1), Heard::Check { nominate: true }, t0);
+        let u = p.on_datagram(tuple(2), Heard::Check { nominate: false }, t0 + PATH_QUIET);
         assert_eq!(u.switched_to, Some(tuple(2)));
+    }
+
+    #[test]
+    fn data_on_another_path_moves_media_once_the_active_path_is_silent() {
+        let mut p = IcePaths::new();
+        let t0 = Instant::now();
+        p.start(t0);
+        p.on_datagram(tuple(1), Heard::Check { nominate: true }, t0);
+        p.on_datagram(tuple(2), Heard::Check { nominate: false }, t0);
+        // Both paths carry traffic (a switch in progress): a stray packet moves nothing.
+        p.on_datagram(tuple(1), Heard::Data, t0 + Duration::from_millis(100));
+        let u = p.on_datagram(tuple(2), Heard::Data, t0 + Duration::from_millis(200));
+        assert_eq!(u.switched_to, None);
+        // The old path went silent (its link is down); the peer's media arrives on the other.
+        let u = p.on_datagram(tuple(2), Heard::Data, t0 + Duration::from_millis(400));
+        assert_eq!(u.switched_to, Some(tuple(2)));
+        // A packet that was in flight on the old path does not move it back.
+        let u = p.on_datagram(tuple(1), Heard::Data, t0 + Duration::from_millis(420));
+        assert_eq!(u.switched_to, None);
+        assert_eq!(p.destination(), Some(tuple(2)));
+        // Data never adds a path, and STUN responses move nothing.
+        p.on_datagram(tuple(3), Heard::Data, t0 + Duration::from_secs(2));
+        assert_eq!(p.paths().count(), 2);
+        let u = p.on_datagram(tuple(1), Heard::OtherStun, t0 + Duration::from_secs(3));
+        assert_eq!(u.switched_to, None);
     }
 
     #[test]
@@ -518,7 +573,7 @@ mod tests {
         assert_eq!(p.state(), ConsentState::Checking);
         let mut t = t0;
         for _ in 0..20 {
-            p.on_datagram(tuple(1), Some(false), t);
+            p.on_datagram(tuple(1), Heard::Check { nominate: false }, t);
             if p.state() == ConsentState::Checking {
                 assert_eq!(p.poll(t), Some(ConsentState::Connected));
             }
@@ -535,7 +590,7 @@ mod tests {
         let mut p = IcePaths::new();
         let t0 = Instant::now();
         p.start(t0);
-        p.on_datagram(tuple(1), Some(true), t0);
+        p.on_datagram(tuple(1), Heard::Check { nominate: true }, t0);
         p.poll(t0);
         assert_eq!(p.next_deadline(), Some(t0 + DISCONNECTED_AFTER));
         assert_eq!(
@@ -544,14 +599,18 @@ mod tests {
         );
         assert_eq!(p.destination(), Some(tuple(1)), "media still flows");
         // Media (not consent) arriving again: connected again.
-        p.on_datagram(tuple(1), None, t0 + Duration::from_secs(20));
+        p.on_datagram(tuple(1), Heard::Data, t0 + Duration::from_secs(20));
         assert_eq!(
             p.poll(t0 + Duration::from_secs(20)),
             Some(ConsentState::Connected)
         );
         assert_eq!(p.poll(t0 + CONSENT_TIMEOUT), Some(ConsentState::Failed));
         assert_eq!(p.destination(), None);
-        p.on_datagram(tuple(1), Some(true), t0 + Duration::from_secs(31));
+        p.on_datagram(
+            tuple(1),
+            Heard::Check { nominate: true },
+            t0 + Duration::from_secs(31),
+        );
         assert_eq!(
             p.poll(t0 + Duration::from_secs(31)),
             None,
@@ -575,12 +634,12 @@ mod tests {
         let mut p = IcePaths::new();
         let t0 = Instant::now();
         p.start(t0);
-        p.on_datagram(tuple(100), Some(true), t0);
+        p.on_datagram(tuple(100), Heard::Check { nominate: true }, t0);
         let mut evicted = Vec::new();
         for i in 0..MAX_PATHS as u16 + 3 {
             let u = p.on_datagram(
                 tuple(i),
-                Some(false),
+                Heard::Check { nominate: false },
                 t0 + Duration::from_millis(10 * i as u64 + 10),
             );
             evicted.extend(u.evicted);
@@ -590,7 +649,7 @@ mod tests {
         assert!(!evicted.contains(&tuple(100)));
         assert_eq!(p.destination(), Some(tuple(100)));
         // An unauthenticated datagram from an unknown path adds nothing.
-        p.on_datagram(tuple(999), None, t0 + Duration::from_secs(1));
+        p.on_datagram(tuple(999), Heard::Data, t0 + Duration::from_secs(1));
         assert!(!p.paths().any(|t| t == tuple(999)));
     }
 }

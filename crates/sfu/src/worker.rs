@@ -16,7 +16,8 @@ use crate::ids::{ParticipantId, RoomId, TransportRole};
 use crate::peer::decode_ufrag;
 use crate::room::{Room, Transport};
 use crate::routing::{
-    looks_like_stun, udp_tuple, BindingRequest, ConsentState, RouteTable, TransportKey, ROUTE_IDLE,
+    looks_like_stun, udp_tuple, BindingRequest, ConsentState, Heard, RouteTable, TransportKey,
+    ROUTE_IDLE,
 };
 use bytes::BytesMut;
 use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent, RTCTrackEvent};
@@ -192,7 +193,7 @@ impl Worker {
         let data = self.rx_buf.split_to(n);
         SfuMetrics::inc(&self.metrics.datagrams_in);
         let tuple = udp_tuple(self.sockets[sock].tag, peer);
-        let Some((key, request)) = self.route(tuple, &data, now) else {
+        let Some((key, heard)) = self.route(tuple, &data, now) else {
             SfuMetrics::inc(&self.metrics.drops_unroutable);
             return;
         };
@@ -210,14 +211,14 @@ impl Worker {
         let Some(t) = room.participants[idx].transport_mut(role) else {
             return;
         };
-        let update = t.paths.on_datagram(tuple, request, now);
+        let update = t.paths.on_datagram(tuple, heard, now);
         if let Some(gone) = update.evicted {
             self.routes.forget(&gone);
         }
-        if let Some(to) = update.switched_to {
+        let switched = update.switched_to.inspect(|to| {
             SfuMetrics::inc(&self.metrics.ice_path_switches);
             debug!(participant = %key.participant, ?role, local = %to.local_addr, remote = %to.peer_addr, "media follows the peer to another path");
-        }
+        });
         let failed = t.paths.poll(now).is_some_and(|state| {
             on_consent_change(key, state, &self.metrics);
             state == ConsentState::Failed
@@ -241,6 +242,11 @@ impl Worker {
                 .closing
                 .get_or_insert(CloseReason::TransportFailed);
         }
+        if switched.is_some() {
+            // Packets were lost on the old path: a keyframe now, not when the receivers ask.
+            let sent = room.request_keyframes_after_path_switch(idx, role, now);
+            SfuMetrics::add(&self.metrics.plis_sent, sent);
+        }
         drive(room, idx, role, now, &self.metrics);
         // Common case: flush this room in place, without cloning its id and looking it up again
         // (an allocation and two string hashes per datagram). Rare case (someone is closing):
@@ -254,8 +260,8 @@ impl Worker {
             .record_processing(now.elapsed().as_nanos() as u64);
     }
 
-    /// Finds the transport a datagram belongs to, and for an authenticated binding request
-    /// whether it nominates its pair (`Some(use_candidate)`).
+    /// Finds the transport a datagram belongs to, and what kind of evidence it is for the
+    /// transport's path selection.
     ///
     /// A binding request (RFC 8445 section 7.2.2) is routed by the USERNAME's server half,
     /// which must be the named transport's current ufrag, and must verify with its password;
@@ -267,13 +273,16 @@ impl Worker {
         tuple: rtc::shared::FiveTuple,
         data: &[u8],
         now: Instant,
-    ) -> Option<(TransportKey, Option<bool>)> {
+    ) -> Option<(TransportKey, Heard)> {
         if !looks_like_stun(data) {
-            return self.routes.lookup(&tuple, now).map(|k| (k, None));
+            return self.routes.lookup(&tuple, now).map(|k| (k, Heard::Data));
         }
         let Some(mut req) = BindingRequest::parse(data) else {
             // A response to `rtc`'s triggered check, an indication, or noise.
-            return self.routes.lookup(&tuple, now).map(|k| (k, None));
+            return self
+                .routes
+                .lookup(&tuple, now)
+                .map(|k| (k, Heard::OtherStun));
         };
         let verified = decode_ufrag(&req.local_ufrag).and_then(|(participant, role)| {
             let room = self.rooms.get(self.where_is.get(&participant)?)?;
@@ -287,14 +296,22 @@ impl Worker {
         });
         match verified {
             Some(key) => {
+                tracing::trace!(participant = %key.participant, role = ?key.role, remote = %tuple.peer_addr, nominate = req.use_candidate, "binding request");
                 if !self.routes.learn(tuple, key, now) {
                     return None;
                 }
-                Some((key, Some(req.use_candidate)))
+                Some((
+                    key,
+                    Heard::Check {
+                        nominate: req.use_candidate,
+                    },
+                ))
             }
             None => {
                 SfuMetrics::inc(&self.metrics.stun_auth_failures);
-                self.routes.lookup(&tuple, now).map(|k| (k, None))
+                self.routes
+                    .lookup(&tuple, now)
+                    .map(|k| (k, Heard::OtherStun))
             }
         }
     }

@@ -1,0 +1,78 @@
+// Network namespaces for the browser tests: a client host with several links to this machine,
+// links that can be cut, and a Chromium that runs inside the namespace. Needs root, iproute2 and
+// iptables (scripts/browser-deps.sh installs them). Everything is named with a `cf` prefix and
+// removed by `teardown()`, also after a failed run (`setup()` removes leftovers first).
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, chmodSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+function run(...argv) {
+  return execFileSync(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
+}
+
+function tryRun(...argv) {
+  try { return run(...argv); } catch { return null; }
+}
+
+/** Why namespaces cannot be used here (not root, no `ip` or `iptables`), or null when they can. */
+export function unavailable() {
+  if (process.getuid?.() !== 0) return 'network namespaces need root';
+  if (tryRun('ip', '-V') === null) return 'iproute2 (ip) is not installed';
+  if (tryRun('iptables', '--version') === null) return 'iptables is not installed';
+  return null;
+}
+
+/**
+ * A client namespace `ns` joined to this machine by `links` veth pairs. Link `i` is
+ * `cfc<i>` (client, 10.<net>.<i+1>.2/24) ↔ `cfs<i>` (this machine, 10.<net>.<i+1>.1/24). Inside the
+ * namespace each address may leave only by its own link (strict source routing with iptables), so
+ * every link is one distinct path; UDP on the links listed in `noUdp` is dropped (signaling-only
+ * links).
+ */
+export function setup({ ns = 'cfclient', net = 251, links = 3, noUdp = [] } = {}) {
+  teardown({ ns, links });
+  run('ip', 'netns', 'add', ns);
+  run('ip', '-n', ns, 'link', 'set', 'lo', 'up');
+  const addrs = [];
+  for (let i = 0; i < links; i += 1) {
+    const c = `cfc${i}`;
+    const s = `cfs${i}`;
+    const client = `10.${net}.${i + 1}.2`;
+    const server = `10.${net}.${i + 1}.1`;
+    run('ip', 'link', 'add', s, 'type', 'veth', 'peer', 'name', c);
+    run('ip', 'link', 'set', c, 'netns', ns);
+    run('ip', 'addr', 'add', `${server}/24`, 'dev', s);
+    run('ip', 'link', 'set', s, 'up');
+    run('ip', '-n', ns, 'addr', 'add', `${client}/24`, 'dev', c);
+    run('ip', '-n', ns, 'link', 'set', c, 'up');
+    run('ip', 'netns', 'exec', ns, 'iptables', '-A', 'OUTPUT', '-o', c, '!', '-s', client, '-j', 'DROP');
+    if (noUdp.includes(i)) run('ip', 'netns', 'exec', ns, 'iptables', '-A', 'OUTPUT', '-o', c, '-p', 'udp', '-j', 'DROP');
+    addrs.push({ client, server, clientIf: c, serverIf: s });
+  }
+  return { ns, links: addrs };
+}
+
+/** Removes the namespace and this machine's ends of its links (idempotent). */
+export function teardown({ ns = 'cfclient', links = 3 } = {}) {
+  tryRun('ip', 'netns', 'del', ns);
+  for (let i = 0; i < links; i += 1) tryRun('ip', 'link', 'del', `cfs${i}`);
+}
+
+/** Takes the client's end of link `i` down, as when a laptop's Wi-Fi drops. */
+export function linkDown(ns, i) {
+  const how = process.env.CF_CUT || 'down';
+  if (how === 'down') run('ip', '-n', ns, 'link', 'set', `cfc${i}`, 'down');
+  else if (how === 'addr') run('ip', '-n', ns, 'addr', 'flush', 'dev', `cfc${i}`);
+  else if (how === 'del') run('ip', '-n', ns, 'link', 'del', `cfc${i}`);
+  else run('ip', 'netns', 'exec', ns, 'iptables', '-I', 'INPUT', '-i', `cfc${i}`, '-j', 'DROP');
+}
+
+/** An executable that runs Debian's Chromium inside `ns` (for Playwright's `executablePath`). */
+export function chromiumIn(ns) {
+  const dir = mkdtempSync(join(tmpdir(), 'cf-chromium-'));
+  const path = join(dir, 'chromium');
+  writeFileSync(path, `#!/bin/sh\nexec ip netns exec ${ns} ${process.env.CHROMIUM || '/usr/bin/chromium'} "$@"\n`);
+  chmodSync(path, 0o755);
+  return path;
+}
