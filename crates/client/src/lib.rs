@@ -16,4 +16,4 @@ mod media;
 mod session;
 
 pub use media::{payload, RemoteTrackStats, SyntheticTrack, TrackStats};
-pub use session::{Client, ClientError, ClientEvent};
+pub use session::{Client, ClientError, ClientEvent, ClientOptions};

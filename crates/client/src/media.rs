@@ -102,6 +102,10 @@ pub struct TrackStats {
     pub latencies_us: Vec<u32>,
     /// When the first packet arrived (µs since epoch).
     pub first_at_us: Option<u64>,
+    /// When the latest packet arrived (µs since epoch).
+    pub last_at_us: Option<u64>,
+    /// The longest time between two consecutive arrivals, µs (a stall of the track).
+    pub max_gap_us: u64,
 }
 
 impl TrackStats {
@@ -138,6 +142,10 @@ impl RemoteTrackStats {
         let mut s = self.stats.lock().expect("stats lock");
         s.received += 1;
         s.first_at_us.get_or_insert(now);
+        if let Some(prev) = s.last_at_us {
+            s.max_gap_us = s.max_gap_us.max(now.saturating_sub(prev));
+        }
+        s.last_at_us = Some(now);
         match payload::parse(self.video, payload) {
             Some((c, t, intact)) => {
                 if !intact {
