@@ -106,7 +106,11 @@ pub async fn run(
                         if reason == confab_sfu::CloseReason::Shutdown {
                             break Some(CloseReason { code: CloseCode::Away, description: Some("server shutting down".into()) });
                         }
-                        send(&mut session, &ServerMessage::error(ErrorCode::Internal, format!("disconnected: {reason:?}"))).await;
+                        let (code, why) = match reason {
+                            confab_sfu::CloseReason::TransportFailed => (ErrorCode::TransportFailed, "a transport failed (no ICE consent for 30 s, or ICE/DTLS never completed)"),
+                            _ => (ErrorCode::Internal, "the server could not deliver events to this participant fast enough"),
+                        };
+                        send(&mut session, &ServerMessage::error(code, why)).await;
                         break Some(CloseReason { code: CloseCode::Away, description: Some(format!("{reason:?}")) });
                     }
                     Some(SfuEvent::DataChannelOpen { label }) => {

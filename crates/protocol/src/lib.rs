@@ -319,6 +319,9 @@ pub enum ErrorCode {
     TutorBusy,
     /// The database did not answer; retry.
     Unavailable,
+    /// A transport of this participant failed (no ICE consent for 30 s, RFC 7675, or ICE or DTLS
+    /// never completed): the server closes the socket; rejoin.
+    TransportFailed,
 }
 
 impl ServerMessage {

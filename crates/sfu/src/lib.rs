@@ -12,6 +12,11 @@
 //! oneshot replies) and receives per-participant [`SfuEvent`]s on a bounded queue it hands over
 //! at join. Room lifecycle ([`RoomEvent`]) goes out on a broadcast for chat and settlement.
 //!
+//! Routing and liveness are the worker's, not `rtc`'s ([`routing`]): a 5-tuple is learnt only
+//! from an authenticated binding request; media goes to the pair the browser nominated last (or
+//! where its data now arrives); consent follows RFC 7675 (`disconnected` is shown, forwarding
+//! stops only when consent expires after 30 s).
+//!
 //! This crate knows nothing of HTTP, JSON wire types or databases (it cannot: it does not
 //! depend on them).
 //!
