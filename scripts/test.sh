@@ -7,7 +7,8 @@
 # 2. Builds every test binary once (target dir reused between runs: $CARGO_TARGET_DIR,
 #    default ~/.cache/confab/target).
 # 3. Runs the Rust tests (unit, integration against real webrtc-rs peers, PostgreSQL, SQLite
-#    and anvil), then the browser tests (headless Chromium against the real server).
+#    and anvil), the aiortc interop test (Python peers, a venv it installs), then the browser
+#    tests (headless Chromium against the real server).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/confab/target}"
@@ -37,6 +38,9 @@ if [ "$rust_status" -ne 0 ]; then
     echo "test.sh: Rust tests failed"
     exit "$rust_status"
 fi
+
+echo "test.sh: aiortc interop test"
+CONFAB_BIN="$CARGO_TARGET_DIR/debug/confab" bash scripts/test-aiortc.sh
 
 echo "test.sh: browser tests"
 CONFAB_BIN="$CARGO_TARGET_DIR/debug/confab" bash scripts/test-browser.sh

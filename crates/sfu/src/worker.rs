@@ -296,7 +296,7 @@ impl Worker {
         });
         match verified {
             Some(key) => {
-                tracing::trace!(participant = %key.participant, role = ?key.role, remote = %tuple.peer_addr, nominate = req.use_candidate, "binding request");
+                tracing::trace!(participant = %key.participant, role = ?key.role, local = %tuple.local_addr, remote = %tuple.peer_addr, nominate = req.use_candidate, "binding request");
                 if !self.routes.learn(tuple, key, now) {
                     return None;
                 }
