@@ -2,7 +2,10 @@
 // and microphone, opening room pages, polling with timeouts.
 import { chromium } from 'playwright-core';
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 export const BASE = process.env.CONFAB_URL || 'http://127.0.0.1:8080';
 
@@ -100,13 +103,12 @@ export function freePort() {
 /**
  * Starts `confab serve` (binary `CONFAB_BIN`) on `127.0.0.1:port` with `args` (default: media
  * announced on 127.0.0.1 only); resolves once /healthz answers 200. Its output goes to `log` (an
- * array, for diagnostics). `command` replaces the binary by a command line that runs it (e.g. `ip netns exec ns confab`); `listen` is the HTTP address (default `127.0.0.1:port`).
+ * array, for diagnostics). `listen` is the HTTP address (default `127.0.0.1:port`).
  */
-export async function startServer(port, dataDir, log, { args = ['--public-ip', '127.0.0.1'], listen, command } = {}) {
+export async function startServer(port, dataDir, log, { args = ['--public-ip', '127.0.0.1'], listen } = {}) {
   const argv = ['serve', '--listen', listen || `127.0.0.1:${port}`, '--media-port', '0', ...args,
     '--data-dir', dataDir, '--static-dir', STATIC_DIR];
-  const [bin, ...pre] = command || [process.env.CONFAB_BIN];
-  const child = spawn(bin, [...pre, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.env.CONFAB_BIN, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
   const keep = (b) => { log.push(b.toString()); if (log.length > 400) log.splice(0, 100); };
   child.stdout.on('data', keep);
   child.stderr.on('data', keep);
@@ -124,4 +126,30 @@ export async function metric(base, name) {
   const text = await (await fetch(`${base}/metrics`)).text();
   const line = text.split('\n').find((l) => l.startsWith(`${name} `));
   return line ? Number(line.split(' ')[1]) : null;
+}
+
+/**
+ * Runs `body(ctx)` against a server of its own (see `startServer` for `options`), then cleans up:
+ * closes the browsers in `ctx.browsers`, kills `ctx.server` (a test that restarts it assigns the
+ * new one), removes the data dir. On failure it prints each page's state and console
+ * (`ctx.pages`) and the server's output tail first. `ctx` = `{ port, base, dataDir, log, server,
+ * browsers, pages }`; `base` is the HTTP origin.
+ */
+export async function withOwnServer(options, body) {
+  const port = await freePort();
+  const dataDir = mkdtempSync(join(tmpdir(), 'confab-test-'));
+  const host = options.listen || '127.0.0.1';
+  const ctx = { port, base: `http://${host}:${port}`, dataDir, log: [], server: null, browsers: [], pages: [] };
+  try {
+    ctx.server = await startServer(port, dataDir, ctx.log, { ...options, listen: `${host}:${port}` });
+    await body(ctx);
+  } catch (e) {
+    await diagnose(ctx.pages);
+    console.log(`--- server output tail\n${ctx.log.join('').split('\n').slice(-40).join('\n')}`);
+    throw e;
+  } finally {
+    for (const b of ctx.browsers) await b.close().catch(() => {});
+    ctx.server?.kill('SIGKILL');
+    rmSync(dataDir, { recursive: true, force: true });
+  }
 }

@@ -8,54 +8,37 @@
 // one, then stopped forwarding on a consent gap) fails here. Runs its own server (CONFAB_BIN).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { launch, openRoom, eventually, stats, randomRoom, diagnose, freePort, startServer, metric } from './helpers.mjs';
+import { launch, openRoom, eventually, stats, randomRoom, metric, withOwnServer } from './helpers.mjs';
 import { measureCall, totals, formatRows } from './quality.mjs';
 
 const BIN = process.env.CONFAB_BIN;
 const NAMES = ['Ada', 'Bob', 'Cy'];
 
 test('three pages held for 60 s on the real interfaces decode every remote video at 18+ fps with no gap',
-  { timeout: 180_000, skip: BIN ? false : 'CONFAB_BIN not set' }, async () => {
-    const port = await freePort();
-    const base = `http://127.0.0.1:${port}`;
-    const dataDir = mkdtempSync(join(tmpdir(), 'confab-long-call-'));
-    const log = [];
-    // No --public-ip: every interface (loopback and the machine's own) is announced.
-    const server = await startServer(port, dataDir, log, { args: [] });
+  // No --public-ip: every interface (loopback and the machine's own) is announced.
+  { timeout: 180_000, skip: BIN ? false : 'CONFAB_BIN not set' }, () => withOwnServer({ args: [] }, async (ctx) => {
+    const { base, pages } = ctx;
     const browser = await launch();
-    const pages = [];
-    try {
-      const room = randomRoom('long');
-      for (const name of NAMES) pages.push(await openRoom(browser, room, name, { base, captureWidth: 640 }));
-      await eventually(async () => {
-        const all = await Promise.all(pages.map((p) => stats(p)));
-        return all.every((st) => st.length === 2 && st.every((r) => r.framesDecoded > 0));
-      }, 45_000, 'every page to decode both others');
-      const { rows } = await measureCall(pages, NAMES, { seconds: 60, windowS: 30 });
-      console.log(formatRows(rows));
-      const sum = totals(rows);
-      console.log(JSON.stringify(sum));
-      for (const r of rows) {
-        const who = `${r.receiver} <- ${r.sender}`;
-        assert.ok(r.fps >= 18, `${who}: ${r.fps.toFixed(1)} fps decoded over the last 30 s (>= 18)`);
-        assert.ok(r.fps >= 0.95 * r.framesSentPerS, `${who}: ${r.fps.toFixed(1)} fps decoded of ${r.framesSentPerS.toFixed(1)} encoded`);
-        assert.ok(r.videoDelivery >= 0.99, `${who}: video packets ${r.videoReceived}/${r.videoSent}`);
-        assert.ok(r.audioDelivery >= 0.99, `${who}: audio packets ${r.audioReceived}/${r.audioSent}`);
-        assert.equal(r.maxVideoGapS, 0, `${who}: a second without a decoded frame`);
-        assert.ok(r.minAudioPps >= 40, `${who}: audio continuous (lowest ${r.minAudioPps.toFixed(0)} packets in a second, 50 sent)`);
-      }
-      assert.equal(await metric(base, 'confab_transport_failures_total'), 0, 'no transport failed');
-      assert.equal(await metric(base, 'confab_transport_disconnects_total'), 0, 'no transport read as disconnected');
-    } catch (e) {
-      await diagnose(pages);
-      console.log(`--- server output tail\n${log.join('').split('\n').slice(-40).join('\n')}`);
-      throw e;
-    } finally {
-      await browser.close();
-      server.kill('SIGKILL');
-      rmSync(dataDir, { recursive: true, force: true });
+    ctx.browsers.push(browser);
+    const room = randomRoom('long');
+    for (const name of NAMES) pages.push(await openRoom(browser, room, name, { base, captureWidth: 640 }));
+    await eventually(async () => {
+      const all = await Promise.all(pages.map((p) => stats(p)));
+      return all.every((st) => st.length === 2 && st.every((r) => r.framesDecoded > 0));
+    }, 45_000, 'every page to decode both others');
+    const { rows } = await measureCall(pages, NAMES, { seconds: 60, windowS: 30 });
+    console.log(formatRows(rows));
+    const sum = totals(rows);
+    console.log(JSON.stringify(sum));
+    for (const r of rows) {
+      const who = `${r.receiver} <- ${r.sender}`;
+      assert.ok(r.fps >= 18, `${who}: ${r.fps.toFixed(1)} fps decoded over the last 30 s (>= 18)`);
+      assert.ok(r.fps >= 0.95 * r.framesSentPerS, `${who}: ${r.fps.toFixed(1)} fps decoded of ${r.framesSentPerS.toFixed(1)} encoded`);
+      assert.ok(r.videoDelivery >= 0.99, `${who}: video packets ${r.videoReceived}/${r.videoSent}`);
+      assert.ok(r.audioDelivery >= 0.99, `${who}: audio packets ${r.audioReceived}/${r.audioSent}`);
+      assert.equal(r.maxVideoGapS, 0, `${who}: a second without a decoded frame`);
+      assert.ok(r.minAudioPps >= 40, `${who}: audio continuous (lowest ${r.minAudioPps.toFixed(0)} packets in a second, 50 sent)`);
     }
-  });
+    assert.equal(await metric(base, 'confab_transport_failures_total'), 0, 'no transport failed');
+    assert.equal(await metric(base, 'confab_transport_disconnects_total'), 0, 'no transport read as disconnected');
+    }));

@@ -61,11 +61,17 @@ export function teardown({ ns = 'cfclient', links = 3 } = {}) {
 
 /** Takes the client's end of link `i` down, as when a laptop's Wi-Fi drops. */
 export function linkDown(ns, i) {
-  const how = process.env.CF_CUT || 'down';
-  if (how === 'down') run('ip', '-n', ns, 'link', 'set', `cfc${i}`, 'down');
-  else if (how === 'addr') run('ip', '-n', ns, 'addr', 'flush', 'dev', `cfc${i}`);
-  else if (how === 'del') run('ip', '-n', ns, 'link', 'del', `cfc${i}`);
-  else run('ip', 'netns', 'exec', ns, 'iptables', '-I', 'INPUT', '-i', `cfc${i}`, '-j', 'DROP');
+  run('ip', '-n', ns, 'link', 'set', `cfc${i}`, 'down');
+}
+
+/**
+ * Drops every packet on the client's end of link `i`, both ways (`on`), or lets them through again:
+ * the interface stays up but passes nothing, as a congested Wi-Fi or a captive portal does.
+ */
+export function block(ns, i, on) {
+  for (const [chain, dir] of [['INPUT', '-i'], ['OUTPUT', '-o']]) {
+    run('ip', 'netns', 'exec', ns, 'iptables', on ? '-I' : '-D', chain, dir, `cfc${i}`, '-j', 'DROP');
+  }
 }
 
 /** An executable that runs Debian's Chromium inside `ns` (for Playwright's `executablePath`). */

@@ -2,55 +2,39 @@
 // new process and decode each other again. Runs its own server (binary from CONFAB_BIN, as
 // scripts/test-browser.sh passes it); skipped without CONFAB_BIN.
 import { test } from 'node:test';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { launch, openRoom, eventually, stats, randomRoom, diagnose, freePort, startServer } from './helpers.mjs';
+import { launch, openRoom, eventually, stats, randomRoom, startServer, withOwnServer } from './helpers.mjs';
 
 const BIN = process.env.CONFAB_BIN;
 
 test('a server crash mid-call: pages reconnect to the restarted server and decode again',
-  { timeout: 90_000, skip: BIN ? false : 'CONFAB_BIN not set' }, async () => {
-    const port = await freePort();
-    const dataDir = mkdtempSync(join(tmpdir(), 'confab-restart-'));
-    const log = [];
-    let server = await startServer(port, dataDir, log);
+  { timeout: 90_000, skip: BIN ? false : 'CONFAB_BIN not set' }, () => withOwnServer({}, async (ctx) => {
+    const { pages, log } = ctx;
     const browser = await launch();
-    const pages = [];
-    try {
-      const room = randomRoom('restart');
-      for (const name of ['Ada', 'Bob']) pages.push(await openRoom(browser, room, name, { base: `http://127.0.0.1:${port}` }));
-      const decodesOther = async (page, other) =>
-        (await stats(page)).some((r) => r.name === other && r.framesDecoded > 5);
-      await eventually(async () => (await decodesOther(pages[0], 'Bob')) && (await decodesOther(pages[1], 'Ada')),
-        30_000, 'Ada and Bob to decode each other');
-      for (const p of pages) {
-        await p.evaluate(() => {
-          window.seenStates = [];
-          window.confab.addEventListener('statechange', (e) => window.seenStates.push(e.detail.state));
-        });
-      }
-
-      server.kill('SIGKILL');
-      await new Promise((r) => server.once('exit', r));
-      for (const p of pages) {
-        await eventually(() => p.evaluate(() => window.seenStates.includes('reconnecting')), 10_000,
-          'the page to show reconnecting');
-      }
-      server = await startServer(port, dataDir, log);
-      for (const p of pages) {
-        await eventually(() => p.evaluate(() => window.confab.state === 'connected'), 30_000,
-          'the page to reconnect to the new server');
-      }
-      await eventually(async () => (await decodesOther(pages[0], 'Bob')) && (await decodesOther(pages[1], 'Ada')),
-        20_000, 'Ada and Bob to decode each other after the restart');
-    } catch (e) {
-      await diagnose(pages);
-      console.log(`--- server output tail\n${log.join('').split('\n').slice(-40).join('\n')}`);
-      throw e;
-    } finally {
-      await browser.close();
-      server.kill('SIGKILL');
-      rmSync(dataDir, { recursive: true, force: true });
+    ctx.browsers.push(browser);
+    const room = randomRoom('restart');
+    for (const name of ['Ada', 'Bob']) pages.push(await openRoom(browser, room, name, { base: ctx.base }));
+    const decodesOther = async (page, other) =>
+      (await stats(page)).some((r) => r.name === other && r.framesDecoded > 5);
+    await eventually(async () => (await decodesOther(pages[0], 'Bob')) && (await decodesOther(pages[1], 'Ada')),
+      30_000, 'Ada and Bob to decode each other');
+    for (const p of pages) {
+      await p.evaluate(() => {
+        window.seenStates = [];
+        window.confab.addEventListener('statechange', (e) => window.seenStates.push(e.detail.state));
+      });
     }
-  });
+
+    ctx.server.kill('SIGKILL');
+    await new Promise((r) => ctx.server.once('exit', r));
+    for (const p of pages) {
+      await eventually(() => p.evaluate(() => window.seenStates.includes('reconnecting')), 10_000,
+        'the page to show reconnecting');
+    }
+    ctx.server = await startServer(ctx.port, ctx.dataDir, log);
+    for (const p of pages) {
+      await eventually(() => p.evaluate(() => window.confab.state === 'connected'), 30_000,
+        'the page to reconnect to the new server');
+    }
+    await eventually(async () => (await decodesOther(pages[0], 'Bob')) && (await decodesOther(pages[1], 'Ada')),
+      20_000, 'Ada and Bob to decode each other after the restart');
+    }));
