@@ -235,6 +235,10 @@ pub struct PathUpdate {
     pub evicted: Option<FiveTuple>,
     /// Media now goes to this 5-tuple instead of the previous one.
     pub switched_to: Option<FiveTuple>,
+    /// The consent state this datagram moved the transport to (`checking` → `connected` on the
+    /// first authenticated check, `disconnected` → `connected` on anything). Only time moves it
+    /// the other way ([`IcePaths::poll`]).
+    pub state: Option<ConsentState>,
 }
 
 /// The 5-tuples one transport's peer uses, which one media goes to, and consent.
@@ -293,6 +297,17 @@ impl IcePaths {
     pub fn on_datagram(&mut self, tuple: FiveTuple, heard: Heard, now: Instant) -> PathUpdate {
         let mut update = PathUpdate::default();
         self.last_heard = Some(now);
+        if let Heard::Check { .. } = heard {
+            self.last_consent = Some(now);
+        }
+        update.state = self.revive();
+        // The common case, every media packet: it came on the path media goes to.
+        if self.active == Some(tuple) {
+            if let Some(p) = self.paths.iter_mut().find(|p| p.tuple == tuple) {
+                p.last_heard = now;
+            }
+            return update;
+        }
         // How long the active path had been silent before this datagram.
         let active_quiet = self
             .active
@@ -324,9 +339,6 @@ impl IcePaths {
                 });
             }
         }
-        if let Heard::Check { .. } = heard {
-            self.last_consent = Some(now);
-        }
         let move_here = match (self.active, heard) {
             (Some(a), _) if a == tuple => false,
             (None, Heard::Check { .. }) => true,
@@ -348,7 +360,20 @@ impl IcePaths {
         update
     }
 
-    /// Re-evaluates the consent state at `now`; returns the new state when it changed.
+    /// What a datagram revives: a first authenticated check ends `checking`, anything heard ends
+    /// `disconnected`.
+    fn revive(&mut self) -> Option<ConsentState> {
+        let next = match self.state {
+            ConsentState::Checking if self.last_consent.is_some() => ConsentState::Connected,
+            ConsentState::Disconnected => ConsentState::Connected,
+            _ => return None,
+        };
+        self.state = next;
+        Some(next)
+    }
+
+    /// Re-evaluates the consent state at `now` (the timers' side: disconnected, failed);
+    /// returns the new state when it changed.
     pub fn poll(&mut self, now: Instant) -> Option<ConsentState> {
         let next = match self.state {
             ConsentState::New | ConsentState::Failed => self.state,
@@ -572,10 +597,10 @@ mod tests {
         assert_eq!(p.poll(t0), None);
         assert_eq!(p.state(), ConsentState::Checking);
         let mut t = t0;
-        for _ in 0..20 {
-            p.on_datagram(tuple(1), Heard::Check { nominate: false }, t);
-            if p.state() == ConsentState::Checking {
-                assert_eq!(p.poll(t), Some(ConsentState::Connected));
+        for k in 0..20 {
+            let u = p.on_datagram(tuple(1), Heard::Check { nominate: false }, t);
+            if k == 0 {
+                assert_eq!(u.state, Some(ConsentState::Connected));
             }
             // Polled every 500 ms until the next check, 6 s later (RFC 7675's slowest).
             for k in 1..12 {
@@ -599,18 +624,17 @@ mod tests {
         );
         assert_eq!(p.destination(), Some(tuple(1)), "media still flows");
         // Media (not consent) arriving again: connected again.
-        p.on_datagram(tuple(1), Heard::Data, t0 + Duration::from_secs(20));
-        assert_eq!(
-            p.poll(t0 + Duration::from_secs(20)),
-            Some(ConsentState::Connected)
-        );
+        let u = p.on_datagram(tuple(1), Heard::Data, t0 + Duration::from_secs(20));
+        assert_eq!(u.state, Some(ConsentState::Connected));
+        assert_eq!(p.poll(t0 + Duration::from_secs(20)), None);
         assert_eq!(p.poll(t0 + CONSENT_TIMEOUT), Some(ConsentState::Failed));
         assert_eq!(p.destination(), None);
-        p.on_datagram(
+        let u = p.on_datagram(
             tuple(1),
             Heard::Check { nominate: true },
             t0 + Duration::from_secs(31),
         );
+        assert_eq!(u.state, None, "failed is final");
         assert_eq!(
             p.poll(t0 + Duration::from_secs(31)),
             None,

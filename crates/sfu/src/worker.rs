@@ -219,10 +219,9 @@ impl Worker {
             SfuMetrics::inc(&self.metrics.ice_path_switches);
             debug!(participant = %key.participant, ?role, local = %to.local_addr, remote = %to.peer_addr, "media follows the peer to another path");
         });
-        let failed = t.paths.poll(now).is_some_and(|state| {
+        if let Some(state) = update.state {
             on_consent_change(key, state, &self.metrics);
-            state == ConsentState::Failed
-        });
+        }
         let msg = TaggedBytesMut {
             now,
             transport: TransportContext {
@@ -237,11 +236,6 @@ impl Worker {
             debug!(participant = %key.participant, ?role, "handle_read: {e}");
         }
         t.dirty = true;
-        if failed {
-            room.participants[idx]
-                .closing
-                .get_or_insert(CloseReason::TransportFailed);
-        }
         if switched.is_some() {
             // Packets were lost on the old path: a keyframe now, not when the receivers ask.
             let sent = room.request_keyframes_after_path_switch(idx, role, now);
