@@ -88,7 +88,7 @@ pub fn families(m: &SfuMetrics) -> Vec<MetricFamily> {
         ),
         counter(
             "confab_stun_auth_failures_total",
-            "Binding requests naming one of our transports whose MESSAGE-INTEGRITY did not verify.",
+            "STUN binding requests that did not authenticate (unknown or stale ufrag, or bad MESSAGE-INTEGRITY).",
             get(&m.stun_auth_failures),
         ),
         gauge("confab_rooms", "Rooms open now.", get(&m.rooms) as f64),

@@ -233,8 +233,10 @@ pub struct SfuMetrics {
     pub consent_disconnects: AtomicU64,
     /// Transports that failed: consent expired (RFC 7675, 30 s) or ICE never completed.
     pub consent_failures: AtomicU64,
-    /// Binding requests whose USERNAME named one of our transports but whose MESSAGE-INTEGRITY
-    /// did not verify (or whose ufrag is stale): dropped before `rtc` sees them.
+    /// Binding requests that did not authenticate: a USERNAME naming no current transport
+    /// (unknown or stale ufrag) or a MESSAGE-INTEGRITY that did not verify. From a new 5-tuple
+    /// they are dropped; on a learnt one `rtc` answers them with an error; neither counts as
+    /// consent.
     pub stun_auth_failures: AtomicU64,
     /// Keyframe requests (PLI) sent to publishers.
     pub plis_sent: AtomicU64,
