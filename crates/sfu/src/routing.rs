@@ -246,6 +246,10 @@ pub struct PathUpdate {
 pub struct IcePaths {
     paths: Vec<Path>,
     active: Option<FiveTuple>,
+    /// The peer confirmed `active` (nominated it, or sent data on it): moving away from it is a
+    /// switch. Before that, `active` is only the first path checked, and the first nomination
+    /// elsewhere is the initial selection.
+    active_confirmed: bool,
     started: Option<Instant>,
     last_consent: Option<Instant>,
     last_heard: Option<Instant>,
@@ -264,6 +268,7 @@ impl IcePaths {
         Self {
             paths: Vec::with_capacity(2),
             active: None,
+            active_confirmed: false,
             started: None,
             last_consent: None,
             last_heard: None,
@@ -301,11 +306,13 @@ impl IcePaths {
             self.last_consent = Some(now);
         }
         update.state = self.revive();
+        let confirms = matches!(heard, Heard::Data | Heard::Check { nominate: true });
         // The common case, every media packet: it came on the path media goes to.
         if self.active == Some(tuple) {
             if let Some(p) = self.paths.iter_mut().find(|p| p.tuple == tuple) {
                 p.last_heard = now;
             }
+            self.active_confirmed |= confirms;
             return update;
         }
         // How long the active path had been silent before this datagram.
@@ -352,10 +359,11 @@ impl IcePaths {
             (Some(_), Heard::OtherStun) => false,
         };
         if move_here {
-            if self.active.is_some() {
+            if self.active_confirmed {
                 update.switched_to = Some(tuple);
             }
             self.active = Some(tuple);
+            self.active_confirmed = confirms;
         }
         update
     }
@@ -552,6 +560,21 @@ mod tests {
         p.on_datagram(tuple(1), Heard::Data, t0 + Duration::from_secs(2));
         assert_eq!(p.destination(), Some(tuple(2)));
         assert_eq!(p.paths().count(), 2);
+    }
+
+    #[test]
+    fn the_first_nomination_after_a_plain_check_is_the_initial_selection_not_a_switch() {
+        let mut p = IcePaths::new();
+        let t0 = Instant::now();
+        p.start(t0);
+        // aiortc checks every pair; the first answered check is not its choice yet.
+        p.on_datagram(tuple(1), Heard::Check { nominate: false }, t0);
+        let u = p.on_datagram(tuple(2), Heard::Check { nominate: true }, t0);
+        assert_eq!(u.switched_to, None);
+        assert_eq!(p.destination(), Some(tuple(2)));
+        // From then on a move is a switch.
+        let u = p.on_datagram(tuple(1), Heard::Check { nominate: true }, t0);
+        assert_eq!(u.switched_to, Some(tuple(1)));
     }
 
     #[test]
