@@ -30,6 +30,7 @@
 
 pub mod api;
 pub mod codec;
+pub mod core;
 pub mod ids;
 pub mod negotiation;
 pub mod peer;
@@ -38,6 +39,7 @@ pub(crate) mod room;
 pub mod routing;
 mod worker;
 
+pub use crate::core::{Core, Transmit};
 pub use api::{
     CloseReason, JoinInfo, MediaConfig, MediaInterface, ParticipantInfo, PublishTrack, RoomEvent,
     SfuError, SfuEvent, SfuHandle, SfuMetrics, SubscribedTrack, TrackInfo, EVENT_QUEUE,

@@ -1,0 +1,831 @@
+//! The media core: every room, every participant's two `rtc` peer connections, the routing
+//! table, path selection and consent, and forwarding. Sans-IO in the str0m sense: it owns no
+//! socket and reads no clock. The media worker's socket loop (`worker.rs`) is a thin shell that
+//! feeds it and writes what it produces; the in-memory tests (`core_tests.rs`) drive it against
+//! real `rtc` peers with simulated time.
+//!
+//! Inputs, each with the `now` it happens at: a datagram ([`Core::handle_datagram`], with its
+//! transport protocol and local and remote address), a command (`join`, `publish_offer`, …), a
+//! timeout ([`Core::handle_timeout`]). Outputs: datagrams to send ([`Core::poll_transmit`], keyed by
+//! protocol, local and remote address), the next deadline ([`Core::poll_timeout`]), and events on
+//! each participant's own bounded queue (given at [`Core::join`]) and on the room-lifecycle
+//! broadcast.
+//!
+//! The run-loop contract: after any input, drain [`Core::poll_transmit`] until `None` and then ask
+//! [`Core::poll_timeout`] again; call [`Core::handle_timeout`] when that instant has passed. Inside,
+//! every touch of a peer connection (`handle_read`, `handle_timeout`, `set_*_description`,
+//! `write_rtp`, …) is followed by draining its events and reads (`drive`) and its writes
+//! (`flush`), which is what keeps `rtc`'s queues empty between inputs.
+
+use crate::api::{CloseReason, JoinInfo, PublishTrack, RoomEvent, SfuError, SfuEvent, SfuMetrics};
+use crate::ids::{ParticipantId, RoomId, TrackSource, TransportRole};
+use crate::peer::decode_ufrag;
+use crate::room::{Room, Transport};
+use crate::routing::{
+    looks_like_stun, BindingRequest, ConsentState, Heard, RouteTable, TransportKey, ROUTE_IDLE,
+};
+use bytes::BytesMut;
+use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::sansio::Protocol;
+use rtc::shared::{FiveTuple, TaggedBytesMut, TransportContext, TransportProtocol};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{broadcast, mpsc};
+use tracing::{debug, info, warn};
+
+/// A datagram for the I/O shell to send.
+#[derive(Debug)]
+pub struct Transmit {
+    /// UDP (TCP once ICE-TCP lands).
+    pub protocol: TransportProtocol,
+    /// The local address to send from: one of the addresses the core was given.
+    pub local: SocketAddr,
+    /// The peer's address.
+    pub remote: SocketAddr,
+    /// The bytes (already SRTP/DTLS-protected where that applies).
+    pub data: BytesMut,
+}
+
+/// The media core. See the module docs for the run-loop contract.
+pub struct Core {
+    /// The local addresses candidates are announced with (one per media socket).
+    local: Vec<SocketAddr>,
+    max_participants: usize,
+    rooms: HashMap<RoomId, Room>,
+    where_is: HashMap<ParticipantId, RoomId>,
+    routes: RouteTable,
+    next_id: u64,
+    metrics: Arc<SfuMetrics>,
+    room_events: broadcast::Sender<RoomEvent>,
+    /// Datagrams produced and not yet taken by [`Core::poll_transmit`].
+    transmits: VecDeque<Transmit>,
+    last_sweep: Instant,
+}
+
+impl Core {
+    /// A core announcing `local` in its host candidates (each must be an address the shell
+    /// receives on and can send from), holding at most `max_participants` per room.
+    pub fn new(
+        local: Vec<SocketAddr>,
+        max_participants: usize,
+        metrics: Arc<SfuMetrics>,
+        room_events: broadcast::Sender<RoomEvent>,
+        now: Instant,
+    ) -> Self {
+        Self {
+            local,
+            max_participants: max_participants.max(1),
+            rooms: HashMap::new(),
+            where_is: HashMap::new(),
+            routes: RouteTable::default(),
+            next_id: 1,
+            metrics,
+            room_events,
+            transmits: VecDeque::new(),
+            last_sweep: now,
+        }
+    }
+
+    /// The next datagram to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// When [`Core::handle_timeout`] is next due (`None`: nothing is scheduled; call it again
+    /// within [`ROUTE_IDLE`] anyway for route expiry).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_deadline()
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut min: Option<Instant> = None;
+        let mut consider = |d: Option<Instant>| {
+            if let Some(d) = d {
+                min = Some(min.map_or(d, |m| m.min(d)));
+            }
+        };
+        for room in self.rooms.values() {
+            for p in &room.participants {
+                for t in std::iter::once(&p.publisher).chain(p.subscriber.as_ref()) {
+                    consider(t.deadline);
+                    consider(t.paths.next_deadline());
+                }
+                consider(p.negotiation.deadline());
+            }
+        }
+        consider(Some(self.last_sweep + ROUTE_IDLE));
+        min
+    }
+
+    /// A datagram arrived on `tuple` (`tuple.local_addr`: the announced address of the socket it
+    /// came in on). Unroutable datagrams are dropped and counted.
+    pub fn handle_datagram(&mut self, tuple: FiveTuple, data: BytesMut, now: Instant) {
+        SfuMetrics::inc(&self.metrics.datagrams_in);
+        let Some((key, heard)) = self.route(tuple, &data, now) else {
+            SfuMetrics::inc(&self.metrics.drops_unroutable);
+            return;
+        };
+        let Some(room_id) = self.where_is.get(&key.participant) else {
+            SfuMetrics::inc(&self.metrics.drops_unroutable);
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let Some(idx) = room.index_of(key.participant) else {
+            return;
+        };
+        let role = key.role;
+        let Some(t) = room.participants[idx].transport_mut(role) else {
+            return;
+        };
+        let update = t.paths.on_datagram(tuple, heard, now);
+        if let Some(gone) = update.evicted {
+            self.routes.forget(&gone);
+        }
+        let switched = update.switched_to.inspect(|to| {
+            SfuMetrics::inc(&self.metrics.ice_path_switches);
+            debug!(participant = %key.participant, ?role, local = %to.local_addr, remote = %to.peer_addr, "media follows the peer to another path");
+        });
+        if let Some(state) = update.state {
+            on_consent_change(key, state, &self.metrics);
+        }
+        let msg = TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: tuple.local_addr,
+                peer_addr: tuple.peer_addr,
+                ecn: None,
+                transport_protocol: tuple.transport_protocol,
+            },
+            message: data,
+        };
+        if let Err(e) = t.pc.handle_read(msg) {
+            debug!(participant = %key.participant, ?role, "handle_read: {e}");
+        }
+        t.dirty = true;
+        if switched.is_some() {
+            // Packets were lost on the old path: a keyframe now, not when the receivers ask.
+            let sent = room.request_keyframes_after_path_switch(idx, role, now);
+            SfuMetrics::add(&self.metrics.plis_sent, sent);
+        }
+        drive(room, idx, role, now, &self.metrics);
+        // Common case: flush this room in place, without cloning its id and looking it up again
+        // (an allocation and two string hashes per datagram). Rare case (someone is closing):
+        // the full after_room_change.
+        flush(room, &mut self.transmits);
+        if room.participants.iter().any(|p| p.closing.is_some()) {
+            let room_id = room.id.clone();
+            self.after_room_change(&room_id, now);
+        }
+    }
+
+    /// Finds the transport a datagram belongs to, and what kind of evidence it is for the
+    /// transport's path selection.
+    ///
+    /// A binding request (RFC 8445 section 7.2.2) is routed by the USERNAME's server half,
+    /// which must be the named transport's current ufrag, and must verify with its password;
+    /// then its 5-tuple is learnt. Anything else must come on a learnt 5-tuple. A request that
+    /// fails authentication on a known 5-tuple still reaches `rtc` (which answers it with an
+    /// error), but proves nothing.
+    fn route(
+        &mut self,
+        tuple: FiveTuple,
+        data: &[u8],
+        now: Instant,
+    ) -> Option<(TransportKey, Heard)> {
+        if !looks_like_stun(data) {
+            return self.routes.lookup(&tuple, now).map(|k| (k, Heard::Data));
+        }
+        let Some(mut req) = BindingRequest::parse(data) else {
+            // A response to `rtc`'s triggered check, an indication, or noise.
+            return self
+                .routes
+                .lookup(&tuple, now)
+                .map(|k| (k, Heard::OtherStun));
+        };
+        let verified = decode_ufrag(&req.local_ufrag).and_then(|(participant, role)| {
+            let room = self.rooms.get(self.where_is.get(&participant)?)?;
+            let p = &room.participants[room.index_of(participant)?];
+            let t: &Transport = match role {
+                TransportRole::Publisher => &p.publisher,
+                TransportRole::Subscriber => p.subscriber.as_ref()?,
+            };
+            (t.ice.ufrag == req.local_ufrag && req.verify(&t.ice.pwd))
+                .then_some(TransportKey { participant, role })
+        });
+        match verified {
+            Some(key) => {
+                tracing::trace!(participant = %key.participant, role = ?key.role, local = %tuple.local_addr, remote = %tuple.peer_addr, nominate = req.use_candidate, "binding request");
+                if !self.routes.learn(tuple, key, now) {
+                    return None;
+                }
+                Some((
+                    key,
+                    Heard::Check {
+                        nominate: req.use_candidate,
+                    },
+                ))
+            }
+            None => {
+                SfuMetrics::inc(&self.metrics.stun_auth_failures);
+                self.routes
+                    .lookup(&tuple, now)
+                    .map(|k| (k, Heard::OtherStun))
+            }
+        }
+    }
+
+    /// Timers: `rtc`'s (retransmissions, RTCP reports, …), consent, the subscribe-offer timeout,
+    /// route expiry. Due ones run; the rest wait.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let sweep = now >= self.last_sweep + ROUTE_IDLE;
+        if sweep {
+            self.routes.expire(now);
+            self.last_sweep = now;
+        }
+        // Rooms are walked in place: no room-id clone or lookup per room and timer tick (ticks
+        // come at ~10 per second per transport). Only rooms where someone is closing go through
+        // after_room_change; every other room is flushed here.
+        let mut changed: Vec<RoomId> = Vec::new();
+        for room in self.rooms.values_mut() {
+            for idx in 0..room.participants.len() {
+                for role in [TransportRole::Publisher, TransportRole::Subscriber] {
+                    let due = room.participants[idx]
+                        .transport_mut(role)
+                        .is_some_and(|t| t.deadline.is_some_and(|d| d <= now));
+                    if due {
+                        if let Some(t) = room.participants[idx].transport_mut(role) {
+                            if let Err(e) = t.pc.handle_timeout(now) {
+                                debug!("handle_timeout: {e}");
+                            }
+                            t.dirty = true;
+                        }
+                        drive(room, idx, role, now, &self.metrics);
+                    }
+                }
+                let p = &mut room.participants[idx];
+                for role in [TransportRole::Publisher, TransportRole::Subscriber] {
+                    let key = TransportKey {
+                        participant: p.id,
+                        role,
+                    };
+                    let Some(t) = p.transport_mut(role) else {
+                        continue;
+                    };
+                    if sweep {
+                        t.paths.expire(now);
+                    }
+                    if let Some(state) = t.paths.poll(now) {
+                        on_consent_change(key, state, &self.metrics);
+                        if state == ConsentState::Failed {
+                            p.closing.get_or_insert(CloseReason::TransportFailed);
+                        }
+                    }
+                }
+                if p.negotiation.timed_out(now) {
+                    warn!(participant = %p.id, "subscribe offer not answered in time: offering again");
+                    if let Some(sub) = p.subscriber.as_mut() {
+                        if let Ok(rb) =
+                            rtc::peer_connection::sdp::RTCSessionDescription::rollback(None)
+                        {
+                            let _ = sub.pc.set_local_description(now, rb);
+                        }
+                    }
+                    Room::send_offer(p, now);
+                }
+            }
+            flush(room, &mut self.transmits);
+            if room.participants.is_empty() || room.participants.iter().any(|p| p.closing.is_some())
+            {
+                changed.push(room.id.clone());
+            }
+        }
+        for room_id in changed {
+            self.after_room_change(&room_id, now);
+        }
+    }
+
+    /// Joins (creating when needed) `room` as `name`; `events` is this participant's queue
+    /// ([`crate::EVENT_QUEUE`] slots; a full queue closes the participant). Errors: `RoomFull`,
+    /// `NegotiationFailed` (no peer connection could be built).
+    pub fn join(
+        &mut self,
+        room: RoomId,
+        name: String,
+        events: mpsc::Sender<SfuEvent>,
+        now: Instant,
+    ) -> Result<JoinInfo, SfuError> {
+        self.join_room(room, name, events, now)
+    }
+
+    /// Applies a publisher-transport offer; returns the SDP answer. Errors: `InvalidSdp`,
+    /// `NegotiationFailed`, `UnknownParticipant`.
+    pub fn publish_offer(
+        &mut self,
+        participant: ParticipantId,
+        sdp: String,
+        tracks: Vec<PublishTrack>,
+        now: Instant,
+    ) -> Result<String, SfuError> {
+        let local = self.local.clone();
+        self.with_room(participant, now, |room| {
+            room.publish_offer(participant, sdp, tracks, &local, now)
+        })
+    }
+
+    /// Applies the answer to the subscriber transport's pending offer.
+    pub fn subscribe_answer(
+        &mut self,
+        participant: ParticipantId,
+        sdp: String,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        self.with_room(participant, now, |room| {
+            room.subscribe_answer(participant, sdp, now)
+        })
+    }
+
+    /// A trickled ICE candidate of the client (RFC 8838; empty: end of candidates).
+    pub fn add_candidate(
+        &mut self,
+        participant: ParticipantId,
+        role: TransportRole,
+        candidate: String,
+        sdp_mid: Option<String>,
+        sdp_mline_index: Option<u16>,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        self.with_room(participant, now, |room| {
+            let idx = room
+                .index_of(participant)
+                .ok_or(SfuError::UnknownParticipant)?;
+            let t = room.participants[idx].transport_mut(role).ok_or_else(|| {
+                SfuError::InvalidCandidate("that transport does not exist yet".into())
+            })?;
+            add_remote_candidate(t, candidate, sdp_mid, sdp_mline_index)
+        })
+    }
+
+    /// The participant's `source` track is (un)muted: the others are told.
+    pub fn mute(
+        &mut self,
+        participant: ParticipantId,
+        source: TrackSource,
+        muted: bool,
+        now: Instant,
+    ) {
+        let _ = self.with_room(participant, now, |room| {
+            let idx = room
+                .index_of(participant)
+                .ok_or(SfuError::UnknownParticipant)?;
+            let p = &mut room.participants[idx];
+            let Some(t) = p.published.iter_mut().find(|t| t.source == source) else {
+                return Ok(());
+            };
+            if t.muted == muted {
+                return Ok(());
+            }
+            t.muted = muted;
+            let track = crate::ids::TrackId {
+                participant,
+                mid: t.mid.clone(),
+            };
+            for (j, other) in room.participants.iter_mut().enumerate() {
+                if j != idx {
+                    other.send(SfuEvent::TrackMuted {
+                        track: track.clone(),
+                        source,
+                        muted,
+                    });
+                }
+            }
+            Ok(())
+        });
+    }
+
+    /// Sends `text` to one participant on its DataChannel `label` (dropped if not open).
+    pub fn send_data(
+        &mut self,
+        participant: ParticipantId,
+        label: &str,
+        text: String,
+        now: Instant,
+    ) {
+        let _ = self.with_room(participant, now, |room| {
+            let idx = room
+                .index_of(participant)
+                .ok_or(SfuError::UnknownParticipant)?;
+            room.participants[idx].send_text(label, text, now);
+            Ok(())
+        });
+    }
+
+    /// Sends `text` on DataChannel `label` to everyone in `room` but `except`.
+    pub fn broadcast(
+        &mut self,
+        room: &RoomId,
+        except: Option<ParticipantId>,
+        label: &str,
+        text: &str,
+        now: Instant,
+    ) {
+        if let Some(r) = self.rooms.get_mut(room) {
+            for p in r.participants.iter_mut().filter(|p| Some(p.id) != except) {
+                p.send_text(label, text.to_owned(), now);
+            }
+            self.after_room_change(room, now);
+        }
+    }
+
+    /// The participant leaves (its transports close, the others are told).
+    pub fn leave(&mut self, participant: ParticipantId, now: Instant) {
+        self.remove(participant, None, now);
+    }
+
+    fn join_room(
+        &mut self,
+        room_id: RoomId,
+        name: String,
+        events: mpsc::Sender<SfuEvent>,
+        now: Instant,
+    ) -> Result<JoinInfo, SfuError> {
+        let max = self.max_participants;
+        let room = self
+            .rooms
+            .entry(room_id.clone())
+            .or_insert_with(|| Room::new(room_id.clone()));
+        if room.participants.len() >= max {
+            let empty = room.participants.is_empty();
+            if empty {
+                self.rooms.remove(&room_id);
+            }
+            return Err(SfuError::RoomFull { max });
+        }
+        let pid = ParticipantId(self.next_id);
+        self.next_id += 1;
+        let others = room.participants.iter().map(|p| p.info()).collect();
+        if let Err(e) = room.add_participant(pid, name.clone(), events, &self.local, now) {
+            if room.participants.is_empty() {
+                self.rooms.remove(&room_id);
+            }
+            return Err(e);
+        }
+        self.where_is.insert(pid, room_id.clone());
+        SfuMetrics::inc(&self.metrics.participants);
+        self.metrics.rooms.store(
+            self.rooms.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let _ = self.room_events.send(RoomEvent::ParticipantJoined {
+            room: room_id.clone(),
+            participant: pid,
+            name,
+        });
+        info!(room = %room_id, participant = %pid, "joined");
+        self.after_room_change(&room_id, now);
+        Ok(JoinInfo {
+            participant: pid,
+            others,
+            max_participants: max,
+        })
+    }
+
+    fn remove(&mut self, pid: ParticipantId, reason: Option<CloseReason>, now: Instant) {
+        let Some(room_id) = self.where_is.remove(&pid) else {
+            return;
+        };
+        let local = self.local.clone();
+        if let Some(room) = self.rooms.get_mut(&room_id) {
+            if let Some(mut gone) = room.remove_participant(pid, &local, now) {
+                if let Some(r) = reason {
+                    gone.send(SfuEvent::Closed(r));
+                }
+                self.metrics
+                    .participants
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                let _ = self.room_events.send(RoomEvent::ParticipantLeft {
+                    room: room_id.clone(),
+                    participant: pid,
+                });
+                info!(room = %room_id, participant = %pid, ?reason, "left");
+            }
+        }
+        self.routes.forget_participant(pid);
+        self.after_room_change(&room_id, now);
+    }
+
+    /// Runs `f` on the participant's room, then drives and flushes the room.
+    fn with_room<T>(
+        &mut self,
+        pid: ParticipantId,
+        now: Instant,
+        f: impl FnOnce(&mut Room) -> Result<T, SfuError>,
+    ) -> Result<T, SfuError> {
+        let room_id = self
+            .where_is
+            .get(&pid)
+            .cloned()
+            .ok_or(SfuError::UnknownParticipant)?;
+        let room = self
+            .rooms
+            .get_mut(&room_id)
+            .ok_or(SfuError::UnknownParticipant)?;
+        let r = f(room);
+        for idx in 0..room.participants.len() {
+            drive(room, idx, TransportRole::Publisher, now, &self.metrics);
+            drive(room, idx, TransportRole::Subscriber, now, &self.metrics);
+        }
+        self.after_room_change(&room_id, now);
+        r
+    }
+
+    /// Flushes the room's output, removes participants marked as closing, closes the room when
+    /// it is empty.
+    fn after_room_change(&mut self, room_id: &RoomId, now: Instant) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        flush(room, &mut self.transmits);
+        let closing: Vec<(ParticipantId, CloseReason)> = room
+            .participants
+            .iter()
+            .filter_map(|p| p.closing.map(|r| (p.id, r)))
+            .collect();
+        let empty = room.participants.is_empty();
+        for (pid, reason) in closing {
+            self.remove(pid, Some(reason), now);
+        }
+        let now_empty = empty
+            || self
+                .rooms
+                .get(room_id)
+                .is_some_and(|r| r.participants.is_empty());
+        if now_empty && self.rooms.remove(room_id).is_some() {
+            self.metrics.rooms.store(
+                self.rooms.len() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            let _ = self
+                .room_events
+                .send(RoomEvent::RoomClosed(room_id.clone()));
+            info!(room = %room_id, "room closed");
+        }
+    }
+
+    /// Closes every participant (`Closed(Shutdown)` on each queue) and every room.
+    pub fn shutdown(&mut self, now: Instant) {
+        let pids: Vec<ParticipantId> = self.where_is.keys().copied().collect();
+        for pid in pids {
+            self.remove(pid, Some(CloseReason::Shutdown), now);
+        }
+    }
+}
+
+fn add_remote_candidate(
+    t: &mut crate::room::Transport,
+    candidate: String,
+    sdp_mid: Option<String>,
+    sdp_mline_index: Option<u16>,
+) -> Result<(), SfuError> {
+    let body = candidate.strip_prefix("candidate:").unwrap_or(&candidate);
+    if body.is_empty() {
+        return Ok(()); // end-of-candidates (RFC 8838 section 8.2)
+    }
+    if body.len() > 512 {
+        return Err(SfuError::InvalidCandidate("longer than 512 bytes".into()));
+    }
+    // Syntax check (RFC 8839 section 5.1) before handing it to ICE.
+    let fields: Vec<&str> = body.split_whitespace().collect();
+    let ok = fields.len() >= 8
+        && fields[1].parse::<u16>().is_ok()
+        && fields[3].parse::<u32>().is_ok()
+        && fields[5].parse::<u16>().is_ok()
+        && fields[6] == "typ";
+    if !ok {
+        return Err(SfuError::InvalidCandidate(
+            "not an RFC 8839 candidate-attribute".into(),
+        ));
+    }
+    // mDNS names (RFC 8828) cannot be resolved here; the address is learnt from STUN instead.
+    if fields[4].ends_with(".local") {
+        return Ok(());
+    }
+    t.pc.add_remote_candidate(RTCIceCandidateInit {
+        candidate,
+        sdp_mid,
+        sdp_mline_index,
+        username_fragment: None,
+        ..Default::default()
+    })
+    .map_err(|e| SfuError::InvalidCandidate(e.to_string()))
+}
+
+/// Drains what one transport produced: state events, then RTP/RTCP/DataChannel messages.
+fn drive(
+    room: &mut Room,
+    idx: usize,
+    role: TransportRole,
+    now: Instant,
+    metrics: &Arc<SfuMetrics>,
+) {
+    loop {
+        let ev = match room.participants[idx].transport_mut(role) {
+            Some(t) => t.pc.poll_event(),
+            None => return,
+        };
+        let Some(ev) = ev else { break };
+        on_pc_event(room, idx, role, ev, now);
+    }
+    loop {
+        let msg = match room.participants[idx].transport_mut(role) {
+            Some(t) => t.pc.poll_read(),
+            None => return,
+        };
+        let Some(msg) = msg else { break };
+        match msg.message {
+            RTCMessage::RtpPacket(_, packet) if role == TransportRole::Publisher => {
+                let out = room.forward_rtp(idx, &packet, now, metrics);
+                if out.wants_keyframe
+                    && room.participants[idx].request_keyframe_for_ssrc(packet.header.ssrc, now)
+                {
+                    SfuMetrics::inc(&metrics.plis_sent);
+                }
+            }
+            RTCMessage::RtcpPacket(track_id, packets) if role == TransportRole::Subscriber => {
+                let wants = packets.iter().any(|p| {
+                    let any = p.as_any();
+                    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+                });
+                if !wants {
+                    continue;
+                }
+                SfuMetrics::inc(&metrics.keyframe_requests_in);
+                let target = room.participants[idx]
+                    .downtracks
+                    .iter()
+                    .find(|d| d.track.to_string() == track_id)
+                    .map(|d| d.track.clone());
+                if let Some(track) = target {
+                    if let Some(pi) = room.index_of(track.participant) {
+                        if room.participants[pi].request_keyframe(&track.mid, now) {
+                            SfuMetrics::inc(&metrics.plis_sent);
+                        }
+                    }
+                }
+            }
+            RTCMessage::DataChannelMessage(id, m) => {
+                let p = &mut room.participants[idx];
+                let Some(label) = p
+                    .channels
+                    .iter()
+                    .find(|(c, _)| *c == id)
+                    .map(|(_, l)| l.clone())
+                else {
+                    continue;
+                };
+                if !m.is_string {
+                    continue;
+                }
+                match String::from_utf8(m.data.to_vec()) {
+                    Ok(text) => p.send(SfuEvent::DataMessage { label, text }),
+                    Err(_) => debug!("non-UTF-8 text message dropped"),
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(t) = room.participants[idx].transport_mut(role) {
+        t.dirty = true;
+    }
+}
+
+fn on_pc_event(
+    room: &mut Room,
+    idx: usize,
+    role: TransportRole,
+    ev: RTCPeerConnectionEvent,
+    now: Instant,
+) {
+    let p = &mut room.participants[idx];
+    match ev {
+        RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init))
+            if role == TransportRole::Publisher =>
+        {
+            if let Some(t) = p
+                .published
+                .iter_mut()
+                .find(|t| t.receiver == Some(init.receiver_id))
+            {
+                if !t.ssrcs.contains(&init.ssrc) {
+                    t.ssrcs.push(init.ssrc);
+                }
+            }
+        }
+        RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+            debug!(participant = %p.id, ?role, %state, "transport state");
+            if let Some(t) = p.transport_mut(role) {
+                t.state = state;
+            }
+            match (role, state) {
+                // With `rtc`'s ICE timeouts off these come from DTLS (a failed handshake or a
+                // close_notify), never from a consent gap.
+                (_, RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed) => {
+                    p.closing.get_or_insert(CloseReason::TransportFailed);
+                }
+                (TransportRole::Subscriber, RTCPeerConnectionState::Connected) => {
+                    // Start every video forwarding with a keyframe.
+                    let wanted: Vec<crate::ids::TrackId> = p
+                        .downtracks
+                        .iter()
+                        .filter(|d| d.negotiated && d.source.kind() == crate::ids::MediaKind::Video)
+                        .map(|d| d.track.clone())
+                        .collect();
+                    for t in wanted {
+                        if let Some(pi) = room.index_of(t.participant) {
+                            room.participants[pi].request_keyframe(&t.mid, now);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnOpen(id)) => {
+            let label = p
+                .publisher
+                .pc
+                .data_channel(id)
+                .map(|dc| dc.label().to_owned());
+            if let Some(label) = label {
+                if !p.channels.iter().any(|(c, _)| *c == id) {
+                    p.channels.push((id, label.clone()));
+                    p.send(SfuEvent::DataChannelOpen { label });
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Queues every dirty transport's pending datagrams as [`Transmit`]s.
+fn flush(room: &mut Room, out: &mut VecDeque<Transmit>) {
+    for p in &mut room.participants {
+        for t in std::iter::once(&mut p.publisher).chain(p.subscriber.as_mut()) {
+            if !t.dirty {
+                continue;
+            }
+            // Media, RTCP and DataChannel data go where the peer nominated last; STUN answers go
+            // back where each request came from (rtc addressed them).
+            let dest = t.paths.destination();
+            let failed = t.paths.state() == ConsentState::Failed;
+            while let Some(msg) = t.pc.poll_write() {
+                let stun = looks_like_stun(&msg.message);
+                if failed && !stun {
+                    continue; // consent expired (RFC 7675 section 5.1): send nothing more
+                }
+                let (local, remote, protocol) = match dest {
+                    Some(d) if !stun => (d.local_addr, d.peer_addr, d.transport_protocol),
+                    _ => (
+                        msg.transport.local_addr,
+                        msg.transport.peer_addr,
+                        msg.transport.transport_protocol,
+                    ),
+                };
+                out.push_back(Transmit {
+                    protocol,
+                    local,
+                    remote,
+                    data: msg.message,
+                });
+            }
+            t.dirty = false;
+            t.deadline = t.pc.poll_timeout();
+        }
+    }
+}
+
+/// Logs and counts a transport's consent change (RFC 7675). `Disconnected` is only shown:
+/// forwarding goes on; `Failed` ends the participant (the caller marks it closing).
+fn on_consent_change(key: TransportKey, state: ConsentState, metrics: &SfuMetrics) {
+    match state {
+        ConsentState::Disconnected => {
+            SfuMetrics::inc(&metrics.consent_disconnects);
+            info!(participant = %key.participant, role = ?key.role, "transport disconnected: nothing heard for {} s (media keeps flowing)", crate::routing::DISCONNECTED_AFTER.as_secs());
+        }
+        ConsentState::Failed => {
+            SfuMetrics::inc(&metrics.consent_failures);
+            warn!(participant = %key.participant, role = ?key.role, "transport failed: no consent for {} s (RFC 7675)", crate::routing::CONSENT_TIMEOUT.as_secs());
+        }
+        ConsentState::Connected => {
+            debug!(participant = %key.participant, role = ?key.role, "transport connected");
+        }
+        ConsentState::New | ConsentState::Checking => {}
+    }
+}
