@@ -829,3 +829,6 @@ fn on_consent_change(key: TransportKey, state: ConsentState, metrics: &SfuMetric
         ConsentState::New | ConsentState::Checking => {}
     }
 }
+
+#[cfg(test)]
+mod tests;

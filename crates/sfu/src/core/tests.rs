@@ -1,0 +1,667 @@
+//! The core driven in memory against real `rtc` peers, with simulated time and no sockets
+//! (str0m's way): every client is an `rtc` peer connection pair (publisher: it offers;
+//! subscriber: it answers the core) on its own address, and [`Net`] carries datagrams between
+//! them and the core, advancing a simulated clock in 10 ms steps. Each client publishes a
+//! VP8-like track at 100 packets/s (a keyframe every 100 packets) and counts what it receives.
+
+use super::Core;
+use crate::api::{PublishTrack, RoomEvent, SfuEvent, SfuMetrics};
+use crate::ids::{ParticipantId, RoomId, TrackSource, TransportRole};
+use crate::routing::udp_tuple;
+use bytes::Bytes;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_VP8};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate,
+};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc};
+
+/// The core's one media address.
+const SERVER: &str = "10.0.0.1:7882";
+/// One simulated step: a video packet per client per step.
+const STEP: Duration = Duration::from_millis(10);
+
+fn vp8() -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: MIME_TYPE_VP8.to_owned(),
+            clock_rate: 90_000,
+            channels: 0,
+            sdp_fmtp_line: String::new(),
+            rtcp_feedback: vec![
+                RTCPFeedback {
+                    typ: "nack".into(),
+                    parameter: String::new(),
+                },
+                RTCPFeedback {
+                    typ: "nack".into(),
+                    parameter: "pli".into(),
+                },
+            ],
+        },
+        payload_type: 96,
+    }
+}
+
+/// How a client's ICE agent checks consent: `None` = `rtc`'s defaults (every 2 s), `Some(k)`
+/// = every `k` with no disconnected state and failed after 30 s (an RFC 7675 peer).
+fn client_pc(addr: SocketAddr, consent_every: Option<Duration>, now: Instant) -> RTCPeerConnection {
+    // Checks every 200 ms for up to 50 s per pair, as patient as a browser (rtc's default gives
+    // up after 1.4 s, which a subscribe offer answered late would outlast).
+    let mut se = SettingEngineBuilder::new()
+        .with_answering_dtls_role(RTCDtlsRole::Client)
+        .with_ice_connection_attempts(None, Some(250));
+    if let Some(k) = consent_every {
+        se = se.with_ice_timeouts(Some(Duration::ZERO), Some(Duration::from_secs(30)), Some(k));
+    }
+    let mut me = MediaEngine::default();
+    me.register_codec(vp8(), RtpCodecKind::Video).unwrap();
+    let mut pc = RTCPeerConnectionBuilder::new()
+        .with_setting_engine(se.build())
+        .with_media_engine(me)
+        .build(now)
+        .unwrap();
+    let host = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()
+    .unwrap();
+    pc.add_local_candidate(RTCIceCandidate::from(&host).to_json().unwrap())
+        .unwrap();
+    pc
+}
+
+/// What a client received on one subscribed track.
+#[derive(Default, Debug, Clone)]
+struct Received {
+    packets: u64,
+    /// `packets` at the last [`Net::mark`].
+    marked: u64,
+    first: Option<Instant>,
+    last: Option<Instant>,
+    /// Longest time between two packets since the last [`Net::mark`].
+    max_gap: Duration,
+    last_seq: Option<u16>,
+    /// Sequence numbers that skipped ahead (a gap nobody will fill) since the last mark.
+    seq_jumps: u64,
+}
+
+/// One simulated participant.
+struct Client {
+    name: String,
+    id: ParticipantId,
+    events: mpsc::Receiver<SfuEvent>,
+    pub_addr: SocketAddr,
+    sub_addr: SocketAddr,
+    publisher: RTCPeerConnection,
+    subscriber: Option<RTCPeerConnection>,
+    consent_every: Option<Duration>,
+    sender: Option<(RTCRtpSenderId, u32, u8)>,
+    seq: u16,
+    sent: u64,
+    /// By remote track id (`a=msid` track of the subscriber m-line).
+    received: HashMap<String, Received>,
+    /// Subscribe offers answered, and the m-line count of each.
+    offers: Vec<usize>,
+    /// Answers are held back while true (an unanswered offer).
+    hold_answers: bool,
+    held: Option<String>,
+    closed: Option<crate::api::CloseReason>,
+}
+
+/// The core and its clients on one simulated network.
+struct Net {
+    core: Core,
+    clients: Vec<Client>,
+    now: Instant,
+    metrics: Arc<SfuMetrics>,
+    room: RoomId,
+    _room_events: broadcast::Receiver<RoomEvent>,
+    next_host: u8,
+    /// Client addresses no datagram reaches or leaves from (a cut link, an expired NAT
+    /// mapping); checked after `nat`.
+    cut: Vec<SocketAddr>,
+    /// Client addresses rewritten on the way to the core (a NAT rebinding): from → to.
+    nat: HashMap<SocketAddr, SocketAddr>,
+}
+
+impl Net {
+    fn new() -> Self {
+        let now = Instant::now();
+        let metrics = Arc::new(SfuMetrics::default());
+        let (tx, rx) = broadcast::channel(1024);
+        let core = Core::new(vec![SERVER.parse().unwrap()], 16, metrics.clone(), tx, now);
+        Self {
+            core,
+            clients: Vec::new(),
+            now,
+            metrics,
+            room: RoomId::parse("mem").unwrap(),
+            _room_events: rx,
+            next_host: 2,
+            cut: Vec::new(),
+            nat: HashMap::new(),
+        }
+    }
+
+    /// Joins a client and publishes its camera; returns its index.
+    fn join(&mut self, name: &str, consent_every: Option<Duration>) -> usize {
+        self.join_with(name, consent_every, false)
+    }
+
+    /// [`Net::join`]; with `hold_answers` the client answers no subscribe offer until
+    /// [`Net::release_answer`].
+    fn join_with(
+        &mut self,
+        name: &str,
+        consent_every: Option<Duration>,
+        hold_answers: bool,
+    ) -> usize {
+        let host = self.next_host;
+        self.next_host += 1;
+        let pub_addr: SocketAddr = format!("10.0.1.{host}:5000").parse().unwrap();
+        let sub_addr: SocketAddr = format!("10.0.1.{host}:5001").parse().unwrap();
+        let (tx, rx) = mpsc::channel(crate::api::EVENT_QUEUE);
+        let info = self
+            .core
+            .join(self.room.clone(), name.into(), tx, self.now)
+            .expect("join");
+        let mut publisher = client_pc(pub_addr, consent_every, self.now);
+        let ssrc = rand::random::<u32>() | 1;
+        let track = MediaStreamTrack::new(
+            format!("{name}-stream"),
+            format!("{name}-camera"),
+            format!("{name}-camera"),
+            RtpCodecKind::Video,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec: vp8().rtp_codec,
+                ..Default::default()
+            }],
+        );
+        let sender = publisher.add_track(track).expect("add_track");
+        let offer = publisher.create_offer(None).expect("offer");
+        publisher
+            .set_local_description(self.now, offer.clone())
+            .expect("set local offer");
+        let mid = publisher
+            .rtp_transceiver(sender.into())
+            .and_then(|t| t.mid().clone())
+            .expect("a mid");
+        let answer = self
+            .core
+            .publish_offer(
+                info.participant,
+                offer.sdp.clone(),
+                vec![PublishTrack {
+                    mid,
+                    source: TrackSource::Camera,
+                }],
+                self.now,
+            )
+            .expect("publish answer");
+        publisher
+            .set_remote_description(self.now, RTCSessionDescription::answer(answer).unwrap())
+            .expect("set remote answer");
+        let pt = publisher
+            .rtp_sender(sender)
+            .and_then(|mut s| {
+                s.get_parameters()
+                    .rtp_parameters
+                    .codecs
+                    .first()
+                    .map(|c| c.payload_type)
+            })
+            .unwrap_or(96);
+        self.clients.push(Client {
+            name: name.into(),
+            id: info.participant,
+            events: rx,
+            pub_addr,
+            sub_addr,
+            publisher,
+            subscriber: None,
+            consent_every,
+            sender: Some((sender, ssrc, pt)),
+            seq: rand::random(),
+            sent: 0,
+            received: HashMap::new(),
+            offers: Vec::new(),
+            hold_answers,
+            held: None,
+            closed: None,
+        });
+        self.pump();
+        self.clients.len() - 1
+    }
+
+    /// The client leaves (its peer connections close with it).
+    fn leave(&mut self, i: usize) -> Client {
+        let c = self.clients.remove(i);
+        self.core.leave(c.id, self.now);
+        self.pump();
+        c
+    }
+
+    fn client(&self, name: &str) -> &Client {
+        self.clients
+            .iter()
+            .find(|c| c.name == name)
+            .expect("client")
+    }
+
+    fn client_mut(&mut self, name: &str) -> &mut Client {
+        self.clients
+            .iter_mut()
+            .find(|c| c.name == name)
+            .expect("client")
+    }
+
+    /// Moves datagrams and signaling until nothing moves.
+    fn pump(&mut self) {
+        for _ in 0..10_000 {
+            let mut moved = false;
+            // Core → clients.
+            while let Some(t) = self.core.poll_transmit() {
+                moved = true;
+                if self.cut.contains(&t.remote) {
+                    continue;
+                }
+                let remote = self
+                    .nat
+                    .iter()
+                    .find(|(_, to)| **to == t.remote)
+                    .map(|(from, _)| *from)
+                    .unwrap_or(t.remote);
+                let now = self.now;
+                if let Some(pc) = self.pc_at(remote) {
+                    let _ = pc.handle_read(TaggedBytesMut {
+                        now,
+                        transport: TransportContext {
+                            local_addr: remote,
+                            peer_addr: t.local,
+                            ecn: None,
+                            transport_protocol: TransportProtocol::UDP,
+                        },
+                        message: t.data,
+                    });
+                }
+            }
+            // Clients → core, and what the clients read.
+            for ci in 0..self.clients.len() {
+                for role in [TransportRole::Publisher, TransportRole::Subscriber] {
+                    let now = self.now;
+                    let c = &mut self.clients[ci];
+                    let (pc, addr) = match role {
+                        TransportRole::Publisher => (&mut c.publisher, c.pub_addr),
+                        TransportRole::Subscriber => match c.subscriber.as_mut() {
+                            Some(pc) => (pc, c.sub_addr),
+                            None => continue,
+                        },
+                    };
+                    let mut out = Vec::new();
+                    while let Some(m) = pc.poll_write() {
+                        out.push(m);
+                    }
+                    while pc.poll_event().is_some() {}
+                    while let Some(m) = pc.poll_read() {
+                        if let RTCMessage::RtpPacket(track, packet) = m.message {
+                            let r = c.received.entry(track).or_default();
+                            r.packets += 1;
+                            r.first.get_or_insert(now);
+                            if let Some(last) = r.last {
+                                r.max_gap = r.max_gap.max(now - last);
+                            }
+                            r.last = Some(now);
+                            let seq = packet.header.sequence_number;
+                            if let Some(prev) = r.last_seq {
+                                let d = seq.wrapping_sub(prev);
+                                if d > 1 && d < 0x8000 {
+                                    r.seq_jumps += 1;
+                                }
+                                if d < 0x8000 {
+                                    r.last_seq = Some(seq);
+                                }
+                            } else {
+                                r.last_seq = Some(seq);
+                            }
+                        }
+                    }
+                    let from = self.nat.get(&addr).copied().unwrap_or(addr);
+                    let cut = self.cut.contains(&from);
+                    for m in out {
+                        moved = true;
+                        if cut {
+                            continue;
+                        }
+                        self.core.handle_datagram(
+                            udp_tuple(m.transport.peer_addr, from),
+                            m.message,
+                            now,
+                        );
+                    }
+                }
+            }
+            // Signaling.
+            for ci in 0..self.clients.len() {
+                while let Ok(ev) = self.clients[ci].events.try_recv() {
+                    moved = true;
+                    self.on_event(ci, ev);
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("the network never settled");
+    }
+
+    fn pc_at(&mut self, addr: SocketAddr) -> Option<&mut RTCPeerConnection> {
+        for c in &mut self.clients {
+            if c.pub_addr == addr {
+                return Some(&mut c.publisher);
+            }
+            if c.sub_addr == addr {
+                return c.subscriber.as_mut();
+            }
+        }
+        None
+    }
+
+    fn on_event(&mut self, ci: usize, ev: SfuEvent) {
+        let now = self.now;
+        match ev {
+            SfuEvent::SubscribeOffer { sdp, tracks } => {
+                let c = &mut self.clients[ci];
+                c.offers.push(tracks.len());
+                let sub = c
+                    .subscriber
+                    .get_or_insert_with(|| client_pc(c.sub_addr, c.consent_every, now));
+                sub.set_remote_description(now, RTCSessionDescription::offer(sdp).unwrap())
+                    .expect("set remote offer");
+                let answer = sub.create_answer(None).expect("answer");
+                sub.set_local_description(now, answer.clone())
+                    .expect("set local answer");
+                if c.hold_answers {
+                    c.held = Some(answer.sdp);
+                    return;
+                }
+                let id = c.id;
+                self.core
+                    .subscribe_answer(id, answer.sdp, now)
+                    .expect("subscribe answer");
+            }
+            SfuEvent::Closed(reason) => self.clients[ci].closed = Some(reason),
+            _ => {}
+        }
+    }
+
+    /// Sends the answer held back by `hold_answers`.
+    fn release_answer(&mut self, name: &str) {
+        let now = self.now;
+        let c = self.client_mut(name);
+        c.hold_answers = false;
+        let (id, sdp) = (c.id, c.held.take().expect("a held answer"));
+        self.core.subscribe_answer(id, sdp, now).expect("answer");
+        self.pump();
+    }
+
+    /// Runs `d` of simulated time: every step each client sends one video packet, every peer
+    /// connection and the core get their timers, and the network is pumped.
+    fn run(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.now += STEP;
+            let now = self.now;
+            for c in &mut self.clients {
+                let _ = c.publisher.handle_timeout(now);
+                if let Some(s) = c.subscriber.as_mut() {
+                    let _ = s.handle_timeout(now);
+                }
+                let Some((sender, ssrc, pt)) = c.sender else {
+                    continue;
+                };
+                let key = c.sent % 100 == 0;
+                c.seq = c.seq.wrapping_add(1);
+                let packet = rtc::rtp::packet::Packet {
+                    header: rtc::rtp::header::Header {
+                        version: 2,
+                        payload_type: pt,
+                        sequence_number: c.seq,
+                        timestamp: (c.sent as u32).wrapping_mul(900),
+                        ssrc,
+                        marker: true,
+                        ..Default::default()
+                    },
+                    // VP8 payload descriptor (S=1), then the frame header's P bit (0: keyframe).
+                    payload: Bytes::from(vec![0x10, if key { 0x00 } else { 0x01 }, 0, 0, 0, 0]),
+                };
+                if let Some(mut s) = c.publisher.rtp_sender(sender) {
+                    if s.write_rtp(now, packet).is_ok() {
+                        c.sent += 1;
+                    }
+                }
+            }
+            if self.core.poll_timeout().is_some_and(|t| t <= now) {
+                self.core.handle_timeout(now);
+            }
+            self.pump();
+        }
+    }
+
+    /// Packets `to` received from `from`'s camera so far (the core names the forwarded track
+    /// `<publisher id>-<mid>`).
+    fn received(&self, to: &str, from: &str) -> Received {
+        let prefix = format!("{}-", self.client(from).id);
+        self.client(to)
+            .received
+            .iter()
+            .find(|(t, _)| t.starts_with(&prefix))
+            .map(|(_, r)| r.clone())
+            .unwrap_or_default()
+    }
+
+    /// Starts a measuring window: every client's per-track gap and jump counters restart.
+    fn mark(&mut self) {
+        for c in &mut self.clients {
+            for r in c.received.values_mut() {
+                r.marked = r.packets;
+                r.max_gap = Duration::ZERO;
+                r.seq_jumps = 0;
+            }
+        }
+    }
+
+    /// Asserts `to` got `from`'s video at the full rate since the last [`Net::mark`], `window`
+    /// ago: a packet every 10 ms step, no gap over `max_gap`, no sequence jump.
+    fn assert_flowing(&self, to: &str, from: &str, window: Duration, max_gap: Duration) {
+        let r = self.received(to, from);
+        let got = r.packets - r.marked;
+        let expected = (window.as_millis() / STEP.as_millis()) as u64;
+        assert!(
+            got * 100 >= expected * 98,
+            "{to} <- {from}: {got} packets of {expected} in {window:?}: {r:?}"
+        );
+        assert!(
+            r.max_gap <= max_gap,
+            "{to} <- {from}: a {:?} gap: {r:?}",
+            r.max_gap
+        );
+        assert_eq!(r.seq_jumps, 0, "{to} <- {from}: a sequence gap: {r:?}");
+    }
+
+    /// Every track `to` receives, by the core's track id.
+    fn all_received(&self, to: &str) -> Vec<Received> {
+        self.client(to).received.values().cloned().collect()
+    }
+
+    fn metric(&self, f: impl Fn(&SfuMetrics) -> &std::sync::atomic::AtomicU64) -> u64 {
+        f(&self.metrics).load(Ordering::Relaxed)
+    }
+}
+
+#[test]
+fn two_clients_exchange_video_through_the_core_in_memory() {
+    let mut net = Net::new();
+    net.join("ada", None);
+    net.join("bob", None);
+    net.run(Duration::from_secs(2));
+    net.mark();
+    net.run(Duration::from_secs(3));
+    net.assert_flowing("ada", "bob", Duration::from_secs(3), STEP);
+    net.assert_flowing("bob", "ada", Duration::from_secs(3), STEP);
+    assert_eq!(net.all_received("ada").len(), 1);
+}
+
+#[test]
+fn peers_checking_consent_at_the_slowest_rfc_7675_pace_keep_a_minute_of_media() {
+    let mut net = Net::new();
+    // RFC 7675: every 5 s ± 20 %; 6 s is the slowest a conformant peer (aiortc) checks.
+    let every = Some(Duration::from_secs(6));
+    net.join("ada", every);
+    net.join("bob", every);
+    net.run(Duration::from_secs(2));
+    net.mark();
+    net.run(Duration::from_secs(60));
+    net.assert_flowing("ada", "bob", Duration::from_secs(60), STEP);
+    net.assert_flowing("bob", "ada", Duration::from_secs(60), STEP);
+    assert_eq!(net.metric(|m| &m.consent_disconnects), 0);
+    assert_eq!(net.metric(|m| &m.consent_failures), 0);
+    assert_eq!(net.metric(|m| &m.ice_path_switches), 0);
+    assert_eq!(net.metric(|m| &m.drops_not_connected), 0);
+}
+
+#[test]
+fn joins_and_leaves_in_any_order_keep_everyone_elses_media_flowing() {
+    let mut net = Net::new();
+    net.join("ada", None);
+    net.join("bob", None);
+    net.join("cy", None);
+    net.run(Duration::from_secs(2));
+    // The first to join leaves, a fourth joins, the second leaves.
+    let ada = net.leave(0);
+    net.join("dee", None);
+    net.run(Duration::from_secs(1));
+    let bob = net.leave(0);
+    net.run(Duration::from_secs(1));
+    net.mark();
+    net.run(Duration::from_secs(3));
+    net.assert_flowing("cy", "dee", Duration::from_secs(3), STEP);
+    net.assert_flowing("dee", "cy", Duration::from_secs(3), STEP);
+    // The leavers' tracks are gone from the others' subscriber transports.
+    let cy = net.client("cy");
+    for gone in [ada.id, bob.id] {
+        let prefix = format!("{gone}-");
+        let still = cy
+            .received
+            .iter()
+            .filter(|(t, _)| t.starts_with(&prefix))
+            .map(|(_, r)| r.last)
+            .max()
+            .flatten();
+        assert!(
+            still.is_none_or(|t| net.now - t >= Duration::from_secs(3)),
+            "no media of {gone} after it left"
+        );
+    }
+    assert_eq!(net.metric(|m| &m.participants), 2);
+}
+
+#[test]
+fn a_track_published_while_an_offer_is_in_flight_arrives_after_the_answer_that_carries_it() {
+    let mut net = Net::new();
+    net.join("ada", None);
+    // Bob's first subscribe offer (Ada's track) stays unanswered while Cy publishes.
+    net.join_with("bob", None, true);
+    net.run(Duration::from_millis(200));
+    let offers_before = net.client("bob").offers.len();
+    net.join("cy", None);
+    net.run(Duration::from_millis(500));
+    assert_eq!(
+        net.client("bob").offers.len(),
+        offers_before,
+        "no second offer while one is in flight"
+    );
+    net.release_answer("bob");
+    net.run(Duration::from_secs(2));
+    assert!(
+        net.client("bob").offers.len() > offers_before,
+        "the offer carrying Cy's track followed the answer"
+    );
+    net.mark();
+    net.run(Duration::from_secs(2));
+    net.assert_flowing("bob", "ada", Duration::from_secs(2), STEP);
+    net.assert_flowing("bob", "cy", Duration::from_secs(2), STEP);
+    assert_eq!(
+        net.metric(|m| &m.drops_write_error),
+        0,
+        "nothing was forwarded on an m-line the subscriber had not answered"
+    );
+}
+
+#[test]
+fn an_unanswered_subscribe_offer_is_offered_again_and_then_media_flows() {
+    let mut net = Net::new();
+    net.join("ada", None);
+    net.join_with("bob", None, true);
+    net.run(Duration::from_secs(11));
+    assert!(
+        net.client("bob").offers.len() >= 2,
+        "offered again after the 10 s answer timeout: {:?}",
+        net.client("bob").offers
+    );
+    net.release_answer("bob");
+    net.run(Duration::from_secs(2));
+    net.mark();
+    net.run(Duration::from_secs(2));
+    net.assert_flowing("bob", "ada", Duration::from_secs(2), STEP);
+}
+
+#[test]
+fn a_nat_rebinding_moves_media_to_the_new_address_after_the_next_consent_check() {
+    let mut net = Net::new();
+    net.join("ada", None);
+    net.join("bob", None);
+    net.run(Duration::from_secs(2));
+    // Bob's NAT gives both his transports new public ports; the old mappings die.
+    let (pub_addr, sub_addr) = (net.client("bob").pub_addr, net.client("bob").sub_addr);
+    for (old, port) in [(pub_addr, 6000), (sub_addr, 6001)] {
+        net.nat.insert(old, SocketAddr::new(old.ip(), port));
+        net.cut.push(old);
+    }
+    net.run(Duration::from_secs(3));
+    assert!(
+        net.metric(|m| &m.ice_path_switches) >= 1,
+        "the core moved to the new address"
+    );
+    net.mark();
+    net.run(Duration::from_secs(3));
+    net.assert_flowing("ada", "bob", Duration::from_secs(3), STEP);
+    net.assert_flowing("bob", "ada", Duration::from_secs(3), STEP);
+}
