@@ -10,10 +10,11 @@ const NAMES = ['Ada', 'Bob', 'Cy'];
 
 describe('three pages in one room', { timeout: 120_000 }, () => {
   let browser;
+  let room;
   const pages = [];
   before(async () => {
     browser = await launch();
-    const room = randomRoom('browser');
+    room = randomRoom('browser');
     for (const name of NAMES) pages.push(await openRoom(browser, room, name));
   });
   after(async () => { await browser?.close(); });
@@ -78,6 +79,33 @@ describe('three pages in one room', { timeout: 120_000 }, () => {
         }, 20_000, `${NAMES[i]} to keep decoding ${NAMES[1 - i]} after the leave`);
       }
       assert.equal(await pages[2].locator('#left-overlay').isVisible(), true, 'Cy sees the left screen');
+    } catch (e) {
+      await diagnose(pages);
+      throw e;
+    }
+  });
+
+  it('a page that joins after another left is seen and heard on the m-lines the leaver freed', async () => {
+    // The server reuses Cy's m-lines on Ada's and Bob's subscriber transports for Dee's tracks
+    // (the SDP stays as long as the most tracks ever received at once).
+    const dee = await openRoom(browser, room, 'Dee');
+    pages.push(dee);
+    try {
+      for (const [i, page] of pages.slice(0, 2).entries()) {
+        const first = await eventually(async () => {
+          const r = (await stats(page)).find((x) => x.name === 'Dee');
+          return r && r.framesDecoded > 10 && r.audioPacketsReceived > 10 && r;
+        }, 30_000, `${NAMES[i]} to decode Dee`);
+        await eventually(async () => {
+          const r = (await stats(page)).find((x) => x.name === 'Dee');
+          return r.framesDecoded > first.framesDecoded + 10;
+        }, 10_000, `${NAMES[i]} to keep decoding Dee`);
+        const tiles = await page.locator('.tile-remote .tile-name').allTextContents();
+        assert.deepEqual([...tiles].sort(), [NAMES[1 - i], 'Dee'].sort(), `${NAMES[i]} shows Dee's tile and not Cy's`);
+        const mlines = await page.evaluate(() => window.confab._sub.remoteDescription.sdp.split('\n')
+          .filter((l) => /^m=(audio|video)/.test(l)).length);
+        assert.ok(mlines <= 4, `${NAMES[i]}'s subscriber SDP has ${mlines} media m-lines for 4 live tracks (Cy's were reused)`);
+      }
     } catch (e) {
       await diagnose(pages);
       throw e;

@@ -136,6 +136,9 @@ pub(crate) struct Participant {
     pub subscriber: Option<Transport>,
     pub published: Vec<Published>,
     pub downtracks: Vec<DownTrack>,
+    /// Subscriber m-lines whose track is gone (sender removed, now inactive), by kind: the next
+    /// track of that kind takes one over instead of adding an m-line.
+    pub free_slots: Vec<(RTCRtpSenderId, MediaKind)>,
     pub negotiation: NegotiationState,
     /// Set when the participant must be removed after the current operation.
     pub closing: Option<CloseReason>,
@@ -316,6 +319,7 @@ impl Room {
             subscriber: None,
             published: Vec::new(),
             downtracks: Vec::new(),
+            free_slots: Vec::new(),
             negotiation: NegotiationState::Stable,
             closing: None,
             channels: Vec::new(),
@@ -589,8 +593,9 @@ impl Room {
                 }
                 let dt = p.downtracks.remove(i);
                 if let Some(sub) = p.subscriber.as_mut() {
-                    if let Err(e) = sub.pc.remove_track(dt.sender) {
-                        debug!("remove_track: {e}");
+                    match sub.pc.remove_track(dt.sender) {
+                        Ok(()) => p.free_slots.push((dt.sender, dt.source.kind())),
+                        Err(e) => debug!("remove_track: {e}"),
                     }
                 }
                 changed = true;
@@ -640,15 +645,29 @@ impl Room {
                     kind,
                     codings,
                 );
-                let sender = match sub.pc.add_transceiver_from_track(
-                    media_track,
-                    Some(RTCRtpTransceiverInit {
-                        direction: RTCRtpTransceiverDirection::Sendonly,
-                        streams: vec![],
-                        send_encodings: vec![],
-                    }),
-                ) {
-                    Ok(t) => RTCRtpSenderId::from(t),
+                // Reuse the m-line of a track that is gone (its transceiver has no sender: same
+                // kind, not stopped): `add_track` takes the first such and makes it sendonly, so
+                // the subscriber's SDP stays as long as the most tracks it ever received at once,
+                // however many people come and go. Else a new sendonly m-line.
+                let reusable = p.free_slots.iter().any(|(_, k)| *k == source.kind());
+                let added = if reusable {
+                    sub.pc.add_track(media_track).inspect(|id| {
+                        p.free_slots.retain(|(s, _)| s != id);
+                    })
+                } else {
+                    sub.pc
+                        .add_transceiver_from_track(
+                            media_track,
+                            Some(RTCRtpTransceiverInit {
+                                direction: RTCRtpTransceiverDirection::Sendonly,
+                                streams: vec![],
+                                send_encodings: vec![],
+                            }),
+                        )
+                        .map(RTCRtpSenderId::from)
+                };
+                let sender = match added {
+                    Ok(s) => s,
                     Err(e) => {
                         warn!(participant = %p.id, "add forwarding transceiver: {e}");
                         continue;

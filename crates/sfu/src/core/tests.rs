@@ -124,8 +124,8 @@ struct Client {
     sent: u64,
     /// By remote track id (`a=msid` track of the subscriber m-line).
     received: HashMap<String, Received>,
-    /// Subscribe offers answered, and the m-line count of each.
-    offers: Vec<usize>,
+    /// Every subscribe offer received: (tracks it says it carries, its audio/video m-lines).
+    offers: Vec<(usize, usize)>,
     /// Answers are held back while true (an unanswered offer).
     hold_answers: bool,
     held: Option<String>,
@@ -399,7 +399,11 @@ impl Net {
         match ev {
             SfuEvent::SubscribeOffer { sdp, tracks } => {
                 let c = &mut self.clients[ci];
-                c.offers.push(tracks.len());
+                let mlines = sdp
+                    .lines()
+                    .filter(|l| l.starts_with("m=audio") || l.starts_with("m=video"))
+                    .count();
+                c.offers.push((tracks.len(), mlines));
                 let sub = c
                     .subscriber
                     .get_or_insert_with(|| client_pc(c.sub_addr, c.consent_every, now));
@@ -664,4 +668,38 @@ fn a_nat_rebinding_moves_media_to_the_new_address_after_the_next_consent_check()
     net.run(Duration::from_secs(3));
     net.assert_flowing("ada", "bob", Duration::from_secs(3), STEP);
     net.assert_flowing("bob", "ada", Duration::from_secs(3), STEP);
+}
+
+#[test]
+fn thirty_participants_coming_and_going_never_grow_the_subscriber_sdp_past_the_live_tracks() {
+    let mut net = Net::new();
+    net.join("stay", None);
+    for i in 0..30 {
+        // One at a time, and for the second half two at once (overlapping stays).
+        let name = format!("p{i}");
+        net.join(&name, None);
+        net.run(Duration::from_millis(300));
+        if i >= 15 && i % 2 == 1 {
+            continue;
+        }
+        while net.clients.len() > 1 {
+            let leaving = net.clients.len() - 1;
+            net.leave(leaving);
+        }
+        net.run(Duration::from_millis(300));
+    }
+    let offers = &net.client("stay").offers;
+    assert!(offers.len() >= 30, "an offer per change: {}", offers.len());
+    for (tracks, mlines) in offers {
+        assert!(
+            *mlines <= tracks + 2,
+            "an offer carried {mlines} m-lines for {tracks} live tracks (slack 2): {offers:?}"
+        );
+    }
+    // The latest publisher's video still reaches the one who stayed, on a reused m-line.
+    net.join("last", None);
+    net.run(Duration::from_secs(1));
+    net.mark();
+    net.run(Duration::from_secs(2));
+    net.assert_flowing("stay", "last", Duration::from_secs(2), STEP);
 }
