@@ -201,7 +201,12 @@ fn start_media_thread(
                     Ok((handle, events, task)) => {
                         let _ = tx.send(Ok((handle, events)));
                         if let Err(e) = task.await {
-                            tracing::error!("media worker stopped: {e}");
+                            // Not a server without media pretending to be healthy: exit non-zero
+                            // so the supervisor (systemd, Docker, Kubernetes) restarts it. A panic
+                            // in one participant's handling never gets here (the core removes
+                            // that participant); this is the worker loop itself dying.
+                            tracing::error!("media worker died: {e}; exiting");
+                            std::process::exit(70);
                         }
                     }
                     Err(e) => {

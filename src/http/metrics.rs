@@ -91,6 +91,11 @@ pub fn families(m: &SfuMetrics) -> Vec<MetricFamily> {
             "STUN binding requests that did not authenticate (unknown or stale ufrag, or bad MESSAGE-INTEGRITY).",
             get(&m.stun_auth_failures),
         ),
+        counter(
+            "confab_participant_panics_total",
+            "Participants removed because handling their input panicked (the others stay).",
+            get(&m.participant_panics),
+        ),
         gauge("confab_rooms", "Rooms open now.", get(&m.rooms) as f64),
         gauge(
             "confab_participants",

@@ -23,6 +23,6 @@ pub fn error_code(e: &SfuError) -> ErrorCode {
         SfuError::InvalidSdp(_) => ErrorCode::InvalidSdp,
         SfuError::InvalidCandidate(_) => ErrorCode::InvalidCandidate,
         SfuError::NegotiationFailed(_) => ErrorCode::NegotiationFailed,
-        SfuError::Stopped => ErrorCode::Internal,
+        SfuError::Stopped | SfuError::Internal => ErrorCode::Internal,
     }
 }

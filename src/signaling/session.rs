@@ -108,6 +108,7 @@ pub async fn run(
                         }
                         let (code, why) = match reason {
                             confab_sfu::CloseReason::TransportFailed => (ErrorCode::TransportFailed, "a transport failed (no ICE consent for 30 s, or ICE/DTLS never completed)"),
+                            confab_sfu::CloseReason::InternalError => (ErrorCode::Internal, "the server failed handling your connection; rejoin"),
                             _ => (ErrorCode::Internal, "the server could not deliver events to this participant fast enough"),
                         };
                         send(&mut session, &ServerMessage::error(code, why)).await;

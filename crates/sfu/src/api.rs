@@ -97,8 +97,10 @@ pub struct SubscribedTrack {
 /// Why the media plane removed a participant on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
-    /// The publisher transport failed (ICE or DTLS) or closed.
+    /// A transport failed: ICE consent expired or never came (RFC 7675), or DTLS failed or closed.
     TransportFailed,
+    /// Handling this participant's input panicked; it was removed so the room goes on.
+    InternalError,
     /// The participant's event queue overflowed ([`EVENT_QUEUE`]).
     SignalingBacklog,
     /// The server is shutting down.
@@ -195,6 +197,9 @@ pub enum SfuError {
     /// The media worker stopped.
     #[error("the media worker stopped")]
     Stopped,
+    /// Handling this request panicked inside the media plane; the participant was removed.
+    #[error("internal error in the media plane")]
+    Internal,
 }
 
 /// Counters of the media plane, updated by the worker with relaxed atomics (no lock on the
@@ -233,6 +238,8 @@ pub struct SfuMetrics {
     pub consent_disconnects: AtomicU64,
     /// Transports that failed: consent expired (RFC 7675, 30 s) or ICE never completed.
     pub consent_failures: AtomicU64,
+    /// Participants removed because handling their input panicked (the others stay).
+    pub participant_panics: AtomicU64,
     /// Binding requests that did not authenticate: a USERNAME naming no current transport
     /// (unknown or stale ufrag) or a MESSAGE-INTEGRITY that did not verify. From a new 5-tuple
     /// they are dropped; on a learnt one `rtc` answers them with an error; neither counts as

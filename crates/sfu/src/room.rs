@@ -878,6 +878,7 @@ impl Room {
             let Some(sub) = sub_p.subscriber.as_mut() else {
                 continue;
             };
+            crate::core::blame(sub_p.id);
             let can_send = sub.can_send();
             for dt in &mut sub_p.downtracks {
                 if !dt.negotiated || dt.track.participant != publisher_id {
@@ -926,6 +927,7 @@ impl Room {
                 }
             }
         }
+        crate::core::blame(publisher_id);
         outcome
     }
 }

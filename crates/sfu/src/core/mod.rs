@@ -35,10 +35,11 @@ use rtc::sansio::Protocol;
 use rtc::shared::{FiveTuple, TaggedBytesMut, TransportContext, TransportProtocol};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{broadcast, mpsc};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// A datagram for the I/O shell to send.
 #[derive(Debug)]
@@ -67,6 +68,23 @@ pub struct Core {
     /// Datagrams produced and not yet taken by [`Core::poll_transmit`].
     transmits: VecDeque<Transmit>,
     last_sweep: Instant,
+    /// Test hook: the next datagram of this participant panics inside the guarded region.
+    #[cfg(test)]
+    pub(crate) panic_on_datagram_of: Option<ParticipantId>,
+}
+
+thread_local! {
+    /// Who the media thread is handling right now, for [`Core::guarded`] to blame after a panic.
+    static BLAME: std::cell::Cell<Option<ParticipantId>> = const { std::cell::Cell::new(None) };
+}
+
+/// Marks `participant` as the one being handled (a thread-local write: cheap enough per packet).
+pub(crate) fn blame(participant: ParticipantId) {
+    BLAME.with(|b| b.set(Some(participant)));
+}
+
+fn current_blame() -> Option<ParticipantId> {
+    BLAME.with(|b| b.get())
 }
 
 impl Core {
@@ -90,6 +108,8 @@ impl Core {
             room_events,
             transmits: VecDeque::new(),
             last_sweep: now,
+            #[cfg(test)]
+            panic_on_datagram_of: None,
         }
     }
 
@@ -132,6 +152,28 @@ impl Core {
             SfuMetrics::inc(&self.metrics.drops_unroutable);
             return;
         };
+        self.guarded(Some(key.participant), now, |core| {
+            core.on_routed(key, heard, tuple, data, now)
+        });
+    }
+
+    /// [`Core::handle_datagram`] past routing: the transport's paths and consent, `rtc`, and
+    /// forwarding.
+    fn on_routed(
+        &mut self,
+        key: TransportKey,
+        heard: Heard,
+        tuple: FiveTuple,
+        data: BytesMut,
+        now: Instant,
+    ) {
+        #[cfg(test)]
+        if self.panic_on_datagram_of == Some(key.participant) {
+            panic!(
+                "injected panic while handling {}'s datagram",
+                key.participant
+            );
+        }
         let Some(room_id) = self.where_is.get(&key.participant) else {
             SfuMetrics::inc(&self.metrics.drops_unroutable);
             return;
@@ -246,6 +288,10 @@ impl Core {
     /// Timers: `rtc`'s (retransmissions, RTCP reports, …), consent, the subscribe-offer timeout,
     /// route expiry. Due ones run; the rest wait.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.guarded(None, now, |core| core.run_timers(now));
+    }
+
+    fn run_timers(&mut self, now: Instant) {
         let sweep = now >= self.last_sweep + ROUTE_IDLE;
         if sweep {
             self.routes.expire(now);
@@ -257,6 +303,7 @@ impl Core {
         let mut changed: Vec<RoomId> = Vec::new();
         for room in self.rooms.values_mut() {
             for idx in 0..room.participants.len() {
+                blame(room.participants[idx].id);
                 for role in [TransportRole::Publisher, TransportRole::Subscriber] {
                     let due = room.participants[idx]
                         .transport_mut(role)
@@ -438,8 +485,16 @@ impl Core {
         now: Instant,
     ) {
         if let Some(r) = self.rooms.get_mut(room) {
-            for p in r.participants.iter_mut().filter(|p| Some(p.id) != except) {
-                p.send_text(label, text.to_owned(), now);
+            let sent = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                for p in r.participants.iter_mut().filter(|p| Some(p.id) != except) {
+                    blame(p.id);
+                    p.send_text(label, text.to_owned(), now);
+                }
+            }));
+            if sent.is_err() {
+                if let Some(culprit) = current_blame() {
+                    self.evict_after_panic(culprit, now);
+                }
             }
             self.after_room_change(room, now);
         }
@@ -529,6 +584,16 @@ impl Core {
         now: Instant,
         f: impl FnOnce(&mut Room) -> Result<T, SfuError>,
     ) -> Result<T, SfuError> {
+        self.guarded(Some(pid), now, |core| core.with_room_unguarded(pid, now, f))
+            .unwrap_or(Err(SfuError::Internal))
+    }
+
+    fn with_room_unguarded<T>(
+        &mut self,
+        pid: ParticipantId,
+        now: Instant,
+        f: impl FnOnce(&mut Room) -> Result<T, SfuError>,
+    ) -> Result<T, SfuError> {
         let room_id = self
             .where_is
             .get(&pid)
@@ -540,6 +605,7 @@ impl Core {
             .ok_or(SfuError::UnknownParticipant)?;
         let r = f(room);
         for idx in 0..room.participants.len() {
+            blame(room.participants[idx].id);
             drive(room, idx, TransportRole::Publisher, now, &self.metrics);
             drive(room, idx, TransportRole::Subscriber, now, &self.metrics);
         }
@@ -578,6 +644,60 @@ impl Core {
                 .send(RoomEvent::RoomClosed(room_id.clone()));
             info!(room = %room_id, "room closed");
         }
+    }
+
+    /// Runs `f`, catching a panic: the participant being handled when it happened (`first`, or
+    /// whoever the code marked with [`blame`] since) is removed with
+    /// [`CloseReason::InternalError`], and everyone else goes on. `None` after a panic.
+    fn guarded<T>(
+        &mut self,
+        first: Option<ParticipantId>,
+        now: Instant,
+        f: impl FnOnce(&mut Self) -> T,
+    ) -> Option<T> {
+        BLAME.with(|b| b.set(first));
+        match std::panic::catch_unwind(AssertUnwindSafe(|| f(self))) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                if let Some(culprit) = current_blame() {
+                    self.evict_after_panic(culprit, now);
+                }
+                None
+            }
+        }
+    }
+
+    /// Removes a participant whose handling panicked. If even the orderly removal panics, its
+    /// state is dropped from the maps directly.
+    fn evict_after_panic(&mut self, pid: ParticipantId, now: Instant) {
+        SfuMetrics::inc(&self.metrics.participant_panics);
+        error!(participant = %pid, "panic while handling this participant: removed, the room goes on");
+        let orderly = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.remove(pid, Some(CloseReason::InternalError), now)
+        }));
+        if orderly.is_ok() {
+            return;
+        }
+        let Some(room_id) = self.where_is.remove(&pid) else {
+            return;
+        };
+        self.routes.forget_participant(pid);
+        if let Some(room) = self.rooms.get_mut(&room_id) {
+            let before = room.participants.len();
+            room.participants.retain(|p| p.id != pid);
+            if room.participants.len() < before {
+                self.metrics
+                    .participants
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            for other in &mut room.participants {
+                other.send(SfuEvent::ParticipantLeft(pid));
+            }
+        }
+        let _ = self.room_events.send(RoomEvent::ParticipantLeft {
+            room: room_id.clone(),
+            participant: pid,
+        });
     }
 
     /// Closes every participant (`Closed(Shutdown)` on each queue) and every room.

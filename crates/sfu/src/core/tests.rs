@@ -703,3 +703,31 @@ fn thirty_participants_coming_and_going_never_grow_the_subscriber_sdp_past_the_l
     net.run(Duration::from_secs(2));
     net.assert_flowing("stay", "last", Duration::from_secs(2), STEP);
 }
+
+#[test]
+fn a_panic_while_handling_one_participant_removes_that_participant_and_nobody_else() {
+    let mut net = Net::new();
+    net.join("ada", None);
+    net.join("bob", None);
+    net.join("cy", None);
+    net.run(Duration::from_secs(2));
+    let bob = net.client("bob").id;
+    net.core.panic_on_datagram_of = Some(bob);
+    // The panic message goes to stderr; the test only cares that the core survives it.
+    net.run(Duration::from_millis(100));
+    net.core.panic_on_datagram_of = None;
+    assert_eq!(
+        net.client("bob").closed,
+        Some(crate::api::CloseReason::InternalError),
+        "Bob is told why he is out"
+    );
+    assert_eq!(net.metric(|m| &m.participant_panics), 1);
+    assert_eq!(net.metric(|m| &m.participants), 2);
+    let bob = net.clients.iter().position(|c| c.name == "bob").unwrap();
+    net.clients.remove(bob);
+    net.run(Duration::from_secs(1));
+    net.mark();
+    net.run(Duration::from_secs(2));
+    net.assert_flowing("ada", "cy", Duration::from_secs(2), STEP);
+    net.assert_flowing("cy", "ada", Duration::from_secs(2), STEP);
+}
