@@ -106,39 +106,15 @@ fn media_engine() -> Result<MediaEngine, Error> {
     Ok(me)
 }
 
-/// The ICE username fragment of a transport. It names the participant and the role, so the
-/// socket loop routes a STUN binding request by its USERNAME (RFC 8445 section 7.2.2) before it
-/// knows the sender's address: `<participant hex>/<p|s><8 random alphanumerics>` (ICE chars are
-/// `ALPHA / DIGIT / "+" / "/"`, RFC 8839 section 5.4).
-pub fn encode_ufrag(participant: ParticipantId, role: TransportRole) -> String {
-    use rand::distr::{Alphanumeric, SampleString};
-    let tag = match role {
-        TransportRole::Publisher => 'p',
-        TransportRole::Subscriber => 's',
-    };
-    let suffix = Alphanumeric.sample_string(&mut rand::rng(), 8);
-    format!("{:x}/{tag}{suffix}", participant.0)
-}
-
-/// Inverse of [`encode_ufrag`]; `None` for a ufrag we did not issue.
-pub fn decode_ufrag(ufrag: &str) -> Option<(ParticipantId, TransportRole)> {
-    let (hex, rest) = ufrag.split_once('/')?;
-    let id = u64::from_str_radix(hex, 16).ok()?;
-    let role = match rest.as_bytes().first()? {
-        b'p' => TransportRole::Publisher,
-        b's' => TransportRole::Subscriber,
-        _ => return None,
-    };
-    Some((ParticipantId(id), role))
-}
-
-/// A transport's local ICE credentials (RFC 8445 section 5.3): the ufrag ([`encode_ufrag`]) and a
-/// 24-character random password (144 bits; RFC 8839 asks for at least 128). The password keys
-/// MESSAGE-INTEGRITY of every binding request; it is never logged.
+/// A transport's local ICE credentials (RFC 8445 section 5.3): `rtc` draws them at random for
+/// every transport, and again at every ICE restart (section 9); they are read back from the
+/// local description. The password keys MESSAGE-INTEGRITY of every binding request; it is never
+/// logged.
+#[derive(Clone, PartialEq, Eq)]
 pub struct IceCredentials {
-    /// Local ufrag, `<participant hex>/<p|s><8 random>`.
+    /// Local ufrag (`a=ice-ufrag`).
     pub ufrag: String,
-    /// Local password.
+    /// Local password (`a=ice-pwd`).
     pub pwd: String,
 }
 
@@ -151,25 +127,34 @@ impl std::fmt::Debug for IceCredentials {
     }
 }
 
-/// Builds the server's peer connection for one transport of `participant`, with fresh ICE
-/// credentials (returned with it: the media loop authenticates binding requests itself).
+impl IceCredentials {
+    /// The first `a=ice-ufrag` / `a=ice-pwd` pair of an SDP (every m-line of a BUNDLE group carries
+    /// the same); `None` when either is missing.
+    pub fn from_sdp(sdp: &str) -> Option<Self> {
+        let attr = |name: &str| {
+            sdp.lines()
+                .find_map(|l| l.trim_end().strip_prefix(name).map(str::to_owned))
+        };
+        Some(Self {
+            ufrag: attr("a=ice-ufrag:")?,
+            pwd: attr("a=ice-pwd:")?,
+        })
+    }
+}
+
+/// Builds the server's peer connection for one transport of `participant` (its ICE credentials
+/// are random; [`IceCredentials::from_sdp`] reads them from the local description).
 ///
 /// `rtc`'s own ICE liveness is switched off (disconnected and failed timeouts of zero): its
 /// lite agent judges liveness by the first nominated pair only, so a browser that switches
 /// pairs would read as disconnected after 5 s and failed after 30 s while media flows. Consent
 /// and path selection live in [`crate::routing::IcePaths`] instead.
 pub fn build_peer_connection(
-    participant: ParticipantId,
+    _participant: ParticipantId,
     role: TransportRole,
     now: Instant,
-) -> Result<(RTCPeerConnection, IceCredentials), Error> {
-    use rand::distr::{Alphanumeric, SampleString};
-    let credentials = IceCredentials {
-        ufrag: encode_ufrag(participant, role),
-        pwd: Alphanumeric.sample_string(&mut rand::rng(), 24),
-    };
+) -> Result<RTCPeerConnection, Error> {
     let setting_engine = SettingEngineBuilder::new()
-        .with_ice_credentials(credentials.ufrag.clone(), credentials.pwd.clone())
         .with_lite(true)
         .with_ice_timeouts(Some(Duration::ZERO), Some(Duration::ZERO), None)
         // The server is the DTLS server on both transports: `a=setup:passive` in answers.
@@ -204,12 +189,11 @@ pub fn build_peer_connection(
         TransportRole::Subscriber => registry,
     };
     let registry = registry.with(Slot::Custom(14_000), KeyframeRequestTap::default());
-    let pc = RTCPeerConnectionBuilder::new()
+    RTCPeerConnectionBuilder::new()
         .with_setting_engine(setting_engine)
         .with_media_engine(me)
         .with_interceptor_registry(registry)
-        .build(now)?;
-    Ok((pc, credentials))
+        .build(now)
 }
 
 /// An interceptor that marks inbound RTCP carrying PLI or FIR (RFC 4585 section 6.3.1,
@@ -269,15 +253,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ufrags_name_their_participant_and_role() {
-        let u = encode_ufrag(ParticipantId(0xabc), TransportRole::Subscriber);
-        assert_eq!(
-            decode_ufrag(&u),
-            Some((ParticipantId(0xabc), TransportRole::Subscriber))
+    fn credentials_are_read_from_the_sdp() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=ice-ufrag:abcd\r\na=ice-pwd:0123456789abcdef0123\r\n";
+        let c = IceCredentials::from_sdp(sdp).expect("both attributes");
+        assert_eq!(c.ufrag, "abcd");
+        assert_eq!(c.pwd, "0123456789abcdef0123");
+        assert!(
+            !format!("{c:?}").contains("0123456789"),
+            "the password is never printed"
         );
-        assert_eq!(decode_ufrag("zz/p1234"), None);
-        assert_eq!(decode_ufrag("12/x1234"), None);
-        assert!(u.len() >= 4 && u.len() <= 256);
+        assert!(IceCredentials::from_sdp("v=0\r\na=ice-ufrag:x\r\n").is_none());
     }
 
     #[test]

@@ -42,9 +42,15 @@ pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 /// One of a participant's two peer connections.
 pub(crate) struct Transport {
     pub pc: RTCPeerConnection,
-    /// Its local ICE credentials: binding requests are authenticated with them before a route
-    /// is learnt (the media loop does it, `rtc` checks again).
-    pub ice: IceCredentials,
+    /// Its local ICE credentials (random, from the local description; `None` before one):
+    /// binding requests are authenticated with them before a route is learnt (the core does it,
+    /// `rtc` checks again). They change at an ICE restart (RFC 8445 section 9).
+    pub ice: Option<IceCredentials>,
+    /// The credentials an ICE restart replaced: still accepted until the peer's first check
+    /// with the new ones (the restart is not complete before).
+    pub retired_ice: Option<IceCredentials>,
+    /// `ice` changed since the core last synced its ufrag table.
+    pub ice_changed: bool,
     /// The peer's 5-tuples, the one media goes to, and consent (`rtc`'s lite agent keeps the
     /// first nominated pair for good; this follows the browser).
     pub paths: IcePaths,
@@ -65,13 +71,30 @@ impl Transport {
             && self.paths.state() != ConsentState::Failed
     }
 
+    /// Re-reads the local ICE credentials after a local description was applied; a change (the
+    /// first description, or an ICE restart) retires the old ones and marks the transport for the
+    /// core's ufrag table.
+    pub fn refresh_ice(&mut self) {
+        let Some(now) = self
+            .pc
+            .local_description()
+            .and_then(|d| IceCredentials::from_sdp(&d.sdp))
+        else {
+            return;
+        };
+        if self.ice.as_ref() != Some(&now) {
+            self.retired_ice = self.ice.replace(now);
+            self.ice_changed = true;
+        }
+    }
+
     fn new(
         participant: ParticipantId,
         role: TransportRole,
         local: &[SocketAddr],
         now: Instant,
     ) -> Result<Self, SfuError> {
-        let (mut pc, ice) = build_peer_connection(participant, role, now)
+        let mut pc = build_peer_connection(participant, role, now)
             .map_err(|e| SfuError::NegotiationFailed(e.to_string()))?;
         for addr in local {
             let candidate = CandidateHostConfig {
@@ -92,7 +115,9 @@ impl Transport {
         }
         Ok(Self {
             pc,
-            ice,
+            ice: None,
+            retired_ice: None,
+            ice_changed: false,
             paths: IcePaths::new(),
             deadline: Some(now),
             state: RTCPeerConnectionState::New,
@@ -389,6 +414,7 @@ impl Room {
         p.publisher.dirty = true;
         p.publisher.deadline = Some(now);
         p.publisher.paths.start(now);
+        p.publisher.refresh_ice();
 
         // Which receiving m-lines carry which declared track.
         let ssrcs_by_mid = ssrcs_from_remote(&p.publisher.pc);
@@ -714,6 +740,7 @@ impl Room {
             warn!(participant = %p.id, "apply subscribe offer: {e}");
             return;
         }
+        sub.refresh_ice();
         sub.dirty = true;
         sub.deadline = Some(now);
         let Some(sdp) = sub.pc.local_description().map(|d| d.sdp) else {

@@ -19,7 +19,6 @@
 
 use crate::api::{CloseReason, JoinInfo, PublishTrack, RoomEvent, SfuError, SfuEvent, SfuMetrics};
 use crate::ids::{ParticipantId, RoomId, TrackSource, TransportRole};
-use crate::peer::decode_ufrag;
 use crate::room::{Room, Transport};
 use crate::routing::{
     looks_like_stun, BindingRequest, ConsentState, Heard, RouteTable, TransportKey, ROUTE_IDLE,
@@ -62,6 +61,9 @@ pub struct Core {
     rooms: HashMap<RoomId, Room>,
     where_is: HashMap<ParticipantId, RoomId>,
     routes: RouteTable,
+    /// Local ufrag → transport, for every transport's current and retired credentials: how a
+    /// binding request from an unknown 5-tuple finds its transport (RFC 8445 section 7.2.2).
+    ufrags: HashMap<String, TransportKey>,
     next_id: u64,
     metrics: Arc<SfuMetrics>,
     room_events: broadcast::Sender<RoomEvent>,
@@ -103,6 +105,7 @@ impl Core {
             rooms: HashMap::new(),
             where_is: HashMap::new(),
             routes: RouteTable::default(),
+            ufrags: HashMap::new(),
             next_id: 1,
             metrics,
             room_events,
@@ -253,15 +256,30 @@ impl Core {
                 .lookup(&tuple, now)
                 .map(|k| (k, Heard::OtherStun));
         };
-        let verified = decode_ufrag(&req.local_ufrag).and_then(|(participant, role)| {
-            let room = self.rooms.get(self.where_is.get(&participant)?)?;
-            let p = &room.participants[room.index_of(participant)?];
-            let t: &Transport = match role {
-                TransportRole::Publisher => &p.publisher,
-                TransportRole::Subscriber => p.subscriber.as_ref()?,
-            };
-            (t.ice.ufrag == req.local_ufrag && req.verify(&t.ice.pwd))
-                .then_some(TransportKey { participant, role })
+        // The transport whose current (or, mid-restart, retired) ufrag the request names, if
+        // its password verifies the request.
+        let verified = self.ufrags.get(&req.local_ufrag).copied().and_then(|key| {
+            let room = self.rooms.get_mut(self.where_is.get(&key.participant)?)?;
+            let idx = room.index_of(key.participant)?;
+            let t: &mut Transport = room.participants[idx].transport_mut(key.role)?;
+            if t.ice.as_ref().is_some_and(|c| c.ufrag == req.local_ufrag) {
+                if !req.verify(&t.ice.as_ref()?.pwd) {
+                    return None;
+                }
+                // The peer uses the new credentials: the restart is complete.
+                if let Some(old) = t.retired_ice.take() {
+                    self.ufrags.remove(&old.ufrag);
+                }
+                Some(key)
+            } else if t
+                .retired_ice
+                .as_ref()
+                .is_some_and(|c| c.ufrag == req.local_ufrag)
+            {
+                req.verify(&t.retired_ice.as_ref()?.pwd).then_some(key)
+            } else {
+                None
+            }
         });
         match verified {
             Some(key) => {
@@ -347,6 +365,7 @@ impl Core {
                         }
                     }
                     Room::send_offer(p, now);
+                    sync_ufrags(room, &mut self.ufrags);
                 }
             }
             flush(room, &mut self.transmits);
@@ -574,6 +593,7 @@ impl Core {
             }
         }
         self.routes.forget_participant(pid);
+        self.ufrags.retain(|_, k| k.participant != pid);
         self.after_room_change(&room_id, now);
     }
 
@@ -609,6 +629,7 @@ impl Core {
             drive(room, idx, TransportRole::Publisher, now, &self.metrics);
             drive(room, idx, TransportRole::Subscriber, now, &self.metrics);
         }
+        sync_ufrags(room, &mut self.ufrags);
         self.after_room_change(&room_id, now);
         r
     }
@@ -619,6 +640,7 @@ impl Core {
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
+        sync_ufrags(room, &mut self.ufrags);
         flush(room, &mut self.transmits);
         let closing: Vec<(ParticipantId, CloseReason)> = room
             .participants
@@ -682,6 +704,7 @@ impl Core {
             return;
         };
         self.routes.forget_participant(pid);
+        self.ufrags.retain(|_, k| k.participant != pid);
         if let Some(room) = self.rooms.get_mut(&room_id) {
             let before = room.participants.len();
             room.participants.retain(|p| p.id != pid);
@@ -891,6 +914,32 @@ fn on_pc_event(
             }
         }
         _ => {}
+    }
+}
+
+/// Enters the room's new local ufrags (a first description, an ICE restart) in `table`; the
+/// retired ones stay until the peer's first check with the new credentials.
+fn sync_ufrags(room: &mut Room, table: &mut HashMap<String, TransportKey>) {
+    for p in &mut room.participants {
+        let id = p.id;
+        for role in [TransportRole::Publisher, TransportRole::Subscriber] {
+            let Some(t) = p.transport_mut(role) else {
+                continue;
+            };
+            if !t.ice_changed {
+                continue;
+            }
+            t.ice_changed = false;
+            if let Some(c) = &t.ice {
+                table.insert(
+                    c.ufrag.clone(),
+                    TransportKey {
+                        participant: id,
+                        role,
+                    },
+                );
+            }
+        }
     }
 }
 

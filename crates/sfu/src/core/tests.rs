@@ -731,3 +731,69 @@ fn a_panic_while_handling_one_participant_removes_that_participant_and_nobody_el
     net.assert_flowing("ada", "cy", Duration::from_secs(2), STEP);
     net.assert_flowing("cy", "ada", Duration::from_secs(2), STEP);
 }
+
+#[test]
+fn an_ice_restart_from_a_client_that_changed_network_gets_new_credentials_and_media_flows_on() {
+    use crate::peer::IceCredentials;
+    use rtc::peer_connection::configuration::RTCOfferOptions;
+    let mut net = Net::new();
+    net.join("ada", None);
+    net.join("bob", None);
+    net.run(Duration::from_secs(2));
+    // Bob's network changes (a new address: every old 5-tuple is dead), and his publisher
+    // transport restarts ICE with new credentials, as a browser does after a handover.
+    let old_pub = net.client("bob").pub_addr;
+    net.nat.insert(old_pub, "10.0.9.9:7000".parse().unwrap());
+    net.cut.push(old_pub);
+    let (id, mid) = {
+        let c = net.client_mut("bob");
+        let (sender, _, _) = c.sender.expect("a sender");
+        let mid = c
+            .publisher
+            .rtp_transceiver(sender.into())
+            .and_then(|t| t.mid().clone())
+            .unwrap();
+        (c.id, mid)
+    };
+    let now = net.now;
+    let c = net.client_mut("bob");
+    let old_server =
+        IceCredentials::from_sdp(&c.publisher.remote_description().unwrap().sdp).unwrap();
+    let offer = c
+        .publisher
+        .create_offer(Some(RTCOfferOptions { ice_restart: true }))
+        .unwrap();
+    c.publisher
+        .set_local_description(now, offer.clone())
+        .unwrap();
+    let answer = net
+        .core
+        .publish_offer(
+            id,
+            offer.sdp,
+            vec![PublishTrack {
+                mid,
+                source: TrackSource::Camera,
+            }],
+            now,
+        )
+        .expect("the restart offer is answered");
+    let new_server = IceCredentials::from_sdp(&answer).unwrap();
+    assert_ne!(
+        new_server.ufrag, old_server.ufrag,
+        "the server's ufrag changed (RFC 8445 section 9)"
+    );
+    assert_ne!(new_server.pwd, old_server.pwd, "and its password");
+    net.client_mut("bob")
+        .publisher
+        .set_remote_description(now, RTCSessionDescription::answer(answer).unwrap())
+        .unwrap();
+    net.run(Duration::from_secs(2));
+    net.mark();
+    net.run(Duration::from_secs(2));
+    net.assert_flowing("ada", "bob", Duration::from_secs(2), STEP);
+    assert!(
+        net.metric(|m| &m.ice_path_switches) >= 1,
+        "media moved to Bob's new address"
+    );
+}
