@@ -1,21 +1,27 @@
 //! # confab-sfu: the media plane
 //!
-//! One **media worker** task ([`spawn_media_worker`]) owns everything that touches media:
-//! the UDP sockets (one per announced interface, every peer on the same port), every room, every
-//! participant's two `rtc` peer connections (publisher: the client offers; subscriber: the
-//! server offers — so no glare), and the routing table from a remote address to its transport.
-//! `rtc` is sans-IO: the worker reads a datagram, hands it to the right peer connection, drains
-//! what that produced, forwards RTP to the subscribers' peer connections and writes their output
-//! to the socket. Nothing in here is shared or locked; counters are relaxed atomics.
+//! Two layers, str0m's way:
+//! - The **core** ([`Core`], `core/`) is sans-IO: it owns every room, every participant's two
+//!   `rtc` peer connections (publisher: the client offers; subscriber: the server offers, so no
+//!   glare), the routing table, path selection and consent, and forwarding. It takes inputs (a
+//!   datagram with its 5-tuple, a typed command, a timeout, each with `now`) and yields
+//!   [`Transmit`]s, the next deadline, and events on each participant's queue. Its run-loop
+//!   contract is written at the top of `core/mod.rs`; `core/tests.rs` drives it in memory against
+//!   real `rtc` peers with simulated time.
+//! - The **media worker** ([`spawn_media_worker`], `worker.rs`) is the I/O shell: one tokio task
+//!   on its own thread owning the UDP sockets (one per announced interface, every peer on the
+//!   same port). It reads datagrams, commands and the clock, feeds the core and writes what it
+//!   produces. Nothing is shared or locked; counters are relaxed atomics.
 //!
 //! The signaling layer talks to the worker through [`SfuHandle`] (a bounded command queue with
 //! oneshot replies) and receives per-participant [`SfuEvent`]s on a bounded queue it hands over
 //! at join. Room lifecycle ([`RoomEvent`]) goes out on a broadcast for chat and settlement.
 //!
-//! Routing and liveness are the worker's, not `rtc`'s ([`routing`]): a 5-tuple is learnt only
-//! from an authenticated binding request; media goes to the pair the browser nominated last (or
-//! where its data now arrives); consent follows RFC 7675 (`disconnected` is shown, forwarding
-//! stops only when consent expires after 30 s).
+//! Routing and liveness are the core's, not `rtc`'s ([`routing`]): a 5-tuple is learnt only from
+//! a binding request that names a transport's current (random) ufrag and verifies with its
+//! password; media goes to the pair the browser nominated last (or where its data now arrives);
+//! consent follows RFC 7675 (`disconnected` is shown, forwarding stops only when consent expires
+//! after 30 s). A panic while handling one participant removes that participant only.
 //!
 //! This crate knows nothing of HTTP, JSON wire types or databases (it cannot: it does not
 //! depend on them).
