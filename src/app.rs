@@ -74,6 +74,7 @@ impl Application {
         };
         let media = MediaConfig {
             udp_port: args.media_port,
+            tcp_port: args.media_tcp_port,
             interfaces,
             max_participants: args.max_participants,
         };

@@ -56,6 +56,10 @@ pub struct ServeArgs {
     /// UDP port for all media (one port for every peer). 0 picks a free port.
     #[arg(long, env = "CONFAB_MEDIA_PORT", default_value_t = 7882)]
     pub media_port: u16,
+    /// TCP port of the passive ICE-TCP listener (RFC 6544) on every media interface, for
+    /// networks that block UDP. Default: the media port's number.
+    #[arg(long, env = "CONFAB_MEDIA_TCP_PORT")]
+    pub media_tcp_port: Option<u16>,
     /// Address(es) announced in ICE candidates (e.g. a cloud VM's public IP behind 1:1 NAT).
     /// Default: the machine's interface addresses. Comma-separated or repeated.
     #[arg(long, env = "CONFAB_PUBLIC_IP", value_delimiter = ',')]

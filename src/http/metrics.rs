@@ -96,6 +96,16 @@ pub fn families(m: &SfuMetrics) -> Vec<MetricFamily> {
             "Participants removed because handling their input panicked (the others stay).",
             get(&m.participant_panics),
         ),
+        counter(
+            "confab_tcp_connections_total",
+            "ICE-TCP connections accepted (RFC 6544 passive).",
+            get(&m.tcp_connections),
+        ),
+        counter(
+            "confab_tcp_refused_total",
+            "ICE-TCP connections refused past the connection limit.",
+            get(&m.tcp_refused),
+        ),
         gauge("confab_rooms", "Rooms open now.", get(&m.rooms) as f64),
         gauge(
             "confab_participants",
@@ -103,13 +113,14 @@ pub fn families(m: &SfuMetrics) -> Vec<MetricFamily> {
             get(&m.participants) as f64,
         ),
     ];
-    let drops: [(&str, &AtomicU64); 6] = [
+    let drops: [(&str, &AtomicU64); 7] = [
         ("keyframe_wait", &m.drops_keyframe_wait),
         ("unmapped_payload_type", &m.drops_unmapped_pt),
         ("socket_full", &m.drops_socket_full),
         ("unroutable", &m.drops_unroutable),
         ("write_error", &m.drops_write_error),
         ("not_connected", &m.drops_not_connected),
+        ("tcp_queue_full", &m.drops_tcp_queue_full),
     ];
     let mut f = family(
         "confab_drops_total",

@@ -53,10 +53,24 @@ export function setup({ ns = 'cfclient', net = 251, links = 3, noUdp = [] } = {}
   return { ns, links: addrs };
 }
 
-/** Removes the namespace and this machine's ends of its links (idempotent). */
+/** Removes the namespace, this machine's ends of its links and their UDP drop rules (idempotent). */
 export function teardown({ ns = 'cfclient', links = 3 } = {}) {
   tryRun('ip', 'netns', 'del', ns);
-  for (let i = 0; i < links; i += 1) tryRun('ip', 'link', 'del', `cfs${i}`);
+  for (let i = 0; i < links; i += 1) {
+    while (tryRun('iptables', '-D', 'INPUT', '-i', `cfs${i}`, '-p', 'udp', '-j', 'DROP') !== null) { /* all copies */ }
+    tryRun('ip', 'link', 'del', `cfs${i}`);
+  }
+}
+
+/**
+ * Drops UDP on link `i` silently in both directions, as a corporate firewall does: the client's
+ * packets die on this machine's end of the link (INPUT of `cfs<i>`: only this test's own
+ * interface), the server's on the client's end. `sendto()` succeeds on both sides; nothing
+ * answers. TCP passes.
+ */
+export function blockUdp(ns, i) {
+  run('iptables', '-I', 'INPUT', '-i', `cfs${i}`, '-p', 'udp', '-j', 'DROP');
+  run('ip', 'netns', 'exec', ns, 'iptables', '-I', 'INPUT', '-i', `cfc${i}`, '-p', 'udp', '-j', 'DROP');
 }
 
 /** Takes the client's end of link `i` down, as when a laptop's Wi-Fi drops. */

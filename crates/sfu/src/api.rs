@@ -21,6 +21,9 @@ pub const EVENT_QUEUE: usize = 256;
 pub struct MediaConfig {
     /// UDP port of every media socket (0: chosen by the OS, once per interface).
     pub udp_port: u16,
+    /// TCP port of the passive ICE-TCP listener on every interface (RFC 6544): `None` takes the
+    /// UDP socket's port number, `Some(0)` lets the OS choose.
+    pub tcp_port: Option<u16>,
     /// One UDP socket per entry: `bind` is the local address, `announce` the address put in the
     /// ICE host candidate (differs behind a 1:1 NAT, e.g. a cloud VM's public IP).
     pub interfaces: Vec<MediaInterface>,
@@ -224,6 +227,13 @@ pub struct SfuMetrics {
     pub drops_socket_full: AtomicU64,
     /// Datagrams from an unknown address that were not a STUN request we issued.
     pub drops_unroutable: AtomicU64,
+    /// Frames dropped because an ICE-TCP connection's write queue was full (a slow TCP peer
+    /// loses its own packets; nobody else waits).
+    pub drops_tcp_queue_full: AtomicU64,
+    /// ICE-TCP connections accepted, and refused past the connection limit.
+    pub tcp_connections: AtomicU64,
+    /// ICE-TCP connections refused (over the limit).
+    pub tcp_refused: AtomicU64,
     /// Forwarding writes the subscriber transport refused.
     pub drops_write_error: AtomicU64,
     /// Packets not forwarded to a subscriber whose transport cannot send yet (not connected,
@@ -348,6 +358,7 @@ pub struct SfuHandle {
     pub(crate) tx: mpsc::Sender<Command>,
     pub(crate) metrics: Arc<SfuMetrics>,
     pub(crate) udp_addrs: Arc<Vec<std::net::SocketAddr>>,
+    pub(crate) tcp_addrs: Arc<Vec<std::net::SocketAddr>>,
 }
 
 impl SfuHandle {
@@ -495,5 +506,10 @@ impl SfuHandle {
     /// The announced address of each media socket (`announce ip : bound port`).
     pub fn udp_addrs(&self) -> &[std::net::SocketAddr] {
         &self.udp_addrs
+    }
+
+    /// The announced addresses of the ICE-TCP listeners (one per interface).
+    pub fn tcp_addrs(&self) -> &[std::net::SocketAddr] {
+        &self.tcp_addrs
     }
 }

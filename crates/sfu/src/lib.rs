@@ -46,6 +46,7 @@ pub mod routing;
 mod worker;
 
 pub use crate::core::{Core, Transmit};
+pub use crate::room::LocalCandidates;
 pub use api::{
     CloseReason, JoinInfo, MediaConfig, MediaInterface, ParticipantInfo, PublishTrack, RoomEvent,
     SfuError, SfuEvent, SfuHandle, SfuMetrics, SubscribedTrack, TrackInfo, EVENT_QUEUE,

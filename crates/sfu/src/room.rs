@@ -15,6 +15,7 @@ use crate::negotiation::NegotiationState;
 use crate::peer::{build_peer_connection, IceCredentials, MID_URI};
 use crate::rewrite::{RtpRewriter, Verdict};
 use crate::routing::{ConsentState, IcePaths};
+use rtc::ice::tcp_type::TcpType;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
@@ -91,21 +92,26 @@ impl Transport {
     fn new(
         participant: ParticipantId,
         role: TransportRole,
-        local: &[SocketAddr],
+        local: &LocalCandidates,
         now: Instant,
     ) -> Result<Self, SfuError> {
         let mut pc = build_peer_connection(participant, role, now)
             .map_err(|e| SfuError::NegotiationFailed(e.to_string()))?;
-        for addr in local {
+        // UDP host candidates, then passive TCP ones (RFC 6544): browsers only make active TCP
+        // candidates, so they connect over TCP only to a peer that offers passive ones. `rtc`
+        // gives TCP candidates a lower priority, so UDP wins wherever it works.
+        let udp = local.udp.iter().map(|a| (a, "udp", TcpType::Unspecified));
+        let tcp = local.tcp.iter().map(|a| (a, "tcp", TcpType::Passive));
+        for (addr, network, tcp_type) in udp.chain(tcp) {
             let candidate = CandidateHostConfig {
                 base_config: CandidateConfig {
-                    network: "udp".to_owned(),
+                    network: network.to_owned(),
                     address: addr.ip().to_string(),
                     port: addr.port(),
                     component: 1,
                     ..Default::default()
                 },
-                ..Default::default()
+                tcp_type,
             }
             .new_candidate_host()
             .and_then(|c| RTCIceCandidate::from(&c).to_json())
@@ -124,6 +130,16 @@ impl Transport {
             dirty: true,
         })
     }
+}
+
+/// The addresses the media worker receives on, announced as host candidates: one per interface
+/// and protocol (`address:port` as the peer reaches it).
+#[derive(Debug, Clone, Default)]
+pub struct LocalCandidates {
+    /// UDP sockets.
+    pub udp: Vec<SocketAddr>,
+    /// Passive ICE-TCP listeners (RFC 6544; RFC 4571 framing).
+    pub tcp: Vec<SocketAddr>,
 }
 
 /// A track a participant publishes.
@@ -324,7 +340,7 @@ impl Room {
         id: ParticipantId,
         name: String,
         events: mpsc::Sender<SfuEvent>,
-        local: &[SocketAddr],
+        local: &LocalCandidates,
         now: Instant,
     ) -> Result<(), SfuError> {
         let publisher = Transport::new(id, TransportRole::Publisher, local, now)?;
@@ -356,7 +372,7 @@ impl Room {
     pub fn remove_participant(
         &mut self,
         id: ParticipantId,
-        local: &[SocketAddr],
+        local: &LocalCandidates,
         now: Instant,
     ) -> Option<Participant> {
         let idx = self.index_of(id)?;
@@ -384,7 +400,7 @@ impl Room {
         id: ParticipantId,
         sdp: String,
         tracks: Vec<PublishTrack>,
-        local: &[SocketAddr],
+        local: &LocalCandidates,
         now: Instant,
     ) -> Result<String, SfuError> {
         let idx = self.index_of(id).ok_or(SfuError::UnknownParticipant)?;
@@ -606,7 +622,7 @@ impl Room {
 
     /// Brings every participant's downtracks in line with what the others publish, and
     /// (re)offers subscriber transports whose set changed.
-    pub fn reconcile(&mut self, local: &[SocketAddr], now: Instant) {
+    pub fn reconcile(&mut self, local: &LocalCandidates, now: Instant) {
         let published = self.published_tracks();
         for p in &mut self.participants {
             let mut changed = false;

@@ -1,18 +1,24 @@
 //! The media worker: the I/O shell around the [`Core`]. One tokio task owns the UDP sockets
-//! (one per announced interface, every peer on the same port) and the core; it reads datagrams,
-//! commands and the clock, feeds them to the core, and writes what the core produces. Nothing is
-//! shared: signaling reaches it through [`Command`]s and gets oneshot replies; counters are
-//! relaxed atomics.
+//! (one per announced interface, every peer on the same port), the passive ICE-TCP listeners
+//! (RFC 6544, one per interface) and the core; it reads datagrams, TCP frames, commands and the
+//! clock, feeds them to the core, and writes what the core produces. Each TCP connection has a
+//! reader task (RFC 4571 framing) and a writer task behind a bounded queue, so a slow TCP peer
+//! only ever loses its own packets. Nothing is shared: signaling reaches the worker through
+//! [`Command`]s and gets oneshot replies; counters are relaxed atomics.
 
 use crate::api::{Command, MediaConfig, RoomEvent, SfuHandle, SfuMetrics, COMMAND_QUEUE};
 use crate::core::{Core, Transmit};
+use crate::room::LocalCandidates;
 use crate::routing::udp_tuple;
-use bytes::BytesMut;
+use bytes::{Buf, Bytes, BytesMut};
+use rtc::shared::{FiveTuple, TransportProtocol};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, info};
 
@@ -28,6 +34,30 @@ const RECV_BATCH: usize = 64;
 
 /// The longest the loop sleeps without a deadline from the core (route expiry still runs).
 const IDLE_TICK: Duration = Duration::from_secs(1);
+
+/// Most ICE-TCP connections held at once; a connection past it is closed at once (counted).
+pub const MAX_TCP_CONNECTIONS: usize = 4096;
+
+/// Frames queued towards one ICE-TCP connection. When it is full the newest frame is dropped and
+/// counted (`drops_tcp_queue_full`): the slow peer loses its own packets (NACK and keyframes
+/// repair them), the loop never waits.
+pub const TCP_WRITE_QUEUE: usize = 512;
+
+/// Frames from every ICE-TCP connection queued towards the loop; a reader waits when it is full
+/// (TCP flow control pushes back on that peer only).
+const TCP_READ_QUEUE: usize = 4096;
+
+/// An ICE-TCP connection that sends nothing for this long is closed (consent checks come every
+/// few seconds; RFC 7675 allows 30 s).
+const TCP_IDLE: Duration = Duration::from_secs(30);
+
+/// What the TCP reader tasks tell the loop.
+enum TcpEvent {
+    /// One RFC 4571 frame (a STUN, DTLS, RTP or RTCP packet).
+    Frame { tuple: FiveTuple, data: BytesMut },
+    /// The connection ended (EOF, error, idle, or a frame over [`MAX_DATAGRAM`]).
+    Closed { tuple: FiveTuple },
+}
 
 struct MediaSocket {
     socket: UdpSocket,
@@ -66,9 +96,29 @@ pub fn spawn_media_worker(
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let (room_events, _) = broadcast::channel(ROOM_EVENTS);
     let metrics = Arc::new(SfuMetrics::default());
+    let mut listeners = Vec::new();
+    for (iface, udp) in config.interfaces.iter().zip(&sockets) {
+        let std_listener = match config.tcp_port {
+            Some(port) => std::net::TcpListener::bind(SocketAddr::new(iface.bind, port))?,
+            // The UDP port's number, or (taken by another TCP socket) any free one.
+            None => std::net::TcpListener::bind(SocketAddr::new(iface.bind, udp.tag.port()))
+                .or_else(|_| std::net::TcpListener::bind(SocketAddr::new(iface.bind, 0)))?,
+        };
+        std_listener.set_nonblocking(true)?;
+        let port = std_listener.local_addr()?.port();
+        listeners.push((
+            TcpListener::from_std(std_listener)?,
+            SocketAddr::new(iface.announce, port),
+        ));
+    }
     let udp_addrs = Arc::new(sockets.iter().map(|s| s.tag).collect::<Vec<_>>());
-    let local: Vec<SocketAddr> = sockets.iter().map(|s| s.tag).collect();
-    info!(addrs = ?local, "media worker listening (UDP)");
+    let tcp_addrs = Arc::new(listeners.iter().map(|(_, tag)| *tag).collect::<Vec<_>>());
+    let local = LocalCandidates {
+        udp: udp_addrs.to_vec(),
+        tcp: tcp_addrs.to_vec(),
+    };
+    info!(udp = ?local.udp, tcp = ?local.tcp, "media worker listening");
+    let (tcp_tx, tcp_rx) = mpsc::channel(TCP_READ_QUEUE);
     let core = Core::new(
         local,
         config.max_participants,
@@ -78,16 +128,20 @@ pub fn spawn_media_worker(
     );
     let worker = Worker {
         sockets,
+        listeners,
+        tcp_tx,
+        tcp_conns: HashMap::new(),
         core,
         metrics: metrics.clone(),
         rx_buf: BytesMut::with_capacity(64 * 1024),
     };
-    let task = tokio::spawn(worker.run(rx));
+    let task = tokio::spawn(worker.run(rx, tcp_rx));
     Ok((
         SfuHandle {
             tx,
             metrics,
             udp_addrs,
+            tcp_addrs,
         },
         room_events,
         task,
@@ -96,6 +150,12 @@ pub fn spawn_media_worker(
 
 struct Worker {
     sockets: Vec<MediaSocket>,
+    /// Passive ICE-TCP listeners and their announced addresses.
+    listeners: Vec<(TcpListener, SocketAddr)>,
+    /// Handed to each connection's reader task.
+    tcp_tx: mpsc::Sender<TcpEvent>,
+    /// Each open ICE-TCP connection's write queue, by its 5-tuple.
+    tcp_conns: HashMap<FiveTuple, mpsc::Sender<Bytes>>,
     core: Core,
     metrics: Arc<SfuMetrics>,
     /// Receive buffer; each datagram is split off it, so allocation happens once per ~64 KiB
@@ -104,7 +164,11 @@ struct Worker {
 }
 
 impl Worker {
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut tcp_rx: mpsc::Receiver<TcpEvent>,
+    ) {
         let sleep = tokio::time::sleep(IDLE_TICK);
         tokio::pin!(sleep);
         loop {
@@ -143,6 +207,20 @@ impl Worker {
                         }
                     }
                 }
+                (i, stream, remote) = std::future::poll_fn(|cx| poll_accept_any(&self.listeners, cx)) => {
+                    self.on_tcp_accept(i, stream, remote);
+                }
+                Some(ev) = tcp_rx.recv() => match ev {
+                    TcpEvent::Frame { tuple, data } => {
+                        let now = Instant::now();
+                        self.core.handle_datagram(tuple, data, now);
+                        self.send_all();
+                        self.metrics.record_processing(now.elapsed().as_nanos() as u64);
+                    }
+                    TcpEvent::Closed { tuple } => {
+                        self.tcp_conns.remove(&tuple);
+                    }
+                },
                 _ = &mut sleep => {
                     self.core.handle_timeout(Instant::now());
                     self.send_all();
@@ -160,16 +238,40 @@ impl Worker {
             .record_processing(now.elapsed().as_nanos() as u64);
     }
 
+    /// A new ICE-TCP connection: a reader and a writer task, unless the limit is reached.
+    fn on_tcp_accept(&mut self, i: usize, stream: TcpStream, remote: SocketAddr) {
+        if self.tcp_conns.len() >= MAX_TCP_CONNECTIONS {
+            SfuMetrics::inc(&self.metrics.tcp_refused);
+            return; // dropping the stream closes it
+        }
+        SfuMetrics::inc(&self.metrics.tcp_connections);
+        let _ = stream.set_nodelay(true);
+        let tuple = FiveTuple {
+            local_addr: self.listeners[i].1,
+            peer_addr: remote,
+            transport_protocol: TransportProtocol::TCP,
+        };
+        let (rd, wr) = stream.into_split();
+        let (tx, rx) = mpsc::channel(TCP_WRITE_QUEUE);
+        self.tcp_conns.insert(tuple, tx);
+        tokio::spawn(read_frames(rd, tuple, self.tcp_tx.clone()));
+        tokio::spawn(write_frames(wr, rx));
+    }
+
     /// Writes everything the core produced. A full socket buffer drops the datagram (counted);
     /// the peer's NACK or the next keyframe repairs it.
     fn send_all(&mut self) {
         while let Some(Transmit {
+            protocol,
             local,
             remote,
             data,
-            ..
         }) = self.core.poll_transmit()
         {
+            if protocol == TransportProtocol::TCP {
+                self.send_tcp(local, remote, &data);
+                continue;
+            }
             let Some(s) = self
                 .sockets
                 .iter()
@@ -252,6 +354,94 @@ fn apply(core: &mut Core, cmd: Command, now: Instant) {
         Command::Leave { participant } => core.leave(participant, now),
         Command::Shutdown => {}
     }
+}
+
+impl Worker {
+    /// Queues one RFC 4571 frame (2-byte length, then the packet) for a TCP connection.
+    fn send_tcp(&mut self, local: SocketAddr, remote: SocketAddr, data: &[u8]) {
+        let tuple = FiveTuple {
+            local_addr: local,
+            peer_addr: remote,
+            transport_protocol: TransportProtocol::TCP,
+        };
+        let Some(conn) = self.tcp_conns.get(&tuple) else {
+            return; // the connection is gone; the peer reconnects or fails over
+        };
+        let Ok(len) = u16::try_from(data.len()) else {
+            return;
+        };
+        let mut frame = BytesMut::with_capacity(2 + data.len());
+        frame.extend_from_slice(&len.to_be_bytes());
+        frame.extend_from_slice(data);
+        match conn.try_send(frame.freeze()) {
+            Ok(()) => SfuMetrics::inc(&self.metrics.datagrams_out),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                SfuMetrics::inc(&self.metrics.drops_tcp_queue_full)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.tcp_conns.remove(&tuple);
+            }
+        }
+    }
+}
+
+/// Reads RFC 4571 frames from one ICE-TCP connection and hands them to the loop. Ends on EOF,
+/// an error, [`TCP_IDLE`] of silence, or a frame longer than [`MAX_DATAGRAM`].
+async fn read_frames(
+    mut rd: tokio::net::tcp::OwnedReadHalf,
+    tuple: FiveTuple,
+    to_loop: mpsc::Sender<TcpEvent>,
+) {
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    'conn: loop {
+        while buf.len() >= 2 {
+            let n = u16::from_be_bytes([buf[0], buf[1]]) as usize;
+            if n > MAX_DATAGRAM {
+                debug!(remote = %tuple.peer_addr, "ICE-TCP frame of {n} bytes: closing");
+                break 'conn;
+            }
+            if buf.len() < 2 + n {
+                break;
+            }
+            buf.advance(2);
+            let data = buf.split_to(n);
+            if to_loop.send(TcpEvent::Frame { tuple, data }).await.is_err() {
+                return;
+            }
+        }
+        if buf.capacity() - buf.len() < MAX_DATAGRAM {
+            buf.reserve(8 * 1024);
+        }
+        match tokio::time::timeout(TCP_IDLE, rd.read_buf(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => break,
+        }
+    }
+    let _ = to_loop.send(TcpEvent::Closed { tuple }).await;
+}
+
+/// Writes queued frames to one ICE-TCP connection until the loop drops the queue or a write
+/// fails (then the connection closes).
+async fn write_frames(mut wr: tokio::net::tcp::OwnedWriteHalf, mut frames: mpsc::Receiver<Bytes>) {
+    while let Some(frame) = frames.recv().await {
+        if wr.write_all(&frame).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn poll_accept_any(
+    listeners: &[(TcpListener, SocketAddr)],
+    cx: &mut std::task::Context<'_>,
+) -> Poll<(usize, TcpStream, SocketAddr)> {
+    for (i, (l, _)) in listeners.iter().enumerate() {
+        match l.poll_accept(cx) {
+            Poll::Ready(Ok((stream, remote))) => return Poll::Ready((i, stream, remote)),
+            Poll::Ready(Err(e)) => debug!("accept: {e}"),
+            Poll::Pending => {}
+        }
+    }
+    Poll::Pending
 }
 
 fn poll_recv_any(

@@ -19,7 +19,7 @@
 
 use crate::api::{CloseReason, JoinInfo, PublishTrack, RoomEvent, SfuError, SfuEvent, SfuMetrics};
 use crate::ids::{ParticipantId, RoomId, TrackSource, TransportRole};
-use crate::room::{Room, Transport};
+use crate::room::{LocalCandidates, Room, Transport};
 use crate::routing::{
     looks_like_stun, BindingRequest, ConsentState, Heard, RouteTable, TransportKey, ROUTE_IDLE,
 };
@@ -55,8 +55,8 @@ pub struct Transmit {
 
 /// The media core. See the module docs for the run-loop contract.
 pub struct Core {
-    /// The local addresses candidates are announced with (one per media socket).
-    local: Vec<SocketAddr>,
+    /// The local addresses candidates are announced with (one per media socket and protocol).
+    local: LocalCandidates,
     max_participants: usize,
     rooms: HashMap<RoomId, Room>,
     where_is: HashMap<ParticipantId, RoomId>,
@@ -93,7 +93,7 @@ impl Core {
     /// A core announcing `local` in its host candidates (each must be an address the shell
     /// receives on and can send from), holding at most `max_participants` per room.
     pub fn new(
-        local: Vec<SocketAddr>,
+        local: LocalCandidates,
         max_participants: usize,
         metrics: Arc<SfuMetrics>,
         room_events: broadcast::Sender<RoomEvent>,

@@ -153,7 +153,11 @@ impl Net {
         let now = Instant::now();
         let metrics = Arc::new(SfuMetrics::default());
         let (tx, rx) = broadcast::channel(1024);
-        let core = Core::new(vec![SERVER.parse().unwrap()], 16, metrics.clone(), tx, now);
+        let local = crate::room::LocalCandidates {
+            udp: vec![SERVER.parse().unwrap()],
+            tcp: vec![],
+        };
+        let core = Core::new(local, 16, metrics.clone(), tx, now);
         Self {
             core,
             clients: Vec::new(),
