@@ -133,6 +133,8 @@ export class ConfabSession extends EventTarget {
     this._joinedOnce = false;
     /** @type {Promise<void>} device changes, one at a time (see _serial) */
     this._deviceOps = Promise.resolve();
+    /** @type {Promise<void>} the first device acquisition; the publisher waits for it, nothing else does */
+    this._devicesReady = Promise.resolve();
     /** publisher negotiation: one offer in flight, `_pubDirty` asks for another round */
     this._pubBusy = false;
     this._pubDirty = false;
@@ -150,12 +152,17 @@ export class ConfabSession extends EventTarget {
 
   // ---------------------------------------------------------------- lifecycle
 
-  /** Acquire camera + microphone (falling back to fewer or none) and connect. */
+  /**
+   * Acquire camera + microphone (falling back to fewer or none) and connect, at the same time: the
+   * token, the WebSocket, `joined` and the subscriber transport do not wait for the devices (the
+   * others' video can start before ours); only the publisher's offer does.
+   */
   async start() {
     this._setState('connecting', '');
-    await this._acquireLocalMedia();
-    if (this.state === 'left') { this._stopLocalTracks(); return; } // left while the browser asked for devices
-    await this._connect();
+    this._devicesReady = this._acquireLocalMedia().then(() => {
+      if (this.state === 'left') this._stopLocalTracks(); // left while the browser asked for devices
+    });
+    await Promise.all([this._devicesReady, this._connect()]);
   }
 
   /** Leave the room for good: tell the server, close everything, stop our devices. */
@@ -646,13 +653,16 @@ export class ConfabSession extends EventTarget {
       this._emit('participant-joined', { participant: p, initial: true });
     }
     this._emit('joined', { participantId: this.participantId, room: msg.room, maxParticipants: this.maxParticipants });
+    this._ensureSubscriber(gen);
+    // A permission prompt may take the user a while: the media timeout starts once we publish.
+    await this._devicesReady;
+    if (gen !== this._gen || this.state === 'left') return;
     this._timers.media = setTimeout(() => {
       if (gen === this._gen && this.state !== 'connected') {
         this._connectionLost(gen, new Error('could not establish the media connection (ICE/DTLS timed out)'));
       }
     }, TIMING.mediaTimeoutMs);
     this._createPublisher(gen);
-    this._ensureSubscriber(gen);
     await this._renegotiate();
     // Tell the others about mute states that predate this connection.
     if (this.local.micMuted && this.local.microphone) this._sendMute('microphone', true);

@@ -26,7 +26,7 @@ use crate::routing::{
 use bytes::BytesMut;
 use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
-use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -202,26 +202,28 @@ impl Core {
         if let Some(state) = update.state {
             on_consent_change(key, state, &self.metrics);
         }
-        let msg = TaggedBytesMut {
-            now,
-            transport: TransportContext {
-                local_addr: tuple.local_addr,
-                peer_addr: tuple.peer_addr,
-                ecn: None,
-                transport_protocol: tuple.transport_protocol,
-            },
-            message: data,
-        };
-        if let Err(e) = t.pc.handle_read(msg) {
-            debug!(participant = %key.participant, ?role, "handle_read: {e}");
+        if heard == Heard::Data && !t.ice_connected {
+            // `rtc` would drop it (no selected pair yet): keep it for when there is one.
+            if t.early.len() < crate::room::EARLY_DATAGRAMS {
+                t.early.push((tuple, data, now));
+            }
+            return;
         }
-        t.dirty = true;
+        read_into(t, key, tuple, data, now);
         if switched.is_some() {
             // Packets were lost on the old path: a keyframe now, not when the receivers ask.
             let sent = room.request_keyframes_after_path_switch(idx, role, now);
             SfuMetrics::add(&self.metrics.plis_sent, sent);
         }
         drive(room, idx, role, now, &self.metrics);
+        if let Some(t) = room.participants[idx].transport_mut(role) {
+            if t.ice_connected && !t.early.is_empty() {
+                for (tuple, data, at) in std::mem::take(&mut t.early) {
+                    read_into(t, key, tuple, data, at.max(now));
+                }
+                drive(room, idx, role, now, &self.metrics);
+            }
+        }
         // Common case: flush this room in place, without cloning its id and looking it up again
         // (an allocation and two string hashes per datagram). Rare case (someone is closing):
         // the full after_room_change.
@@ -872,6 +874,14 @@ fn on_pc_event(
                 }
             }
         }
+        RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(state) => {
+            if let Some(t) = p.transport_mut(role) {
+                t.ice_connected = matches!(
+                    state,
+                    RTCIceConnectionState::Connected | RTCIceConnectionState::Completed
+                );
+            }
+        }
         RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
             debug!(participant = %p.id, ?role, %state, "transport state");
             if let Some(t) = p.transport_mut(role) {
@@ -915,6 +925,24 @@ fn on_pc_event(
         }
         _ => {}
     }
+}
+
+/// Hands one datagram to the transport's peer connection.
+fn read_into(t: &mut Transport, key: TransportKey, tuple: FiveTuple, data: BytesMut, now: Instant) {
+    let msg = TaggedBytesMut {
+        now,
+        transport: TransportContext {
+            local_addr: tuple.local_addr,
+            peer_addr: tuple.peer_addr,
+            ecn: None,
+            transport_protocol: tuple.transport_protocol,
+        },
+        message: data,
+    };
+    if let Err(e) = t.pc.handle_read(msg) {
+        debug!(participant = %key.participant, role = ?key.role, "handle_read: {e}");
+    }
+    t.dirty = true;
 }
 
 /// Enters the room's new local ufrags (a first description, an ICE restart) in `table`; the

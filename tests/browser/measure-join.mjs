@@ -1,0 +1,87 @@
+#!/usr/bin/env node
+// Join time in the browser: N-1 pages are in a room; the Nth opens the room link and we time, from
+// navigation start, each step until it decodes every remote video (getStats framesDecoded > 0):
+// token fetched, WebSocket open, `joined`, devices granted, each transport connected, first frame.
+//   CONFAB_URL=http://127.0.0.1:8080 [CAPTURE_WIDTH=640] node tests/browser/measure-join.mjs [pages=3] [runs=5]
+// (CAPTURE_WIDTH caps the cameras of the pages already in the room, to keep the machine's CPU for the
+// page being timed.)
+import { launch, openRoom, randomRoom, stats, BASE } from './helpers.mjs';
+
+const n = Number(process.argv[2] || 3);
+const runs = Number(process.argv[3] || 5);
+const NAMES = ['Ada', 'Bob', 'Cy', 'Dee', 'Eve', 'Fay'];
+
+// Recorded in the page, in ms since navigation start.
+const HOOKS = () => {
+  const t = (window.__t = {});
+  const mark = (k) => { if (!(k in t)) t[k] = Math.round(performance.now()); };
+  const f = window.fetch;
+  window.fetch = async (...a) => { const r = await f(...a); if (String(a[0]).includes('guest-token')) mark('token'); return r; };
+  const WS = window.WebSocket;
+  window.WebSocket = class extends WS {
+    constructor(...a) {
+      super(...a);
+      this.addEventListener('open', () => mark('ws_open'));
+      this.addEventListener('message', (e) => { try { const m = JSON.parse(e.data); mark(`msg_${m.type}`); } catch { /* binary */ } });
+    }
+  };
+  const md = navigator.mediaDevices;
+  const gum = md.getUserMedia.bind(md);
+  md.getUserMedia = async (c) => { const s = await gum(c); mark('devices'); return s; };
+  const PC = window.RTCPeerConnection;
+  let k = 0;
+  window.RTCPeerConnection = class extends PC {
+    constructor(...a) {
+      super(...a);
+      const name = k++ === 0 ? 'pub' : 'sub';
+      mark(`${name}_created`);
+      this.addEventListener('connectionstatechange', () => { if (this.connectionState === 'connected') mark(`${name}_connected`); });
+    }
+  };
+};
+
+const browser = await launch();
+const totals = [];
+const fromToken = [];
+try {
+  for (let r = 0; r < runs; r += 1) {
+    const room = randomRoom('join');
+    const pages = [];
+    const captureWidth = Number(process.env.CAPTURE_WIDTH) || undefined;
+    for (const name of NAMES.slice(0, n - 1)) pages.push(await openRoom(browser, room, name, { captureWidth }));
+    const deadline = Date.now() + 30_000;
+    while (!(await Promise.all(pages.map((p) => stats(p)))).every((st) => st.every((x) => x.framesDecoded > 0) && st.length === n - 2)) {
+      if (Date.now() > deadline) throw new Error('the first pages did not connect');
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
+    await context.addInitScript(HOOKS);
+    const page = await context.newPage();
+    await page.goto(`${BASE}/rooms/${room}?name=${NAMES[n - 1]}`);
+    let all = null;
+    const end = Date.now() + 20_000;
+    while (!all && Date.now() < end) {
+      all = await page.evaluate(async () => {
+        const c = window.confab;
+        if (!c) return null;
+        const st = await c.stats();
+        return st.length > 0 && st.every((x) => x.framesDecoded > 0) ? Math.round(performance.now()) : null;
+      });
+      if (!all) await new Promise((res) => setTimeout(res, 10));
+    }
+    const t = await page.evaluate(() => window.__t);
+    t.all_decoding = all;
+    totals.push(all);
+    if (all && t.token) fromToken.push(all - t.token);
+    console.log(JSON.stringify(t));
+    await context.close();
+    for (const p of pages) await p.context().close();
+  }
+} finally {
+  await browser.close();
+}
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+// From navigation start (page load included), and from the token request's answer (the page's
+// script is running: what the server and the protocol decide).
+console.log(JSON.stringify({ pages: n, runs, nav_to_all_decoding_ms: [...totals].sort((a, b) => a - b),
+  median: median(totals), token_to_all_decoding_ms: [...fromToken].sort((a, b) => a - b), median_from_token: median(fromToken) }));
