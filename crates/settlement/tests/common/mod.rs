@@ -72,34 +72,50 @@ pub struct Anvil {
 
 impl Anvil {
     /// Start anvil on a free port and wait (at most 15 s) until it accepts connections.
+    /// Starts anvil on a port it picks itself (`--port 0`) and reads that port from its
+    /// "Listening on" line: no window in which another process can take a port chosen for it.
     pub fn start() -> Self {
+        use std::io::{BufRead, BufReader};
         let bin = anvil_bin();
-        for _ in 0..3 {
-            let port = free_port();
-            let child = Command::new(bin)
-                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn anvil");
-            let mut anvil = Self {
-                child,
-                url: format!("http://127.0.0.1:{port}"),
-            };
-            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if anvil.child.try_wait().unwrap().is_some() {
-                    break; // exited: port taken in the meantime, try another
+        let mut child = Command::new(bin)
+            .args(["--host", "127.0.0.1", "--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn anvil");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if !sent {
+                    if let Some(addr) = line.strip_prefix("Listening on ") {
+                        let _ = tx.send(addr.trim().to_owned());
+                        sent = true;
+                    }
                 }
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                    return anvil;
-                }
-                std::thread::sleep(Duration::from_millis(50));
+                // Keep draining, or anvil blocks on a full pipe.
             }
-            let _ = anvil.child.kill();
+        });
+        let mut anvil = Self {
+            child,
+            url: String::new(),
+        };
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => {
+                let addr: SocketAddr = addr.parse().expect("anvil's listening address");
+                anvil.url = format!("http://{addr}");
+                let deadline = Instant::now() + Duration::from_secs(15);
+                while Instant::now() < deadline {
+                    if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                        return anvil;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                panic!("anvil did not accept connections on {addr}");
+            }
+            Err(_) => panic!("anvil did not start"),
         }
-        panic!("anvil did not start");
     }
 }
 
