@@ -17,6 +17,9 @@ use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
+    nack_pairs_from_sequence_numbers, TransportLayerNack,
+};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
@@ -188,7 +191,9 @@ pub fn build_peer_connection(
         TransportRole::Publisher => configure_twcc(registry, &mut me)?,
         TransportRole::Subscriber => registry,
     };
-    let registry = registry.with(Slot::Custom(14_000), KeyframeRequestTap::default());
+    let registry = registry
+        .with(Slot::Custom(14_000), KeyframeRequestTap::default())
+        .with(Slot::Custom(NACK_AGE_FILTER_SLOT), NackAgeFilter::default());
     RTCPeerConnectionBuilder::new()
         .with_setting_engine(setting_engine)
         .with_media_engine(me)
@@ -248,6 +253,140 @@ impl Interceptor for KeyframeRequestTap {
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
+/// Wire-ward of the NACK responder (4 000): the filter reads a NACK before the responder does,
+/// and sees every departing packet, after the responder has buffered it.
+const NACK_AGE_FILTER_SLOT: usize = 3_500;
+
+/// Oldest packet the server retransmits, ms since it was first sent. Chromium's own sender keeps
+/// packets max(1 s, 3 × RTT) for the same reason (`RtpPacketHistory`): a retransmission older
+/// than that arrives after the receiver has given the frame up.
+pub const MAX_RETRANSMIT_AGE: Duration = Duration::from_millis(1_000);
+
+/// Departure times remembered per outgoing stream (a power of two above
+/// [`NACK_HISTORY_PACKETS`]: a sequence number not found here is not in the responder's buffer
+/// either).
+const SENT_RING: usize = 512;
+
+/// An interceptor that strips from inbound NACKs (RFC 4585 section 6.2.1) every sequence number
+/// first sent more than [`MAX_RETRANSMIT_AGE`] ago, before the NACK responder sees them. Without
+/// it, a subscriber whose path died for a few seconds (a network change, then an ICE restart)
+/// NACKs the whole gap on its return and gets the responder's entire history (256 stale packets)
+/// in one burst; Chromium then holds the fresh frames behind them for seconds (measured: the
+/// first keyframe decoded at once, the next frames 3 s later, all at once). Per departing packet:
+/// one lookup in a short list of streams and one store, no allocation; a NACK is rebuilt only
+/// when it names stale packets.
+#[derive(Default)]
+pub struct NackAgeFilter {
+    /// Per local SSRC: `(sequence number, departure)` at `seq % SENT_RING`.
+    streams: Vec<(u32, Box<[(u16, Option<Instant>)]>)>,
+    reads: VecDeque<TaggedPacket>,
+    writes: VecDeque<TaggedPacket>,
+}
+
+impl NackAgeFilter {
+    fn sent_at(&self, ssrc: u32, seq: u16) -> Option<Instant> {
+        let (_, ring) = self.streams.iter().find(|(s, _)| *s == ssrc)?;
+        match ring[usize::from(seq) % SENT_RING] {
+            (s, Some(at)) if s == seq => Some(at),
+            _ => None,
+        }
+    }
+
+    /// The NACK with only the sequence numbers still worth resending at `now`, or `None` when
+    /// it names none. Streams this filter does not know pass untouched.
+    fn fresh(&self, nack: &TransportLayerNack, now: Instant) -> Option<TransportLayerNack> {
+        if !self.streams.iter().any(|(s, _)| *s == nack.media_ssrc) {
+            return Some(nack.clone());
+        }
+        let mut keep = Vec::new();
+        for pair in &nack.nacks {
+            for seq in pair.packet_list() {
+                if self
+                    .sent_at(nack.media_ssrc, seq)
+                    .is_some_and(|at| now.saturating_duration_since(at) <= MAX_RETRANSMIT_AGE)
+                {
+                    keep.push(seq);
+                }
+            }
+        }
+        (!keep.is_empty()).then(|| TransportLayerNack {
+            sender_ssrc: nack.sender_ssrc,
+            media_ssrc: nack.media_ssrc,
+            nacks: nack_pairs_from_sequence_numbers(&keep),
+        })
+    }
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for NackAgeFilter {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Error> {
+        if let InterceptorPacket::Rtcp(packets) = &mut msg.message.packet {
+            if packets.iter().any(|p| p.as_any().is::<TransportLayerNack>()) {
+                let now = msg.now;
+                let mut out: Vec<Box<dyn rtc::rtcp::Packet>> = Vec::with_capacity(packets.len());
+                for p in packets.drain(..) {
+                    match p.as_any().downcast_ref::<TransportLayerNack>() {
+                        Some(nack) => {
+                            if let Some(fresh) = self.fresh(nack, now) {
+                                out.push(Box::new(fresh));
+                            }
+                        }
+                        None => out.push(p),
+                    }
+                }
+                if out.is_empty() {
+                    return Ok(()); // nothing left worth reading
+                }
+                *packets = out;
+            }
+        }
+        self.reads.push_back(msg);
+        Ok(())
+    }
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.reads.pop_front()
+    }
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
+        if let InterceptorPacket::Rtp(rtp) = &msg.message.packet {
+            let (ssrc, seq) = (rtp.header.ssrc, rtp.header.sequence_number);
+            if let Some((_, ring)) = self.streams.iter_mut().find(|(s, _)| *s == ssrc) {
+                if !msg.message.has(&Attribute::Retransmission) {
+                    ring[usize::from(seq) % SENT_RING] = (seq, Some(msg.now));
+                }
+            }
+        }
+        self.writes.push_back(msg);
+        Ok(())
+    }
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.writes.pop_front()
+    }
+    fn close(&mut self) -> Result<(), Error> {
+        self.reads.clear();
+        self.writes.clear();
+        Ok(())
+    }
+}
+
+impl Interceptor for NackAgeFilter {
+    fn bind_local_stream(&mut self, info: &StreamInfo) {
+        if !self.streams.iter().any(|(s, _)| *s == info.ssrc) {
+            self.streams
+                .push((info.ssrc, vec![(0, None); SENT_RING].into_boxed_slice()));
+        }
+    }
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        self.streams.retain(|(s, _)| *s != info.ssrc);
+    }
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,6 +402,82 @@ mod tests {
             "the password is never printed"
         );
         assert!(IceCredentials::from_sdp("v=0\r\na=ice-ufrag:x\r\n").is_none());
+    }
+
+    fn tagged(now: Instant, packet: InterceptorPacket) -> TaggedPacket {
+        TaggedPacket {
+            now,
+            transport: Default::default(),
+            message: rtc::interceptor::AttributedPacket::new(packet),
+        }
+    }
+
+    fn rtp(ssrc: u32, seq: u16) -> InterceptorPacket {
+        let mut p = rtc::rtp::Packet::default();
+        p.header.version = 2;
+        p.header.ssrc = ssrc;
+        p.header.sequence_number = seq;
+        InterceptorPacket::Rtp(p)
+    }
+
+    fn nack(ssrc: u32, seqs: &[u16]) -> InterceptorPacket {
+        InterceptorPacket::Rtcp(vec![Box::new(TransportLayerNack {
+            sender_ssrc: 9,
+            media_ssrc: ssrc,
+            nacks: nack_pairs_from_sequence_numbers(seqs),
+        })])
+    }
+
+    fn nacked(msg: Option<TaggedPacket>) -> Vec<u16> {
+        let Some(msg) = msg else { return vec![] };
+        let InterceptorPacket::Rtcp(ps) = msg.message.packet else {
+            panic!("rtcp")
+        };
+        ps.iter()
+            .filter_map(|p| p.as_any().downcast_ref::<TransportLayerNack>())
+            .flat_map(|n| n.nacks.iter().flat_map(|pair| pair.packet_list()))
+            .collect()
+    }
+
+    #[test]
+    fn nacks_for_packets_older_than_the_retransmit_age_never_reach_the_responder() {
+        let t0 = Instant::now();
+        let mut f = NackAgeFilter::default();
+        f.bind_local_stream(&StreamInfo {
+            ssrc: 1,
+            ..Default::default()
+        });
+        for seq in 1..=10 {
+            f.handle_write(tagged(t0, rtp(1, seq))).unwrap();
+        }
+        let later = t0 + Duration::from_secs(2);
+        for seq in 11..=20 {
+            f.handle_write(tagged(later, rtp(1, seq))).unwrap();
+        }
+        while f.poll_write().is_some() {}
+        let now = later + Duration::from_millis(200);
+        // Mixed: only the fresh ones remain.
+        f.handle_read(tagged(now, nack(1, &[5, 6, 15, 16]))).unwrap();
+        assert_eq!(nacked(f.poll_read()), vec![15, 16]);
+        // Only stale ones: the NACK is gone.
+        f.handle_read(tagged(now, nack(1, &[3]))).unwrap();
+        assert!(f.poll_read().is_none());
+        // Never sent (or overwritten in the ring): not resent either.
+        f.handle_read(tagged(now, nack(1, &[200]))).unwrap();
+        assert!(f.poll_read().is_none());
+        // A stream the filter does not track passes untouched.
+        f.handle_read(tagged(now, nack(7, &[1, 2]))).unwrap();
+        assert_eq!(nacked(f.poll_read()), vec![1, 2]);
+        // Other RTCP passes untouched.
+        f.handle_read(tagged(
+            now,
+            InterceptorPacket::Rtcp(vec![Box::new(PictureLossIndication {
+                sender_ssrc: 9,
+                media_ssrc: 1,
+            })]),
+        ))
+        .unwrap();
+        assert!(f.poll_read().is_some());
     }
 
     #[test]
