@@ -75,6 +75,7 @@ impl Application {
         let media = MediaConfig {
             udp_port: args.media_port,
             tcp_port: args.media_tcp_port,
+            resume_grace: std::time::Duration::from_secs(args.resume_grace_s),
             interfaces,
             max_participants: args.max_participants,
         };

@@ -56,6 +56,10 @@ pub struct ServeArgs {
     /// UDP port for all media (one port for every peer). 0 picks a free port.
     #[arg(long, env = "CONFAB_MEDIA_PORT", default_value_t = 7882)]
     pub media_port: u16,
+    /// A participant whose signaling socket is gone stays in its room this long (seconds),
+    /// media untouched, waiting to `resume` on a new socket; the others see it reconnecting.
+    #[arg(long, env = "CONFAB_RESUME_GRACE_S", default_value_t = 20)]
+    pub resume_grace_s: u64,
     /// TCP port of the passive ICE-TCP listener (RFC 6544) on every media interface, for
     /// networks that block UDP. Default: the media port's number.
     #[arg(long, env = "CONFAB_MEDIA_TCP_PORT")]
@@ -111,6 +115,9 @@ pub enum ConfigError {
     /// No static directory found.
     #[error("browser client directory not found: {0}")]
     StaticDir(String),
+    /// `--resume-grace-s` out of range.
+    #[error("--resume-grace-s must be between 1 and 240, got {0}")]
+    ResumeGrace(u64),
     /// Reading or creating the secret failed.
     #[error("token secret: {0}")]
     Secret(String),
@@ -121,6 +128,9 @@ impl ServeArgs {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(2..=100).contains(&self.max_participants) {
             return Err(ConfigError::MaxParticipants(self.max_participants));
+        }
+        if !(1..=240).contains(&self.resume_grace_s) {
+            return Err(ConfigError::ResumeGrace(self.resume_grace_s));
         }
         let dir = self.resolved_static_dir();
         if !dir.join("index.html").exists() {

@@ -40,10 +40,10 @@ export { describeMediaError };
 
 /** Why each timer exists and how long it waits. */
 export const TIMING = Object.freeze({
-  /** client heartbeat period (protocol: every 10 s) */
-  pingIntervalMs: 10_000,
-  /** no pong / message for this long: the socket is dead, reconnect */
-  silenceTimeoutMs: 25_000,
+  /** client heartbeat period: each heartbeat is a probe (see `heartbeatProbeMs`) */
+  pingIntervalMs: 2_500,
+  /** a heartbeat ping unanswered this long plus two round trips: the socket is dead, resume */
+  heartbeatProbeMs: 3_000,
   /** `joined` must arrive this long after the socket opened */
   joinTimeoutMs: 10_000,
   /** `publish_answer` must arrive this long after a `publish_offer` */
@@ -52,6 +52,16 @@ export const TIMING = Object.freeze({
   mediaTimeoutMs: 20_000,
   /** reconnect back-off delays; one attempt per entry, then `failed` */
   backoffMs: [1000, 2000, 4000, 8000, 8000],
+  /** resume attempts after a lost socket (the server keeps us 20 s): then a full rejoin */
+  resumeBackoffMs: [0, 500, 1000, 2000, 3000, 4000, 5000],
+  /** a transport restarting ICE must be connected again within this, else a full rejoin */
+  iceRestartMs: 15_000,
+  /** a transport `disconnected` this long restarts ICE (after probing the socket) */
+  disconnectedMs: 3_000,
+  /** after a network change the socket may be dead without knowing it: a ping must be answered
+   * within this plus twice the last round trip, else we resume on a new socket at once rather than
+   * wait for the silence timeout */
+  probeMs: 1_000,
 });
 
 /** Server error codes after which retrying the same join is pointless. */
@@ -129,6 +139,19 @@ export class ConfabSession extends EventTarget {
     this._slots = { microphone: null, camera: null, screen: null };
     /** connection generation; async work of an older generation is dropped */
     this._gen = 0;
+    /** media generation: the peer connections' handlers; changes only when they are rebuilt (a
+     * resumed socket keeps the transports) */
+    this._mediaGen = 0;
+    /** @type {{participantId: string, token: string}|null} what `resume` needs, from `joined` */
+    this._resume = null;
+    this._resumeAttempt = 0;
+    /** `joined` / `resumed` is awaited on the current socket */
+    this._awaitingJoin = false;
+    /** the next publisher offer restarts ICE (new credentials) */
+    this._iceRestart = false;
+    /** the socket died with the media (a network change, probably): after the resume every
+     * transport restarts ICE, also one that does not know yet that its pair is dead */
+    this._networkChanged = false;
     this._attempt = 0;
     this._joinedOnce = false;
     /** @type {Promise<void>} device changes, one at a time (see _serial) */
@@ -146,7 +169,7 @@ export class ConfabSession extends EventTarget {
     this._candidateGate = { publisher: false, subscriber: false };
     /** @type {{publisher: RTCIceCandidateInit[], subscriber: RTCIceCandidateInit[]}} */
     this._candidateQueue = { publisher: [], subscriber: [] };
-    this._timers = { ping: 0, silence: 0, join: 0, media: 0, retry: 0 };
+    this._timers = { ping: 0, silence: 0, join: 0, media: 0, retry: 0, restartPub: 0, restartSub: 0, pubDown: 0, subDown: 0, probe: 0 };
     this._lastMessageAt = 0;
   }
 
@@ -168,6 +191,7 @@ export class ConfabSession extends EventTarget {
   /** Leave the room for good: tell the server, close everything, stop our devices. */
   leave() {
     if (this.state === 'left') return;
+    this._resume = null;
     this._send({ type: 'leave' });
     this._teardown('left');
     this._stopLocalTracks();
@@ -431,7 +455,8 @@ export class ConfabSession extends EventTarget {
 
   async _connect() {
     const gen = ++this._gen;
-    this._teardown(this.state);
+    // Resuming keeps the transports, the room model and the chat channel: only the socket is new.
+    if (this._resume) this._closeSocket(); else this._teardown(this.state);
     /** @type {string} */
     let token;
     try {
@@ -450,9 +475,14 @@ export class ConfabSession extends EventTarget {
       if (gen !== this._gen) return;
       opened = true;
       this._lastMessageAt = Date.now();
-      this._send({ type: 'join', room: this.room, name: this.name });
+      this._awaitingJoin = true;
+      if (this._resume) {
+        this._send({ type: 'resume', participant_id: this._resume.participantId, resume_token: this._resume.token });
+      } else {
+        this._send({ type: 'join', room: this.room, name: this.name });
+      }
       this._timers.join = setTimeout(() => {
-        if (gen === this._gen && !this.participantId) {
+        if (gen === this._gen && this._awaitingJoin) {
           this._connectionLost(gen, new Error('the server did not answer our join'));
         }
       }, TIMING.joinTimeoutMs);
@@ -512,6 +542,17 @@ export class ConfabSession extends EventTarget {
   _connectionLost(gen, err) {
     if (gen !== this._gen || this.state === 'left' || this.state === 'failed') return;
     this._gen++;
+    // A lost socket is not a lost participant: the server keeps us (and our media) for a while,
+    // so come back with `resume` on a new socket, transports untouched.
+    if (this._resume && this._pub && !(err instanceof FatalError)
+        && this._resumeAttempt < TIMING.resumeBackoffMs.length) {
+      this._closeSocket();
+      const delay = TIMING.resumeBackoffMs[this._resumeAttempt++];
+      this._setState('reconnecting', `${err.message || String(err)}; resuming`);
+      this._timers.retry = setTimeout(() => { if (this.state !== 'left') this._connect(); }, delay);
+      return;
+    }
+    this._resume = null;
     this._teardown(this.state);
     const reason = err.message || String(err);
     if (err instanceof FatalError || this._attempt >= TIMING.backoffMs.length) {
@@ -534,15 +575,11 @@ export class ConfabSession extends EventTarget {
   /** @param {number} gen */
   _heartbeat(gen) {
     if (gen !== this._gen) return;
-    if (Date.now() - this._lastMessageAt > TIMING.silenceTimeoutMs) {
-      this._connectionLost(gen, new Error('the server stopped answering'));
-      return;
-    }
-    this._send({ type: 'ping', ts: Date.now() });
+    this._probe(gen, TIMING.heartbeatProbeMs);
   }
 
-  /** Close socket and transports, forget the room model; keeps local tracks. @param {SessionState} _state */
-  _teardown(_state) {
+  /** Close the socket and its timers and pending requests; transports and the room model stay. */
+  _closeSocket() {
     for (const k of /** @type {(keyof typeof this._timers)[]} */ (Object.keys(this._timers))) {
       clearTimeout(this._timers[k]); clearInterval(this._timers[k]); this._timers[k] = 0;
     }
@@ -552,11 +589,18 @@ export class ConfabSession extends EventTarget {
       if (ws.readyState <= 1) ws.close(1000);
       this._ws = null;
     }
+    this._awaitingJoin = false;
     this._pendingAnswer?.reject(new Error('connection closed'));
     this._pendingAnswer = null;
     this._pubBusy = false;
     this._pubDirty = false;
     this._subChain = Promise.resolve();
+  }
+
+  /** Close socket and transports, forget the room model; keeps local tracks. @param {SessionState} _state */
+  _teardown(_state) {
+    this._closeSocket();
+    this._mediaGen++;
     this._pub?.close(); this._pub = null;
     this._sub?.close(); this._sub = null;
     this._slots = { microphone: null, camera: null, screen: null };
@@ -576,6 +620,15 @@ export class ConfabSession extends EventTarget {
   async _onMessage(gen, msg) {
     switch (msg.type) {
       case 'joined': return this._onJoined(gen, msg);
+      case 'resumed': return this._onResumed(gen, msg);
+      case 'participant_reconnecting':
+      case 'participant_reconnected': {
+        const p = this.participants.get(msg.participant_id);
+        if (!p) return;
+        p.reconnecting = msg.type === 'participant_reconnecting';
+        this._emit('participant-updated', { participantId: p.id });
+        return;
+      }
       case 'participant_joined': {
         const p = toParticipant(msg.participant);
         this.participants.set(p.id, p);
@@ -644,7 +697,11 @@ export class ConfabSession extends EventTarget {
   /** @param {number} gen @param {any} msg */
   async _onJoined(gen, msg) {
     clearTimeout(this._timers.join);
+    this._awaitingJoin = false;
+    this._probe(gen, TIMING.heartbeatProbeMs); // measures the round trip the probes allow for
+    this._resumeAttempt = 0;
     this.participantId = msg.participant_id;
+    this._resume = msg.resume_token ? { participantId: msg.participant_id, token: String(msg.resume_token) } : null;
     this.maxParticipants = msg.max_participants || 0;
     this._joinedOnce = true;
     for (const raw of msg.participants || []) {
@@ -668,11 +725,117 @@ export class ConfabSession extends EventTarget {
     if (this.local.micMuted && this.local.microphone) this._sendMute('microphone', true);
   }
 
+  /**
+   * Back on a new socket as the same participant: sync the room model with the server's view, and
+   * restart ICE on any transport that did not survive (a network change).
+   * @param {number} gen @param {any} msg
+   */
+  _onResumed(gen, msg) {
+    clearTimeout(this._timers.join);
+    this._awaitingJoin = false;
+    this._probe(gen, TIMING.heartbeatProbeMs); // measures the round trip the probes allow for
+    this._resumeAttempt = 0;
+    this._attempt = 0;
+    const now = new Map((msg.participants || []).map((/** @type {any} */ raw) => {
+      const p = toParticipant(raw);
+      return [p.id, p];
+    }));
+    for (const old of [...this.participants.values()]) {
+      if (!now.has(old.id)) {
+        this.participants.delete(old.id);
+        for (const [mid, b] of this.remote) if (b.participantId === old.id) this.remote.delete(mid);
+        this._emit('participant-left', { participantId: old.id, name: old.name });
+      }
+    }
+    for (const p of now.values()) {
+      const known = this.participants.has(p.id);
+      this.participants.set(p.id, p);
+      this._emit(known ? 'participant-updated' : 'participant-joined', known ? { participantId: p.id } : { participant: p });
+    }
+    const all = this._networkChanged;
+    this._networkChanged = false;
+    for (const target of /** @type {Target[]} */ (['publisher', 'subscriber'])) {
+      const pc = target === 'publisher' ? this._pub : this._sub;
+      if (pc && (all || pc.connectionState !== 'connected')) this._restartIce(gen, target);
+    }
+    if (this._pub?.connectionState === 'connected') this._setState('connected', '');
+  }
+
+  /**
+   * A transport failed (or did not survive a network change): restart its ICE with fresh
+   * credentials (RFC 8445 section 9): the publisher by our own offer, the subscriber by asking the
+   * server. If it is not connected again in time, rejoin from scratch.
+   * @param {number} gen @param {Target} target
+   */
+  _restartIce(gen, target) {
+    if (gen !== this._gen || !this._ws || this._ws.readyState !== 1 || this._awaitingJoin) return; // after the resume
+    if (target === 'publisher') {
+      this._iceRestart = true;
+      this._renegotiate();
+    } else {
+      this._send({ type: 'restart_ice', target: 'subscriber' });
+    }
+    const timer = target === 'publisher' ? 'restartPub' : 'restartSub';
+    clearTimeout(this._timers[timer]);
+    this._timers[timer] = setTimeout(() => {
+      const pc = target === 'publisher' ? this._pub : this._sub;
+      if (gen === this._gen && pc && pc.connectionState !== 'connected') {
+        this._resume = null; // the transports are beyond saving: a fresh join
+        this._connectionLost(gen, new Error(`the media connection (${target}) did not recover`));
+      }
+    }, TIMING.iceRestartMs);
+  }
+
+  /**
+   * A transport went `disconnected` (no answer to its checks: a blip, or a network change). Probe
+   * the socket at once (see {@link _probe}); if it answers and the transport is still
+   * `disconnected` {@link TIMING.disconnectedMs} after it went so, restart its ICE rather than
+   * wait for `failed` (~30 s in Chromium).
+   * @param {number} mg @param {Target} target @param {RTCPeerConnection} pc
+   */
+  _watchDisconnected(mg, target, pc) {
+    const key = target === 'publisher' ? 'pubDown' : 'subDown';
+    clearTimeout(this._timers[key]);
+    if (pc.connectionState !== 'disconnected') return;
+    this._probe(this._gen);
+    this._timers[key] = setTimeout(() => {
+      if (mg === this._mediaGen && pc.connectionState === 'disconnected') this._restartIce(this._gen, target);
+    }, TIMING.disconnectedMs);
+  }
+
+  /**
+   * Media stopped answering: if the network changed, the socket is probably dead too (its TCP
+   * connection is bound to the old address) but will not notice for a long time. Ping it: silence
+   * for {@link TIMING.probeMs} plus two round trips resumes on a new socket (whose `resumed`
+   * restarts ICE on every transport). A probe already under way covers this one.
+   * @param {number} gen @param {number} [graceMs] how long an answer may take besides two round trips
+   */
+  _probe(gen, graceMs = TIMING.probeMs) {
+    if (gen !== this._gen || this._awaitingJoin || this._timers.probe || !this._ws) return;
+    const sentAt = Date.now();
+    this._send({ type: 'ping', ts: sentAt });
+    const rtt = Number.isFinite(this.rttMs) ? this.rttMs : 500;
+    this._timers.probe = setTimeout(() => {
+      this._timers.probe = 0;
+      if (gen === this._gen && this._lastMessageAt < sentAt) {
+        // A socket that goes silent without closing: most likely the network changed under it,
+        // and the transports' ICE pairs are dead too (or soon will be).
+        this._networkChanged = true;
+        this._connectionLost(gen, new Error('the server stopped answering'));
+      }
+    }, graceMs + 2 * Math.min(rtt, 2_000));
+  }
+
   /** @param {number} gen @param {any} msg */
   _onServerError(gen, msg) {
     const code = String(msg.code || 'internal');
     const message = String(msg.message || code);
     this._emit('server-error', { code, message });
+    if (code === 'resume_failed') {
+      this._resume = null; // gone on the server (grace over): join afresh
+      this._connectionLost(gen, new Error('could not resume; joining again'));
+      return;
+    }
     if (this._paidPending && PAID_ERRORS.has(code)) {
       this._paidPending = false; // the refusal of our session_started
       return;
@@ -695,16 +858,18 @@ export class ConfabSession extends EventTarget {
     const chat = pc.createDataChannel('chat', { ordered: true });
     this.chatChannel = chat;
     this._emit('datachannel', { channel: chat });
+    const mg = this._mediaGen;
     pc.onicecandidate = (ev) => this._onLocalCandidate('publisher', ev.candidate);
     pc.onconnectionstatechange = () => {
-      if (gen !== this._gen) return;
+      if (mg !== this._mediaGen) return;
       if (pc.connectionState === 'connected') {
         clearTimeout(this._timers.media);
         this._attempt = 0;
-        this._setState('connected', '');
+        if (!this._awaitingJoin && this._ws?.readyState === 1) this._setState('connected', '');
       } else if (pc.connectionState === 'failed') {
-        this._connectionLost(gen, new Error('the media connection (publisher) failed'));
+        this._restartIce(this._gen, 'publisher');
       }
+      this._watchDisconnected(mg, 'publisher', pc);
     };
     const stream = new MediaStream();
     for (const source of /** @type {Source[]} */ (['microphone', 'camera'])) {
@@ -755,7 +920,8 @@ export class ConfabSession extends EventTarget {
 
   /** @param {number} gen @param {RTCPeerConnection} pc */
   async _offerOnce(gen, pc) {
-    const offer = await pc.createOffer();
+    const offer = await pc.createOffer(this._iceRestart ? { iceRestart: true } : undefined);
+    this._iceRestart = false;
     await pc.setLocalDescription(offer);
     if (gen !== this._gen) return;
     /** @type {{mid: string, kind: Kind, source: Source}[]} */
@@ -784,9 +950,10 @@ export class ConfabSession extends EventTarget {
     if (this._sub) return this._sub;
     const pc = new RTCPeerConnection(this.rtcConfig);
     this._sub = pc;
+    const mg = this._mediaGen;
     pc.onicecandidate = (ev) => this._onLocalCandidate('subscriber', ev.candidate);
     pc.ontrack = (ev) => {
-      if (gen !== this._gen) return;
+      if (mg !== this._mediaGen) return;
       // Normally bound by mid in _bindRemoteTracks; this is the msid fallback (a=msid:<participant> <track>).
       const mid = ev.transceiver.mid;
       if (mid == null || this.remote.has(mid)) return;
@@ -800,9 +967,9 @@ export class ConfabSession extends EventTarget {
       this._emit('media', { participantId: p.id });
     };
     pc.onconnectionstatechange = () => {
-      if (gen === this._gen && pc.connectionState === 'failed') {
-        this._connectionLost(gen, new Error('the media connection (subscriber) failed'));
-      }
+      if (mg !== this._mediaGen) return;
+      if (pc.connectionState === 'failed') this._restartIce(this._gen, 'subscriber');
+      this._watchDisconnected(mg, 'subscriber', pc);
     };
     return pc;
   }

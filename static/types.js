@@ -19,6 +19,7 @@
  * @property {string} id
  * @property {string} name
  * @property {Map<string, Track>} tracks   by track id
+ * @property {boolean} [reconnecting]       their signaling socket is gone; they may come back (`participant_reconnecting`)
  */
 
 /**

@@ -229,7 +229,8 @@ function renderParticipant(id) {
     $('grid').append(tile.el);
   }
   const media = session.mediaOf(id);
-  setTileName(tile, p.name);
+  setTileName(tile, p.reconnecting ? `${p.name} · reconnecting…` : p.name, p.name);
+  tile.el.classList.toggle('reconnecting', !!p.reconnecting);
   const camOff = !media.camera || isMuted(id, 'camera');
   setTileVideo(tile, camOff ? null : media.camera);
   setTileMic(tile, !media.microphone || isMuted(id, 'microphone'));

@@ -92,6 +92,26 @@ pub fn families(m: &SfuMetrics) -> Vec<MetricFamily> {
             get(&m.stun_auth_failures),
         ),
         counter(
+            "confab_detaches_total",
+            "Signaling sockets lost without a leave (the participant waits to be resumed).",
+            get(&m.detaches),
+        ),
+        counter(
+            "confab_resumes_total",
+            "Participants taken over on a new signaling socket with their resume token.",
+            get(&m.resumes),
+        ),
+        counter(
+            "confab_resume_grace_expiries_total",
+            "Detached participants removed because the resume grace period ended.",
+            get(&m.resume_grace_expiries),
+        ),
+        counter(
+            "confab_ice_restarts_total",
+            "Subscriber transports offered again with an ICE restart at the client's request.",
+            get(&m.ice_restarts),
+        ),
+        counter(
             "confab_participant_panics_total",
             "Participants removed because handling their input panicked (the others stay).",
             get(&m.participant_panics),

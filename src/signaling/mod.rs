@@ -24,5 +24,6 @@ pub fn error_code(e: &SfuError) -> ErrorCode {
         SfuError::InvalidCandidate(_) => ErrorCode::InvalidCandidate,
         SfuError::NegotiationFailed(_) => ErrorCode::NegotiationFailed,
         SfuError::Stopped | SfuError::Internal => ErrorCode::Internal,
+        SfuError::ResumeFailed => ErrorCode::ResumeFailed,
     }
 }

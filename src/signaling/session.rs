@@ -1,8 +1,14 @@
 //! One task per WebSocket: reads client messages, calls the media plane, writes its events.
 //!
 //! The task owns the socket and the participant's event queue; it ends when the client closes,
-//! leaves, goes silent for [`IDLE_TIMEOUT`], or the media plane removes the participant. On any
-//! exit the participant leaves its room.
+//! leaves, goes silent for [`IDLE_TIMEOUT`], or the media plane removes the participant.
+//!
+//! A participant is not its socket: when the socket is lost without a `leave`, the participant
+//! is detached (it stays in its room, media untouched, for the resume grace period) and this
+//! task lingers on its event queue. If the client comes back on a new socket with `resume`, the
+//! media plane hands the participant to that socket's task and this one ends quietly
+//! (`Closed(Resumed)`); if not, the participant leaves when the grace period ends and this task
+//! reports the leave (paid-session presence, the chat's "left" line).
 
 use super::protocol::{
     parse_client_message, ClientMessage, ErrorCode, Kind, ParticipantMsg, ServerMessage, Source,
@@ -14,6 +20,7 @@ use crate::chat::{ChatParticipant, ChatService, CHAT_LABEL};
 use crate::paid::{parse_address, PaidError, PaidHandle, Presence};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
 use confab_sfu::{
+    Attachment,
     MediaKind, ParticipantId, ParticipantInfo, PublishTrack, RoomId, SfuEvent, SfuHandle,
     TrackInfo, TrackSource, TransportRole, EVENT_QUEUE,
 };
@@ -29,12 +36,34 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const RATE_PER_S: f64 = 5.0;
 /// Signaling rate limit: burst.
 pub const RATE_BURST: u32 = 100;
+/// Longest a session waits for its detached participant to be resumed or to leave (above any
+/// sane resume grace period; the media plane decides first).
+const LINGER_LIMIT: Duration = Duration::from_secs(300);
+
+/// How a session's loop ended.
+enum Exit {
+    /// The client sent `leave`.
+    Left,
+    /// The media plane removed the participant, or handed it to another socket (`Resumed`).
+    MediaClosed(confab_sfu::CloseReason),
+    /// The socket is gone (closed, failed, idle): the participant may come back (`resume`).
+    Lost,
+    /// The participant's event queue closed without a `Closed` event: it was removed, or taken
+    /// over by a resume whose `Closed(Resumed)` did not fit the queue ([`Attachment`] tells).
+    Gone,
+}
+
+/// Longest a write to the socket may wait (a dead peer's TCP window stays shut): past it the
+/// message is dropped, and the idle timeout ends the session.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Joined {
     participant: ParticipantId,
     room: RoomId,
     events: mpsc::Receiver<SfuEvent>,
     chat: ChatParticipant,
+    /// This socket's claim on the participant (a resume elsewhere ends it).
+    attachment: Attachment,
 }
 
 /// Runs one signaling session to its end.
@@ -52,6 +81,7 @@ pub async fn run(
     let mut limiter = TokenBucket::new(RATE_PER_S, RATE_BURST, Instant::now());
     let mut ping = tokio::time::interval(PING_INTERVAL);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut exit = Exit::Lost;
     let close: Option<CloseReason> = loop {
         let next_event = async {
             match joined.as_mut() {
@@ -78,6 +108,7 @@ pub async fn run(
                         match parse_client_message(&text) {
                             Ok(m) => {
                                 if let Flow::Stop = handle(m, &mut session, &sfu, &chat, paid.as_ref(), &claims, &mut joined).await {
+                                    exit = Exit::Left;
                                     break Some(CloseCode::Normal.into());
                                 }
                             }
@@ -103,6 +134,10 @@ pub async fn run(
                 match ev {
                     Some(SfuEvent::Closed(reason)) => {
                         info!(?reason, "media plane closed the participant");
+                        exit = Exit::MediaClosed(reason);
+                        if reason == confab_sfu::CloseReason::Resumed {
+                            break Some(CloseReason { code: CloseCode::Away, description: Some("resumed on another connection".into()) });
+                        }
                         if reason == confab_sfu::CloseReason::Shutdown {
                             break Some(CloseReason { code: CloseCode::Away, description: Some("server shutting down".into()) });
                         }
@@ -126,12 +161,16 @@ pub async fn run(
                     }
                     Some(ev) => {
                         if let Some(m) = event_message(ev) {
-                            if session.text(serde_json::to_string(&m).expect("serializable")).await.is_err() {
+                            let text = serde_json::to_string(&m).expect("serializable");
+                            if !matches!(tokio::time::timeout(SEND_TIMEOUT, session.text(text)).await, Ok(Ok(()))) {
                                 break None;
                             }
                         }
                     }
-                    None => break Some(CloseCode::Away.into()),
+                    None => {
+                        exit = Exit::Gone;
+                        break Some(CloseCode::Away.into());
+                    }
                 }
             }
             Some(ended) = next_paid_end => {
@@ -151,21 +190,77 @@ pub async fn run(
             }
         }
     };
-    if let Some(j) = joined.take() {
-        sfu.leave(j.participant).await;
-        if let Some(p) = &paid {
-            p.presence(&j.room, &claims.sub, Presence::Left).await;
+    let _ = tokio::time::timeout(SEND_TIMEOUT, session.close(close)).await;
+    let Some(mut j) = joined.take() else {
+        return;
+    };
+    match exit {
+        Exit::MediaClosed(confab_sfu::CloseReason::Resumed) => {
+            info!(room = %j.room, participant = %j.participant, "participant resumed on another socket");
+            return;
         }
-        chat.system(&j.chat, format!("{} left", j.chat.user_name))
-            .await;
-        info!(room = %j.room, participant = %j.participant, "signaling session ended");
+        Exit::Gone if !j.attachment.is_current() => {
+            info!(room = %j.room, participant = %j.participant, "participant resumed on another socket");
+            return;
+        }
+        Exit::Lost => {
+            sfu.detach(j.participant, &j.attachment).await;
+            if !j.attachment.is_current() {
+                info!(room = %j.room, participant = %j.participant, "participant resumed on another socket");
+                return;
+            }
+            // The paid session's own grace (30 s by default, longer than the resume grace)
+            // starts now: a resume comes back as `Joined` within it and is not a disconnect;
+            // without one the session ends on time, as before resume existed.
+            if let Some(p) = &paid {
+                p.presence(&j.room, &claims.sub, Presence::Left).await;
+            }
+            if linger(&mut j.events, &j.attachment).await {
+                info!(room = %j.room, participant = %j.participant, "participant resumed on another socket");
+                return;
+            }
+            // Not resumed in time: the media plane has removed it (or, if its answer never came,
+            // this makes sure).
+            sfu.leave(j.participant).await;
+        }
+        Exit::Left | Exit::MediaClosed(_) | Exit::Gone => {
+            sfu.leave(j.participant).await;
+            if let Some(p) = &paid {
+                p.presence(&j.room, &claims.sub, Presence::Left).await;
+            }
+        }
     }
-    let _ = session.close(close).await;
+    chat.system(&j.chat, format!("{} left", j.chat.user_name))
+        .await;
+    info!(room = %j.room, participant = %j.participant, "signaling session ended");
+}
+
+/// Waits on a detached participant's old event queue: `true` when it resumed on another socket,
+/// `false` when the grace period ended (or the media plane went away). Other events are
+/// dropped: the resumed session gets the room as it is then.
+async fn linger(events: &mut mpsc::Receiver<SfuEvent>, attachment: &Attachment) -> bool {
+    let wait = async {
+        while let Some(ev) = events.recv().await {
+            if let SfuEvent::Closed(reason) = ev {
+                return reason == confab_sfu::CloseReason::Resumed;
+            }
+        }
+        !attachment.is_current()
+    };
+    // The media plane ends it within the grace period; this bound only guards against a
+    // media plane that never answers.
+    tokio::time::timeout(LINGER_LIMIT, wait).await.unwrap_or(false)
 }
 
 enum Flow {
     Continue,
     Stop,
+}
+
+/// Sends `m` and continues (for an early reply inside [`handle`]).
+async fn reply_now(session: &mut Session, m: ServerMessage) -> Flow {
+    send(session, &m).await;
+    Flow::Continue
 }
 
 async fn send(session: &mut Session, m: &ServerMessage) {
@@ -212,6 +307,7 @@ async fn handle(
                             participant_id: info.participant.to_string(),
                             participants: info.others.iter().map(participant_msg).collect(),
                             max_participants: info.max_participants,
+                            resume_token: info.resume_token.clone(),
                         };
                         let name = name.trim().to_owned();
                         let cp = ChatParticipant::new(
@@ -230,6 +326,7 @@ async fn handle(
                             room: room_id,
                             events: rx,
                             chat: cp,
+                            attachment: info.attachment.clone(),
                         });
                         None
                     }
@@ -237,6 +334,47 @@ async fn handle(
                 }
             }
         },
+        (ClientMessage::Resume { .. }, Some(_)) => Some(ServerMessage::error(
+            ErrorCode::AlreadyJoined,
+            "already in a room",
+        )),
+        (
+            ClientMessage::Resume {
+                participant_id,
+                resume_token,
+            },
+            None,
+        ) => {
+            let Some(pid) = ParticipantId::parse(&participant_id) else {
+                return reply_now(session, ServerMessage::error(ErrorCode::ResumeFailed, "no such participant")).await;
+            };
+            let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+            match sfu.resume(pid, resume_token, tx).await {
+                Ok(info) => {
+                    let msg = ServerMessage::Resumed {
+                        room: info.room.to_string(),
+                        participant_id: pid.to_string(),
+                        participants: info.join.others.iter().map(participant_msg).collect(),
+                        max_participants: info.join.max_participants,
+                        resume_token: info.join.resume_token.clone(),
+                    };
+                    send(session, &msg).await;
+                    if let Some(p) = paid {
+                        p.presence(&info.room, &claims.sub, Presence::Joined).await;
+                    }
+                    let cp = ChatParticipant::new(info.room.clone(), pid, claims.sub.clone(), info.name);
+                    *joined = Some(Joined {
+                        participant: pid,
+                        room: info.room,
+                        events: rx,
+                        chat: cp,
+                        attachment: info.join.attachment,
+                    });
+                    None
+                }
+                Err(e) => Some(ServerMessage::error(super::error_code(&e), e.to_string())),
+            }
+        }
         (ClientMessage::Leave, _) => return Flow::Stop,
         (_, None) => Some(ServerMessage::error(
             ErrorCode::NotJoined,
@@ -283,6 +421,16 @@ async fn handle(
                 }
             }
         }
+        (ClientMessage::RestartIce { target }, Some(j)) => match target {
+            Target::Subscriber => match sfu.restart_ice(j.participant).await {
+                Ok(()) => None,
+                Err(e) => Some(ServerMessage::error(super::error_code(&e), e.to_string())),
+            },
+            Target::Publisher => Some(ServerMessage::error(
+                ErrorCode::BadJson,
+                "restart the publisher transport with an ICE-restart publish_offer",
+            )),
+        },
         (ClientMessage::Candidate { target, candidate }, Some(j)) => {
             let role = match target {
                 Target::Publisher => TransportRole::Publisher,
@@ -434,6 +582,12 @@ fn event_message(ev: SfuEvent) -> Option<ServerMessage> {
                     kind: kind_out(t.kind),
                 })
                 .collect(),
+        },
+        SfuEvent::ParticipantReconnecting(id) => ServerMessage::ParticipantReconnecting {
+            participant_id: id.to_string(),
+        },
+        SfuEvent::ParticipantReconnected(id) => ServerMessage::ParticipantReconnected {
+            participant_id: id.to_string(),
         },
         SfuEvent::DataMessage { .. } | SfuEvent::DataChannelOpen { .. } => return None,
         SfuEvent::Closed(_) => return None,

@@ -2,7 +2,7 @@
 // and microphone, opening room pages, polling with timeouts.
 import { chromium } from 'playwright-core';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, createWriteStream } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -109,7 +109,9 @@ export async function startServer(port, dataDir, log, { args = ['--public-ip', '
   const argv = ['serve', '--listen', listen || `127.0.0.1:${port}`, '--media-port', '0', ...args,
     '--data-dir', dataDir, '--static-dir', STATIC_DIR];
   const child = spawn(process.env.CONFAB_BIN, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
-  const keep = (b) => { log.push(b.toString()); if (log.length > 400) log.splice(0, 100); };
+  // CONFAB_SERVER_LOG=<file>: the whole server output there too (the failure report keeps only its tail).
+  const file = process.env.CONFAB_SERVER_LOG ? createWriteStream(process.env.CONFAB_SERVER_LOG, { flags: 'a' }) : null;
+  const keep = (b) => { file?.write(b); log.push(b.toString()); if (log.length > 400) log.splice(0, 100); };
   child.stdout.on('data', keep);
   child.stderr.on('data', keep);
   const host = listen ? listen.replace(/:\d+$/, '') : '127.0.0.1';
@@ -152,4 +154,20 @@ export async function withOwnServer(options, body) {
     ctx.server?.kill('SIGKILL');
     rmSync(dataDir, { recursive: true, force: true });
   }
+}
+
+/** Starts recording the `participant-joined` / `participant-left` events `page` sees. */
+export async function recordMembership(page) {
+  await page.evaluate(() => {
+    const w = /** @type {any} */ (window);
+    w.membership = [];
+    for (const type of ['participant-joined', 'participant-left']) {
+      w.confab.addEventListener(type, () => w.membership.push(type));
+    }
+  });
+}
+
+/** The membership events `page` saw since {@link recordMembership}, in order. */
+export async function membership(page) {
+  return page.evaluate(() => /** @type {any} */ (window).membership);
 }

@@ -96,3 +96,24 @@ export function chromiumIn(ns) {
   chmodSync(path, 0o755);
   return path;
 }
+
+/**
+ * Moves the client's end of link `i` to another address in the same subnet (host part `host`),
+ * as when a laptop gets a new DHCP lease or roams to another access point: the old address is
+ * gone (sockets bound to it are dead, nothing is reset), the link stays up. Returns the new
+ * address.
+ */
+export function readdress(ns, i, host, { net = 251 } = {}) {
+  const c = `cfc${i}`;
+  const prefix = `10.${net}.${i + 1}`;
+  const lines = run('ip', '-n', ns, '-o', '-4', 'addr', 'show', 'dev', c);
+  const old = /inet (\S+)\//.exec(lines)?.[1];
+  const neu = `${prefix}.${host}`;
+  if (old) {
+    run('ip', 'netns', 'exec', ns, 'iptables', '-D', 'OUTPUT', '-o', c, '!', '-s', old, '-j', 'DROP');
+    run('ip', '-n', ns, 'addr', 'del', `${old}/24`, 'dev', c);
+  }
+  run('ip', 'netns', 'exec', ns, 'iptables', '-A', 'OUTPUT', '-o', c, '!', '-s', neu, '-j', 'DROP');
+  run('ip', '-n', ns, 'addr', 'add', `${neu}/24`, 'dev', c);
+  return neu;
+}

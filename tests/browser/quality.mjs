@@ -115,3 +115,27 @@ export function formatRows(rows) {
     + `audio ${r.maxAudioGapS.toFixed(1)} s, min audio ${r.minAudioPps.toFixed(0)} pkt/s, `
     + `freezes ${r.freezes} (${r.freezeS.toFixed(1)} s)`).join('\n');
 }
+
+/** Camera frames `page` has decoded from the participant named `from` (0 if none yet). */
+export async function frames(page, from) {
+  const rows = await page.evaluate(() => /** @type {any} */ (window).confab.stats());
+  const row = rows.find((/** @type {any} */ r) => r.name === from);
+  return row ? row.framesDecoded : 0;
+}
+
+/**
+ * The longest time between two consecutive increases of `samples[k].v` (`{t, v}`, t in ms) from
+ * `after` on, ms; a stream that never resumed stalls until the last sample.
+ */
+export function longestStall(samples, after) {
+  let last = null;
+  let worst = 0;
+  for (let k = 1; k < samples.length; k += 1) {
+    if (samples[k].v > samples[k - 1].v) {
+      if (last !== null && samples[k].t >= after) worst = Math.max(worst, samples[k].t - last);
+      last = samples[k].t;
+    }
+  }
+  if (last !== null && samples.length) worst = Math.max(worst, samples.at(-1).t - Math.max(last, after));
+  return worst;
+}

@@ -67,6 +67,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeArgs)) -> TestApp {
         listen: "127.0.0.1:0".parse().unwrap(),
         media_port: 0,
         media_tcp_port: Some(0),
+        resume_grace_s: 20,
         public_ip: vec!["127.0.0.1".parse().unwrap()],
         data_dir: data_dir.clone(),
         static_dir: None,

@@ -115,6 +115,22 @@ pub enum ClientMessage {
     },
     /// The End button: ends the room's paid session now (student or tutor only).
     EndSession,
+    /// Come back on a new socket as the participant `joined` named, within the resume grace
+    /// period, instead of `join`. Answered by `resumed` (then send a `publish_offer` with an ICE
+    /// restart; a `subscribe_offer` with one follows) or `error` `resume_failed` (join afresh).
+    Resume {
+        /// The `participant_id` of the earlier `joined`.
+        participant_id: String,
+        /// The `resume_token` of the earlier `joined`.
+        resume_token: String,
+    },
+    /// Ask for an ICE restart of a transport the server offers (the subscriber): it answers with
+    /// a `subscribe_offer` carrying new ICE credentials. (The publisher transport is restarted
+    /// by the client's own `publish_offer`.)
+    RestartIce {
+        /// Must be `subscriber`.
+        target: Target,
+    },
     /// Leave the room.
     Leave,
     /// Heartbeat.
@@ -178,6 +194,34 @@ pub enum ServerMessage {
         participants: Vec<ParticipantMsg>,
         /// The room's capacity.
         max_participants: usize,
+        /// Lets this participant come back on a new socket within the grace period (`resume`).
+        /// Opaque, 32 characters; keep it secret.
+        resume_token: String,
+    },
+    /// Answer to `resume`: you are back in `room` as `participant_id`; `participants` is the
+    /// room as it is now.
+    Resumed {
+        /// The room.
+        room: String,
+        /// Your id (as before).
+        participant_id: String,
+        /// The others, in join order.
+        participants: Vec<ParticipantMsg>,
+        /// The room's capacity.
+        max_participants: usize,
+        /// The same resume token.
+        resume_token: String,
+    },
+    /// Someone's signaling socket is gone; they may come back within the grace period (their
+    /// media may pause). A `participant_left` follows if they do not.
+    ParticipantReconnecting {
+        /// Who.
+        participant_id: String,
+    },
+    /// That participant is back.
+    ParticipantReconnected {
+        /// Who.
+        participant_id: String,
     },
     /// Someone joined.
     ParticipantJoined {
@@ -319,6 +363,9 @@ pub enum ErrorCode {
     TutorBusy,
     /// The database did not answer; retry.
     Unavailable,
+    /// `resume` named no participant that could be resumed (it left, its grace period ended, or
+    /// the token is wrong): send `join`.
+    ResumeFailed,
     /// A transport of this participant failed (no ICE consent for 30 s, RFC 7675, or ICE or DTLS
     /// never completed): the server closes the socket; rejoin.
     TransportFailed,
@@ -340,8 +387,10 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, (ErrorCode, Str
     match serde_json::from_str::<ClientMessage>(text) {
         Ok(m) => Ok(m),
         Err(e) => {
-            const KNOWN: [&str; 9] = [
+            const KNOWN: [&str; 11] = [
                 "join",
+                "resume",
+                "restart_ice",
                 "publish_offer",
                 "subscribe_answer",
                 "candidate",

@@ -5,6 +5,7 @@ use crate::ids::{MediaKind, ParticipantId, RoomId, TrackId, TrackSource, Transpo
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// Capacity of the command queue into the media worker. When full, `SfuHandle` calls wait
@@ -29,6 +30,9 @@ pub struct MediaConfig {
     pub interfaces: Vec<MediaInterface>,
     /// Most participants a room admits (default 16).
     pub max_participants: usize,
+    /// How long a participant whose signaling socket is gone stays in its room, media
+    /// untouched, waiting to be resumed (default 20 s).
+    pub resume_grace: Duration,
 }
 
 /// One media socket: where it binds and what it announces.
@@ -73,6 +77,63 @@ pub struct JoinInfo {
     pub others: Vec<ParticipantInfo>,
     /// The room's capacity.
     pub max_participants: usize,
+    /// The secret that lets this participant come back on a new socket within the grace period
+    /// ([`SfuHandle::resume`]): 32 hex characters (128 random bits). Never logged.
+    pub resume_token: String,
+    /// This signaling connection's claim on the participant (a resume elsewhere ends it).
+    pub attachment: Attachment,
+}
+
+/// Which signaling connection owns a participant. Every join and every resume is a new
+/// attachment; the participant keeps the latest. A session that lost its socket detaches only
+/// its own attachment ([`SfuHandle::detach`]), and a session whose event queue closed without a
+/// `Closed` event asks [`Attachment::is_current`] to tell "resumed on another socket" (quiet)
+/// from "removed" (report the leave).
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    current: Arc<AtomicU64>,
+    mine: u64,
+}
+
+impl Attachment {
+    /// The first attachment of a newly joined participant.
+    pub(crate) fn first() -> Self {
+        Attachment {
+            current: Arc::new(AtomicU64::new(1)),
+            mine: 1,
+        }
+    }
+
+    /// A new attachment of the same participant; the older ones stop being current.
+    pub(crate) fn next(&self) -> Self {
+        let mine = self.current.fetch_add(1, Ordering::AcqRel) + 1;
+        Attachment {
+            current: Arc::clone(&self.current),
+            mine,
+        }
+    }
+
+    /// This attachment's number (1 for the join, then one more per resume).
+    pub fn id(&self) -> u64 {
+        self.mine
+    }
+
+    /// Whether no later attachment (a resume on another socket) has taken the participant.
+    pub fn is_current(&self) -> bool {
+        self.current.load(Ordering::Acquire) == self.mine
+    }
+}
+
+/// The answer to a successful resume: the room and the participant's name besides what
+/// [`JoinInfo`] carries (the others as they are now).
+#[derive(Debug, Clone)]
+pub struct ResumeInfo {
+    /// The room the participant is in.
+    pub room: RoomId,
+    /// The participant's display name.
+    pub name: String,
+    /// Id, the others, capacity, the (unchanged) resume token.
+    pub join: JoinInfo,
 }
 
 /// What one sending m-line of a `publish_offer` carries.
@@ -108,6 +169,11 @@ pub enum CloseReason {
     SignalingBacklog,
     /// The server is shutting down.
     Shutdown,
+    /// The participant came back on another socket ([`SfuHandle::resume`]): this socket's
+    /// session ends quietly (no leave).
+    Resumed,
+    /// The participant's socket was gone for longer than the resume grace period: it has left.
+    GraceExpired,
 }
 
 /// An event for one participant's signaling session.
@@ -121,6 +187,11 @@ pub enum SfuEvent {
     TrackPublished(TrackInfo),
     /// A track ended.
     TrackUnpublished(TrackId),
+    /// Another participant's signaling socket is gone; it may come back within the grace
+    /// period (its media may pause meanwhile).
+    ParticipantReconnecting(ParticipantId),
+    /// That participant is back.
+    ParticipantReconnected(ParticipantId),
     /// A track's mute state changed.
     TrackMuted {
         /// The track.
@@ -203,6 +274,9 @@ pub enum SfuError {
     /// Handling this request panicked inside the media plane; the participant was removed.
     #[error("internal error in the media plane")]
     Internal,
+    /// No participant with that id and resume token (it left, or the grace period expired).
+    #[error("nothing to resume: the participant is gone or the token is wrong")]
+    ResumeFailed,
 }
 
 /// Counters of the media plane, updated by the worker with relaxed atomics (no lock on the
@@ -250,6 +324,14 @@ pub struct SfuMetrics {
     pub consent_failures: AtomicU64,
     /// Participants removed because handling their input panicked (the others stay).
     pub participant_panics: AtomicU64,
+    /// Signaling sockets lost without a `leave` (the participant waits to be resumed).
+    pub detaches: AtomicU64,
+    /// Participants taken over on a new socket with their resume token.
+    pub resumes: AtomicU64,
+    /// Detached participants removed because the resume grace period ended.
+    pub resume_grace_expiries: AtomicU64,
+    /// Subscriber transports offered again with an ICE restart at the client's request.
+    pub ice_restarts: AtomicU64,
     /// Binding requests that did not authenticate: a USERNAME naming no current transport
     /// (unknown or stale ufrag) or a MESSAGE-INTEGRITY that did not verify. From a new 5-tuple
     /// they are dropped; on a learnt one `rtc` answers them with an error; neither counts as
@@ -347,6 +429,20 @@ pub(crate) enum Command {
     },
     Leave {
         participant: ParticipantId,
+    },
+    Detach {
+        participant: ParticipantId,
+        attachment: u64,
+    },
+    Resume {
+        participant: ParticipantId,
+        token: String,
+        events: mpsc::Sender<SfuEvent>,
+        reply: oneshot::Sender<Result<ResumeInfo, SfuError>>,
+    },
+    RestartIce {
+        participant: ParticipantId,
+        reply: oneshot::Sender<Result<(), SfuError>>,
     },
     Shutdown,
 }
@@ -491,6 +587,47 @@ impl SfuHandle {
     /// Removes the participant from its room (idempotent).
     pub async fn leave(&self, participant: ParticipantId) {
         let _ = self.tx.send(Command::Leave { participant }).await;
+    }
+
+    /// The participant's signaling socket is gone (not a leave): it stays in the room for the
+    /// resume grace period, its media untouched, and the others get `ParticipantReconnecting`.
+    /// Its old event queue keeps receiving until it resumes (`Closed(Resumed)`) or the grace
+    /// period ends (`Closed(GraceExpired)`, after which it has left).
+    /// A detach by an attachment that is no longer current (the participant already resumed on
+    /// another socket) is ignored.
+    pub async fn detach(&self, participant: ParticipantId, attachment: &Attachment) {
+        let _ = self
+            .tx
+            .send(Command::Detach {
+                participant,
+                attachment: attachment.id(),
+            })
+            .await;
+    }
+
+    /// Takes a participant over on a new socket: `token` is its [`JoinInfo::resume_token`],
+    /// `events` its new queue. The subscriber transport is offered again with an ICE restart
+    /// (RFC 8445 section 9). Errors: [`SfuError::ResumeFailed`].
+    pub async fn resume(
+        &self,
+        participant: ParticipantId,
+        token: String,
+        events: mpsc::Sender<SfuEvent>,
+    ) -> Result<ResumeInfo, SfuError> {
+        self.call(|reply| Command::Resume {
+            participant,
+            token,
+            events,
+            reply,
+        })
+        .await
+    }
+
+    /// Offers the participant's subscriber transport again with an ICE restart (the client's
+    /// subscriber went `failed`, or its network changed).
+    pub async fn restart_ice(&self, participant: ParticipantId) -> Result<(), SfuError> {
+        self.call(|reply| Command::RestartIce { participant, reply })
+            .await
     }
 
     /// Closes every room (participants get [`CloseReason::Shutdown`]) and stops the worker.

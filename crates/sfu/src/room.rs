@@ -198,6 +198,13 @@ pub(crate) struct Participant {
     pub closing: Option<CloseReason>,
     /// DataChannels of the publisher transport: id → label.
     pub channels: Vec<(usize, String)>,
+    /// Lets the participant come back on a new socket (32 hex characters, 128 random bits).
+    pub resume_token: String,
+    /// The signaling connection that owns it now (see [`crate::Attachment`]).
+    pub attachment: crate::api::Attachment,
+    /// Its signaling socket is gone since then: it leaves when the grace period ends unless
+    /// it resumes.
+    pub detached_since: Option<Instant>,
 }
 
 impl Participant {
@@ -377,6 +384,9 @@ impl Room {
             negotiation: NegotiationState::Stable,
             closing: None,
             channels: Vec::new(),
+            resume_token: hex_token(),
+            attachment: crate::api::Attachment::first(),
+            detached_since: None,
         });
         // Subscribe at once: the others' tracks are offered with `joined`, not after this
         // participant has published (which waits for its devices and its own transport).
@@ -759,13 +769,36 @@ impl Room {
         }
     }
 
-    /// Creates, applies and sends a subscribe offer for `p` (its negotiation state already says
-    /// an offer is due).
-    pub(crate) fn send_offer(p: &mut Participant, now: Instant) {
+    /// Offers `p`'s subscriber transport again, with an ICE restart when asked (RFC 8445
+    /// section 9: new credentials, fresh checks; the client saw the transport fail). An offer
+    /// still in flight is rolled back first (its answer will never come).
+    pub(crate) fn reoffer(p: &mut Participant, now: Instant, ice_restart: bool) {
         let Some(sub) = p.subscriber.as_mut() else {
             return;
         };
-        let offer = match sub.pc.create_offer(None) {
+        if p.negotiation != NegotiationState::Stable {
+            if let Ok(rb) = RTCSessionDescription::rollback(None) {
+                let _ = sub.pc.set_local_description(now, rb);
+            }
+        }
+        p.negotiation = NegotiationState::Stable;
+        p.negotiation.request_offer(now);
+        Self::send_offer_with(p, now, ice_restart);
+    }
+
+    /// Creates, applies and sends a subscribe offer for `p` (its negotiation state already says
+    /// an offer is due).
+    pub(crate) fn send_offer(p: &mut Participant, now: Instant) {
+        Self::send_offer_with(p, now, false);
+    }
+
+    fn send_offer_with(p: &mut Participant, now: Instant, ice_restart: bool) {
+        let Some(sub) = p.subscriber.as_mut() else {
+            return;
+        };
+        let options = ice_restart
+            .then_some(rtc::peer_connection::configuration::RTCOfferOptions { ice_restart: true });
+        let offer = match sub.pc.create_offer(options) {
             Ok(o) => o,
             Err(e) => {
                 warn!(participant = %p.id, "create subscribe offer: {e}");
@@ -993,6 +1026,14 @@ impl Room {
         crate::core::blame(publisher_id);
         outcome
     }
+}
+
+/// 128 random bits as 32 hex characters.
+fn hex_token() -> String {
+    rand::random::<[u8; 16]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Whether `p`'s subscriber transport can carry media now.

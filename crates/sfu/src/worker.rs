@@ -125,7 +125,8 @@ pub fn spawn_media_worker(
         metrics.clone(),
         room_events.clone(),
         Instant::now(),
-    );
+    )
+    .with_resume_grace(config.resume_grace);
     let worker = Worker {
         sockets,
         listeners,
@@ -352,6 +353,21 @@ fn apply(core: &mut Core, cmd: Command, now: Instant) {
             text,
         } => core.broadcast(&room, except, &label, &text, now),
         Command::Leave { participant } => core.leave(participant, now),
+        Command::Detach {
+            participant,
+            attachment,
+        } => core.detach(participant, attachment, now),
+        Command::Resume {
+            participant,
+            token,
+            events,
+            reply,
+        } => {
+            let _ = reply.send(core.resume(participant, &token, events, now));
+        }
+        Command::RestartIce { participant, reply } => {
+            let _ = reply.send(core.restart_ice(participant, now));
+        }
         Command::Shutdown => {}
     }
 }

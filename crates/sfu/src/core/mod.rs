@@ -17,7 +17,9 @@
 //! `write_rtp`, …) is followed by draining its events and reads (`drive`) and its writes
 //! (`flush`), which is what keeps `rtc`'s queues empty between inputs.
 
-use crate::api::{CloseReason, JoinInfo, PublishTrack, RoomEvent, SfuError, SfuEvent, SfuMetrics};
+use crate::api::{
+    CloseReason, JoinInfo, PublishTrack, ResumeInfo, RoomEvent, SfuError, SfuEvent, SfuMetrics,
+};
 use crate::ids::{ParticipantId, RoomId, TrackSource, TransportRole};
 use crate::room::{LocalCandidates, Room, Transport};
 use crate::routing::{
@@ -40,6 +42,9 @@ use std::time::Instant;
 use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, error, info, warn};
 
+/// How long a participant whose signaling socket is gone stays, by default.
+pub const DEFAULT_RESUME_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// A datagram for the I/O shell to send.
 #[derive(Debug)]
 pub struct Transmit {
@@ -58,6 +63,8 @@ pub struct Core {
     /// The local addresses candidates are announced with (one per media socket and protocol).
     local: LocalCandidates,
     max_participants: usize,
+    /// How long a detached participant waits to be resumed ([`Core::detach`]).
+    resume_grace: std::time::Duration,
     rooms: HashMap<RoomId, Room>,
     where_is: HashMap<ParticipantId, RoomId>,
     routes: RouteTable,
@@ -102,6 +109,7 @@ impl Core {
         Self {
             local,
             max_participants: max_participants.max(1),
+            resume_grace: DEFAULT_RESUME_GRACE,
             rooms: HashMap::new(),
             where_is: HashMap::new(),
             routes: RouteTable::default(),
@@ -114,6 +122,13 @@ impl Core {
             #[cfg(test)]
             panic_on_datagram_of: None,
         }
+    }
+
+    /// Sets how long a detached participant waits to be resumed (default
+    /// [`DEFAULT_RESUME_GRACE`]).
+    pub fn with_resume_grace(mut self, grace: std::time::Duration) -> Self {
+        self.resume_grace = grace;
+        self
     }
 
     /// The next datagram to send, if any.
@@ -141,6 +156,7 @@ impl Core {
                     consider(t.paths.next_deadline());
                 }
                 consider(p.negotiation.deadline());
+                consider(p.detached_since.map(|t| t + self.resume_grace));
             }
         }
         consider(Some(self.last_sweep + ROUTE_IDLE));
@@ -357,6 +373,15 @@ impl Core {
                         }
                     }
                 }
+                if p.detached_since
+                    .is_some_and(|t| now.saturating_duration_since(t) >= self.resume_grace)
+                {
+                    info!(participant = %p.id, "not resumed within {} s: leaving", self.resume_grace.as_secs());
+                    if p.closing.is_none() {
+                        SfuMetrics::inc(&self.metrics.resume_grace_expiries);
+                    }
+                    p.closing.get_or_insert(CloseReason::GraceExpired);
+                }
                 if p.negotiation.timed_out(now) {
                     warn!(participant = %p.id, "subscribe offer not answered in time: offering again");
                     if let Some(sub) = p.subscriber.as_mut() {
@@ -521,6 +546,116 @@ impl Core {
         }
     }
 
+    /// The participant's signaling socket is gone (not a leave): it stays for the resume grace
+    /// period with its media untouched; the others get `ParticipantReconnecting`.
+    pub fn detach(&mut self, participant: ParticipantId, attachment: u64, now: Instant) {
+        let metrics = Arc::clone(&self.metrics);
+        let _ = self.with_room(participant, now, |room| {
+            let idx = room
+                .index_of(participant)
+                .ok_or(SfuError::UnknownParticipant)?;
+            let p = &room.participants[idx];
+            if p.detached_since.is_some() || p.attachment.id() != attachment {
+                // Already detached, or resumed on another socket since: not this socket's.
+                return Ok(());
+            }
+            room.participants[idx].detached_since = Some(now);
+            SfuMetrics::inc(&metrics.detaches);
+            for (j, other) in room.participants.iter_mut().enumerate() {
+                if j != idx {
+                    other.send(SfuEvent::ParticipantReconnecting(participant));
+                }
+            }
+            info!(participant = %participant, "signaling socket gone: waiting to be resumed");
+            Ok(())
+        });
+    }
+
+    /// The participant comes back on a new socket: `token` must be its resume token (compared
+    /// in constant time), `events` its new queue. The old queue gets `Closed(Resumed)`; the
+    /// others get `ParticipantReconnected` if it was detached; a subscribe offer that went to
+    /// the old socket is sent again. Works whether or not the old socket was noticed gone (a
+    /// network change leaves it open until its idle timeout). Errors: `ResumeFailed`.
+    pub fn resume(
+        &mut self,
+        participant: ParticipantId,
+        token: &str,
+        events: mpsc::Sender<SfuEvent>,
+        now: Instant,
+    ) -> Result<ResumeInfo, SfuError> {
+        let max = self.max_participants;
+        let metrics = Arc::clone(&self.metrics);
+        if !self.where_is.contains_key(&participant) {
+            return Err(SfuError::ResumeFailed);
+        }
+        self.with_room(participant, now, |room| {
+            let idx = room.index_of(participant).ok_or(SfuError::ResumeFailed)?;
+            if !constant_time_eq(
+                room.participants[idx].resume_token.as_bytes(),
+                token.as_bytes(),
+            ) {
+                return Err(SfuError::ResumeFailed);
+            }
+            let others = room
+                .participants
+                .iter()
+                .filter(|p| p.id != participant)
+                .map(|p| p.info())
+                .collect();
+            let p = &mut room.participants[idx];
+            let old = std::mem::replace(&mut p.events, events);
+            // Before the old queue closes, so that its session, seeing it closed, finds itself
+            // no longer current even when this event did not fit.
+            p.attachment = p.attachment.next();
+            let _ = old.try_send(SfuEvent::Closed(CloseReason::Resumed));
+            let was_detached = p.detached_since.take().is_some();
+            // An offer sent to the old socket will never be answered: send it again. ICE is not
+            // restarted here (a socket drop leaves media untouched); the client asks with
+            // `restart_ice` (and restarts its publisher itself) when its transports failed.
+            if p.negotiation != crate::negotiation::NegotiationState::Stable {
+                Room::reoffer(p, now, false);
+            }
+            let info = ResumeInfo {
+                room: room.id.clone(),
+                name: p.name.clone(),
+                join: JoinInfo {
+                    participant,
+                    others,
+                    max_participants: max,
+                    resume_token: p.resume_token.clone(),
+                    attachment: p.attachment.clone(),
+                },
+            };
+            if was_detached {
+                for (j, other) in room.participants.iter_mut().enumerate() {
+                    if j != idx {
+                        other.send(SfuEvent::ParticipantReconnected(participant));
+                    }
+                }
+            }
+            SfuMetrics::inc(&metrics.resumes);
+            info!(participant = %participant, "resumed");
+            Ok(info)
+        })
+    }
+
+    /// Offers the subscriber transport again with an ICE restart (the client saw it fail).
+    pub fn restart_ice(
+        &mut self,
+        participant: ParticipantId,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        let metrics = Arc::clone(&self.metrics);
+        self.with_room(participant, now, |room| {
+            let idx = room
+                .index_of(participant)
+                .ok_or(SfuError::UnknownParticipant)?;
+            Room::reoffer(&mut room.participants[idx], now, true);
+            SfuMetrics::inc(&metrics.ice_restarts);
+            Ok(())
+        })
+    }
+
     /// The participant leaves (its transports close, the others are told).
     pub fn leave(&mut self, participant: ParticipantId, now: Instant) {
         self.remove(participant, None, now);
@@ -567,10 +702,22 @@ impl Core {
         });
         info!(room = %room_id, participant = %pid, "joined");
         self.after_room_change(&room_id, now);
+        let (resume_token, attachment) = self
+            .rooms
+            .get(&room_id)
+            .and_then(|r| {
+                r.index_of(pid).map(|i| {
+                    let p = &r.participants[i];
+                    (p.resume_token.clone(), p.attachment.clone())
+                })
+            })
+            .unwrap_or_else(|| (String::new(), crate::api::Attachment::first()));
         Ok(JoinInfo {
             participant: pid,
             others,
             max_participants: max,
+            resume_token,
+            attachment,
         })
     }
 
@@ -893,8 +1040,10 @@ fn on_pc_event(
                 (_, RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed) => {
                     p.closing.get_or_insert(CloseReason::TransportFailed);
                 }
+                // (Re)connected, at the start or after an ICE restart: start (or restart) every
+                // video forwarding with a keyframe, past the throttle: a request sent while the
+                // peer was still switching pairs (at the path switch) is often lost.
                 (TransportRole::Subscriber, RTCPeerConnectionState::Connected) => {
-                    // Start every video forwarding with a keyframe.
                     let wanted: Vec<crate::ids::TrackId> = p
                         .downtracks
                         .iter()
@@ -903,8 +1052,19 @@ fn on_pc_event(
                         .collect();
                     for t in wanted {
                         if let Some(pi) = room.index_of(t.participant) {
-                            room.participants[pi].request_keyframe(&t.mid, now);
+                            room.participants[pi].request_keyframe_now(&t.mid, now);
                         }
+                    }
+                }
+                (TransportRole::Publisher, RTCPeerConnectionState::Connected) => {
+                    let mids: Vec<String> = p
+                        .published
+                        .iter()
+                        .filter(|t| t.source.kind() == crate::ids::MediaKind::Video)
+                        .map(|t| t.mid.clone())
+                        .collect();
+                    for mid in mids {
+                        room.participants[idx].request_keyframe_now(&mid, now);
                     }
                 }
                 _ => {}
@@ -925,6 +1085,11 @@ fn on_pc_event(
         }
         _ => {}
     }
+}
+
+/// Compares two secrets without an early exit on the first difference.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Hands one datagram to the transport's peer connection.

@@ -130,6 +130,10 @@ struct Client {
     hold_answers: bool,
     held: Option<String>,
     closed: Option<crate::api::CloseReason>,
+    /// Every other event, in order.
+    seen: Vec<SfuEvent>,
+    /// The resume token from the join.
+    resume_token: String,
 }
 
 /// The core and its clients on one simulated network.
@@ -260,6 +264,8 @@ impl Net {
             hold_answers,
             held: None,
             closed: None,
+            seen: Vec::new(),
+            resume_token: info.resume_token.clone(),
         });
         self.pump();
         self.clients.len() - 1
@@ -426,7 +432,7 @@ impl Net {
                     .expect("subscribe answer");
             }
             SfuEvent::Closed(reason) => self.clients[ci].closed = Some(reason),
-            _ => {}
+            other => self.clients[ci].seen.push(other),
         }
     }
 
@@ -800,4 +806,93 @@ fn an_ice_restart_from_a_client_that_changed_network_gets_new_credentials_and_me
         net.metric(|m| &m.ice_path_switches) >= 1,
         "media moved to Bob's new address"
     );
+}
+
+fn saw(c: &Client, f: impl Fn(&SfuEvent) -> bool) -> bool {
+    c.seen.iter().any(f)
+}
+
+#[test]
+fn a_participant_whose_socket_drops_stays_with_its_media_and_resumes_unseen_as_a_leave() {
+    let mut net = Net::new();
+    net.join("ada", None);
+    net.join("bob", None);
+    net.run(Duration::from_secs(2));
+    let ada = net.client("ada").id;
+    // Ada's signaling socket is gone; her transports are untouched.
+    net.core.detach(ada, 1, net.now);
+    net.pump();
+    assert!(saw(net.client("bob"), |e| matches!(e, SfuEvent::ParticipantReconnecting(p) if *p == ada)));
+    net.mark();
+    net.run(Duration::from_secs(3));
+    net.assert_flowing("bob", "ada", Duration::from_secs(3), STEP);
+    net.assert_flowing("ada", "bob", Duration::from_secs(3), STEP);
+    // A wrong token is refused; the right one takes her over on a new queue.
+    let (tx, rx) = mpsc::channel(crate::api::EVENT_QUEUE);
+    assert_eq!(
+        net.core.resume(ada, "0123456789abcdef0123456789abcdef", tx.clone(), net.now).err(),
+        Some(crate::api::SfuError::ResumeFailed)
+    );
+    let token = net.client("ada").resume_token.clone();
+    let info = net.core.resume(ada, &token, tx, net.now).expect("resumed");
+    assert_eq!(info.join.participant, ada);
+    assert_eq!(info.join.others.len(), 1);
+    let mut old = std::mem::replace(&mut net.client_mut("ada").events, rx);
+    assert!(matches!(
+        old.try_recv(),
+        Ok(SfuEvent::Closed(crate::api::CloseReason::Resumed))
+    ) || {
+        // Events that were queued before the handover come first.
+        let mut last = None;
+        while let Ok(e) = old.try_recv() {
+            last = Some(e);
+        }
+        matches!(last, Some(SfuEvent::Closed(crate::api::CloseReason::Resumed)))
+    });
+    net.pump();
+    assert!(saw(net.client("bob"), |e| matches!(e, SfuEvent::ParticipantReconnected(p) if *p == ada)));
+    assert!(!saw(net.client("bob"), |e| matches!(e, SfuEvent::ParticipantLeft(_))));
+    // The old socket's session noticing its loss late does not detach the resumed participant.
+    assert_eq!(info.join.attachment.id(), 2);
+    assert!(info.join.attachment.is_current());
+    net.client_mut("bob").seen.clear();
+    net.core.detach(ada, 1, net.now);
+    net.pump();
+    assert!(
+        !saw(net.client("bob"), |e| matches!(e, SfuEvent::ParticipantReconnecting(_))),
+        "a stale detach is ignored"
+    );
+    net.mark();
+    net.run(Duration::from_secs(2));
+    net.assert_flowing("bob", "ada", Duration::from_secs(2), STEP);
+    assert_eq!(net.metric(|m| &m.participants), 2);
+}
+
+#[test]
+fn a_participant_not_resumed_within_the_grace_period_leaves() {
+    let mut net = Net::new();
+    net.core = std::mem::replace(
+        &mut net.core,
+        Core::new(
+            crate::room::LocalCandidates::default(),
+            1,
+            Arc::new(SfuMetrics::default()),
+            broadcast::channel(1).0,
+            net.now,
+        ),
+    )
+    .with_resume_grace(Duration::from_secs(5));
+    net.join("ada", None);
+    net.join("bob", None);
+    net.run(Duration::from_secs(2));
+    let bob = net.client("bob").id;
+    net.core.detach(bob, 1, net.now);
+    net.run(Duration::from_secs(4));
+    assert!(!saw(net.client("ada"), |e| matches!(e, SfuEvent::ParticipantLeft(_))), "still within the grace");
+    net.run(Duration::from_secs(2));
+    assert!(saw(net.client("ada"), |e| matches!(e, SfuEvent::ParticipantLeft(p) if *p == bob)));
+    assert_eq!(net.client("bob").closed, Some(crate::api::CloseReason::GraceExpired));
+    let token = net.client("bob").resume_token.clone();
+    let (tx, _rx) = mpsc::channel(1);
+    assert!(net.core.resume(bob, &token, tx, net.now).is_err(), "too late to resume");
 }
