@@ -27,6 +27,8 @@ pub struct Application {
         tokio::sync::oneshot::Sender<()>,
         tokio::task::JoinHandle<()>,
     )>,
+    /// The one-port front door's accept loop (TLS on), stopped with the server.
+    front: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -72,17 +74,47 @@ impl Application {
                 })
                 .collect(),
         };
+        // With TLS, `--listen` is the one port: its listener (the front door) sniffs each
+        // connection, and ICE-TCP is announced on it instead of on a port of its own.
+        let tls = crate::tls::server_config(
+            args.tls_mode(),
+            args.tls_cert.as_deref(),
+            args.tls_key.as_deref(),
+            &args.data_dir,
+            &interfaces
+                .iter()
+                .map(|i| i.announce.to_string())
+                .chain(std::iter::once(args.listen.ip().to_string()))
+                .collect::<Vec<_>>(),
+        )?;
+        let front_listener = match &tls {
+            Some(_) => Some(tokio::net::TcpListener::bind(args.listen).await?),
+            None => None,
+        };
+        let front_port = match &front_listener {
+            Some(l) => Some(l.local_addr()?.port()),
+            None => None,
+        };
         let media = MediaConfig {
             udp_port: args.media_port,
             tcp_port: args.media_tcp_port,
+            tcp_shared_port: front_port,
             resume_grace: std::time::Duration::from_secs(args.resume_grace_s),
             interfaces,
             max_participants: args.max_participants,
         };
         let (sfu, room_events) = start_media_thread(media)?;
 
-        let listener = TcpListener::bind(args.listen)?;
-        let http_addr = listener.local_addr()?;
+        // Behind the front door the HTTP server listens on loopback only.
+        let listener = match &front_listener {
+            Some(_) => TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?,
+            None => TcpListener::bind(args.listen)?,
+        };
+        let http_addr = match &front_listener {
+            Some(l) => l.local_addr()?,
+            None => listener.local_addr()?,
+        };
+        let backend = listener.local_addr()?;
         let (paid, settlement_shutdown) = start_paid_sessions(&args, &db).await?;
         let state = AppState {
             paid,
@@ -106,12 +138,25 @@ impl Application {
         .shutdown_timeout(5)
         .listen(listener)?
         .run();
+        let front = match (front_listener, tls) {
+            (Some(l), Some(tls)) => {
+                tracing::info!(addr = %http_addr, "one port: HTTPS, WSS and ICE-TCP");
+                let front = std::sync::Arc::new(crate::front::Front {
+                    tls: tokio_rustls::TlsAcceptor::from(tls),
+                    backend,
+                    sfu: sfu.clone(),
+                });
+                Some(tokio::spawn(crate::front::run(l, front)))
+            }
+            _ => None,
+        };
         Ok(Self {
             http_addr,
             server,
             sfu,
             room_events,
             settlement_shutdown,
+            front,
         })
     }
 
@@ -151,6 +196,9 @@ impl Application {
                 r
             }
         };
+        if let Some(front) = self.front {
+            front.abort();
+        }
         self.sfu.shutdown().await;
         if let Some((stop, task)) = self.settlement_shutdown {
             let _ = stop.send(());

@@ -104,6 +104,19 @@ pub struct ServeArgs {
     /// 20 attempts).
     #[arg(long, env = "CONFAB_SETTLEMENT_RETRY_MS", default_value_t = 2000)]
     pub settlement_retry_ms: u64,
+    /// TLS on `--listen`: `off` (plain HTTP, the zero-setup default on localhost),
+    /// `self-signed` (generated once under the data dir, so a LAN address is a secure origin),
+    /// `files` (`--tls-cert`/`--tls-key`, default `certs/cert.pem`, `certs/key.pem`). With TLS on,
+    /// `--listen` is the one port for everything: HTTPS, WSS and ICE-TCP media (the TCP candidate
+    /// is announced on it; the media TCP port is not opened).
+    #[arg(long, env = "CONFAB_TLS", value_enum, default_value_t = crate::tls::TlsMode::Off)]
+    pub tls: crate::tls::TlsMode,
+    /// PEM certificate chain for `--tls files` (giving it implies `--tls files`).
+    #[arg(long, env = "CONFAB_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `--tls files`.
+    #[arg(long, env = "CONFAB_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Why the settings are unusable.
@@ -137,6 +150,14 @@ impl ServeArgs {
             return Err(ConfigError::StaticDir(dir.display().to_string()));
         }
         Ok(())
+    }
+
+    /// `--tls`, or `files` when only `--tls-cert` was given.
+    pub fn tls_mode(&self) -> crate::tls::TlsMode {
+        match (self.tls, &self.tls_cert) {
+            (crate::tls::TlsMode::Off, Some(_)) => crate::tls::TlsMode::Files,
+            (mode, _) => mode,
+        }
     }
 
     /// `--database-url`, else the SQLite file `<data-dir>/confab.db`.

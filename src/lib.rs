@@ -26,8 +26,10 @@ pub mod app;
 pub mod auth;
 pub mod chat;
 pub mod config;
+pub mod front;
 pub mod http;
 pub mod paid;
 pub mod signaling;
+pub mod tls;
 
 pub use app::Application;

@@ -53,8 +53,10 @@ enum Exit {
     Gone,
 }
 
-/// Longest a write to the socket may wait (a dead peer's TCP window stays shut): past it the
-/// message is dropped, and the idle timeout ends the session.
+/// Longest a write of a media-plane event to the socket may wait (a dead peer's TCP window
+/// stays shut): past it the socket counts as lost (the participant is detached and may
+/// resume). Replies inside a request are dropped past it instead, and the idle timeout ends the
+/// session.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Joined {
@@ -263,10 +265,10 @@ async fn reply_now(session: &mut Session, m: ServerMessage) -> Flow {
     Flow::Continue
 }
 
+/// Sends `m`, giving up after [`SEND_TIMEOUT`] (a dead peer; the idle timeout ends it).
 async fn send(session: &mut Session, m: &ServerMessage) {
-    let _ = session
-        .text(serde_json::to_string(m).expect("serializable"))
-        .await;
+    let text = serde_json::to_string(m).expect("serializable");
+    let _ = tokio::time::timeout(SEND_TIMEOUT, session.text(text)).await;
 }
 
 async fn handle(
@@ -300,7 +302,7 @@ async fn handle(
             )),
             Ok(room_id) => {
                 let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-                match sfu.join(room_id.clone(), name.trim().to_owned(), tx).await {
+                match sfu.join(room_id.clone(), name.trim().to_owned(), claims.sub.clone(), tx).await {
                     Ok(info) => {
                         let msg = ServerMessage::Joined {
                             room: room_id.to_string(),
@@ -349,7 +351,7 @@ async fn handle(
                 return reply_now(session, ServerMessage::error(ErrorCode::ResumeFailed, "no such participant")).await;
             };
             let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-            match sfu.resume(pid, resume_token, tx).await {
+            match sfu.resume(pid, resume_token, claims.sub.clone(), tx).await {
                 Ok(info) => {
                     let msg = ServerMessage::Resumed {
                         room: info.room.to_string(),

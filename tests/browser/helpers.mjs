@@ -4,6 +4,8 @@ import { chromium } from 'playwright-core';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, createWriteStream } from 'node:fs';
 import { createServer } from 'node:net';
+import http from 'node:http';
+import https from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -14,7 +16,7 @@ export const BASE = process.env.CONFAB_URL || 'http://127.0.0.1:8080';
  * wrapper that runs it in a network namespace); `secureOrigin` is an `http://host:port` origin other
  * than localhost to treat as secure (getUserMedia needs it).
  */
-export async function launch({ executablePath, secureOrigin } = {}) {
+export async function launch({ executablePath, secureOrigin, ignoreCertificateErrors = false } = {}) {
   return chromium.launch({
     executablePath: executablePath || process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
@@ -23,7 +25,9 @@ export async function launch({ executablePath, secureOrigin } = {}) {
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
       '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required',
-      ...(secureOrigin ? [`--unsafely-treat-insecure-origin-as-secure=${secureOrigin}`] : []),
+      ...(secureOrigin && secureOrigin.startsWith('http:') ? [`--unsafely-treat-insecure-origin-as-secure=${secureOrigin}`] : []),
+      // A test server's self-signed certificate (`--tls self-signed`).
+      ...(ignoreCertificateErrors ? ['--ignore-certificate-errors'] : []),
     ],
   });
 }
@@ -105,7 +109,7 @@ export function freePort() {
  * announced on 127.0.0.1 only); resolves once /healthz answers 200. Its output goes to `log` (an
  * array, for diagnostics). `listen` is the HTTP address (default `127.0.0.1:port`).
  */
-export async function startServer(port, dataDir, log, { args = ['--public-ip', '127.0.0.1'], listen } = {}) {
+export async function startServer(port, dataDir, log, { args = ['--public-ip', '127.0.0.1'], listen, tls = false } = {}) {
   const argv = ['serve', '--listen', listen || `127.0.0.1:${port}`, '--media-port', '0', ...args,
     '--data-dir', dataDir, '--static-dir', STATIC_DIR];
   const child = spawn(process.env.CONFAB_BIN, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -117,15 +121,32 @@ export async function startServer(port, dataDir, log, { args = ['--public-ip', '
   const host = listen ? listen.replace(/:\d+$/, '') : '127.0.0.1';
   await eventually(async () => {
     if (child.exitCode !== null) throw new Error(`server exited with ${child.exitCode}`);
-    const res = await fetch(`http://${host}:${port}/healthz`).catch(() => null);
+    const res = await get(`${tls ? 'https' : 'http'}://${host}:${port}/healthz`).catch(() => null);
     return res?.status === 200;
   }, 30_000, `the server on port ${port} to answer /healthz`);
   return child;
 }
 
+/**
+ * GET `url` (http or https; a test server's self-signed certificate is accepted): `{status, body}`.
+ */
+export function get(url) {
+  const mod = url.startsWith('https:') ? https : http;
+  return new Promise((resolve, reject) => {
+    const req = mod.get(url, { rejectUnauthorized: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => { body += c; });
+      res.on('end', () => resolve({ status: res.statusCode, body }));
+    });
+    req.on('error', reject);
+    req.setTimeout(10_000, () => req.destroy(new Error(`GET ${url} timed out`)));
+  });
+}
+
 /** A counter or gauge from the server's Prometheus text at `base` (null when absent). */
 export async function metric(base, name) {
-  const text = await (await fetch(`${base}/metrics`)).text();
+  const { body: text } = await get(`${base}/metrics`);
   const line = text.split('\n').find((l) => l.startsWith(`${name} `));
   return line ? Number(line.split(' ')[1]) : null;
 }
@@ -141,7 +162,7 @@ export async function withOwnServer(options, body) {
   const port = await freePort();
   const dataDir = mkdtempSync(join(tmpdir(), 'confab-test-'));
   const host = options.listen || '127.0.0.1';
-  const ctx = { port, base: `http://${host}:${port}`, dataDir, log: [], server: null, browsers: [], pages: [] };
+  const ctx = { port, base: `${options.tls ? 'https' : 'http'}://${host}:${port}`, dataDir, log: [], server: null, browsers: [], pages: [] };
   try {
     ctx.server = await startServer(port, dataDir, ctx.log, { ...options, listen: `${host}:${port}` });
     await body(ctx);

@@ -117,3 +117,17 @@ export function readdress(ns, i, host, { net = 251 } = {}) {
   run('ip', '-n', ns, 'addr', 'add', `${neu}/24`, 'dev', c);
   return neu;
 }
+
+/**
+ * Lets only TCP to and from port `port` on the server's end of link `i` pass, both ways (a
+ * network that allows nothing but HTTPS to one host: no UDP, no other TCP port). Inside the
+ * namespace, so it goes with the namespace.
+ */
+export function onlyTcpPort(ns, i, port) {
+  const c = `cfc${i}`;
+  const x = (...rule) => run('ip', 'netns', 'exec', ns, 'iptables', ...rule);
+  x('-I', 'OUTPUT', '1', '-o', c, '-j', 'DROP');
+  x('-I', 'OUTPUT', '1', '-o', c, '-p', 'tcp', '--dport', String(port), '-j', 'ACCEPT');
+  x('-I', 'INPUT', '1', '-i', c, '-j', 'DROP');
+  x('-I', 'INPUT', '1', '-i', c, '-p', 'tcp', '--sport', String(port), '-j', 'ACCEPT');
+}

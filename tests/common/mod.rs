@@ -80,6 +80,9 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeArgs)) -> TestApp {
         paid_grace_s: 30,
         paid_heartbeat_timeout_s: 120,
         settlement_retry_ms: 2000,
+        tls: confab::tls::TlsMode::Off,
+        tls_cert: None,
+        tls_key: None,
     };
     adjust(&mut args);
     let app = Application::build(args).await.expect("the server builds");

@@ -116,8 +116,10 @@ pub enum ClientMessage {
     /// The End button: ends the room's paid session now (student or tutor only).
     EndSession,
     /// Come back on a new socket as the participant `joined` named, within the resume grace
-    /// period, instead of `join`. Answered by `resumed` (then send a `publish_offer` with an ICE
-    /// restart; a `subscribe_offer` with one follows) or `error` `resume_failed` (join afresh).
+    /// period, instead of `join`; the access token must be the same user's. Answered by
+    /// `resumed` (a `subscribe_offer` left unanswered on the old socket is sent again; a client
+    /// whose transports did not survive restarts ICE: an ICE-restart `publish_offer`, and
+    /// `restart_ice` for the subscriber) or `error` `resume_failed` (join afresh).
     Resume {
         /// The `participant_id` of the earlier `joined`.
         participant_id: String,

@@ -25,6 +25,11 @@ pub struct MediaConfig {
     /// TCP port of the passive ICE-TCP listener on every interface (RFC 6544): `None` takes the
     /// UDP socket's port number, `Some(0)` lets the OS choose.
     pub tcp_port: Option<u16>,
+    /// ICE-TCP arrives through another listener on this port (the one-port front door, which
+    /// hands each RFC 4571 connection over with [`SfuHandle::adopt_ice_tcp`]): the worker binds
+    /// no TCP listener of its own and announces this port in its TCP candidates. Overrides
+    /// `tcp_port`.
+    pub tcp_shared_port: Option<u16>,
     /// One UDP socket per entry: `bind` is the local address, `announce` the address put in the
     /// ICE host candidate (differs behind a 1:1 NAT, e.g. a cloud VM's public IP).
     pub interfaces: Vec<MediaInterface>,
@@ -389,6 +394,7 @@ pub(crate) enum Command {
     Join {
         room: RoomId,
         name: String,
+        user: String,
         events: mpsc::Sender<SfuEvent>,
         reply: oneshot::Sender<Result<JoinInfo, SfuError>>,
     },
@@ -437,12 +443,18 @@ pub(crate) enum Command {
     Resume {
         participant: ParticipantId,
         token: String,
+        user: String,
         events: mpsc::Sender<SfuEvent>,
         reply: oneshot::Sender<Result<ResumeInfo, SfuError>>,
     },
     RestartIce {
         participant: ParticipantId,
         reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    AdoptTcp {
+        stream: std::net::TcpStream,
+        local_ip: IpAddr,
+        remote: std::net::SocketAddr,
     },
     Shutdown,
 }
@@ -470,17 +482,20 @@ impl SfuHandle {
         rx.await.map_err(|_| SfuError::Stopped)?
     }
 
-    /// Joins `room` as `name`; `events` receives this participant's [`SfuEvent`]s (create it
-    /// with capacity [`EVENT_QUEUE`]). Errors: [`SfuError::RoomFull`], [`SfuError::Stopped`].
+    /// Joins `room` as `name` on behalf of `user` (the access token's subject: only that user
+    /// may resume the participant); `events` receives this participant's [`SfuEvent`]s (create
+    /// it with capacity [`EVENT_QUEUE`]). Errors: [`SfuError::RoomFull`], [`SfuError::Stopped`].
     pub async fn join(
         &self,
         room: RoomId,
         name: String,
+        user: String,
         events: mpsc::Sender<SfuEvent>,
     ) -> Result<JoinInfo, SfuError> {
         self.call(|reply| Command::Join {
             room,
             name,
+            user,
             events,
             reply,
         })
@@ -606,17 +621,21 @@ impl SfuHandle {
     }
 
     /// Takes a participant over on a new socket: `token` is its [`JoinInfo::resume_token`],
-    /// `events` its new queue. The subscriber transport is offered again with an ICE restart
-    /// (RFC 8445 section 9). Errors: [`SfuError::ResumeFailed`].
+    /// `user` the new socket's access-token subject (must be the one that joined), `events` its
+    /// new queue. A subscribe offer still unanswered is sent again (no ICE restart: the client
+    /// asks for one with [`Self::restart_ice`] when its transports did not survive). Errors:
+    /// [`SfuError::ResumeFailed`].
     pub async fn resume(
         &self,
         participant: ParticipantId,
         token: String,
+        user: String,
         events: mpsc::Sender<SfuEvent>,
     ) -> Result<ResumeInfo, SfuError> {
         self.call(|reply| Command::Resume {
             participant,
             token,
+            user,
             events,
             reply,
         })
@@ -628,6 +647,28 @@ impl SfuHandle {
     pub async fn restart_ice(&self, participant: ParticipantId) -> Result<(), SfuError> {
         self.call(|reply| Command::RestartIce { participant, reply })
             .await
+    }
+
+    /// Hands the worker an ICE-TCP connection (RFC 6544 passive, RFC 4571 framing) accepted
+    /// elsewhere: the one-port front door, after its first bytes read as framed STUN. Nothing
+    /// may have been read from `stream` (peeking is fine). `local_ip` is the address it was
+    /// accepted on; the connection is tagged with the TCP candidate announced for it (or the
+    /// first one, behind a 1:1 NAT). Subject to the worker's connection limit like its own
+    /// listeners' connections.
+    pub async fn adopt_ice_tcp(
+        &self,
+        stream: std::net::TcpStream,
+        local_ip: IpAddr,
+        remote: std::net::SocketAddr,
+    ) {
+        let _ = self
+            .tx
+            .send(Command::AdoptTcp {
+                stream,
+                local_ip,
+                remote,
+            })
+            .await;
     }
 
     /// Closes every room (participants get [`CloseReason::Shutdown`]) and stops the worker.

@@ -200,6 +200,8 @@ pub(crate) struct Participant {
     pub channels: Vec<(usize, String)>,
     /// Lets the participant come back on a new socket (32 hex characters, 128 random bits).
     pub resume_token: String,
+    /// The access token's subject that joined: only it may resume.
+    pub user: String,
     /// The signaling connection that owns it now (see [`crate::Attachment`]).
     pub attachment: crate::api::Attachment,
     /// Its signaling socket is gone since then: it leaves when the grace period ends unless
@@ -359,6 +361,7 @@ impl Room {
         &mut self,
         id: ParticipantId,
         name: String,
+        user: String,
         events: mpsc::Sender<SfuEvent>,
         local: &LocalCandidates,
         now: Instant,
@@ -375,6 +378,7 @@ impl Room {
         self.participants.push(Participant {
             id,
             name,
+            user,
             events,
             publisher,
             subscriber: None,

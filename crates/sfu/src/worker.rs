@@ -13,7 +13,7 @@ use crate::routing::udp_tuple;
 use bytes::{Buf, Bytes, BytesMut};
 use rtc::shared::{FiveTuple, TransportProtocol};
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -97,7 +97,12 @@ pub fn spawn_media_worker(
     let (room_events, _) = broadcast::channel(ROOM_EVENTS);
     let metrics = Arc::new(SfuMetrics::default());
     let mut listeners = Vec::new();
+    let mut shared_tcp = Vec::new();
     for (iface, udp) in config.interfaces.iter().zip(&sockets) {
+        if let Some(port) = config.tcp_shared_port {
+            shared_tcp.push(SocketAddr::new(iface.announce, port));
+            continue;
+        }
         let std_listener = match config.tcp_port {
             Some(port) => std::net::TcpListener::bind(SocketAddr::new(iface.bind, port))?,
             // The UDP port's number, or (taken by another TCP socket) any free one.
@@ -112,7 +117,13 @@ pub fn spawn_media_worker(
         ));
     }
     let udp_addrs = Arc::new(sockets.iter().map(|s| s.tag).collect::<Vec<_>>());
-    let tcp_addrs = Arc::new(listeners.iter().map(|(_, tag)| *tag).collect::<Vec<_>>());
+    let tcp_addrs = Arc::new(
+        listeners
+            .iter()
+            .map(|(_, tag)| *tag)
+            .chain(shared_tcp)
+            .collect::<Vec<_>>(),
+    );
     let local = LocalCandidates {
         udp: udp_addrs.to_vec(),
         tcp: tcp_addrs.to_vec(),
@@ -130,6 +141,7 @@ pub fn spawn_media_worker(
     let worker = Worker {
         sockets,
         listeners,
+        tcp_addrs: tcp_addrs.to_vec(),
         tcp_tx,
         tcp_conns: HashMap::new(),
         core,
@@ -153,6 +165,8 @@ struct Worker {
     sockets: Vec<MediaSocket>,
     /// Passive ICE-TCP listeners and their announced addresses.
     listeners: Vec<(TcpListener, SocketAddr)>,
+    /// Every announced TCP candidate address (own listeners' and the shared port's).
+    tcp_addrs: Vec<SocketAddr>,
     /// Handed to each connection's reader task.
     tcp_tx: mpsc::Sender<TcpEvent>,
     /// Each open ICE-TCP connection's write queue, by its 5-tuple.
@@ -189,6 +203,9 @@ impl Worker {
                         self.core.shutdown(Instant::now());
                         self.send_all();
                         return;
+                    }
+                    Some(Command::AdoptTcp { stream, local_ip, remote }) => {
+                        self.adopt_tcp(stream, local_ip, remote);
                     }
                     Some(cmd) => {
                         apply(&mut self.core, cmd, Instant::now());
@@ -239,8 +256,38 @@ impl Worker {
             .record_processing(now.elapsed().as_nanos() as u64);
     }
 
-    /// A new ICE-TCP connection: a reader and a writer task, unless the limit is reached.
+    /// An ICE-TCP connection from the one-port front door, tagged with the TCP candidate
+    /// announced for the address it arrived on (behind a 1:1 NAT, the only one).
+    fn adopt_tcp(&mut self, stream: std::net::TcpStream, local_ip: IpAddr, remote: SocketAddr) {
+        let Some(&local) = self
+            .tcp_addrs
+            .iter()
+            .find(|a| a.ip() == local_ip)
+            .or(self.tcp_addrs.first())
+        else {
+            return;
+        };
+        let stream = match stream
+            .set_nonblocking(true)
+            .and_then(|()| TcpStream::from_std(stream))
+        {
+            Ok(s) => s,
+            Err(e) => {
+                debug!("adopting an ICE-TCP connection: {e}");
+                return;
+            }
+        };
+        self.on_tcp_connection(local, stream, remote);
+    }
+
+    /// A new ICE-TCP connection on listener `i`.
     fn on_tcp_accept(&mut self, i: usize, stream: TcpStream, remote: SocketAddr) {
+        self.on_tcp_connection(self.listeners[i].1, stream, remote);
+    }
+
+    /// A new ICE-TCP connection, `local` its announced candidate address: a reader and a
+    /// writer task, unless the limit is reached.
+    fn on_tcp_connection(&mut self, local: SocketAddr, stream: TcpStream, remote: SocketAddr) {
         if self.tcp_conns.len() >= MAX_TCP_CONNECTIONS {
             SfuMetrics::inc(&self.metrics.tcp_refused);
             return; // dropping the stream closes it
@@ -248,7 +295,7 @@ impl Worker {
         SfuMetrics::inc(&self.metrics.tcp_connections);
         let _ = stream.set_nodelay(true);
         let tuple = FiveTuple {
-            local_addr: self.listeners[i].1,
+            local_addr: local,
             peer_addr: remote,
             transport_protocol: TransportProtocol::TCP,
         };
@@ -299,10 +346,11 @@ fn apply(core: &mut Core, cmd: Command, now: Instant) {
         Command::Join {
             room,
             name,
+            user,
             events,
             reply,
         } => {
-            let _ = reply.send(core.join(room, name, events, now));
+            let _ = reply.send(core.join(room, name, user, events, now));
         }
         Command::PublishOffer {
             participant,
@@ -360,15 +408,16 @@ fn apply(core: &mut Core, cmd: Command, now: Instant) {
         Command::Resume {
             participant,
             token,
+            user,
             events,
             reply,
         } => {
-            let _ = reply.send(core.resume(participant, &token, events, now));
+            let _ = reply.send(core.resume(participant, &token, &user, events, now));
         }
         Command::RestartIce { participant, reply } => {
             let _ = reply.send(core.restart_ice(participant, now));
         }
-        Command::Shutdown => {}
+        Command::AdoptTcp { .. } | Command::Shutdown => {}
     }
 }
 

@@ -413,10 +413,11 @@ impl Core {
         &mut self,
         room: RoomId,
         name: String,
+        user: String,
         events: mpsc::Sender<SfuEvent>,
         now: Instant,
     ) -> Result<JoinInfo, SfuError> {
-        self.join_room(room, name, events, now)
+        self.join_room(room, name, user, events, now)
     }
 
     /// Applies a publisher-transport offer; returns the SDP answer. Errors: `InvalidSdp`,
@@ -580,6 +581,7 @@ impl Core {
         &mut self,
         participant: ParticipantId,
         token: &str,
+        user: &str,
         events: mpsc::Sender<SfuEvent>,
         now: Instant,
     ) -> Result<ResumeInfo, SfuError> {
@@ -593,7 +595,9 @@ impl Core {
             if !constant_time_eq(
                 room.participants[idx].resume_token.as_bytes(),
                 token.as_bytes(),
-            ) {
+            ) || room.participants[idx].user != user
+            {
+                // A token is no use to anyone but the user it was issued to.
                 return Err(SfuError::ResumeFailed);
             }
             let others = room
@@ -665,6 +669,7 @@ impl Core {
         &mut self,
         room_id: RoomId,
         name: String,
+        user: String,
         events: mpsc::Sender<SfuEvent>,
         now: Instant,
     ) -> Result<JoinInfo, SfuError> {
@@ -683,7 +688,7 @@ impl Core {
         let pid = ParticipantId(self.next_id);
         self.next_id += 1;
         let others = room.participants.iter().map(|p| p.info()).collect();
-        if let Err(e) = room.add_participant(pid, name.clone(), events, &self.local, now) {
+        if let Err(e) = room.add_participant(pid, name.clone(), user, events, &self.local, now) {
             if room.participants.is_empty() {
                 self.rooms.remove(&room_id);
             }

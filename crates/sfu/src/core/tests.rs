@@ -195,7 +195,7 @@ impl Net {
         let (tx, rx) = mpsc::channel(crate::api::EVENT_QUEUE);
         let info = self
             .core
-            .join(self.room.clone(), name.into(), tx, self.now)
+            .join(self.room.clone(), name.into(), format!("user-{name}"), tx, self.now)
             .expect("join");
         let mut publisher = client_pc(pub_addr, consent_every, self.now);
         let ssrc = rand::random::<u32>() | 1;
@@ -830,11 +830,16 @@ fn a_participant_whose_socket_drops_stays_with_its_media_and_resumes_unseen_as_a
     // A wrong token is refused; the right one takes her over on a new queue.
     let (tx, rx) = mpsc::channel(crate::api::EVENT_QUEUE);
     assert_eq!(
-        net.core.resume(ada, "0123456789abcdef0123456789abcdef", tx.clone(), net.now).err(),
+        net.core.resume(ada, "0123456789abcdef0123456789abcdef", "user-ada", tx.clone(), net.now).err(),
         Some(crate::api::SfuError::ResumeFailed)
     );
     let token = net.client("ada").resume_token.clone();
-    let info = net.core.resume(ada, &token, tx, net.now).expect("resumed");
+    assert_eq!(
+        net.core.resume(ada, &token, "user-bob", tx.clone(), net.now).err(),
+        Some(crate::api::SfuError::ResumeFailed),
+        "the right token from another user"
+    );
+    let info = net.core.resume(ada, &token, "user-ada", tx, net.now).expect("resumed");
     assert_eq!(info.join.participant, ada);
     assert_eq!(info.join.others.len(), 1);
     let mut old = std::mem::replace(&mut net.client_mut("ada").events, rx);
@@ -894,5 +899,5 @@ fn a_participant_not_resumed_within_the_grace_period_leaves() {
     assert_eq!(net.client("bob").closed, Some(crate::api::CloseReason::GraceExpired));
     let token = net.client("bob").resume_token.clone();
     let (tx, _rx) = mpsc::channel(1);
-    assert!(net.core.resume(bob, &token, tx, net.now).is_err(), "too late to resume");
+    assert!(net.core.resume(bob, &token, "user-bob", tx, net.now).is_err(), "too late to resume");
 }
