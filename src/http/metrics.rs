@@ -133,7 +133,7 @@ pub fn families(m: &SfuMetrics) -> Vec<MetricFamily> {
             get(&m.participants) as f64,
         ),
     ];
-    let drops: [(&str, &AtomicU64); 7] = [
+    let drops: [(&str, &AtomicU64); 8] = [
         ("keyframe_wait", &m.drops_keyframe_wait),
         ("unmapped_payload_type", &m.drops_unmapped_pt),
         ("socket_full", &m.drops_socket_full),
@@ -141,6 +141,7 @@ pub fn families(m: &SfuMetrics) -> Vec<MetricFamily> {
         ("write_error", &m.drops_write_error),
         ("not_connected", &m.drops_not_connected),
         ("tcp_queue_full", &m.drops_tcp_queue_full),
+        ("tcp_congested", &m.drops_congested),
     ];
     let mut f = family(
         "confab_drops_total",

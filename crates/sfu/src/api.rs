@@ -329,6 +329,9 @@ pub struct SfuMetrics {
     pub consent_failures: AtomicU64,
     /// Participants removed because handling their input panicked (the others stay).
     pub participant_panics: AtomicU64,
+    /// Video packets not sent to a subscriber whose ICE-TCP connection was backed up (they
+    /// restart on a keyframe once it drains; audio is never dropped this way).
+    pub drops_congested: AtomicU64,
     /// Signaling sockets lost without a `leave` (the participant waits to be resumed).
     pub detaches: AtomicU64,
     /// Participants taken over on a new socket with their resume token.

@@ -70,6 +70,10 @@ pub(crate) struct Transport {
     /// nominates, and waits out a retransmission timer when it is lost (measured ≈ 0.6 s per
     /// transport). At most [`EARLY_DATAGRAMS`].
     pub early: Vec<(FiveTuple, bytes::BytesMut, Instant)>,
+    /// The connection media goes out on is backed up (an ICE-TCP write queue past its high
+    /// mark, [`crate::Core::set_congested`]): video to this transport is dropped until it
+    /// drains and then restarts on a keyframe; audio keeps flowing.
+    pub congested: bool,
 }
 
 /// Most datagrams a transport holds before ICE selects a pair (a DTLS flight is 1–3 records).
@@ -141,6 +145,7 @@ impl Transport {
             dirty: true,
             ice_connected: false,
             early: Vec::new(),
+            congested: false,
         })
     }
 }
@@ -980,6 +985,7 @@ impl Room {
             };
             crate::core::blame(sub_p.id);
             let can_send = sub.can_send();
+            let congested = sub.congested;
             for dt in &mut sub_p.downtracks {
                 if !dt.negotiated || dt.track.participant != publisher_id {
                     continue;
@@ -992,6 +998,13 @@ impl Room {
                     // resumes on a keyframe.
                     dt.rewriter.skip(&packet.header);
                     SfuMetrics::inc(&metrics.drops_not_connected);
+                    continue;
+                }
+                if congested && dt.track_is_video() {
+                    // Its TCP connection is backed up: video gives way (to the next keyframe,
+                    // asked for when it drains), so audio is not queued behind it.
+                    dt.rewriter.skip(&packet.header);
+                    SfuMetrics::inc(&metrics.drops_congested);
                     continue;
                 }
                 let mut out = packet.clone();

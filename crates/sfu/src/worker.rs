@@ -43,6 +43,14 @@ pub const MAX_TCP_CONNECTIONS: usize = 4096;
 /// repair them), the loop never waits.
 pub const TCP_WRITE_QUEUE: usize = 512;
 
+/// Frames queued towards one ICE-TCP connection past which it counts as backed up: video to it
+/// stops (to the next keyframe) so audio is never queued behind it (RFC 6544 leaves the policy
+/// to the implementation; a quarter of the queue is ~0.5 s of 2.5 Mbps video).
+pub const TCP_CONGESTED_ABOVE: usize = TCP_WRITE_QUEUE / 4;
+
+/// Frames queued below which a backed-up connection counts as drained again.
+pub const TCP_DRAINED_BELOW: usize = TCP_WRITE_QUEUE / 16;
+
 /// Frames from every ICE-TCP connection queued towards the loop; a reader waits when it is full
 /// (TCP flow control pushes back on that peer only).
 const TCP_READ_QUEUE: usize = 4096;
@@ -144,6 +152,7 @@ pub fn spawn_media_worker(
         tcp_addrs: tcp_addrs.to_vec(),
         tcp_tx,
         tcp_conns: HashMap::new(),
+        tcp_congested: Vec::new(),
         core,
         metrics: metrics.clone(),
         rx_buf: BytesMut::with_capacity(64 * 1024),
@@ -171,6 +180,8 @@ struct Worker {
     tcp_tx: mpsc::Sender<TcpEvent>,
     /// Each open ICE-TCP connection's write queue, by its 5-tuple.
     tcp_conns: HashMap<FiveTuple, mpsc::Sender<Bytes>>,
+    /// Connections whose queue passed [`TCP_CONGESTED_ABOVE`] and has not drained yet.
+    tcp_congested: Vec<FiveTuple>,
     core: Core,
     metrics: Arc<SfuMetrics>,
     /// Receive buffer; each datagram is split off it, so allocation happens once per ~64 KiB
@@ -237,10 +248,12 @@ impl Worker {
                     }
                     TcpEvent::Closed { tuple } => {
                         self.tcp_conns.remove(&tuple);
+                        self.tcp_congested.retain(|t| *t != tuple);
                     }
                 },
                 _ = &mut sleep => {
                     self.core.handle_timeout(Instant::now());
+                    self.check_drained(Instant::now());
                     self.send_all();
                 }
             }
@@ -445,6 +458,34 @@ impl Worker {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 self.tcp_conns.remove(&tuple);
+                self.tcp_congested.retain(|t| *t != tuple);
+                return;
+            }
+        }
+        let queued = TCP_WRITE_QUEUE - conn.capacity();
+        if queued > TCP_CONGESTED_ABOVE && !self.tcp_congested.contains(&tuple) {
+            self.tcp_congested.push(tuple);
+            self.core.set_congested(tuple, true, Instant::now());
+        } else if queued < TCP_DRAINED_BELOW && self.tcp_congested.contains(&tuple) {
+            self.tcp_congested.retain(|t| *t != tuple);
+            self.core.set_congested(tuple, false, Instant::now());
+        }
+    }
+
+    /// Tells the core about backed-up connections that drained while nothing was sent to them.
+    fn check_drained(&mut self, now: Instant) {
+        let mut k = 0;
+        while k < self.tcp_congested.len() {
+            let tuple = self.tcp_congested[k];
+            let queued = self
+                .tcp_conns
+                .get(&tuple)
+                .map_or(0, |c| TCP_WRITE_QUEUE - c.capacity());
+            if queued < TCP_DRAINED_BELOW {
+                self.tcp_congested.swap_remove(k);
+                self.core.set_congested(tuple, false, now);
+            } else {
+                k += 1;
             }
         }
     }

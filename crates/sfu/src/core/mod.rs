@@ -660,6 +660,38 @@ impl Core {
         })
     }
 
+    /// The connection on `tuple` (an ICE-TCP connection) is backed up (`true`: its write queue
+    /// passed the high mark) or drained again (`false`). While backed up, video to the
+    /// transport it carries is dropped (renumbered, no gap) and audio flows; when it drains,
+    /// its video restarts on keyframes requested at once. Unknown tuples are ignored.
+    pub fn set_congested(&mut self, tuple: FiveTuple, congested: bool, now: Instant) {
+        let Some(key) = self.routes.lookup(&tuple, now) else {
+            return;
+        };
+        let metrics = Arc::clone(&self.metrics);
+        let _ = self.with_room(key.participant, now, |room| {
+            let idx = room
+                .index_of(key.participant)
+                .ok_or(SfuError::UnknownParticipant)?;
+            let Some(t) = room.participants[idx].transport_mut(key.role) else {
+                return Ok(());
+            };
+            if t.congested == congested {
+                return Ok(());
+            }
+            t.congested = congested;
+            debug!(participant = %key.participant, role = ?key.role, congested, "TCP write queue");
+            if !congested && key.role == TransportRole::Subscriber {
+                for dt in &mut room.participants[idx].downtracks {
+                    dt.rewriter.request_resync();
+                }
+                let sent = room.request_keyframes_after_path_switch(idx, key.role, now);
+                SfuMetrics::add(&metrics.plis_sent, sent);
+            }
+            Ok(())
+        });
+    }
+
     /// The participant leaves (its transports close, the others are told).
     pub fn leave(&mut self, participant: ParticipantId, now: Instant) {
         self.remove(participant, None, now);

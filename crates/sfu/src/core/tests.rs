@@ -901,3 +901,30 @@ fn a_participant_not_resumed_within_the_grace_period_leaves() {
     let (tx, _rx) = mpsc::channel(1);
     assert!(net.core.resume(bob, &token, "user-bob", tx, net.now).is_err(), "too late to resume");
 }
+
+#[test]
+fn a_backed_up_subscriber_connection_drops_video_to_the_next_keyframe_without_a_sequence_gap() {
+    let mut net = Net::new();
+    net.join("ada", None);
+    net.join("bob", None);
+    net.run(Duration::from_secs(2));
+    let bob_sub = udp_tuple(SERVER.parse().unwrap(), net.client("bob").sub_addr);
+    // Bob's connection backs up: no video to him, counted, while Ada still gets his.
+    net.core.set_congested(bob_sub, true, net.now);
+    net.run(Duration::from_millis(200));
+    net.mark();
+    net.run(Duration::from_secs(2));
+    let r = net.received("bob", "ada");
+    assert_eq!(r.packets - r.marked, 0, "no video while backed up: {r:?}");
+    assert!(net.metric(|m| &m.drops_congested) >= 150);
+    net.assert_flowing("ada", "bob", Duration::from_secs(2), STEP);
+    // Drained: video restarts on a keyframe asked for at once, and the receiver sees no gap in
+    // the sequence numbers (the dropped packets were never numbered for it).
+    let plis = net.metric(|m| &m.plis_sent);
+    net.core.set_congested(bob_sub, false, net.now);
+    assert!(net.metric(|m| &m.plis_sent) > plis, "a keyframe is requested when it drains");
+    net.run(Duration::from_millis(1100));
+    net.mark();
+    net.run(Duration::from_secs(2));
+    net.assert_flowing("bob", "ada", Duration::from_secs(2), STEP);
+}
