@@ -198,3 +198,42 @@ async fn a_websocket_without_a_valid_token_is_refused_before_the_upgrade() {
         }
     }
 }
+
+/// Replies and errors echo a request's `request_id` (a short string or an integer), so a client
+/// can match them; others are not echoed and do not break anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_and_errors_echo_the_request_id() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let app = spawn_app(3).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(app.ws_url("rid")).await.unwrap();
+    let mut ask = async |text: &str, want: &str| -> serde_json::Value {
+        ws.send(Message::text(text)).await.unwrap();
+        tokio::time::timeout(WAIT, async {
+            while let Some(Ok(m)) = ws.next().await {
+                if let Message::Text(t) = m {
+                    let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                    if v["type"] == want {
+                        return v;
+                    }
+                }
+            }
+            panic!("socket closed")
+        })
+        .await
+        .expect("answered")
+    };
+    let v = ask(r#"{"type":"ping","ts":1,"request_id":"r-1"}"#, "pong").await;
+    assert_eq!(v["request_id"], "r-1");
+    let v = ask(r#"{"type":"bogus","request_id":7}"#, "error").await;
+    assert_eq!((v["code"].as_str(), v["request_id"].as_i64()), (Some("unknown_type"), Some(7)));
+    let v = ask(r#"{"type":"mute","source":"camera","muted":true,"request_id":"m"}"#, "error").await;
+    assert_eq!((v["code"].as_str(), v["request_id"].as_str()), (Some("not_joined"), Some("m")));
+    let v = ask(r#"{"type":"join","room":"rid-room","name":"R","request_id":"j"}"#, "joined").await;
+    assert_eq!(v["request_id"], "j");
+    let long = "x".repeat(65);
+    let v = ask(&format!(r#"{{"type":"ping","ts":2,"request_id":"{long}"}}"#), "pong").await;
+    assert!(v.get("request_id").is_none(), "a request id over 64 bytes is not echoed");
+    let v = ask(r#"{"type":"ping","ts":3,"request_id":{"a":1}}"#, "pong").await;
+    assert!(v.get("request_id").is_none(), "an object is not echoed");
+}

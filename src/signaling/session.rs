@@ -11,7 +11,7 @@
 //! reports the leave (paid-session presence, the chat's "left" line).
 
 use super::protocol::{
-    parse_client_message, ClientMessage, ErrorCode, Kind, ParticipantMsg, ServerMessage, Source,
+    parse_client_message, reply_text, request_id, ClientMessage, ErrorCode, Kind, ParticipantMsg, ServerMessage, Source,
     SubscribedTrackMsg, Target, TrackMsg, MAX_SDP_BYTES,
 };
 use super::ratelimit::TokenBucket;
@@ -103,18 +103,20 @@ pub async fn run(
                 last_heard = Instant::now();
                 match msg {
                     Ok(AggregatedMessage::Text(text)) => {
+                        let rid = request_id(&text);
                         if !limiter.allow(Instant::now()) {
-                            send(&mut session, &ServerMessage::error(ErrorCode::RateLimited, "too many messages; slow down")).await;
+                            send_with(&mut session, &ServerMessage::error(ErrorCode::RateLimited, "too many messages; slow down"), rid.as_ref()).await;
                             continue;
                         }
                         match parse_client_message(&text) {
                             Ok(m) => {
-                                if let Flow::Stop = handle(m, &mut session, &sfu, &chat, paid.as_ref(), &claims, &mut joined).await {
+                                let mut out = Reply { session: &mut session, rid: rid.as_ref() };
+                                if let Flow::Stop = handle(m, &mut out, &sfu, &chat, paid.as_ref(), &claims, &mut joined).await {
                                     exit = Exit::Left;
                                     break Some(CloseCode::Normal.into());
                                 }
                             }
-                            Err((code, message)) => send(&mut session, &ServerMessage::error(code, message)).await,
+                            Err((code, message)) => send_with(&mut session, &ServerMessage::error(code, message), rid.as_ref()).await,
                         }
                     }
                     Ok(AggregatedMessage::Binary(_)) => {
@@ -259,21 +261,38 @@ enum Flow {
     Stop,
 }
 
+/// Where a request's replies go: its socket, and the `request_id` they echo.
+struct Reply<'a> {
+    session: &'a mut Session,
+    rid: Option<&'a serde_json::Value>,
+}
+
+impl Reply<'_> {
+    async fn send(&mut self, m: &ServerMessage) {
+        send_with(self.session, m, self.rid).await;
+    }
+}
+
 /// Sends `m` and continues (for an early reply inside [`handle`]).
-async fn reply_now(session: &mut Session, m: ServerMessage) -> Flow {
-    send(session, &m).await;
+async fn reply_now(out: &mut Reply<'_>, m: ServerMessage) -> Flow {
+    out.send(&m).await;
     Flow::Continue
 }
 
 /// Sends `m`, giving up after [`SEND_TIMEOUT`] (a dead peer; the idle timeout ends it).
 async fn send(session: &mut Session, m: &ServerMessage) {
-    let text = serde_json::to_string(m).expect("serializable");
+    send_with(session, m, None).await;
+}
+
+/// [`send`] with the `request_id` of the message `m` answers, if it had one.
+async fn send_with(session: &mut Session, m: &ServerMessage, rid: Option<&serde_json::Value>) {
+    let text = reply_text(m, rid);
     let _ = tokio::time::timeout(SEND_TIMEOUT, session.text(text)).await;
 }
 
 async fn handle(
     m: ClientMessage,
-    session: &mut Session,
+    out: &mut Reply<'_>,
     sfu: &SfuHandle,
     chat: &ChatService,
     paid: Option<&PaidHandle>,
@@ -318,7 +337,7 @@ async fn handle(
                             claims.sub.clone(),
                             name.clone(),
                         );
-                        send(session, &msg).await;
+                        out.send(&msg).await;
                         chat.system(&cp, format!("{name} joined")).await;
                         if let Some(p) = paid {
                             p.presence(&room_id, &claims.sub, Presence::Joined).await;
@@ -348,7 +367,7 @@ async fn handle(
             None,
         ) => {
             let Some(pid) = ParticipantId::parse(&participant_id) else {
-                return reply_now(session, ServerMessage::error(ErrorCode::ResumeFailed, "no such participant")).await;
+                return reply_now(out, ServerMessage::error(ErrorCode::ResumeFailed, "no such participant")).await;
             };
             let (tx, rx) = mpsc::channel(EVENT_QUEUE);
             match sfu.resume(pid, resume_token, claims.sub.clone(), tx).await {
@@ -360,7 +379,7 @@ async fn handle(
                         max_participants: info.join.max_participants,
                         resume_token: info.join.resume_token.clone(),
                     };
-                    send(session, &msg).await;
+                    out.send(&msg).await;
                     if let Some(p) = paid {
                         p.presence(&info.room, &claims.sub, Presence::Joined).await;
                     }
@@ -493,7 +512,7 @@ async fn handle(
         }
     };
     if let Some(r) = reply {
-        send(session, &r).await;
+        out.send(&r).await;
     }
     Flow::Continue
 }

@@ -383,6 +383,41 @@ impl ServerMessage {
     }
 }
 
+/// Longest `request_id` echoed, in bytes (a longer one is ignored).
+pub const MAX_REQUEST_ID: usize = 64;
+
+/// The optional `request_id` of a client message: a string of at most [`MAX_REQUEST_ID`]
+/// bytes or an integer, echoed verbatim in the reply (or error) that message causes, so a
+/// client can match them. `None` when absent, of another type, too long, or the text is not a
+/// JSON object.
+pub fn request_id(text: &str) -> Option<serde_json::Value> {
+    #[derive(Deserialize)]
+    struct Only {
+        #[serde(default)]
+        request_id: Option<serde_json::Value>,
+    }
+    let id = serde_json::from_str::<Only>(text).ok()?.request_id?;
+    match &id {
+        serde_json::Value::String(s) if s.len() <= MAX_REQUEST_ID => Some(id),
+        serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => Some(id),
+        _ => None,
+    }
+}
+
+/// `m` as JSON text, with `request_id` (from [`request_id`]) added when there is one.
+pub fn reply_text(m: &ServerMessage, request_id: Option<&serde_json::Value>) -> String {
+    match request_id {
+        None => serde_json::to_string(m).expect("serializable"),
+        Some(id) => {
+            let mut v = serde_json::to_value(m).expect("serializable");
+            if let serde_json::Value::Object(o) = &mut v {
+                o.insert("request_id".into(), id.clone());
+            }
+            v.to_string()
+        }
+    }
+}
+
 /// Parses one text frame. Distinguishes an unknown `type` (valid JSON object with a `type` we do
 /// not know) from malformed JSON.
 pub fn parse_client_message(text: &str) -> Result<ClientMessage, (ErrorCode, String)> {
@@ -478,6 +513,22 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+    #[test]
+    fn a_request_id_is_echoed_only_when_it_is_a_short_string_or_an_integer() {
+        assert_eq!(request_id(r#"{"type":"ping","request_id":"a1"}"#), Some(serde_json::json!("a1")));
+        assert_eq!(request_id(r#"{"type":"ping","request_id":7}"#), Some(serde_json::json!(7)));
+        assert_eq!(request_id(r#"{"type":"ping"}"#), None);
+        assert_eq!(request_id(r#"{"type":"ping","request_id":{"x":1}}"#), None);
+        assert_eq!(request_id(r#"{"type":"ping","request_id":1.5}"#), None);
+        let long = format!(r#"{{"type":"ping","request_id":"{}"}}"#, "x".repeat(65));
+        assert_eq!(request_id(&long), None);
+        assert_eq!(request_id("not json"), None);
+        let text = reply_text(&ServerMessage::Pong { ts: Some(3.0) }, Some(&serde_json::json!("a1")));
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["type"], "pong");
+        assert_eq!(v["request_id"], "a1");
+        assert!(!reply_text(&ServerMessage::Pong { ts: None }, None).contains("request_id"));
     }
 }
 
@@ -595,4 +646,5 @@ pub mod chat {
             client_msg_id: Option<String>,
         },
     }
+
 }
