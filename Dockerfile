@@ -14,7 +14,9 @@ ENV CONFAB_LISTEN=0.0.0.0:8080 \
     CONFAB_DATA_DIR=/data \
     CONFAB_STATIC_DIR=/app/static
 VOLUME /data
-EXPOSE 8080/tcp 7882/udp
-# Set CONFAB_PUBLIC_IP to the address clients reach the container by.
+EXPOSE 8080/tcp 7882/udp 7882/tcp
+# Set CONFAB_PUBLIC_IP to the address clients reach the container by. For one port (HTTPS, WSS
+# and ICE-TCP media on 443, for networks that let only that out): CONFAB_TLS=self-signed (or
+# files, with CONFAB_TLS_CERT/CONFAB_TLS_KEY) and CONFAB_LISTEN=0.0.0.0:443, publish 443/tcp.
 ENTRYPOINT ["confab"]
 CMD ["serve"]

@@ -3,6 +3,7 @@
 #  - Debian's Chromium (/usr/bin/chromium); never a downloaded browser build.
 #  - Node.js and npm, then `npm ci` in tests/browser (playwright-core only).
 #  - iproute2 and iptables: the ICE path-switch test builds its own network namespace.
+#  - coturn: the TURN test runs a real TURN server (an operator's, handed out with --ice-server).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
@@ -11,6 +12,7 @@ command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "browser-deps: installing ${missing[*]}"
     apt-get update -qq

@@ -36,6 +36,7 @@ impl Application {
     /// thread. Errors: invalid settings, a port in use, an unreadable secret.
     pub async fn build(args: ServeArgs) -> anyhow::Result<Self> {
         args.validate()?;
+        let ice = args.ice_servers()?;
         let secret = load_token_secret(&args.data_dir)?;
         std::fs::create_dir_all(&args.data_dir)?;
         let db_opts = DbOptions {
@@ -123,6 +124,7 @@ impl Application {
             sfu: sfu.clone(),
             tokens: TokenAuthority::new(secret),
             static_dir: args.resolved_static_dir(),
+            ice: std::sync::Arc::new(ice),
         };
         let static_dir = state.static_dir.clone();
         let data = web::Data::new(state);

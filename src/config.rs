@@ -117,6 +117,18 @@ pub struct ServeArgs {
     /// PEM private key for `--tls files`.
     #[arg(long, env = "CONFAB_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// ICE servers handed to every client (optional; confab needs none): `stun:host:port`,
+    /// `turn:host:port?transport=udp`, `turns:host:443?transport=tcp`. Comma-separated or
+    /// repeated. TURN entries get time-limited credentials made with the TURN secret.
+    #[arg(long = "ice-server", env = "CONFAB_ICE_SERVERS", value_delimiter = ',')]
+    pub ice_servers: Vec<String>,
+    /// File holding the TURN REST shared secret (coturn's `static-auth-secret`); the secret
+    /// may instead come from the environment variable CONFAB_TURN_SECRET. At least 16 bytes.
+    #[arg(long, env = "CONFAB_TURN_SECRET_FILE")]
+    pub turn_secret_file: Option<PathBuf>,
+    /// How long TURN credentials stay valid, seconds.
+    #[arg(long, env = "CONFAB_TURN_TTL_S", default_value_t = 86_400)]
+    pub turn_ttl_s: u64,
 }
 
 /// Why the settings are unusable.
@@ -150,6 +162,24 @@ impl ServeArgs {
             return Err(ConfigError::StaticDir(dir.display().to_string()));
         }
         Ok(())
+    }
+
+    /// The ICE servers for clients (errors: a bad URL, a TURN URL without a usable secret, an
+    /// unreadable secret file). The secret comes from `--turn-secret-file`, else
+    /// `CONFAB_TURN_SECRET`.
+    pub fn ice_servers(&self) -> anyhow::Result<crate::ice::IceServers> {
+        let secret = match &self.turn_secret_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("--turn-secret-file {}: {e}", path.display()))?
+                    .trim()
+                    .to_owned(),
+            ),
+            None => std::env::var("CONFAB_TURN_SECRET").ok().map(|s| s.trim().to_owned()),
+        }
+        .filter(|s| !s.is_empty())
+        .map(secrecy::SecretString::from);
+        Ok(crate::ice::IceServers::new(&self.ice_servers, secret, self.turn_ttl_s)?)
     }
 
     /// `--tls`, or `files` when only `--tls-cert` was given.

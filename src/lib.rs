@@ -28,6 +28,7 @@ pub mod chat;
 pub mod config;
 pub mod front;
 pub mod http;
+pub mod ice;
 pub mod paid;
 pub mod signaling;
 pub mod tls;

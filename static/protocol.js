@@ -510,11 +510,15 @@ export class ConfabSession extends EventTarget {
   async _fetchToken() {
     /** @type {Response} */
     let res;
+    // The page's early start (room.html) may have asked already, for this name: take it, once.
+    const early = /** @type {any} */ (globalThis).__confabEarly;
+    const asked = early?.token && early.name === this.name && this.origin === globalThis.location?.origin ? early.token : null;
+    if (early) early.token = null;
     try {
-      res = await fetch(`${this.origin}/api/guest-token`, {
+      res = await (asked ?? fetch(`${this.origin}/api/guest-token`, {
         method: 'POST', headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ name: this.name }),
-      });
+      }));
     } catch {
       throw new Error('the server is unreachable');
     }
@@ -701,6 +705,7 @@ export class ConfabSession extends EventTarget {
     this._probe(gen, TIMING.heartbeatProbeMs); // measures the round trip the probes allow for
     this._resumeAttempt = 0;
     this.participantId = msg.participant_id;
+    this._applyIceServers(msg.ice_servers);
     this._resume = msg.resume_token ? { participantId: msg.participant_id, token: String(msg.resume_token) } : null;
     this.maxParticipants = msg.max_participants || 0;
     this._joinedOnce = true;
@@ -736,6 +741,7 @@ export class ConfabSession extends EventTarget {
     this._probe(gen, TIMING.heartbeatProbeMs); // measures the round trip the probes allow for
     this._resumeAttempt = 0;
     this._attempt = 0;
+    this._applyIceServers(msg.ice_servers);
     const now = new Map((msg.participants || []).map((/** @type {any} */ raw) => {
       const p = toParticipant(raw);
       return [p.id, p];
@@ -759,6 +765,20 @@ export class ConfabSession extends EventTarget {
       if (pc && (all || pc.connectionState !== 'connected')) this._restartIce(gen, target);
     }
     if (this._pub?.connectionState === 'connected') this._setState('connected', '');
+  }
+
+  /**
+   * The operator's ICE servers from `joined` / `resumed` (usually none: confab needs no TURN),
+   * for transports made from now on and, with fresh TURN credentials, for the current ones.
+   * @param {unknown} list
+   */
+  _applyIceServers(list) {
+    if (!Array.isArray(list) || list.length === 0) return;
+    const iceServers = /** @type {RTCIceServer[]} */ (list);
+    this.rtcConfig = { ...this.rtcConfig, iceServers };
+    for (const pc of [this._pub, this._sub]) {
+      try { pc?.setConfiguration({ ...pc.getConfiguration(), iceServers }); } catch { /* closed */ }
+    }
   }
 
   /**

@@ -28,6 +28,8 @@ pub struct AppState {
     pub tokens: TokenAuthority,
     /// The browser client's directory.
     pub static_dir: PathBuf,
+    /// ICE servers handed to clients in `joined` / `resumed` (`--ice-server`; usually none).
+    pub ice: std::sync::Arc<crate::ice::IceServers>,
 }
 
 /// Errors of the HTTP layer, each with its status and stable code.
@@ -151,6 +153,7 @@ async fn websocket(
         state.chat.clone(),
         state.paid.clone(),
         claims,
+        state.ice.clone(),
     ));
     Ok(response)
 }

@@ -76,6 +76,7 @@ pub async fn run(
     chat: ChatService,
     paid: Option<PaidHandle>,
     claims: Claims,
+    ice: std::sync::Arc<crate::ice::IceServers>,
 ) {
     let mut paid_ended = paid.as_ref().map(|p| p.subscribe());
     let mut joined: Option<Joined> = None;
@@ -111,7 +112,7 @@ pub async fn run(
                         match parse_client_message(&text) {
                             Ok(m) => {
                                 let mut out = Reply { session: &mut session, rid: rid.as_ref() };
-                                if let Flow::Stop = handle(m, &mut out, &sfu, &chat, paid.as_ref(), &claims, &mut joined).await {
+                                if let Flow::Stop = handle(m, &mut out, &ice, &sfu, &chat, paid.as_ref(), &claims, &mut joined).await {
                                     exit = Exit::Left;
                                     break Some(CloseCode::Normal.into());
                                 }
@@ -293,6 +294,7 @@ async fn send_with(session: &mut Session, m: &ServerMessage, rid: Option<&serde_
 async fn handle(
     m: ClientMessage,
     out: &mut Reply<'_>,
+    ice: &crate::ice::IceServers,
     sfu: &SfuHandle,
     chat: &ChatService,
     paid: Option<&PaidHandle>,
@@ -329,6 +331,7 @@ async fn handle(
                             participants: info.others.iter().map(participant_msg).collect(),
                             max_participants: info.max_participants,
                             resume_token: info.resume_token.clone(),
+                            ice_servers: ice.for_user_now(&claims.sub),
                         };
                         let name = name.trim().to_owned();
                         let cp = ChatParticipant::new(
@@ -378,6 +381,7 @@ async fn handle(
                         participants: info.join.others.iter().map(participant_msg).collect(),
                         max_participants: info.join.max_participants,
                         resume_token: info.join.resume_token.clone(),
+                        ice_servers: ice.for_user_now(&claims.sub),
                     };
                     out.send(&msg).await;
                     if let Some(p) = paid {

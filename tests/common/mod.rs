@@ -83,6 +83,9 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeArgs)) -> TestApp {
         tls: confab::tls::TlsMode::Off,
         tls_cert: None,
         tls_key: None,
+        ice_servers: vec![],
+        turn_secret_file: None,
+        turn_ttl_s: 86_400,
     };
     adjust(&mut args);
     let app = Application::build(args).await.expect("the server builds");

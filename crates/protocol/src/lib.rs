@@ -199,6 +199,11 @@ pub enum ServerMessage {
         /// Lets this participant come back on a new socket within the grace period (`resume`).
         /// Opaque, 32 characters; keep it secret.
         resume_token: String,
+        /// ICE servers for both transports' `RTCConfiguration.iceServers` (only when the
+        /// operator configured some: confab needs none). TURN entries carry time-limited
+        /// credentials.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<IceServerMsg>,
     },
     /// Answer to `resume`: you are back in `room` as `participant_id`; `participants` is the
     /// room as it is now.
@@ -213,6 +218,9 @@ pub enum ServerMessage {
         max_participants: usize,
         /// The same resume token.
         resume_token: String,
+        /// As in `joined` (fresh TURN credentials).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<IceServerMsg>,
     },
     /// Someone's signaling socket is gone; they may come back within the grace period (their
     /// media may pause). A `participant_left` follows if they do not.
@@ -381,6 +389,19 @@ impl ServerMessage {
             message: message.into(),
         }
     }
+}
+
+/// One entry of `RTCConfiguration.iceServers` (W3C webrtc-pc section 4.2.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServerMsg {
+    /// `stun:`, `turn:` or `turns:` URLs (RFC 7064, RFC 7065).
+    pub urls: Vec<String>,
+    /// TURN only: `<expiry, unix seconds>:<user id>` (TURN REST API convention).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// TURN only: the time-limited password, `base64(HMAC-SHA1(secret, username))`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 /// Longest `request_id` echoed, in bytes (a longer one is ignored).
