@@ -192,3 +192,23 @@ export async function recordMembership(page) {
 export async function membership(page) {
   return page.evaluate(() => /** @type {any} */ (window).membership);
 }
+
+/**
+ * Two participants in one fresh room of the server in `ctx` (see {@link withOwnServer}): the first
+ * in a Chromium that runs inside network namespace `ns` (`chromium` is `netns.chromiumIn(ns)`),
+ * the second in one on this machine. Both browsers and pages go into `ctx` for clean-up and
+ * diagnostics. Cameras capped at 640 px wide. Resolves to `[insidePage, outsidePage]`.
+ */
+export async function pagesAcross(ctx, { chromium, prefix, names: [inName, outName], ignoreCertificateErrors = false }) {
+  const { base } = ctx;
+  const opts = { secureOrigin: base, ignoreCertificateErrors };
+  const inside = await launch({ ...opts, executablePath: chromium });
+  ctx.browsers.push(inside);
+  const outside = await launch(opts);
+  ctx.browsers.push(outside);
+  const room = randomRoom(prefix);
+  const a = await openRoom(inside, room, inName, { base, captureWidth: 640 });
+  const b = await openRoom(outside, room, outName, { base, captureWidth: 640 });
+  ctx.pages.push(a, b);
+  return [a, b];
+}

@@ -6,7 +6,7 @@
 // root). Runs its own server (CONFAB_BIN).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { launch, openRoom, eventually, stats, randomRoom, withOwnServer, metric } from './helpers.mjs';
+import { pagesAcross, eventually, stats, withOwnServer, metric } from './helpers.mjs';
 import { measureCall, formatRows } from './quality.mjs';
 import * as netns from './netns.mjs';
 
@@ -20,16 +20,9 @@ test('a client whose network drops all UDP joins over ICE-TCP and exchanges medi
     netns.blockUdp(net.ns, 0);
     try {
       await withOwnServer({ listen: net.links[0].server, args: ['--public-ip', net.links[0].server] }, async (ctx) => {
-        const { base, pages } = ctx;
-        const walled = await launch({ executablePath: netns.chromiumIn(net.ns), secureOrigin: base });
-        ctx.browsers.push(walled);
-        const open = await launch({ secureOrigin: base });
-        ctx.browsers.push(open);
-        const room = randomRoom('tcp');
+        const { base } = ctx;
         const started = Date.now();
-        const corp = await openRoom(walled, room, 'Corp', { base, captureWidth: 640 });
-        const home = await openRoom(open, room, 'Home', { base, captureWidth: 640 });
-        pages.push(corp, home);
+        const [corp, home] = await pagesAcross(ctx, { chromium: netns.chromiumIn(net.ns), prefix: 'tcp', names: ['Corp', 'Home'] });
         const decodes = async (page, from) => ((await stats(page)).find((r) => r.name === from)?.framesDecoded ?? 0) > 0;
         await eventually(async () => (await decodes(corp, 'Home')) && (await decodes(home, 'Corp')),
           45_000, 'Corp and Home to decode each other');

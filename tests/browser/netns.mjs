@@ -41,6 +41,9 @@ export function setup({ ns = 'cfclient', net = 251, links = 3, noUdp = [] } = {}
     const client = `10.${net}.${i + 1}.2`;
     const server = `10.${net}.${i + 1}.1`;
     run('ip', 'link', 'add', s, 'type', 'veth', 'peer', 'name', c);
+    // No IPv6 on the links: a link-local address finishing duplicate detection a second or two
+    // after the link comes up is a network change to every Chromium on that side, which aborts
+    // its in-flight requests (ERR_NETWORK_CHANGED) while a page loads.
     run('ip', 'link', 'set', c, 'netns', ns);
     run('ip', 'addr', 'add', `${server}/24`, 'dev', s);
     run('ip', 'link', 'set', s, 'up');
@@ -50,7 +53,26 @@ export function setup({ ns = 'cfclient', net = 251, links = 3, noUdp = [] } = {}
     if (noUdp.includes(i)) run('ip', 'netns', 'exec', ns, 'iptables', '-A', 'OUTPUT', '-o', c, '-p', 'udp', '-j', 'DROP');
     addrs.push({ client, server, clientIf: c, serverIf: s });
   }
+  settle(ns, links);
   return { ns, links: addrs };
+}
+
+/**
+ * Waits (at most 4 s) until the links' IPv6 link-local addresses have finished duplicate address
+ * detection: each change is a network change to every Chromium on that side, which aborts its
+ * in-flight requests (ERR_NETWORK_CHANGED) while a page loads.
+ */
+function settle(ns, links) {
+  const deadline = Date.now() + 4_000;
+  const tentative = () => {
+    for (let i = 0; i < links; i += 1) {
+      if ((tryRun('ip', '-6', 'addr', 'show', 'dev', `cfs${i}`) ?? '').includes('tentative')) return true;
+      if ((tryRun('ip', '-n', ns, '-6', 'addr', 'show', 'dev', `cfc${i}`) ?? '').includes('tentative')) return true;
+    }
+    return false;
+  };
+  while (Date.now() < deadline && tentative()) execFileSync('sleep', ['0.1']);
+  execFileSync('sleep', ['0.2']);
 }
 
 /** Removes the namespace, this machine's ends of its links and their UDP drop rules (idempotent). */

@@ -6,7 +6,7 @@
 // namespaces cannot be made, never on CI, which runs as root). Runs its own server (CONFAB_BIN).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { launch, openRoom, eventually, stats, randomRoom, withOwnServer, metric } from './helpers.mjs';
+import { pagesAcross, eventually, stats, withOwnServer, metric } from './helpers.mjs';
 import { measureCall, formatRows } from './quality.mjs';
 import * as netns from './netns.mjs';
 
@@ -23,17 +23,10 @@ test('page, signaling and media through one TLS port, everything else dropped',
         tls: true,
         args: ['--tls', 'self-signed', '--public-ip', net.links[0].server],
       }, async (ctx) => {
-        const { base, pages, port } = ctx;
+        const { base, port } = ctx;
         netns.onlyTcpPort(net.ns, 0, port);
-        const walled = await launch({ executablePath: netns.chromiumIn(net.ns), ignoreCertificateErrors: true });
-        ctx.browsers.push(walled);
-        const open = await launch({ ignoreCertificateErrors: true });
-        ctx.browsers.push(open);
-        const room = randomRoom('oneport');
         const started = Date.now();
-        const corp = await openRoom(walled, room, 'Corp', { base, captureWidth: 640 });
-        const home = await openRoom(open, room, 'Home', { base, captureWidth: 640 });
-        pages.push(corp, home);
+        const [corp, home] = await pagesAcross(ctx, { chromium: netns.chromiumIn(net.ns), prefix: 'oneport', names: ['Corp', 'Home'], ignoreCertificateErrors: true });
         assert.ok(corp.url().startsWith('https://'), `the page came over HTTPS: ${corp.url()}`);
         const first = { corp: null, home: null };
         await eventually(async () => {

@@ -15,9 +15,7 @@
 //    last 20 s of 40.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import {
-  launch, openRoom, eventually, stats, randomRoom, metric, withOwnServer, recordMembership, membership,
-} from './helpers.mjs';
+import { pagesAcross, eventually, stats, metric, withOwnServer, recordMembership, membership } from './helpers.mjs';
 import { measureCall, formatRows, frames, longestStall } from './quality.mjs';
 import * as netns from './netns.mjs';
 
@@ -40,15 +38,8 @@ async function callInNamespace(body, { blocked } = {}) {
       listen: net.links[2].server,
       args: ['--public-ip', `${net.links[0].server},${net.links[1].server}`],
     }, async (ctx) => {
-      const { base, pages } = ctx;
-      const roaming = await launch({ executablePath: netns.chromiumIn(net.ns), secureOrigin: base });
-      ctx.browsers.push(roaming);
-      const staying = await launch({ secureOrigin: base });
-      ctx.browsers.push(staying);
-      const room = randomRoom('switch');
-      const rover = await openRoom(roaming, room, 'Rover', { base, captureWidth: 640 });
-      const stay = await openRoom(staying, room, 'Stay', { base, captureWidth: 640 });
-      pages.push(rover, stay);
+      const { base } = ctx;
+      const [rover, stay] = await pagesAcross(ctx, { chromium: netns.chromiumIn(net.ns), prefix: 'switch', names: ['Rover', 'Stay'] });
       await eventually(async () => (await frames(rover, 'Stay')) > 40 && (await frames(stay, 'Rover')) > 40,
         45_000, 'Rover and Stay to decode each other');
       const pairs = await rover.evaluate(() => window.confab.pairs());

@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { launch, openRoom, eventually, stats, randomRoom, withOwnServer, freePort } from './helpers.mjs';
+import { pagesAcross, eventually, stats, withOwnServer, freePort } from './helpers.mjs';
 import { measureCall, formatRows } from './quality.mjs';
 import * as netns from './netns.mjs';
 
@@ -37,15 +37,7 @@ test('a participant that reaches only the operator\'s TURN server joins through 
         listen: net.links[0].server,
         args: ['--public-ip', '127.0.0.1', '--ice-server', `turn:${net.links[0].server}:${turnPort}?transport=udp`],
       }, async (ctx) => {
-        const { base, pages } = ctx;
-        const walled = await launch({ executablePath: netns.chromiumIn(net.ns), secureOrigin: base });
-        ctx.browsers.push(walled);
-        const open = await launch({ secureOrigin: base });
-        ctx.browsers.push(open);
-        const room = randomRoom('turn');
-        const relayed = await openRoom(walled, room, 'Relayed', { base, captureWidth: 640 });
-        const local = await openRoom(open, room, 'Local', { base, captureWidth: 640 });
-        pages.push(relayed, local);
+        const [relayed, local] = await pagesAcross(ctx, { chromium: netns.chromiumIn(net.ns), prefix: 'turn', names: ['Relayed', 'Local'] });
         const decodes = async (page, from) => ((await stats(page)).find((r) => r.name === from)?.framesDecoded ?? 0) > 0;
         await eventually(async () => (await decodes(relayed, 'Local')) && (await decodes(local, 'Relayed')),
           45_000, 'Relayed and Local to decode each other');

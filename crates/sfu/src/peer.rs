@@ -201,6 +201,31 @@ pub fn build_peer_connection(
         .build(now)
 }
 
+/// The associated types and `poll_read`/`poll_write`/`close` of an interceptor that queues what
+/// its `handle_*` pass on in `reads`/`writes` (every interceptor here passes each packet
+/// through, possibly changed).
+macro_rules! queued_io {
+    () => {
+        type Rout = TaggedPacket;
+        type Wout = TaggedPacket;
+        type Eout = ();
+        type Error = Error;
+        type Time = Instant;
+
+        fn poll_read(&mut self) -> Option<TaggedPacket> {
+            self.reads.pop_front()
+        }
+        fn poll_write(&mut self) -> Option<TaggedPacket> {
+            self.writes.pop_front()
+        }
+        fn close(&mut self) -> Result<(), Error> {
+            self.reads.clear();
+            self.writes.clear();
+            Ok(())
+        }
+    };
+}
+
 /// An interceptor that marks inbound RTCP carrying PLI or FIR (RFC 4585 section 6.3.1,
 /// RFC 5104 section 4.3.1) for delivery to the application, so the SFU can relay a
 /// subscriber's keyframe request to the publisher. Everything else passes untouched.
@@ -211,11 +236,7 @@ pub struct KeyframeRequestTap {
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestTap {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = Error;
-    type Time = Instant;
+    queued_io!();
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Error> {
         if let InterceptorPacket::Rtcp(packets) = &msg.message.packet {
@@ -229,19 +250,8 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestTap {
         self.reads.push_back(msg);
         Ok(())
     }
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.reads.pop_front()
-    }
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
         self.writes.push_back(msg);
-        Ok(())
-    }
-    fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.writes.pop_front()
-    }
-    fn close(&mut self) -> Result<(), Error> {
-        self.reads.clear();
-        self.writes.clear();
         Ok(())
     }
 }
@@ -318,11 +328,7 @@ impl NackAgeFilter {
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for NackAgeFilter {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = Error;
-    type Time = Instant;
+    queued_io!();
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Error> {
         if let InterceptorPacket::Rtcp(packets) = &mut msg.message.packet {
@@ -348,9 +354,6 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackAgeFilter {
         self.reads.push_back(msg);
         Ok(())
     }
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.reads.pop_front()
-    }
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
         if let InterceptorPacket::Rtp(rtp) = &msg.message.packet {
             let (ssrc, seq) = (rtp.header.ssrc, rtp.header.sequence_number);
@@ -361,14 +364,6 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackAgeFilter {
             }
         }
         self.writes.push_back(msg);
-        Ok(())
-    }
-    fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.writes.pop_front()
-    }
-    fn close(&mut self) -> Result<(), Error> {
-        self.reads.clear();
-        self.writes.clear();
         Ok(())
     }
 }
