@@ -5,7 +5,6 @@
 
 export const AUDIO_CONSTRAINTS = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
 export const VIDEO_CONSTRAINTS = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } };
-// room.html's early start asks for both with these same constraints: change them together.
 
 /**
  * Camera and microphone, else whichever of the two works, else none. `error` says what is missing
@@ -26,20 +25,13 @@ export async function acquireDevices() {
   ];
   /** @type {unknown} */
   let firstError = null;
-  // The page's early start (room.html) may have made the first attempt already.
-  const early = /** @type {any} */ (globalThis).__confabEarly;
-  /** @type {Promise<MediaStream>|null} */
-  let first = early?.devices ?? null;
-  if (early) early.devices = null;
   for (const c of attempts) {
     try {
-      const stream = await (first ?? md.getUserMedia(c));
-      first = null;
+      const stream = await md.getUserMedia(c);
       const microphone = stream.getAudioTracks()[0] || null;
       const camera = stream.getVideoTracks()[0] || null;
       return { microphone, camera, error: firstError ? missingText(microphone, camera, firstError) : '' };
     } catch (e) {
-      first = null;
       firstError ??= e;
     }
   }

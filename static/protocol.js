@@ -510,15 +510,11 @@ export class ConfabSession extends EventTarget {
   async _fetchToken() {
     /** @type {Response} */
     let res;
-    // The page's early start (room.html) may have asked already, for this name: take it, once.
-    const early = /** @type {any} */ (globalThis).__confabEarly;
-    const asked = early?.token && early.name === this.name && this.origin === globalThis.location?.origin ? early.token : null;
-    if (early) early.token = null;
     try {
-      res = await (asked ?? fetch(`${this.origin}/api/guest-token`, {
+      res = await fetch(`${this.origin}/api/guest-token`, {
         method: 'POST', headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ name: this.name }),
-      }));
+      });
     } catch {
       throw new Error('the server is unreachable');
     }
