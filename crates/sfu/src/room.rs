@@ -9,7 +9,7 @@ use crate::api::{
     CloseReason, ParticipantInfo, PublishTrack, SfuError, SfuEvent, SfuMetrics, SubscribedTrack,
     TrackInfo,
 };
-use crate::codec::CodecFamily;
+use crate::codec::{is_keyframe_start, CodecFamily};
 use crate::ids::{MediaKind, ParticipantId, RoomId, TrackId, TrackSource, TransportRole};
 use crate::negotiation::NegotiationState;
 use crate::peer::{build_peer_connection, IceCredentials, MID_URI};
@@ -173,7 +173,17 @@ pub(crate) struct Published {
     /// Negotiated header extensions of the publisher leg.
     pub extensions: Vec<RTCRtpHeaderExtensionParameters>,
     pub last_keyframe_request: Option<Instant>,
+    /// A keyframe asked for past the throttle (after a path switch, a reconnect, a drained
+    /// queue) has not arrived yet: `(last request, requests so far)`. Asked again every
+    /// [`KEYFRAME_RETRY`] until one arrives, at most [`KEYFRAME_RETRIES`] times in all: the first
+    /// request often reaches a peer that is still switching pairs and is lost.
+    pub keyframe_pending: Option<(Instant, u8)>,
 }
+
+/// How long a forced keyframe request waits for the keyframe before asking again.
+pub const KEYFRAME_RETRY: Duration = Duration::from_millis(500);
+/// Most forced keyframe requests for one wait.
+pub const KEYFRAME_RETRIES: u8 = 4;
 
 /// The forwarding of one remote track to this participant.
 pub(crate) struct DownTrack {
@@ -298,6 +308,34 @@ impl Participant {
         }
     }
 
+    /// Asks again for the keyframes a forced request has not brought within [`KEYFRAME_RETRY`]
+    /// (gives up after [`KEYFRAME_RETRIES`] requests). Returns how many PLIs went out.
+    pub fn retry_keyframes(&mut self, now: Instant) -> u64 {
+        let mut sent = 0;
+        for i in 0..self.published.len() {
+            let Some((at, n)) = self.published[i].keyframe_pending else {
+                continue;
+            };
+            if now.saturating_duration_since(at) < KEYFRAME_RETRY {
+                continue;
+            }
+            if n >= KEYFRAME_RETRIES {
+                self.published[i].keyframe_pending = None;
+                continue;
+            }
+            sent += u64::from(self.request_keyframe_at(i, now, true));
+        }
+        sent
+    }
+
+    /// When [`Self::retry_keyframes`] next has work.
+    pub fn keyframe_retry_deadline(&self) -> Option<Instant> {
+        self.published
+            .iter()
+            .filter_map(|p| p.keyframe_pending.map(|(at, _)| at + KEYFRAME_RETRY))
+            .min()
+    }
+
     fn request_keyframe_at(&mut self, i: usize, now: Instant, force: bool) -> bool {
         let p = &mut self.published[i];
         if p.source.kind() != MediaKind::Video {
@@ -313,6 +351,10 @@ impl Participant {
             return false;
         };
         p.last_keyframe_request = Some(now);
+        if force {
+            let n = p.keyframe_pending.map_or(0, |(_, n)| n);
+            p.keyframe_pending = Some((now, n.saturating_add(1)));
+        }
         let pli = PictureLossIndication {
             sender_ssrc: 0,
             media_ssrc: ssrc,
@@ -545,6 +587,7 @@ impl Room {
                 codecs,
                 extensions,
                 last_keyframe_request: last,
+                keyframe_pending: None,
             });
         }
         let removed: Vec<TrackId> = p
@@ -966,6 +1009,17 @@ impl Room {
             return outcome;
         };
         SfuMetrics::inc(&metrics.rtp_in);
+        if self.participants[idx].published[mid_idx].keyframe_pending.is_some() {
+            let t = &mut self.participants[idx].published[mid_idx];
+            let family = t
+                .codecs
+                .iter()
+                .find(|c| c.payload_type == packet.header.payload_type)
+                .map(|c| CodecFamily::from_mime(&c.rtp_codec.mime_type));
+            if family.is_some_and(|f| is_keyframe_start(f, &packet.payload)) {
+                t.keyframe_pending = None;
+            }
+        }
         // Copy the mid (at most 32 bytes, validated) to the stack: no allocation, and the
         // publisher is not borrowed while the subscribers are.
         let mut mid_buf = [0u8; 32];

@@ -156,6 +156,7 @@ impl Core {
                     consider(t.paths.next_deadline());
                 }
                 consider(p.negotiation.deadline());
+                consider(p.keyframe_retry_deadline());
                 consider(p.detached_since.map(|t| t + self.resume_grace));
             }
         }
@@ -354,6 +355,8 @@ impl Core {
                         drive(room, idx, role, now, &self.metrics);
                     }
                 }
+                let retried = room.participants[idx].retry_keyframes(now);
+                SfuMetrics::add(&self.metrics.plis_sent, retried);
                 let p = &mut room.participants[idx];
                 for role in [TransportRole::Publisher, TransportRole::Subscriber] {
                     let key = TransportKey {

@@ -928,3 +928,30 @@ fn a_backed_up_subscriber_connection_drops_video_to_the_next_keyframe_without_a_
     net.run(Duration::from_secs(2));
     net.assert_flowing("bob", "ada", Duration::from_secs(2), STEP);
 }
+
+#[test]
+fn a_forced_keyframe_request_is_repeated_until_the_keyframe_arrives_and_then_stops() {
+    let mut net = Net::new();
+    net.join("ada", None);
+    net.join("bob", None);
+    net.run(Duration::from_secs(2));
+    let bob_sub = udp_tuple(SERVER.parse().unwrap(), net.client("bob").sub_addr);
+    net.core.set_congested(bob_sub, true, net.now);
+    net.run(Duration::from_millis(100));
+    let before = net.metric(|m| &m.plis_sent);
+    // Drained: a forced request to Ada. Her client sends a keyframe only every second (it does
+    // not answer PLIs), so the core asks again every 500 ms until one passes, then stops.
+    net.core.set_congested(bob_sub, false, net.now);
+    net.run(Duration::from_millis(1_600));
+    let asked = net.metric(|m| &m.plis_sent) - before;
+    assert!(
+        (2..=u64::from(crate::room::KEYFRAME_RETRIES)).contains(&asked),
+        "{asked} requests: the first, then again while no keyframe came"
+    );
+    let settled = net.metric(|m| &m.plis_sent);
+    net.run(Duration::from_secs(2));
+    assert_eq!(net.metric(|m| &m.plis_sent), settled, "no more requests once a keyframe came");
+    net.mark();
+    net.run(Duration::from_secs(1));
+    net.assert_flowing("bob", "ada", Duration::from_secs(1), STEP);
+}
