@@ -153,6 +153,15 @@ struct Net {
 }
 
 impl Net {
+    /// Ada and Bob joined (see [`Net::join`]), 2 s of simulated time later.
+    fn ada_and_bob() -> Self {
+        let mut net = Net::new();
+        net.join("ada", None);
+        net.join("bob", None);
+        net.run(Duration::from_secs(2));
+        net
+    }
+
     fn new() -> Self {
         let now = Instant::now();
         let metrics = Arc::new(SfuMetrics::default());
@@ -542,10 +551,7 @@ impl Net {
 
 #[test]
 fn two_clients_exchange_video_through_the_core_in_memory() {
-    let mut net = Net::new();
-    net.join("ada", None);
-    net.join("bob", None);
-    net.run(Duration::from_secs(2));
+    let mut net = Net::ada_and_bob();
     net.mark();
     net.run(Duration::from_secs(3));
     net.assert_flowing("ada", "bob", Duration::from_secs(3), STEP);
@@ -659,10 +665,7 @@ fn an_unanswered_subscribe_offer_is_offered_again_and_then_media_flows() {
 
 #[test]
 fn a_nat_rebinding_moves_media_to_the_new_address_after_the_next_consent_check() {
-    let mut net = Net::new();
-    net.join("ada", None);
-    net.join("bob", None);
-    net.run(Duration::from_secs(2));
+    let mut net = Net::ada_and_bob();
     // Bob's NAT gives both his transports new public ports; the old mappings die.
     let (pub_addr, sub_addr) = (net.client("bob").pub_addr, net.client("bob").sub_addr);
     for (old, port) in [(pub_addr, 6000), (sub_addr, 6001)] {
@@ -746,10 +749,7 @@ fn a_panic_while_handling_one_participant_removes_that_participant_and_nobody_el
 fn an_ice_restart_from_a_client_that_changed_network_gets_new_credentials_and_media_flows_on() {
     use crate::peer::IceCredentials;
     use rtc::peer_connection::configuration::RTCOfferOptions;
-    let mut net = Net::new();
-    net.join("ada", None);
-    net.join("bob", None);
-    net.run(Duration::from_secs(2));
+    let mut net = Net::ada_and_bob();
     // Bob's network changes (a new address: every old 5-tuple is dead), and his publisher
     // transport restarts ICE with new credentials, as a browser does after a handover.
     let old_pub = net.client("bob").pub_addr;
@@ -814,10 +814,7 @@ fn saw(c: &Client, f: impl Fn(&SfuEvent) -> bool) -> bool {
 
 #[test]
 fn a_participant_whose_socket_drops_stays_with_its_media_and_resumes_unseen_as_a_leave() {
-    let mut net = Net::new();
-    net.join("ada", None);
-    net.join("bob", None);
-    net.run(Duration::from_secs(2));
+    let mut net = Net::ada_and_bob();
     let ada = net.client("ada").id;
     // Ada's signaling socket is gone; her transports are untouched.
     net.core.detach(ada, 1, net.now);
@@ -904,10 +901,7 @@ fn a_participant_not_resumed_within_the_grace_period_leaves() {
 
 #[test]
 fn a_backed_up_subscriber_connection_drops_video_to_the_next_keyframe_without_a_sequence_gap() {
-    let mut net = Net::new();
-    net.join("ada", None);
-    net.join("bob", None);
-    net.run(Duration::from_secs(2));
+    let mut net = Net::ada_and_bob();
     let bob_sub = udp_tuple(SERVER.parse().unwrap(), net.client("bob").sub_addr);
     // Bob's connection backs up: no video to him, counted, while Ada still gets his.
     net.core.set_congested(bob_sub, true, net.now);
@@ -931,10 +925,7 @@ fn a_backed_up_subscriber_connection_drops_video_to_the_next_keyframe_without_a_
 
 #[test]
 fn a_forced_keyframe_request_is_repeated_until_the_keyframe_arrives_and_then_stops() {
-    let mut net = Net::new();
-    net.join("ada", None);
-    net.join("bob", None);
-    net.run(Duration::from_secs(2));
+    let mut net = Net::ada_and_bob();
     let bob_sub = udp_tuple(SERVER.parse().unwrap(), net.client("bob").sub_addr);
     net.core.set_congested(bob_sub, true, net.now);
     net.run(Duration::from_millis(100));
