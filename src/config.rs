@@ -175,11 +175,17 @@ impl ServeArgs {
                     .trim()
                     .to_owned(),
             ),
-            None => std::env::var("CONFAB_TURN_SECRET").ok().map(|s| s.trim().to_owned()),
+            None => std::env::var("CONFAB_TURN_SECRET")
+                .ok()
+                .map(|s| s.trim().to_owned()),
         }
         .filter(|s| !s.is_empty())
         .map(secrecy::SecretString::from);
-        Ok(crate::ice::IceServers::new(&self.ice_servers, secret, self.turn_ttl_s)?)
+        Ok(crate::ice::IceServers::new(
+            &self.ice_servers,
+            secret,
+            self.turn_ttl_s,
+        )?)
     }
 
     /// `--tls`, or `files` when only `--tls-cert` was given.

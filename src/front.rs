@@ -113,14 +113,15 @@ async fn handle(stream: TcpStream, remote: SocketAddr, front: &Front) {
     match kind {
         Kind::Tls => {
             let _ = stream.set_nodelay(true);
-            let mut tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, front.tls.accept(stream)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    debug!(%remote, "TLS handshake: {e}");
-                    return;
-                }
-                Err(_) => return,
-            };
+            let mut tls =
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, front.tls.accept(stream)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        debug!(%remote, "TLS handshake: {e}");
+                        return;
+                    }
+                    Err(_) => return,
+                };
             let Ok(mut backend) = TcpStream::connect(front.backend).await else {
                 warn!("front door: the HTTP server is not answering");
                 return;
@@ -129,7 +130,9 @@ async fn handle(stream: TcpStream, remote: SocketAddr, front: &Front) {
             let _ = tokio::io::copy_bidirectional(&mut tls, &mut backend).await;
         }
         Kind::IceTcp => {
-            let Ok(local) = stream.local_addr() else { return };
+            let Ok(local) = stream.local_addr() else {
+                return;
+            };
             match stream.into_std() {
                 Ok(std) => front.sfu.adopt_ice_tcp(std, local.ip(), remote).await,
                 Err(e) => debug!("front door: {e}"),
@@ -165,14 +168,19 @@ mod tests {
         assert_eq!(classify(&[0x16, 0x03, 0x01, 0x02, 0x00]), Some(Kind::Tls));
         assert_eq!(classify(&[0x16]), None);
         // RFC 4571 frame of a 100-byte binding request (type 0x0001, length 80, cookie).
-        let stun = [0x00, 0x64, 0x00, 0x01, 0x00, 0x50, 0x21, 0x12, 0xA4, 0x42, 0xde, 0xad];
+        let stun = [
+            0x00, 0x64, 0x00, 0x01, 0x00, 0x50, 0x21, 0x12, 0xA4, 0x42, 0xde, 0xad,
+        ];
         assert_eq!(classify(&stun), Some(Kind::IceTcp));
         assert_eq!(classify(&stun[..6]), None, "too few bytes yet");
         // Wrong cookie, a too-short frame, plain HTTP, SSH.
         let mut bad = stun;
         bad[9] = 0x43;
         assert_eq!(classify(&bad), Some(Kind::Other));
-        assert_eq!(classify(&[0x00, 0x04, 0x00, 0x01, 0, 0, 0x21, 0x12, 0xA4, 0x42]), Some(Kind::Other));
+        assert_eq!(
+            classify(&[0x00, 0x04, 0x00, 0x01, 0, 0, 0x21, 0x12, 0xA4, 0x42]),
+            Some(Kind::Other)
+        );
         assert_eq!(classify(b"GET / HTTP/1.1\r\n"), Some(Kind::Other));
         assert_eq!(classify(b"G"), Some(Kind::Other));
         assert_eq!(classify(b"SSH-2.0-OpenSSH"), Some(Kind::Other));

@@ -127,7 +127,10 @@ mod tests {
                 .encode(hex::decode("effcdf6ae5eb2fa2d27416d5f184df9c259a7c79").unwrap())
         );
         let ice = IceServers::new(
-            &["stun:stun.example.org:3478".into(), "turn:turn.example.org:3478?transport=udp".into()],
+            &[
+                "stun:stun.example.org:3478".into(),
+                "turn:turn.example.org:3478?transport=udp".into(),
+            ],
             secret("0123456789abcdef0123"),
             3600,
         )
@@ -160,6 +163,9 @@ mod tests {
             IceServers::new(&["http://x".into()], None, 60),
             Err(IceConfigError::Scheme(_))
         ));
-        assert!(IceServers::new(&[], None, 60).unwrap().for_user("u", 0).is_empty());
+        assert!(IceServers::new(&[], None, 60)
+            .unwrap()
+            .for_user("u", 0)
+            .is_empty());
     }
 }

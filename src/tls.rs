@@ -46,7 +46,11 @@ pub fn server_config(
         .with_context(|| format!("TLS certificate {}", cert_path.display()))?
         .collect::<Result<_, _>>()
         .with_context(|| format!("TLS certificate {}", cert_path.display()))?;
-    anyhow::ensure!(!chain.is_empty(), "TLS certificate {}: no certificate in it", cert_path.display());
+    anyhow::ensure!(
+        !chain.is_empty(),
+        "TLS certificate {}: no certificate in it",
+        cert_path.display()
+    );
     let key = PrivateKeyDer::from_pem_file(&key_path)
         .with_context(|| format!("TLS key {}", key_path.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -75,7 +79,8 @@ fn self_signed(data_dir: &Path, names: &[String]) -> anyhow::Result<(PathBuf, Pa
     sans.dedup();
     let generated = rcgen::generate_simple_self_signed(sans).context("generating a certificate")?;
     write_private(&key, generated.signing_key.serialize_pem().as_bytes())?;
-    std::fs::write(&cert, generated.cert.pem()).with_context(|| format!("writing {}", cert.display()))?;
+    std::fs::write(&cert, generated.cert.pem())
+        .with_context(|| format!("writing {}", cert.display()))?;
     tracing::info!(cert = %cert.display(), "generated a self-signed TLS certificate");
     Ok((cert, key))
 }
@@ -89,8 +94,11 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts.open(path).with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -103,24 +111,47 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("confab-tls-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let names = vec!["10.0.0.7".to_owned()];
-        assert!(server_config(TlsMode::SelfSigned, None, None, &dir, &names).unwrap().is_some());
+        assert!(server_config(TlsMode::SelfSigned, None, None, &dir, &names)
+            .unwrap()
+            .is_some());
         let first = std::fs::read(dir.join("tls/self-signed.pem")).unwrap();
-        assert!(server_config(TlsMode::SelfSigned, None, None, &dir, &names).unwrap().is_some());
-        assert_eq!(std::fs::read(dir.join("tls/self-signed.pem")).unwrap(), first, "reused");
+        assert!(server_config(TlsMode::SelfSigned, None, None, &dir, &names)
+            .unwrap()
+            .is_some());
+        assert_eq!(
+            std::fs::read(dir.join("tls/self-signed.pem")).unwrap(),
+            first,
+            "reused"
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.join("tls/self-signed.key")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.join("tls/self-signed.key"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o077, 0, "the key is private");
         }
         // Files mode with the generated pair works; a missing file is a clear error.
         let cert = dir.join("tls/self-signed.pem");
         let key = dir.join("tls/self-signed.key");
-        assert!(server_config(TlsMode::Files, Some(&cert), Some(&key), &dir, &[]).unwrap().is_some());
-        let err = server_config(TlsMode::Files, Some(&dir.join("nope.pem")), Some(&key), &dir, &[])
-            .unwrap_err();
+        assert!(
+            server_config(TlsMode::Files, Some(&cert), Some(&key), &dir, &[])
+                .unwrap()
+                .is_some()
+        );
+        let err = server_config(
+            TlsMode::Files,
+            Some(&dir.join("nope.pem")),
+            Some(&key),
+            &dir,
+            &[],
+        )
+        .unwrap_err();
         assert!(format!("{err:#}").contains("nope.pem"), "{err:#}");
-        assert!(server_config(TlsMode::Off, None, None, &dir, &[]).unwrap().is_none());
+        assert!(server_config(TlsMode::Off, None, None, &dir, &[])
+            .unwrap()
+            .is_none());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -206,7 +206,9 @@ async fn replies_and_errors_echo_the_request_id() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     let app = spawn_app(3).await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(app.ws_url("rid")).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(app.ws_url("rid"))
+        .await
+        .unwrap();
     let mut ask = async |text: &str, want: &str| -> serde_json::Value {
         ws.send(Message::text(text)).await.unwrap();
         tokio::time::timeout(WAIT, async {
@@ -226,14 +228,35 @@ async fn replies_and_errors_echo_the_request_id() {
     let v = ask(r#"{"type":"ping","ts":1,"request_id":"r-1"}"#, "pong").await;
     assert_eq!(v["request_id"], "r-1");
     let v = ask(r#"{"type":"bogus","request_id":7}"#, "error").await;
-    assert_eq!((v["code"].as_str(), v["request_id"].as_i64()), (Some("unknown_type"), Some(7)));
-    let v = ask(r#"{"type":"mute","source":"camera","muted":true,"request_id":"m"}"#, "error").await;
-    assert_eq!((v["code"].as_str(), v["request_id"].as_str()), (Some("not_joined"), Some("m")));
-    let v = ask(r#"{"type":"join","room":"rid-room","name":"R","request_id":"j"}"#, "joined").await;
+    assert_eq!(
+        (v["code"].as_str(), v["request_id"].as_i64()),
+        (Some("unknown_type"), Some(7))
+    );
+    let v = ask(
+        r#"{"type":"mute","source":"camera","muted":true,"request_id":"m"}"#,
+        "error",
+    )
+    .await;
+    assert_eq!(
+        (v["code"].as_str(), v["request_id"].as_str()),
+        (Some("not_joined"), Some("m"))
+    );
+    let v = ask(
+        r#"{"type":"join","room":"rid-room","name":"R","request_id":"j"}"#,
+        "joined",
+    )
+    .await;
     assert_eq!(v["request_id"], "j");
     let long = "x".repeat(65);
-    let v = ask(&format!(r#"{{"type":"ping","ts":2,"request_id":"{long}"}}"#), "pong").await;
-    assert!(v.get("request_id").is_none(), "a request id over 64 bytes is not echoed");
+    let v = ask(
+        &format!(r#"{{"type":"ping","ts":2,"request_id":"{long}"}}"#),
+        "pong",
+    )
+    .await;
+    assert!(
+        v.get("request_id").is_none(),
+        "a request id over 64 bytes is not echoed"
+    );
     let v = ask(r#"{"type":"ping","ts":3,"request_id":{"a":1}}"#, "pong").await;
     assert!(v.get("request_id").is_none(), "an object is not echoed");
 }

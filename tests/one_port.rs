@@ -17,7 +17,9 @@ fn connector(app: &common::TestApp) -> TlsConnector {
     let pem = app.data_dir.join("tls/self-signed.pem");
     let mut roots = rustls::RootCertStore::empty();
     use rustls::pki_types::pem::PemObject;
-    for cert in rustls::pki_types::CertificateDer::pem_file_iter(&pem).expect("generated certificate") {
+    for cert in
+        rustls::pki_types::CertificateDer::pem_file_iter(&pem).expect("generated certificate")
+    {
         roots.add(cert.unwrap()).unwrap();
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -33,15 +35,20 @@ fn connector(app: &common::TestApp) -> TlsConnector {
 async fn tls(app: &common::TestApp) -> tokio_rustls::client::TlsStream<TcpStream> {
     let tcp = TcpStream::connect(app.addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    connector(app).connect(name, tcp).await.expect("TLS handshake with the front door")
+    connector(app)
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake with the front door")
 }
 
 /// `GET path` over HTTPS; the whole response.
 async fn https_get(app: &common::TestApp, path: &str) -> String {
     let mut s = tls(app).await;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
@@ -88,16 +95,22 @@ async fn https_wss_and_ice_tcp_share_one_port_and_anything_else_is_turned_away()
     let health = https_get(&app, "/healthz").await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     let page = https_get(&app, "/").await;
-    assert!(page.starts_with("HTTP/1.1 200") && page.contains("<html"), "the page: {}", &page[..page.len().min(200)]);
+    assert!(
+        page.starts_with("HTTP/1.1 200") && page.contains("<html"),
+        "the page: {}",
+        &page[..page.len().min(200)]
+    );
 
     // Signaling over WSS, through the same port.
     let url = app.ws_url("ada").replacen("ws://", "wss://", 1);
     let (mut ws, _) = tokio_tungstenite::client_async(url, tls(&app).await)
         .await
         .expect("WebSocket upgrade over TLS");
-    ws.send(Message::text(r#"{"type":"join","room":"one-port","name":"Ada"}"#))
-        .await
-        .unwrap();
+    ws.send(Message::text(
+        r#"{"type":"join","room":"one-port","name":"Ada"}"#,
+    ))
+    .await
+    .unwrap();
     tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(Ok(m)) = ws.next().await {
             if let Message::Text(t) = m {
@@ -115,7 +128,9 @@ async fn https_wss_and_ice_tcp_share_one_port_and_anything_else_is_turned_away()
     let conns = metric(&app, "confab_tcp_connections_total").await;
     let auth = metric(&app, "confab_stun_auth_failures_total").await;
     let mut ice = TcpStream::connect(app.addr).await.unwrap();
-    ice.write_all(&framed_binding_request("nobody:nothing")).await.unwrap();
+    ice.write_all(&framed_binding_request("nobody:nothing"))
+        .await
+        .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         if metric(&app, "confab_tcp_connections_total").await > conns
@@ -123,7 +138,10 @@ async fn https_wss_and_ice_tcp_share_one_port_and_anything_else_is_turned_away()
         {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the ICE-TCP connection reached the media worker");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ICE-TCP connection reached the media worker"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -138,7 +156,9 @@ async fn https_wss_and_ice_tcp_share_one_port_and_anything_else_is_turned_away()
             .unwrap_or(0);
         assert_eq!(n, 0, "no answer to {junk:?}");
     }
-    ws.send(Message::text(r#"{"type":"ping","ts":1}"#)).await.unwrap();
+    ws.send(Message::text(r#"{"type":"ping","ts":1}"#))
+        .await
+        .unwrap();
     let pong = tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(Ok(m)) = ws.next().await {
             if let Message::Text(t) = m {

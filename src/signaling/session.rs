@@ -11,8 +11,8 @@
 //! reports the leave (paid-session presence, the chat's "left" line).
 
 use super::protocol::{
-    parse_client_message, reply_text, request_id, ClientMessage, ErrorCode, Kind, ParticipantMsg, ServerMessage, Source,
-    SubscribedTrackMsg, Target, TrackMsg, MAX_SDP_BYTES,
+    parse_client_message, reply_text, request_id, ClientMessage, ErrorCode, Kind, ParticipantMsg,
+    ServerMessage, Source, SubscribedTrackMsg, Target, TrackMsg, MAX_SDP_BYTES,
 };
 use super::ratelimit::TokenBucket;
 use crate::auth::Claims;
@@ -20,9 +20,8 @@ use crate::chat::{ChatParticipant, ChatService, CHAT_LABEL};
 use crate::paid::{parse_address, PaidError, PaidHandle, Presence};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
 use confab_sfu::{
-    Attachment,
-    MediaKind, ParticipantId, ParticipantInfo, PublishTrack, RoomId, SfuEvent, SfuHandle,
-    TrackInfo, TrackSource, TransportRole, EVENT_QUEUE,
+    Attachment, MediaKind, ParticipantId, ParticipantInfo, PublishTrack, RoomId, SfuEvent,
+    SfuHandle, TrackInfo, TrackSource, TransportRole, EVENT_QUEUE,
 };
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -254,7 +253,9 @@ async fn linger(events: &mut mpsc::Receiver<SfuEvent>, attachment: &Attachment) 
     };
     // The media plane ends it within the grace period; this bound only guards against a
     // media plane that never answers.
-    tokio::time::timeout(LINGER_LIMIT, wait).await.unwrap_or(false)
+    tokio::time::timeout(LINGER_LIMIT, wait)
+        .await
+        .unwrap_or(false)
 }
 
 enum Flow {
@@ -323,7 +324,15 @@ async fn handle(
             )),
             Ok(room_id) => {
                 let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-                match sfu.join(room_id.clone(), name.trim().to_owned(), claims.sub.clone(), tx).await {
+                match sfu
+                    .join(
+                        room_id.clone(),
+                        name.trim().to_owned(),
+                        claims.sub.clone(),
+                        tx,
+                    )
+                    .await
+                {
                     Ok(info) => {
                         let msg = ServerMessage::Joined {
                             room: room_id.to_string(),
@@ -370,7 +379,11 @@ async fn handle(
             None,
         ) => {
             let Some(pid) = ParticipantId::parse(&participant_id) else {
-                return reply_now(out, ServerMessage::error(ErrorCode::ResumeFailed, "no such participant")).await;
+                return reply_now(
+                    out,
+                    ServerMessage::error(ErrorCode::ResumeFailed, "no such participant"),
+                )
+                .await;
             };
             let (tx, rx) = mpsc::channel(EVENT_QUEUE);
             match sfu.resume(pid, resume_token, claims.sub.clone(), tx).await {
@@ -387,7 +400,8 @@ async fn handle(
                     if let Some(p) = paid {
                         p.presence(&info.room, &claims.sub, Presence::Joined).await;
                     }
-                    let cp = ChatParticipant::new(info.room.clone(), pid, claims.sub.clone(), info.name);
+                    let cp =
+                        ChatParticipant::new(info.room.clone(), pid, claims.sub.clone(), info.name);
                     *joined = Some(Joined {
                         participant: pid,
                         room: info.room,

@@ -537,15 +537,24 @@ mod tests {
     }
     #[test]
     fn a_request_id_is_echoed_only_when_it_is_a_short_string_or_an_integer() {
-        assert_eq!(request_id(r#"{"type":"ping","request_id":"a1"}"#), Some(serde_json::json!("a1")));
-        assert_eq!(request_id(r#"{"type":"ping","request_id":7}"#), Some(serde_json::json!(7)));
+        assert_eq!(
+            request_id(r#"{"type":"ping","request_id":"a1"}"#),
+            Some(serde_json::json!("a1"))
+        );
+        assert_eq!(
+            request_id(r#"{"type":"ping","request_id":7}"#),
+            Some(serde_json::json!(7))
+        );
         assert_eq!(request_id(r#"{"type":"ping"}"#), None);
         assert_eq!(request_id(r#"{"type":"ping","request_id":{"x":1}}"#), None);
         assert_eq!(request_id(r#"{"type":"ping","request_id":1.5}"#), None);
         let long = format!(r#"{{"type":"ping","request_id":"{}"}}"#, "x".repeat(65));
         assert_eq!(request_id(&long), None);
         assert_eq!(request_id("not json"), None);
-        let text = reply_text(&ServerMessage::Pong { ts: Some(3.0) }, Some(&serde_json::json!("a1")));
+        let text = reply_text(
+            &ServerMessage::Pong { ts: Some(3.0) },
+            Some(&serde_json::json!("a1")),
+        );
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["type"], "pong");
         assert_eq!(v["request_id"], "a1");
@@ -667,5 +676,4 @@ pub mod chat {
             client_msg_id: Option<String>,
         },
     }
-
 }

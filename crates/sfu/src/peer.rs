@@ -332,7 +332,10 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackAgeFilter {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Error> {
         if let InterceptorPacket::Rtcp(packets) = &mut msg.message.packet {
-            if packets.iter().any(|p| p.as_any().is::<TransportLayerNack>()) {
+            if packets
+                .iter()
+                .any(|p| p.as_any().is::<TransportLayerNack>())
+            {
                 let now = msg.now;
                 let mut out: Vec<Box<dyn rtc::rtcp::Packet>> = Vec::with_capacity(packets.len());
                 for p in packets.drain(..) {
@@ -452,7 +455,8 @@ mod tests {
         while f.poll_write().is_some() {}
         let now = later + Duration::from_millis(200);
         // Mixed: only the fresh ones remain.
-        f.handle_read(tagged(now, nack(1, &[5, 6, 15, 16]))).unwrap();
+        f.handle_read(tagged(now, nack(1, &[5, 6, 15, 16])))
+            .unwrap();
         assert_eq!(nacked(f.poll_read()), vec![15, 16]);
         // Only stale ones: the NACK is gone.
         f.handle_read(tagged(now, nack(1, &[3]))).unwrap();

@@ -1009,7 +1009,10 @@ impl Room {
             return outcome;
         };
         SfuMetrics::inc(&metrics.rtp_in);
-        if self.participants[idx].published[mid_idx].keyframe_pending.is_some() {
+        if self.participants[idx].published[mid_idx]
+            .keyframe_pending
+            .is_some()
+        {
             let t = &mut self.participants[idx].published[mid_idx];
             let family = t
                 .codecs

@@ -204,7 +204,13 @@ impl Net {
         let (tx, rx) = mpsc::channel(crate::api::EVENT_QUEUE);
         let info = self
             .core
-            .join(self.room.clone(), name.into(), format!("user-{name}"), tx, self.now)
+            .join(
+                self.room.clone(),
+                name.into(),
+                format!("user-{name}"),
+                tx,
+                self.now,
+            )
             .expect("join");
         let mut publisher = client_pc(pub_addr, consent_every, self.now);
         let ssrc = rand::random::<u32>() | 1;
@@ -819,7 +825,10 @@ fn a_participant_whose_socket_drops_stays_with_its_media_and_resumes_unseen_as_a
     // Ada's signaling socket is gone; her transports are untouched.
     net.core.detach(ada, 1, net.now);
     net.pump();
-    assert!(saw(net.client("bob"), |e| matches!(e, SfuEvent::ParticipantReconnecting(p) if *p == ada)));
+    assert!(saw(
+        net.client("bob"),
+        |e| matches!(e, SfuEvent::ParticipantReconnecting(p) if *p == ada)
+    ));
     net.mark();
     net.run(Duration::from_secs(3));
     net.assert_flowing("bob", "ada", Duration::from_secs(3), STEP);
@@ -827,33 +836,57 @@ fn a_participant_whose_socket_drops_stays_with_its_media_and_resumes_unseen_as_a
     // A wrong token is refused; the right one takes her over on a new queue.
     let (tx, rx) = mpsc::channel(crate::api::EVENT_QUEUE);
     assert_eq!(
-        net.core.resume(ada, "0123456789abcdef0123456789abcdef", "user-ada", tx.clone(), net.now).err(),
+        net.core
+            .resume(
+                ada,
+                "0123456789abcdef0123456789abcdef",
+                "user-ada",
+                tx.clone(),
+                net.now
+            )
+            .err(),
         Some(crate::api::SfuError::ResumeFailed)
     );
     let token = net.client("ada").resume_token.clone();
     assert_eq!(
-        net.core.resume(ada, &token, "user-bob", tx.clone(), net.now).err(),
+        net.core
+            .resume(ada, &token, "user-bob", tx.clone(), net.now)
+            .err(),
         Some(crate::api::SfuError::ResumeFailed),
         "the right token from another user"
     );
-    let info = net.core.resume(ada, &token, "user-ada", tx, net.now).expect("resumed");
+    let info = net
+        .core
+        .resume(ada, &token, "user-ada", tx, net.now)
+        .expect("resumed");
     assert_eq!(info.join.participant, ada);
     assert_eq!(info.join.others.len(), 1);
     let mut old = std::mem::replace(&mut net.client_mut("ada").events, rx);
-    assert!(matches!(
-        old.try_recv(),
-        Ok(SfuEvent::Closed(crate::api::CloseReason::Resumed))
-    ) || {
-        // Events that were queued before the handover come first.
-        let mut last = None;
-        while let Ok(e) = old.try_recv() {
-            last = Some(e);
+    assert!(
+        matches!(
+            old.try_recv(),
+            Ok(SfuEvent::Closed(crate::api::CloseReason::Resumed))
+        ) || {
+            // Events that were queued before the handover come first.
+            let mut last = None;
+            while let Ok(e) = old.try_recv() {
+                last = Some(e);
+            }
+            matches!(
+                last,
+                Some(SfuEvent::Closed(crate::api::CloseReason::Resumed))
+            )
         }
-        matches!(last, Some(SfuEvent::Closed(crate::api::CloseReason::Resumed)))
-    });
+    );
     net.pump();
-    assert!(saw(net.client("bob"), |e| matches!(e, SfuEvent::ParticipantReconnected(p) if *p == ada)));
-    assert!(!saw(net.client("bob"), |e| matches!(e, SfuEvent::ParticipantLeft(_))));
+    assert!(saw(
+        net.client("bob"),
+        |e| matches!(e, SfuEvent::ParticipantReconnected(p) if *p == ada)
+    ));
+    assert!(!saw(net.client("bob"), |e| matches!(
+        e,
+        SfuEvent::ParticipantLeft(_)
+    )));
     // The old socket's session noticing its loss late does not detach the resumed participant.
     assert_eq!(info.join.attachment.id(), 2);
     assert!(info.join.attachment.is_current());
@@ -861,7 +894,10 @@ fn a_participant_whose_socket_drops_stays_with_its_media_and_resumes_unseen_as_a
     net.core.detach(ada, 1, net.now);
     net.pump();
     assert!(
-        !saw(net.client("bob"), |e| matches!(e, SfuEvent::ParticipantReconnecting(_))),
+        !saw(net.client("bob"), |e| matches!(
+            e,
+            SfuEvent::ParticipantReconnecting(_)
+        )),
         "a stale detach is ignored"
     );
     net.mark();
@@ -890,13 +926,30 @@ fn a_participant_not_resumed_within_the_grace_period_leaves() {
     let bob = net.client("bob").id;
     net.core.detach(bob, 1, net.now);
     net.run(Duration::from_secs(4));
-    assert!(!saw(net.client("ada"), |e| matches!(e, SfuEvent::ParticipantLeft(_))), "still within the grace");
+    assert!(
+        !saw(net.client("ada"), |e| matches!(
+            e,
+            SfuEvent::ParticipantLeft(_)
+        )),
+        "still within the grace"
+    );
     net.run(Duration::from_secs(2));
-    assert!(saw(net.client("ada"), |e| matches!(e, SfuEvent::ParticipantLeft(p) if *p == bob)));
-    assert_eq!(net.client("bob").closed, Some(crate::api::CloseReason::GraceExpired));
+    assert!(saw(
+        net.client("ada"),
+        |e| matches!(e, SfuEvent::ParticipantLeft(p) if *p == bob)
+    ));
+    assert_eq!(
+        net.client("bob").closed,
+        Some(crate::api::CloseReason::GraceExpired)
+    );
     let token = net.client("bob").resume_token.clone();
     let (tx, _rx) = mpsc::channel(1);
-    assert!(net.core.resume(bob, &token, "user-bob", tx, net.now).is_err(), "too late to resume");
+    assert!(
+        net.core
+            .resume(bob, &token, "user-bob", tx, net.now)
+            .is_err(),
+        "too late to resume"
+    );
 }
 
 #[test]
@@ -916,7 +969,10 @@ fn a_backed_up_subscriber_connection_drops_video_to_the_next_keyframe_without_a_
     // the sequence numbers (the dropped packets were never numbered for it).
     let plis = net.metric(|m| &m.plis_sent);
     net.core.set_congested(bob_sub, false, net.now);
-    assert!(net.metric(|m| &m.plis_sent) > plis, "a keyframe is requested when it drains");
+    assert!(
+        net.metric(|m| &m.plis_sent) > plis,
+        "a keyframe is requested when it drains"
+    );
     net.run(Duration::from_millis(1100));
     net.mark();
     net.run(Duration::from_secs(2));
@@ -941,7 +997,11 @@ fn a_forced_keyframe_request_is_repeated_until_the_keyframe_arrives_and_then_sto
     );
     let settled = net.metric(|m| &m.plis_sent);
     net.run(Duration::from_secs(2));
-    assert_eq!(net.metric(|m| &m.plis_sent), settled, "no more requests once a keyframe came");
+    assert_eq!(
+        net.metric(|m| &m.plis_sent),
+        settled,
+        "no more requests once a keyframe came"
+    );
     net.mark();
     net.run(Duration::from_secs(1));
     net.assert_flowing("bob", "ada", Duration::from_secs(1), STEP);
