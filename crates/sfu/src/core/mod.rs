@@ -460,10 +460,7 @@ impl Core {
         sdp_mline_index: Option<u16>,
         now: Instant,
     ) -> Result<(), SfuError> {
-        self.with_room(participant, now, |room| {
-            let idx = room
-                .index_of(participant)
-                .ok_or(SfuError::UnknownParticipant)?;
+        self.with_participant(participant, now, |room, idx| {
             let t = room.participants[idx].transport_mut(role).ok_or_else(|| {
                 SfuError::InvalidCandidate("that transport does not exist yet".into())
             })?;
@@ -479,10 +476,7 @@ impl Core {
         muted: bool,
         now: Instant,
     ) {
-        let _ = self.with_room(participant, now, |room| {
-            let idx = room
-                .index_of(participant)
-                .ok_or(SfuError::UnknownParticipant)?;
+        let _ = self.with_participant(participant, now, |room, idx| {
             let p = &mut room.participants[idx];
             let Some(t) = p.published.iter_mut().find(|t| t.source == source) else {
                 return Ok(());
@@ -516,10 +510,7 @@ impl Core {
         text: String,
         now: Instant,
     ) {
-        let _ = self.with_room(participant, now, |room| {
-            let idx = room
-                .index_of(participant)
-                .ok_or(SfuError::UnknownParticipant)?;
+        let _ = self.with_participant(participant, now, |room, idx| {
             room.participants[idx].send_text(label, text, now);
             Ok(())
         });
@@ -554,10 +545,7 @@ impl Core {
     /// period with its media untouched; the others get `ParticipantReconnecting`.
     pub fn detach(&mut self, participant: ParticipantId, attachment: u64, now: Instant) {
         let metrics = Arc::clone(&self.metrics);
-        let _ = self.with_room(participant, now, |room| {
-            let idx = room
-                .index_of(participant)
-                .ok_or(SfuError::UnknownParticipant)?;
+        let _ = self.with_participant(participant, now, |room, idx| {
             let p = &room.participants[idx];
             if p.detached_since.is_some() || p.attachment.id() != attachment {
                 // Already detached, or resumed on another socket since: not this socket's.
@@ -653,10 +641,7 @@ impl Core {
         now: Instant,
     ) -> Result<(), SfuError> {
         let metrics = Arc::clone(&self.metrics);
-        self.with_room(participant, now, |room| {
-            let idx = room
-                .index_of(participant)
-                .ok_or(SfuError::UnknownParticipant)?;
+        self.with_participant(participant, now, |room, idx| {
             Room::reoffer(&mut room.participants[idx], now, true);
             SfuMetrics::inc(&metrics.ice_restarts);
             Ok(())
@@ -672,10 +657,7 @@ impl Core {
             return;
         };
         let metrics = Arc::clone(&self.metrics);
-        let _ = self.with_room(key.participant, now, |room| {
-            let idx = room
-                .index_of(key.participant)
-                .ok_or(SfuError::UnknownParticipant)?;
+        let _ = self.with_participant(key.participant, now, |room, idx| {
             let Some(t) = room.participants[idx].transport_mut(key.role) else {
                 return Ok(());
             };
@@ -795,6 +777,19 @@ impl Core {
     ) -> Result<T, SfuError> {
         self.guarded(Some(pid), now, |core| core.with_room_unguarded(pid, now, f))
             .unwrap_or(Err(SfuError::Internal))
+    }
+
+    /// [`Self::with_room`] with `pid`'s index in its room (errors: `UnknownParticipant`).
+    fn with_participant<T>(
+        &mut self,
+        pid: ParticipantId,
+        now: Instant,
+        f: impl FnOnce(&mut Room, usize) -> Result<T, SfuError>,
+    ) -> Result<T, SfuError> {
+        self.with_room(pid, now, |room| {
+            let idx = room.index_of(pid).ok_or(SfuError::UnknownParticipant)?;
+            f(room, idx)
+        })
     }
 
     fn with_room_unguarded<T>(
