@@ -38,8 +38,9 @@ export async function launch({ executablePath, secureOrigin, ignoreCertificateEr
  * for (16:9): long calls cap it at 640 so three 720p encoders and six decoders do not starve the
  * 2-core machine (the fake camera then keeps its 20 fps; forwarding does not depend on the size).
  */
-export async function openRoom(browser, room, name, { query = '', base = BASE, captureWidth } = {}) {
+export async function openRoom(browser, room, name, { query = '', base = BASE, captureWidth, tcpOnly = false } = {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
+  if (tcpOnly) await context.addInitScript(TCP_ONLY);
   if (captureWidth) {
     await context.addInitScript((w) => {
       const md = navigator.mediaDevices;
@@ -55,6 +56,28 @@ export async function openRoom(browser, room, name, { query = '', base = BASE, c
   page.on('pageerror', (e) => page.logs.push(`[${name}] pageerror: ${e.message}`));
   await page.goto(`${base}/rooms/${encodeURIComponent(room)}?name=${encodeURIComponent(name)}${query}`);
   return page;
+}
+
+/**
+ * An init script that keeps a page's peer connections off UDP without a firewall: the server's UDP
+ * candidates are cut from every SDP it sends and from trickled candidates, so the only pair
+ * Chromium can form is with the server's passive ICE-TCP candidate (the loopback stand-in for a
+ * network that drops UDP, where network namespaces cannot be made).
+ */
+function TCP_ONLY() {
+  const proto = RTCPeerConnection.prototype;
+  const udp = /^a=candidate:\S+ \d+ udp /i;
+  const setRemote = proto.setRemoteDescription;
+  proto.setRemoteDescription = function (desc) {
+    if (!desc?.sdp) return setRemote.call(this, desc);
+    const sdp = desc.sdp.split('\r\n').filter((l) => !udp.test(l)).join('\r\n');
+    return setRemote.call(this, { type: desc.type, sdp });
+  };
+  const addCandidate = proto.addIceCandidate;
+  proto.addIceCandidate = function (c, ...rest) {
+    if (c?.candidate && / udp /i.test(c.candidate)) return Promise.resolve();
+    return addCandidate.call(this, c, ...rest);
+  };
 }
 
 /** Polls `fn` every 250 ms until it returns a truthy value; throws after `ms`. */

@@ -51,6 +51,14 @@ pub const TCP_CONGESTED_ABOVE: usize = TCP_WRITE_QUEUE / 4;
 /// Frames queued below which a backed-up connection counts as drained again.
 pub const TCP_DRAINED_BELOW: usize = TCP_WRITE_QUEUE / 16;
 
+/// Unsent bytes the kernel may hold for one ICE-TCP connection (`TCP_NOTSENT_LOWAT`, Linux):
+/// past it a write waits, so the backlog of a slow link builds in [`TCP_WRITE_QUEUE`], where the
+/// watermarks see it and the drop policy chooses what goes, instead of in a send buffer the
+/// kernel autotunes up to 4 MiB (many seconds of media on a slow link, with audio stuck behind
+/// stale video). Bytes in flight are not limited: fast long paths keep their throughput.
+/// 16 KiB is ~50 ms of 2.5 Mbps video.
+pub const TCP_NOTSENT_LOWAT: u32 = 16 * 1024;
+
 /// Frames from every ICE-TCP connection queued towards the loop; a reader waits when it is full
 /// (TCP flow control pushes back on that peer only).
 const TCP_READ_QUEUE: usize = 4096;
@@ -307,6 +315,10 @@ impl Worker {
         }
         SfuMetrics::inc(&self.metrics.tcp_connections);
         let _ = stream.set_nodelay(true);
+        #[cfg(target_os = "linux")]
+        if let Err(e) = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(TCP_NOTSENT_LOWAT) {
+            debug!("ICE-TCP {remote}: TCP_NOTSENT_LOWAT: {e}");
+        }
         let tuple = FiveTuple {
             local_addr: local,
             peer_addr: remote,
