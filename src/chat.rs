@@ -198,13 +198,27 @@ impl ChatService {
 
     /// Stores a system message (joins, leaves) and relays it to the room.
     pub async fn system(&self, p: &ChatParticipant, text: String) {
+        self.system_in(p.room.clone(), p.user_name.clone(), text)
+            .await;
+    }
+
+    /// [`Self::system`] on a task of its own, for a caller on the join path: the database write
+    /// (5–50 ms on SQLite) must not hold back the subscribe offer queued behind it. A "left"
+    /// line written right after may then be stored first.
+    pub fn system_in_background(&self, p: &ChatParticipant, text: String) {
+        let me = self.clone();
+        let (room, user_name) = (p.room.clone(), p.user_name.clone());
+        tokio::spawn(async move { me.system_in(room, user_name, text).await });
+    }
+
+    async fn system_in(&self, room: RoomId, user_name: String, text: String) {
         let Ok(text) = ChatText::parse(text) else {
             return;
         };
         let msg = NewMessage {
-            room_id: p.room.to_string(),
+            room_id: room.to_string(),
             user_id: "system".into(),
-            user_name: p.user_name.clone(),
+            user_name,
             text,
             message_type: MessageType::System,
             client_msg_id: ClientMsgId::generate(),
@@ -215,10 +229,10 @@ impl ChatService {
                     message: wire(&stored),
                 });
                 self.sfu
-                    .broadcast_data(p.room.clone(), None, CHAT_LABEL.into(), m)
+                    .broadcast_data(room, None, CHAT_LABEL.into(), m)
                     .await;
             }
-            Err(e) => tracing::warn!(room = %p.room, "system message not stored: {e}"),
+            Err(e) => tracing::warn!(%room, "system message not stored: {e}"),
         }
     }
 

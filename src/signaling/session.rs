@@ -350,7 +350,7 @@ async fn handle(
                             name.clone(),
                         );
                         out.send(&msg).await;
-                        chat.system(&cp, format!("{name} joined")).await;
+                        chat.system_in_background(&cp, format!("{name} joined"));
                         if let Some(p) = paid {
                             p.presence(&room_id, &claims.sub, Presence::Joined).await;
                         }
