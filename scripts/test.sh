@@ -7,8 +7,10 @@
 # 2. Builds every test binary once (target dir reused between runs: $CARGO_TARGET_DIR,
 #    default ~/.cache/confab/target).
 # 3. Runs the Rust tests (unit, integration against real webrtc-rs peers, PostgreSQL, SQLite
-#    and anvil), the aiortc interop test (Python peers, a venv it installs), then the browser
-#    tests (headless Chromium against the real server).
+#    and anvil), the aiortc interop test (Python peers, a venv it installs), the werift interop
+#    test (Node.js peers, a client written from docs/protocol.md alone), then the browser tests
+#    (headless Chromium against the real server). One at a time: the werift peers cannot
+#    survive the browser tests' network namespaces vanishing under them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/confab/target}"
@@ -41,6 +43,9 @@ fi
 
 echo "test.sh: aiortc interop test"
 CONFAB_BIN="$CARGO_TARGET_DIR/debug/confab" bash scripts/test-aiortc.sh
+
+echo "test.sh: werift interop test"
+CONFAB_BIN="$CARGO_TARGET_DIR/debug/confab" bash scripts/test-werift.sh
 
 echo "test.sh: browser tests"
 CONFAB_BIN="$CARGO_TARGET_DIR/debug/confab" bash scripts/test-browser.sh
