@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Interop test with an independent WebRTC stack: two aiortc peers (Python) call each other through
-# the real confab server for a minute (tests/aiortc/consent_call.py). aiortc checks ICE consent every
-# 5 s (RFC 7675) and skips loopback addresses, so the server runs on its defaults (every interface
-# announced). Installs python3 + venv when missing and the pinned packages into a venv reused between
-# runs ($CONFAB_AIORTC_VENV, default ~/.cache/confab/aiortc-venv). Exit code: the test's.
+# the real confab server for a minute (tests/aiortc/consent_call.py), then one peer's WebSocket drops
+# abruptly and it resumes (docs/protocol.md, Resume) while media keeps flowing both ways, and it
+# leaves. aiortc checks ICE consent every 5 s (RFC 7675) and skips loopback addresses, so the server
+# runs on its defaults (every interface announced). Installs python3 + venv when missing and the
+# pinned packages into a venv reused between runs ($CONFAB_AIORTC_VENV, default
+# ~/.cache/confab/aiortc-venv). Exit code: the test's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN="${CONFAB_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/confab/target}/debug/confab}"
