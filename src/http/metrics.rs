@@ -77,6 +77,11 @@ pub fn families(m: &SfuMetrics) -> Vec<MetricFamily> {
             get(&m.ice_path_switches),
         ),
         counter(
+            "confab_ice_early_nominations_total",
+            "Transports whose pair was selected when the peer's DTLS arrived on it, before its USE-CANDIDATE check.",
+            get(&m.ice_early_nominations),
+        ),
+        counter(
             "confab_transport_disconnects_total",
             "Times a transport went disconnected (nothing heard for 13 s; media keeps flowing).",
             get(&m.consent_disconnects),

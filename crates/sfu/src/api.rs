@@ -322,6 +322,9 @@ pub struct SfuMetrics {
     /// Times a transport's media moved to another 5-tuple because the peer nominated it (or
     /// checked it after the old one went quiet).
     pub ice_path_switches: AtomicU64,
+    /// Transports whose pair the server selected when the peer's DTLS arrived on it, before
+    /// the peer's USE-CANDIDATE (`Transport::nomination` in `room.rs`).
+    pub ice_early_nominations: AtomicU64,
     /// Times a transport went `disconnected` (nothing heard for
     /// [`crate::routing::DISCONNECTED_AFTER`]; media keeps flowing).
     pub consent_disconnects: AtomicU64,
@@ -460,6 +463,27 @@ pub(crate) enum Command {
         remote: std::net::SocketAddr,
     },
     Shutdown,
+}
+
+impl Command {
+    /// The command's name, for logs.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Self::Join { .. } => "join",
+            Self::PublishOffer { .. } => "publish_offer",
+            Self::SubscribeAnswer { .. } => "subscribe_answer",
+            Self::Candidate { .. } => "candidate",
+            Self::Mute { .. } => "mute",
+            Self::SendData { .. } => "send_data",
+            Self::Broadcast { .. } => "broadcast",
+            Self::Leave { .. } => "leave",
+            Self::Detach { .. } => "detach",
+            Self::Resume { .. } => "resume",
+            Self::RestartIce { .. } => "restart_ice",
+            Self::AdoptTcp { .. } => "adopt_tcp",
+            Self::Shutdown => "shutdown",
+        }
+    }
 }
 
 /// A cheap, cloneable handle to the media worker. Every call is a command over a bounded queue

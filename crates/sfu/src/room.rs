@@ -70,6 +70,14 @@ pub(crate) struct Transport {
     /// nominates, and waits out a retransmission timer when it is lost (measured ≈ 0.6 s per
     /// transport). At most [`EARLY_DATAGRAMS`].
     pub early: Vec<(FiveTuple, bytes::BytesMut, Instant)>,
+    /// Before `ice_connected`: the peer's latest verified check without USE-CANDIDATE, as a
+    /// nomination ([`crate::routing::BindingRequest::nominating`]) and the 5-tuple it came on.
+    /// A browser starts DTLS on a pair as soon as its check succeeds and nominates only with
+    /// its next check, ~50 ms later (measured on loopback, every transport); RFC 8445 section
+    /// 12.1 lets it use a valid pair before nomination, but `rtc` selects a pair only on
+    /// USE-CANDIDATE and drops the DTLS meanwhile. When DTLS arrives on that 5-tuple, the core
+    /// hands `rtc` this nomination first, so the handshake starts at once.
+    pub nomination: Option<(FiveTuple, bytes::BytesMut)>,
     /// The connection media goes out on is backed up (an ICE-TCP write queue past its high
     /// mark, [`crate::Core::set_congested`]): video to this transport is dropped until it
     /// drains and then restarts on a keyframe; audio keeps flowing.
@@ -145,6 +153,7 @@ impl Transport {
             dirty: true,
             ice_connected: false,
             early: Vec::new(),
+            nomination: None,
             congested: false,
         })
     }

@@ -18,9 +18,12 @@
 
 use crate::ids::{ParticipantId, TransportRole};
 use rtc::shared::{FiveTuple, TransportProtocol};
-use rtc::stun::attributes::{ATTR_USERNAME, ATTR_USE_CANDIDATE};
+use rtc::stun::attributes::{
+    ATTR_FINGERPRINT, ATTR_MESSAGE_INTEGRITY, ATTR_USERNAME, ATTR_USE_CANDIDATE,
+};
+use rtc::stun::fingerprint::FINGERPRINT;
 use rtc::stun::integrity::MessageIntegrity;
-use rtc::stun::message::{is_stun_message, Message, BINDING_REQUEST};
+use rtc::stun::message::{is_stun_message, Message, Setter, TransactionId, BINDING_REQUEST};
 use rtc::stun::textattrs::Username;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -141,6 +144,28 @@ impl BindingRequest {
     /// credentials, RFC 8489 section 9.1). A request without one fails.
     pub fn verify(&mut self, pwd: &str) -> bool {
         MessageIntegrity::check(&mut self.msg, pwd.as_bytes(), crypto()).is_ok()
+    }
+
+    /// This check as its nomination: the same attributes (USERNAME, PRIORITY, the peer's
+    /// ICE-CONTROLLING tie-breaker) plus USE-CANDIDATE, under a new transaction id, with
+    /// MESSAGE-INTEGRITY (key `pwd`, the server's password) and FINGERPRINT computed afresh.
+    /// Encoded bytes; `None` if encoding fails. For [`crate::Core`] to hand `rtc` when the peer
+    /// already sends DTLS on the pair (see `Transport::nomination`).
+    pub fn nominating(&self, pwd: &str) -> Option<Vec<u8>> {
+        let mut m = Message::new();
+        m.build(&[Box::new(BINDING_REQUEST), Box::new(TransactionId::new())])
+            .ok()?;
+        for a in &self.msg.attributes.0 {
+            if ![ATTR_MESSAGE_INTEGRITY, ATTR_FINGERPRINT, ATTR_USE_CANDIDATE].contains(&a.typ) {
+                m.add(a.typ, &a.value);
+            }
+        }
+        m.add(ATTR_USE_CANDIDATE, &[]);
+        MessageIntegrity::new_short_term_integrity_with_provider(pwd.to_owned(), crypto())
+            .add_to(&mut m)
+            .ok()?;
+        FINGERPRINT.add_to(&mut m).ok()?;
+        Some(m.raw)
     }
 }
 
@@ -448,8 +473,6 @@ impl IcePaths {
 mod tests {
     use super::*;
     use rtc::stun::attributes::ATTR_PRIORITY;
-    use rtc::stun::fingerprint::FINGERPRINT;
-    use rtc::stun::message::{Setter, TransactionId};
 
     fn tuple(port: u16) -> FiveTuple {
         udp_tuple(
@@ -492,6 +515,35 @@ mod tests {
         setters.push(Box::new(FINGERPRINT));
         m.build(&setters).unwrap();
         m.raw
+    }
+
+    #[test]
+    fn a_check_turned_into_its_nomination_keeps_the_peers_attributes_and_verifies() {
+        let raw = request("srv1:brow", "server-password-24-chars", false);
+        let mut check = BindingRequest::parse(&raw).unwrap();
+        assert!(check.verify("server-password-24-chars"));
+        let nominated = check.nominating("server-password-24-chars").unwrap();
+        let mut n = BindingRequest::parse(&nominated).expect("still a binding request");
+        assert!(n.use_candidate, "USE-CANDIDATE added");
+        assert_eq!(n.local_ufrag, "srv1");
+        assert!(
+            n.verify("server-password-24-chars"),
+            "MESSAGE-INTEGRITY recomputed"
+        );
+        assert!(!n.verify("another-password-24-chars"));
+        assert_ne!(
+            n.msg.transaction_id, check.msg.transaction_id,
+            "a new transaction"
+        );
+        let priority = |m: &Message| m.get(ATTR_PRIORITY).unwrap();
+        assert_eq!(
+            priority(&n.msg),
+            priority(&check.msg),
+            "the peer's PRIORITY kept"
+        );
+        rtc::stun::fingerprint::FINGERPRINT
+            .check(&n.msg)
+            .expect("FINGERPRINT recomputed");
     }
 
     #[test]

@@ -35,6 +35,10 @@ const RECV_BATCH: usize = 64;
 /// The longest the loop sleeps without a deadline from the core (route expiry still runs).
 const IDLE_TICK: Duration = Duration::from_secs(1);
 
+/// A signaling command that holds the loop longer than this is logged (debug): every
+/// transport's datagrams wait meanwhile.
+const SLOW_COMMAND: Duration = Duration::from_millis(5);
+
 /// Most ICE-TCP connections held at once; a connection past it is closed at once (counted).
 pub const MAX_TCP_CONNECTIONS: usize = 4096;
 
@@ -227,8 +231,14 @@ impl Worker {
                         self.adopt_tcp(stream, local_ip, remote);
                     }
                     Some(cmd) => {
-                        apply(&mut self.core, cmd, Instant::now());
+                        let started = Instant::now();
+                        let what = cmd.name();
+                        apply(&mut self.core, cmd, started);
                         self.send_all();
+                        let took = started.elapsed();
+                        if took > SLOW_COMMAND {
+                            debug!(command = what, ms = took.as_secs_f64() * 1e3, "slow command: every transport waited");
+                        }
                     }
                 },
                 (i, n, peer) = std::future::poll_fn(|cx| poll_recv_any(&self.sockets, &mut self.rx_buf, cx)) => {

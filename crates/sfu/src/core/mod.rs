@@ -224,6 +224,23 @@ impl Core {
             if t.early.len() < crate::room::EARLY_DATAGRAMS {
                 t.early.push((tuple, data, now));
             }
+            // The peer already uses this pair (DTLS on the path its check came from): nominate
+            // it for `rtc` now rather than at the peer's next check (`Transport::nomination`).
+            let Some((_, check)) = t.nomination.take_if(|(at, _)| *at == tuple) else {
+                return;
+            };
+            read_into(t, key, tuple, check, now);
+            drive(room, idx, role, now, &self.metrics);
+            if let Some(t) = room.participants[idx].transport_mut(role) {
+                if t.ice_connected {
+                    SfuMetrics::inc(&self.metrics.ice_early_nominations);
+                    for (tuple, data, at) in std::mem::take(&mut t.early) {
+                        read_into(t, key, tuple, data, at.max(now));
+                    }
+                    drive(room, idx, role, now, &self.metrics);
+                }
+            }
+            flush(room, &mut self.transmits);
             return;
         }
         read_into(t, key, tuple, data, now);
@@ -282,8 +299,14 @@ impl Core {
             let idx = room.index_of(key.participant)?;
             let t: &mut Transport = room.participants[idx].transport_mut(key.role)?;
             if t.ice.as_ref().is_some_and(|c| c.ufrag == req.local_ufrag) {
-                if !req.verify(&t.ice.as_ref()?.pwd) {
+                let pwd = &t.ice.as_ref()?.pwd;
+                if !req.verify(pwd) {
                     return None;
+                }
+                if !t.ice_connected && !req.use_candidate {
+                    t.nomination = req
+                        .nominating(pwd)
+                        .map(|b| (tuple, bytes::BytesMut::from(&b[..])));
                 }
                 // The peer uses the new credentials: the restart is complete.
                 if let Some(old) = t.retired_ice.take() {
