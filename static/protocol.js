@@ -50,6 +50,10 @@ export const TIMING = Object.freeze({
   answerTimeoutMs: 15_000,
   /** the publisher transport must be connected this long after `joined` */
   mediaTimeoutMs: 20_000,
+  /** joining a room where others publish, our own publishing waits this long at most for our
+   * subscriber transport to connect: receiving comes first on a busy machine (the encoder's
+   * start-up and the publish round compete with it for the same CPU) */
+  receiveFirstMs: 1_000,
   /** reconnect back-off delays; one attempt per entry, then `failed` */
   backoffMs: [1000, 2000, 4000, 8000, 8000],
   /** resume attempts after a lost socket (the server keeps us 20 s): then a full rejoin */
@@ -74,6 +78,20 @@ const PAID_ERRORS = new Set(['paid_sessions_disabled', 'paid_session_not_found',
 
 /** A failure that must not be retried (wrong room id, room full, ...). */
 class FatalError extends Error {}
+
+/**
+ * Resolves once `pc` is connected, or after `ms` (whichever comes first; also when it fails).
+ * @param {RTCPeerConnection} pc @param {number} ms @returns {Promise<void>}
+ */
+function connectedOrAfter(pc, ms) {
+  return new Promise((resolve) => {
+    if (pc.connectionState === 'connected') return resolve();
+    const done = () => { clearTimeout(timer); pc.removeEventListener('connectionstatechange', check); resolve(); };
+    const check = () => { if (pc.connectionState !== 'new' && pc.connectionState !== 'connecting') done(); };
+    const timer = setTimeout(done, ms);
+    pc.addEventListener('connectionstatechange', check);
+  });
+}
 
 /**
  * One participant's session in one room. Create, `await start()`, then drive with the methods below.
@@ -711,9 +729,11 @@ export class ConfabSession extends EventTarget {
       this._emit('participant-joined', { participant: p, initial: true });
     }
     this._emit('joined', { participantId: this.participantId, room: msg.room, maxParticipants: this.maxParticipants });
-    this._ensureSubscriber(gen);
+    const sub = this._ensureSubscriber(gen);
     // A permission prompt may take the user a while: the media timeout starts once we publish.
     await this._devicesReady;
+    if (gen !== this._gen || this.state === 'left') return;
+    if ([...this.participants.values()].some((p) => p.tracks.size > 0)) await connectedOrAfter(sub, TIMING.receiveFirstMs);
     if (gen !== this._gen || this.state === 'left') return;
     this._timers.media = setTimeout(() => {
       if (gen === this._gen && this.state !== 'connected') {

@@ -16,7 +16,18 @@ const HOOKS = () => {
   const t = (window.__t = {});
   const mark = (k) => { if (!(k in t)) t[k] = Math.round(performance.now()); };
   const f = window.fetch;
-  window.fetch = async (...a) => { const r = await f(...a); if (String(a[0]).includes('guest-token')) mark('token'); return r; };
+  window.fetch = async (...a) => {
+    const tok = String(a[0]).includes('guest-token');
+    if (tok) mark('token_asked');
+    const r = await f(...a);
+    if (tok) mark('token');
+    return r;
+  };
+  document.addEventListener('DOMContentLoaded', () => mark('dom_loaded'));
+  // Main-thread tasks over 50 ms (the page's own scripts, layout, media start-up), for diagnosis.
+  window.__long = [];
+  new PerformanceObserver((l) => { for (const e of l.getEntries()) window.__long.push([Math.round(e.startTime), Math.round(e.duration)]); })
+    .observe({ type: 'longtask', buffered: true });
   const WS = window.WebSocket;
   window.WebSocket = class extends WS {
     constructor(...a) {
@@ -32,8 +43,10 @@ const HOOKS = () => {
   let k = 0;
   window.RTCPeerConnection = class extends PC {
     constructor(...a) {
+      const t0 = performance.now();
       super(...a);
-      const name = k++ === 0 ? 'pub' : 'sub';
+      const name = k++ === 0 ? 'pc1' : 'pc2';
+      t[`${name}_ctor_ms`] = Math.round(performance.now() - t0);
       mark(`${name}_created`);
       this.addEventListener('connectionstatechange', () => { if (this.connectionState === 'connected') mark(`${name}_connected`); });
     }
@@ -56,6 +69,17 @@ try {
     }
     const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
     await context.addInitScript(HOOKS);
+    // The timed page's own camera too: on 2 cores a 720p encoder beside two others decides the
+    // join time more than anything the server or the protocol does.
+    if (captureWidth) {
+      await context.addInitScript((w) => {
+        const md = navigator.mediaDevices;
+        const get = md.getUserMedia.bind(md);
+        md.getUserMedia = (c) => get(c && c.video
+          ? { ...c, video: { ...(typeof c.video === 'object' ? c.video : {}), width: { ideal: w }, height: { ideal: Math.round((w * 9) / 16) } } }
+          : c);
+      }, captureWidth);
+    }
     const page = await context.newPage();
     await page.goto(`${BASE}/rooms/${room}?name=${NAMES[n - 1]}`);
     let all = null;
@@ -69,7 +93,13 @@ try {
       });
       if (!all) await new Promise((res) => setTimeout(res, 10));
     }
-    const t = await page.evaluate(() => window.__t);
+    const t = await page.evaluate(() => {
+      const nav = performance.getEntriesByType('navigation')[0];
+      const res = performance.getEntriesByType('resource').filter((e) => /\.(js|css)$/.test(e.name));
+      return { ...window.__t, html: Math.round(nav.responseEnd),
+        assets: Math.round(Math.max(0, ...res.map((e) => e.responseEnd))),
+        ...(window.__long.length ? { long_tasks: window.__long.map(([at, ms]) => `${at}+${ms}`).join(' ') } : {}) };
+    });
     t.all_decoding = all;
     totals.push(all);
     if (all && t.token) fromToken.push(all - t.token);
