@@ -156,10 +156,10 @@ export function onlyTcpPort(ns, i, port) {
 
 /**
  * Limits what this machine sends down link `i` (to the client) to `kbit` kbit/s with a token
- * bucket (queue bounded to 200 ms), as a slow DSL line or a congested uplink: TCP there backs up.
+ * bucket (queue bounded to 400 ms), as a slow DSL line or a congested uplink: TCP there backs up.
  * `kbit` 0 lifts the limit. The qdisc goes with the link.
  */
 export function throttle(i, kbit) {
   tryRun('tc', 'qdisc', 'del', 'dev', `cfs${i}`, 'root');
-  if (kbit > 0) run('tc', 'qdisc', 'add', 'dev', `cfs${i}`, 'root', 'tbf', 'rate', `${kbit}kbit`, 'burst', '16kb', 'latency', '200ms');
+  if (kbit > 0) run('tc', 'qdisc', 'add', 'dev', `cfs${i}`, 'root', 'tbf', 'rate', `${kbit}kbit`, 'burst', '16kb', 'latency', '400ms');
 }

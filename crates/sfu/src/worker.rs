@@ -14,6 +14,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use rtc::shared::{FiveTuple, TransportProtocol};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -54,6 +55,16 @@ pub const TCP_CONGESTED_ABOVE: usize = TCP_WRITE_QUEUE / 4;
 
 /// Frames queued below which a backed-up connection counts as drained again.
 pub const TCP_DRAINED_BELOW: usize = TCP_WRITE_QUEUE / 16;
+
+/// How long the frame at the head of an ICE-TCP connection's queue may have waited before the
+/// connection counts as backed up, whatever the queue's length: on a slow link (120 kbit/s) a
+/// [`TCP_CONGESTED_ABOVE`]-frame backlog is ~10 s of waiting, on a fast one a keyframe burst of
+/// 40 KB drains in tens of ms. A wait is what audio feels, so it decides.
+pub const TCP_CONGESTED_AFTER: Duration = Duration::from_millis(300);
+
+/// A backed-up connection counts as drained only when its head frame has waited less than this
+/// (and fewer than [`TCP_DRAINED_BELOW`] frames are queued).
+pub const TCP_DRAINED_AFTER: Duration = Duration::from_millis(100);
 
 /// Unsent bytes the kernel may hold for one ICE-TCP connection (`TCP_NOTSENT_LOWAT`, Linux):
 /// past it a write waits, so the backlog of a slow link builds in [`TCP_WRITE_QUEUE`], where the
@@ -164,6 +175,7 @@ pub fn spawn_media_worker(
         tcp_addrs: tcp_addrs.to_vec(),
         tcp_tx,
         tcp_conns: HashMap::new(),
+        epoch: Instant::now(),
         tcp_congested: Vec::new(),
         core,
         metrics: metrics.clone(),
@@ -182,6 +194,31 @@ pub fn spawn_media_worker(
     ))
 }
 
+/// One ICE-TCP connection as the loop sees it.
+struct TcpConn {
+    /// Frames for its writer task, each with the µs (since [`Worker::epoch`]) it was queued at.
+    tx: mpsc::Sender<(u64, Bytes)>,
+    /// When the frame its writer is writing now was queued (µs since [`Worker::epoch`], at
+    /// least 1), or 0 when the writer is idle: how long the head of the queue has waited.
+    head: Arc<AtomicU64>,
+}
+
+impl TcpConn {
+    /// Frames queued, and how long the head frame has waited as of `now_us`.
+    fn backlog(&self, now_us: u64) -> (usize, Duration) {
+        let head = self.head.load(Ordering::Relaxed);
+        let waited = if head == 0 {
+            0
+        } else {
+            now_us.saturating_sub(head)
+        };
+        (
+            TCP_WRITE_QUEUE - self.tx.capacity(),
+            Duration::from_micros(waited),
+        )
+    }
+}
+
 struct Worker {
     sockets: Vec<MediaSocket>,
     /// Passive ICE-TCP listeners and their announced addresses.
@@ -191,8 +228,11 @@ struct Worker {
     /// Handed to each connection's reader task.
     tcp_tx: mpsc::Sender<TcpEvent>,
     /// Each open ICE-TCP connection's write queue, by its 5-tuple.
-    tcp_conns: HashMap<FiveTuple, mpsc::Sender<Bytes>>,
-    /// Connections whose queue passed [`TCP_CONGESTED_ABOVE`] and has not drained yet.
+    tcp_conns: HashMap<FiveTuple, TcpConn>,
+    /// The zero of the µs timestamps [`TcpConn::head`] holds.
+    epoch: Instant,
+    /// Connections backed up ([`TCP_CONGESTED_ABOVE`] frames queued, or the head frame waiting
+    /// past [`TCP_CONGESTED_AFTER`]) and not drained yet.
     tcp_congested: Vec<FiveTuple>,
     core: Core,
     metrics: Arc<SfuMetrics>,
@@ -336,9 +376,16 @@ impl Worker {
         };
         let (rd, wr) = stream.into_split();
         let (tx, rx) = mpsc::channel(TCP_WRITE_QUEUE);
-        self.tcp_conns.insert(tuple, tx);
+        let head = Arc::new(AtomicU64::new(0));
+        self.tcp_conns.insert(
+            tuple,
+            TcpConn {
+                tx,
+                head: head.clone(),
+            },
+        );
         tokio::spawn(read_frames(rd, tuple, self.tcp_tx.clone()));
-        tokio::spawn(write_frames(wr, rx));
+        tokio::spawn(write_frames(wr, rx, head));
     }
 
     /// Writes everything the core produced. A full socket buffer drops the datagram (counted);
@@ -473,7 +520,8 @@ impl Worker {
         let mut frame = BytesMut::with_capacity(2 + data.len());
         frame.extend_from_slice(&len.to_be_bytes());
         frame.extend_from_slice(data);
-        match conn.try_send(frame.freeze()) {
+        let now_us = self.epoch.elapsed().as_micros() as u64;
+        match conn.tx.try_send((now_us.max(1), frame.freeze())) {
             Ok(()) => SfuMetrics::inc(&self.metrics.datagrams_out),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 SfuMetrics::inc(&self.metrics.drops_tcp_queue_full)
@@ -484,11 +532,13 @@ impl Worker {
                 return;
             }
         }
-        let queued = TCP_WRITE_QUEUE - conn.capacity();
-        if queued > TCP_CONGESTED_ABOVE && !self.tcp_congested.contains(&tuple) {
+        let (queued, waited) = conn.backlog(now_us);
+        let backed_up = queued > TCP_CONGESTED_ABOVE || waited > TCP_CONGESTED_AFTER;
+        let drained = queued < TCP_DRAINED_BELOW && waited < TCP_DRAINED_AFTER;
+        if backed_up && !self.tcp_congested.contains(&tuple) {
             self.tcp_congested.push(tuple);
             self.core.set_congested(tuple, true, Instant::now());
-        } else if queued < TCP_DRAINED_BELOW && self.tcp_congested.contains(&tuple) {
+        } else if drained && self.tcp_congested.contains(&tuple) {
             self.tcp_congested.retain(|t| *t != tuple);
             self.core.set_congested(tuple, false, Instant::now());
         }
@@ -499,11 +549,12 @@ impl Worker {
         let mut k = 0;
         while k < self.tcp_congested.len() {
             let tuple = self.tcp_congested[k];
-            let queued = self
+            let now_us = now.saturating_duration_since(self.epoch).as_micros() as u64;
+            let (queued, waited) = self
                 .tcp_conns
                 .get(&tuple)
-                .map_or(0, |c| TCP_WRITE_QUEUE - c.capacity());
-            if queued < TCP_DRAINED_BELOW {
+                .map_or((0, Duration::ZERO), |c| c.backlog(now_us));
+            if queued < TCP_DRAINED_BELOW && waited < TCP_DRAINED_AFTER {
                 self.tcp_congested.swap_remove(k);
                 self.core.set_congested(tuple, false, now);
             } else {
@@ -550,10 +601,18 @@ async fn read_frames(
 
 /// Writes queued frames to one ICE-TCP connection until the loop drops the queue or a write
 /// fails (then the connection closes).
-async fn write_frames(mut wr: tokio::net::tcp::OwnedWriteHalf, mut frames: mpsc::Receiver<Bytes>) {
-    while let Some(frame) = frames.recv().await {
+async fn write_frames(
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    mut frames: mpsc::Receiver<(u64, Bytes)>,
+    head: Arc<AtomicU64>,
+) {
+    while let Some((queued_at, frame)) = frames.recv().await {
+        head.store(queued_at, Ordering::Relaxed);
         if wr.write_all(&frame).await.is_err() {
             return;
+        }
+        if frames.is_empty() {
+            head.store(0, Ordering::Relaxed);
         }
     }
 }
