@@ -41,21 +41,24 @@ export async function launch({ executablePath, secureOrigin, ignoreCertificateEr
 export async function openRoom(browser, room, name, { query = '', base = BASE, captureWidth, tcpOnly = false } = {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
   if (tcpOnly) await context.addInitScript(TCP_ONLY);
-  if (captureWidth) {
-    await context.addInitScript((w) => {
-      const md = navigator.mediaDevices;
-      const get = md.getUserMedia.bind(md);
-      md.getUserMedia = (c) => get(c && c.video
-        ? { ...c, video: { ...(typeof c.video === 'object' ? c.video : {}), width: { ideal: w }, height: { ideal: Math.round((w * 9) / 16) } } }
-        : c);
-    }, captureWidth);
-  }
+  if (captureWidth) await capCamera(context, captureWidth);
   const page = await context.newPage();
   page.logs = [];
   page.on('console', (m) => page.logs.push(`[${name}] ${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => page.logs.push(`[${name}] pageerror: ${e.message}`));
   await page.goto(`${base}/rooms/${encodeURIComponent(room)}?name=${encodeURIComponent(name)}${query}`);
   return page;
+}
+
+/** Caps the camera every page of `context` asks for at `width` px wide (16:9). */
+export async function capCamera(context, width) {
+  await context.addInitScript((w) => {
+    const md = navigator.mediaDevices;
+    const get = md.getUserMedia.bind(md);
+    md.getUserMedia = (c) => get(c && c.video
+      ? { ...c, video: { ...(typeof c.video === 'object' ? c.video : {}), width: { ideal: w }, height: { ideal: Math.round((w * 9) / 16) } } }
+      : c);
+  }, width);
 }
 
 /**

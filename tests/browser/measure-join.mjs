@@ -5,7 +5,7 @@
 //   CONFAB_URL=http://127.0.0.1:8080 [CAPTURE_WIDTH=640] node tests/browser/measure-join.mjs [pages=3] [runs=5]
 // (CAPTURE_WIDTH caps the cameras of the pages already in the room, to keep the machine's CPU for the
 // page being timed.)
-import { launch, openRoom, randomRoom, stats, BASE } from './helpers.mjs';
+import { launch, openRoom, randomRoom, stats, capCamera, BASE } from './helpers.mjs';
 
 const n = Number(process.argv[2] || 3);
 const runs = Number(process.argv[3] || 5);
@@ -71,15 +71,7 @@ try {
     await context.addInitScript(HOOKS);
     // The timed page's own camera too: on 2 cores a 720p encoder beside two others decides the
     // join time more than anything the server or the protocol does.
-    if (captureWidth) {
-      await context.addInitScript((w) => {
-        const md = navigator.mediaDevices;
-        const get = md.getUserMedia.bind(md);
-        md.getUserMedia = (c) => get(c && c.video
-          ? { ...c, video: { ...(typeof c.video === 'object' ? c.video : {}), width: { ideal: w }, height: { ideal: Math.round((w * 9) / 16) } } }
-          : c);
-      }, captureWidth);
-    }
+    if (captureWidth) await capCamera(context, captureWidth);
     const page = await context.newPage();
     await page.goto(`${BASE}/rooms/${room}?name=${NAMES[n - 1]}`);
     let all = null;

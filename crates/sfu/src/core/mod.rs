@@ -219,30 +219,23 @@ impl Core {
         if let Some(state) = update.state {
             on_consent_change(key, state, &self.metrics);
         }
-        if heard == Heard::Data && !t.ice_connected {
+        let mut nominated_early = false;
+        let data = if heard == Heard::Data && !t.ice_connected {
             // `rtc` would drop it (no selected pair yet): keep it for when there is one.
             if t.early.len() < crate::room::EARLY_DATAGRAMS {
                 t.early.push((tuple, data, now));
             }
             // The peer already uses this pair (DTLS on the path its check came from): nominate
-            // it for `rtc` now rather than at the peer's next check (`Transport::nomination`).
+            // it for `rtc` now rather than at the peer's next check (`Transport::nomination`);
+            // the replay below then hands `rtc` what was kept.
             let Some((_, check)) = t.nomination.take_if(|(at, _)| *at == tuple) else {
                 return;
             };
-            read_into(t, key, tuple, check, now);
-            drive(room, idx, role, now, &self.metrics);
-            if let Some(t) = room.participants[idx].transport_mut(role) {
-                if t.ice_connected {
-                    SfuMetrics::inc(&self.metrics.ice_early_nominations);
-                    for (tuple, data, at) in std::mem::take(&mut t.early) {
-                        read_into(t, key, tuple, data, at.max(now));
-                    }
-                    drive(room, idx, role, now, &self.metrics);
-                }
-            }
-            flush(room, &mut self.transmits);
-            return;
-        }
+            nominated_early = true;
+            check
+        } else {
+            data
+        };
         read_into(t, key, tuple, data, now);
         if switched.is_some() {
             // Packets were lost on the old path: a keyframe now, not when the receivers ask.
@@ -252,6 +245,9 @@ impl Core {
         drive(room, idx, role, now, &self.metrics);
         if let Some(t) = room.participants[idx].transport_mut(role) {
             if t.ice_connected && !t.early.is_empty() {
+                if nominated_early {
+                    SfuMetrics::inc(&self.metrics.ice_early_nominations);
+                }
                 for (tuple, data, at) in std::mem::take(&mut t.early) {
                     read_into(t, key, tuple, data, at.max(now));
                 }
