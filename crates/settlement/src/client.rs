@@ -1,7 +1,10 @@
 //! [`ChainClient`]: the backend wallet's view of one LangDAO contract. It reads a tutor's active session and ends
-//! it with `endSession(tutor)`: check the chain, dry-run with `eth_call`, send, wait for the receipt, decode
-//! `SessionEnded`. One client (one HTTP provider, one nonce source) per wallet, used by one sender task, so
-//! nonces never race.
+//! it with `endSession(tutor)`: check the chain, dry-run with `eth_call`, sign locally
+//! ([`ChainClient::sign_end_session`]), broadcast the raw transaction ([`ChainClient::broadcast`]), wait for the
+//! receipt, decode `SessionEnded`. Signing and broadcasting are separate so the caller can store the signed
+//! transaction in between: a retry then rebroadcasts the very same transaction (same hash, same nonce) instead of
+//! building a second one, and a second `endSession` is only signed once the first is proven dead
+//! ([`ChainClient::stored_tx_status`]).
 //!
 //! Exactly-once payment rests on the contract: `endSession` reverts once the session is no longer active, so a
 //! repeated send cannot pay twice. The client's job is not to waste gas on such repeats and to report what
@@ -11,8 +14,10 @@
 use std::{fmt, future::Future, time::Duration};
 
 use alloy::{
-    network::EthereumWallet,
-    primitives::{Address, TxHash, U256},
+    network::{
+        eip2718::Encodable2718, EthereumWallet, NetworkTransactionBuilder, TransactionBuilder,
+    },
+    primitives::{keccak256, Address, Bytes, TxHash, U256},
     providers::{DynProvider, Provider, ProviderBuilder},
     sol_types::SolEvent,
     transports::http::reqwest,
@@ -141,11 +146,107 @@ pub enum Submission {
     },
 }
 
+/// An `endSession` transaction signed locally by the backend wallet: what the outbox stores before the first
+/// broadcast and rebroadcasts unchanged on every retry.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SignedTx {
+    /// `keccak256(raw)`: the transaction hash.
+    pub hash: TxHash,
+    /// The wallet nonce it uses; only one transaction per nonce can ever be mined.
+    pub nonce: u64,
+    /// The EIP-2718 envelope, as sent with `eth_sendRawTransaction`.
+    pub raw: Bytes,
+}
+
+impl SignedTx {
+    /// Rebuild from stored columns (`0x` hex of the envelope, the nonce, the hash). Fails with a description when
+    /// the hex does not decode or does not hash to `hash` (a corrupt row).
+    pub fn from_stored(hash: TxHash, nonce: u64, raw_hex: &str) -> Result<Self, String> {
+        let raw: Bytes = raw_hex
+            .parse()
+            .map_err(|e| format!("raw transaction is not hex: {e}"))?;
+        if keccak256(&raw) != hash {
+            return Err(format!("raw transaction does not hash to {hash}"));
+        }
+        Ok(Self { hash, nonce, raw })
+    }
+
+    /// The envelope as `0x`-prefixed hex (the `raw_tx` column).
+    pub fn raw_hex(&self) -> String {
+        alloy::primitives::hex::encode_prefixed(&self.raw)
+    }
+}
+
+impl fmt::Debug for SignedTx {
+    /// Hash and nonce; the raw bytes are long and say nothing to a reader.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignedTx")
+            .field("hash", &self.hash)
+            .field("nonce", &self.nonce)
+            .field("raw_len", &self.raw.len())
+            .finish()
+    }
+}
+
+/// The result of [`ChainClient::sign_end_session`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signing {
+    /// The chain checks passed and the transaction is signed (nothing broadcast yet): store it, then broadcast.
+    Signed(SignedTx),
+    /// Nothing was signed: the session is already over.
+    AlreadyEnded {
+        /// As in [`EndOutcome::AlreadyEnded`].
+        ended: Option<EndedSession>,
+    },
+}
+
+/// The answer to [`ChainClient::broadcast`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broadcast {
+    /// The node has the transaction: it accepted it now, already knew it, or it is mined. Wait for the receipt.
+    Accepted,
+    /// The transaction can never be mined: its nonce was used by another transaction and there is no receipt
+    /// for it. Only now may a new `endSession` be signed.
+    Dead,
+}
+
+/// Where a stored transaction stands on chain ([`ChainClient::stored_tx_status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxStatus {
+    /// It has a receipt.
+    Mined,
+    /// No receipt and its nonce is used by another mined transaction: it can never be mined.
+    Dead,
+    /// No receipt and its nonce is still free: it may yet be mined (pending, or not known to this node).
+    Open,
+}
+
+/// The wallet that signs `endSession` locally; `Debug` shows nothing of it.
+#[derive(Clone)]
+struct LocalWallet(EthereumWallet);
+
+impl fmt::Debug for LocalWallet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LocalWallet(<redacted>)")
+    }
+}
+
+/// Safety margin on the node's gas estimate, percent: the block that mines the transaction differs from the one
+/// it was estimated on (later timestamp, another amount). Unused gas is not paid for.
+const GAS_MARGIN_PERCENT: u64 = 20;
+
+/// Gas added to every estimate on top of the margin. An estimate made in the second the session started sees
+/// nothing to pay (duration 0): no token transfer, no earnings write; the block that mines it pays the tutor,
+/// which costs up to two fresh storage slots (≈ 2 × 22k) and the transfer. Found by a test that mined later.
+const GAS_HEADROOM: u64 = 60_000;
+
 /// The backend wallet's client for one LangDAO contract. Build once, share by reference.
 #[derive(Debug, Clone)]
 pub struct ChainClient {
     /// The one provider: HTTP transport, gas estimation, nonce from the node, chain id, the wallet.
     provider: DynProvider,
+    /// The same wallet, for signing `endSession` locally before it is broadcast.
+    signer: LocalWallet,
     /// The contract bound to `provider`.
     contract: LangDAO::LangDAOInstance<DynProvider>,
     /// The backend wallet's address (the contract's `owner` in production).
@@ -185,12 +286,13 @@ impl ChainClient {
             .with_gas_estimation()
             .with_simple_nonce_management()
             .fetch_chain_id()
-            .wallet(EthereumWallet::from(signer))
+            .wallet(EthereumWallet::from(signer.clone()))
             .connect_reqwest(http, url)
             .erased();
         let contract = LangDAO::new(config.contract, provider.clone());
         Ok(Self {
             provider,
+            signer: LocalWallet(EthereumWallet::from(signer)),
             contract,
             wallet,
             config,
@@ -285,17 +387,41 @@ impl ChainClient {
         }
     }
 
-    /// Check the chain, dry-run `endSession(tutor)` with `eth_call` from the backend wallet, and send it.
-    /// Sends nothing when the session is already over.
+    /// [`sign_end_session`](Self::sign_end_session) then [`broadcast`](Self::broadcast), without storing the
+    /// signed transaction in between (the worker stores it; this is for callers without an outbox).
     pub async fn submit_end_session(
         &self,
         tutor: Address,
         expected: Option<U256>,
     ) -> Result<Submission, ChainError> {
+        let signed = match self.sign_end_session(tutor, expected).await? {
+            Signing::AlreadyEnded { ended } => return Ok(Submission::AlreadyEnded { ended }),
+            Signing::Signed(signed) => signed,
+        };
+        match self.broadcast(&signed).await? {
+            Broadcast::Accepted => Ok(Submission::Sent(signed.hash)),
+            Broadcast::Dead => Err(ChainError::NonceOrFee(format!(
+                "nonce {} was taken by another transaction of the wallet while sending",
+                signed.nonce
+            ))),
+        }
+    }
+
+    /// Check the chain (`activeSessions(tutor)`), dry-run `endSession(tutor)` with `eth_call` from the backend
+    /// wallet, then build the transaction with the node's gas estimate (plus a margin), EIP-1559 fees, the
+    /// wallet's `pending` nonce and the chain id, and sign it locally. Broadcasts nothing: store the result, then
+    /// call [`broadcast`](Self::broadcast). [`Signing::AlreadyEnded`] when the session is over.
+    ///
+    /// Errors: RPC failures as classified by [`ChainError`]; a signing failure is [`ChainError::Config`].
+    pub async fn sign_end_session(
+        &self,
+        tutor: Address,
+        expected: Option<U256>,
+    ) -> Result<Signing, ChainError> {
         let active = self.active_session(tutor).await?;
         if !is_ours(&active, expected) {
             debug!(%tutor, ?expected, "no active session to end");
-            return Ok(Submission::AlreadyEnded {
+            return Ok(Signing::AlreadyEnded {
                 ended: self.record_of(expected).await?,
             });
         }
@@ -312,30 +438,128 @@ impl ChainClient {
         match dry_run {
             Ok(_) => {}
             Err(e) if e.is_not_active() => {
-                return Ok(Submission::AlreadyEnded {
+                return Ok(Signing::AlreadyEnded {
                     ended: self.record_of(expected).await?,
                 })
             }
             Err(e) => return Err(e),
         }
 
+        let request = self
+            .contract
+            .endSession(tutor)
+            .from(self.wallet)
+            .into_transaction_request();
+        // Gas estimation is a second dry run: the session may have ended in between.
+        let gas = match self
+            .within("eth_estimateGas", async {
+                self.provider.estimate_gas(request.clone()).await
+            })
+            .await
+        {
+            Ok(gas) => gas,
+            Err(e) if e.is_not_active() => {
+                return Ok(Signing::AlreadyEnded {
+                    ended: self.record_of(expected).await?,
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        let fees = self
+            .within("eth_feeHistory", self.provider.estimate_eip1559_fees())
+            .await?;
+        let nonce = self
+            .within("eth_getTransactionCount", async {
+                self.provider
+                    .get_transaction_count(self.wallet)
+                    .pending()
+                    .await
+            })
+            .await?;
+        let chain_id = self
+            .within("eth_chainId", self.provider.get_chain_id())
+            .await?;
+        let request = request
+            .with_nonce(nonce)
+            .with_gas_limit(
+                gas.saturating_add(gas.saturating_mul(GAS_MARGIN_PERCENT) / 100)
+                    .saturating_add(GAS_HEADROOM),
+            )
+            .with_max_fee_per_gas(fees.max_fee_per_gas)
+            .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas)
+            .with_chain_id(chain_id);
+        let envelope = request
+            .build(&self.signer.0)
+            .await
+            .map_err(|e| ChainError::Config(format!("signing endSession: {e}")))?;
+        let signed = SignedTx {
+            hash: *envelope.tx_hash(),
+            nonce,
+            raw: envelope.encoded_2718().into(),
+        };
+        debug!(%tutor, tx_hash = %signed.hash, nonce, "signed endSession");
+        Ok(Signing::Signed(signed))
+    }
+
+    /// Send a signed transaction (`eth_sendRawTransaction`), the first time or again. A node that already knows
+    /// it, or whose answer is "nonce too low" while the transaction has a receipt, counts as
+    /// [`Broadcast::Accepted`]; "nonce too low" without a receipt is [`Broadcast::Dead`] once
+    /// [`stored_tx_status`](Self::stored_tx_status) proves it.
+    ///
+    /// Errors: transport failures and timeouts are transient [`ChainError`]s (the node may have accepted it:
+    /// broadcast again later); a nonce or fee refusal that proves nothing is [`ChainError::NonceOrFee`].
+    pub async fn broadcast(&self, tx: &SignedTx) -> Result<Broadcast, ChainError> {
         let sent = self
-            .within("send endSession", async {
-                self.contract.endSession(tutor).send().await
+            .within("eth_sendRawTransaction", async {
+                self.provider
+                    .send_raw_transaction(&tx.raw)
+                    .await
+                    .map(|_| ())
             })
             .await;
-        match sent {
-            Ok(pending) => {
-                let tx_hash = *pending.tx_hash();
-                info!(%tutor, %tx_hash, "sent endSession");
-                Ok(Submission::Sent(tx_hash))
+        let refusal = match sent {
+            Ok(()) => {
+                info!(tx_hash = %tx.hash, nonce = tx.nonce, "broadcast endSession");
+                return Ok(Broadcast::Accepted);
             }
-            // Gas estimation is a second dry run: the session may have ended in between.
-            Err(e) if e.is_not_active() => Ok(Submission::AlreadyEnded {
-                ended: self.record_of(expected).await?,
-            }),
-            Err(e) => Err(e),
+            Err(ChainError::NonceOrFee(message)) => message,
+            Err(ChainError::Node { message, .. }) if is_already_known(&message) => message,
+            Err(e) => return Err(e),
+        };
+        if is_already_known(&refusal) {
+            debug!(tx_hash = %tx.hash, "the node already knows the transaction");
+            return Ok(Broadcast::Accepted);
         }
+        match self.stored_tx_status(tx).await? {
+            TxStatus::Mined => Ok(Broadcast::Accepted),
+            TxStatus::Dead => Ok(Broadcast::Dead),
+            TxStatus::Open => Err(ChainError::NonceOrFee(refusal)),
+        }
+    }
+
+    /// Whether a transaction we signed is mined, dead (its nonce consumed by another transaction, no receipt for
+    /// it) or still open. The nonce is read before the receipt, so a transaction mined in between is seen as
+    /// mined, never as dead.
+    pub async fn stored_tx_status(&self, tx: &SignedTx) -> Result<TxStatus, ChainError> {
+        let next_nonce = self
+            .within("eth_getTransactionCount", async {
+                self.provider
+                    .get_transaction_count(self.wallet)
+                    .latest()
+                    .await
+            })
+            .await?;
+        let receipt = self
+            .within(
+                "eth_getTransactionReceipt",
+                self.provider.get_transaction_receipt(tx.hash),
+            )
+            .await?;
+        Ok(match receipt {
+            Some(_) => TxStatus::Mined,
+            None if next_nonce > tx.nonce => TxStatus::Dead,
+            None => TxStatus::Open,
+        })
     }
 
     /// Wait up to the receipt timeout for `tx_hash` (our `endSession(tutor)`), polling
@@ -442,6 +666,20 @@ impl ChainClient {
             }),
         }
     }
+}
+
+/// Whether a node's refusal says it has the transaction already (geth "already known", anvil and others
+/// "already imported" / "known transaction").
+fn is_already_known(message: &str) -> bool {
+    let lower = message.to_ascii_lowercase();
+    [
+        "already known",
+        "already imported",
+        "known transaction",
+        "alreadyknown",
+    ]
+    .iter()
+    .any(|m| lower.contains(m))
 }
 
 /// Whether the tutor's active session is the one we are settling (any, when we do not know its id).

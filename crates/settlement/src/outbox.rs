@@ -3,12 +3,16 @@
 //! worker ([`crate::worker`]) drives it.
 //!
 //! ```text
-//!   Pending ──send──▶ Submitted{tx} ──receipt──▶ Settled
-//!      │                   │  └──────────────────▶ EndedElsewhere (our tx lost a race)
-//!      ├──chain shows it over─────────────────────▶ EndedElsewhere
-//!      └──permanent error / attempts used up──────▶ Failed   (also from Submitted)
-//!   transient error: same state, attempts + 1, next attempt after the back-off delay
+//!   Pending ──check chain, sign, store──▶ Signed{tx} ──broadcast, receipt──▶ Settled
+//!      │          ▲                         │   │  └────────────────────────▶ EndedElsewhere (our tx lost a race)
+//!      │          └──tx proven dead─────────┘   └─retry: rebroadcast the same tx, never a new one
+//!      ├──chain shows it over─────────────────────────────────────────────────▶ EndedElsewhere
+//!      └──permanent error─────────────────────────────────────────────────────▶ Failed   (also from Signed)
+//!   transient error: same state, attempts + 1, next attempt after the back-off delay, forever
 //! ```
+//!
+//! `Submitted{tx_hash}` is a row sent before signed transactions were stored (hash only): it is rechecked by
+//! hash and, if the node no longer knows it, signed anew. Rows no longer go there.
 
 use std::time::Duration;
 
@@ -16,8 +20,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::{
-    backoff::{Backoff, RetryDecision},
-    client::{EndOutcome, EndedSession, Settled},
+    backoff::Backoff,
+    client::{EndOutcome, EndedSession, Settled, SignedTx},
     error::ChainError,
     Address, TxHash, U256,
 };
@@ -27,7 +31,11 @@ use crate::{
 pub enum SettlementState {
     /// Written with the end of the paid session; nothing sent yet.
     Pending,
-    /// `endSession` was accepted by the node with this hash; its outcome is not known yet.
+    /// `endSession` is signed and stored (column state `submitted`, with `raw_tx`); it may or may not have
+    /// reached the node. Every retry rebroadcasts exactly this transaction.
+    Signed(SignedTx),
+    /// A row from before signed transactions were stored: `endSession` was accepted with this hash, the raw
+    /// transaction is unknown. Its outcome is not known yet.
     Submitted {
         /// Our transaction.
         tx_hash: TxHash,
@@ -40,7 +48,7 @@ pub enum SettlementState {
         /// `sessionHistory(id)`.
         ended: Option<EndedSession>,
     },
-    /// Terminal: a permanent error, or transient errors until the attempts ran out. Needs an operator.
+    /// Terminal: a permanent error (transient ones are retried forever). Needs an operator.
     Failed {
         /// The last error, for people.
         reason: String,
@@ -52,7 +60,7 @@ impl SettlementState {
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Pending => "pending",
-            Self::Submitted { .. } => "submitted",
+            Self::Signed(_) | Self::Submitted { .. } => "submitted",
             Self::Settled(_) => "settled",
             Self::EndedElsewhere { .. } => "ended_elsewhere",
             Self::Failed { .. } => "failed",
@@ -61,7 +69,10 @@ impl SettlementState {
 
     /// Whether the worker is done with it.
     pub fn is_terminal(&self) -> bool {
-        !matches!(self, Self::Pending | Self::Submitted { .. })
+        !matches!(
+            self,
+            Self::Pending | Self::Signed(_) | Self::Submitted { .. }
+        )
     }
 }
 
@@ -78,7 +89,7 @@ pub struct Settlement {
     pub chain_session_id: Option<U256>,
     /// Where it stands.
     pub state: SettlementState,
-    /// Consecutive failed attempts so far.
+    /// Consecutive failed attempts so far (unbounded: transient failures are retried forever).
     pub attempts: u32,
     /// Not to be attempted before this instant.
     pub next_attempt_at: DateTime<Utc>,
@@ -87,10 +98,12 @@ pub struct Settlement {
 }
 
 /// What one attempt must do, decided from the state alone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NextStep {
-    /// Check the chain, dry-run and send.
+    /// Check the chain, dry-run, sign, store, broadcast.
     Submit,
+    /// Look up the stored transaction's receipt, else broadcast it again; sign anew only if it is proven dead.
+    Rebroadcast(SignedTx),
     /// Look up our earlier transaction first; send again only if the node no longer knows it.
     Recheck(TxHash),
     /// Terminal: nothing to do.
@@ -115,14 +128,15 @@ impl Settlement {
     pub fn next_step(&self) -> NextStep {
         match &self.state {
             SettlementState::Pending => NextStep::Submit,
+            SettlementState::Signed(tx) => NextStep::Rebroadcast(tx.clone()),
             SettlementState::Submitted { tx_hash } => NextStep::Recheck(*tx_hash),
             _ => NextStep::Nothing,
         }
     }
 
     /// The row after an attempt that ended with `result`, at `now`. `sample` is the uniform `[0, 1)` jitter
-    /// sample for the back-off (see [`Backoff::decide`]). The current state must already include a
-    /// `Submitted` recorded during the attempt: a transient failure keeps it.
+    /// sample for the back-off (see [`Backoff::delay`]). The current state must already include a `Signed`
+    /// recorded during the attempt: a transient failure keeps it, so the retry rebroadcasts that transaction.
     pub fn after_attempt(
         &self,
         result: Result<EndOutcome, &ChainError>,
@@ -150,22 +164,12 @@ impl Settlement {
                 last_error: Some(err.to_string()),
             },
             Err(err) => {
-                let attempts = self.attempts + 1;
-                match policy.decide(attempts, sample) {
-                    RetryDecision::RetryAfter(delay) => Update {
-                        state: self.state.clone(),
-                        attempts,
-                        next_attempt_at: now + to_chrono(delay),
-                        last_error: Some(err.to_string()),
-                    },
-                    RetryDecision::GiveUp => Update {
-                        state: SettlementState::Failed {
-                            reason: format!("gave up after {attempts} attempts; last error: {err}"),
-                        },
-                        attempts,
-                        next_attempt_at: now,
-                        last_error: Some(err.to_string()),
-                    },
+                let attempts = self.attempts.saturating_add(1);
+                Update {
+                    state: self.state.clone(),
+                    attempts,
+                    next_attempt_at: now + to_chrono(policy.delay(attempts, sample)),
+                    last_error: Some(err.to_string()),
                 }
             }
         }
@@ -208,7 +212,6 @@ mod tests {
             max_delay: Duration::from_secs(8),
             multiplier: 2,
             jitter: 0.0,
-            max_attempts: 3,
         }
     }
 
@@ -265,33 +268,46 @@ mod tests {
         assert_eq!(u.state.as_str(), "ended_elsewhere");
     }
 
+    fn signed() -> SignedTx {
+        SignedTx {
+            hash: TxHash::repeat_byte(3),
+            nonce: 4,
+            raw: vec![1, 2, 3].into(),
+        }
+    }
+
     #[test]
-    fn a_transient_error_keeps_the_state_and_backs_off_until_the_attempts_run_out() {
+    fn a_signed_settlement_rebroadcasts_its_stored_transaction() {
+        let s = Settlement {
+            state: SettlementState::Signed(signed()),
+            ..pending()
+        };
+        assert_eq!(s.next_step(), NextStep::Rebroadcast(signed()));
+        assert_eq!(s.state.as_str(), "submitted");
+        assert!(!s.state.is_terminal());
+    }
+
+    #[test]
+    fn a_transient_error_keeps_the_signed_transaction_and_backs_off_forever_up_to_the_cap() {
         let err = ChainError::Unreachable("connection refused".into());
-        let tx = TxHash::repeat_byte(3);
         let mut s = Settlement {
-            state: SettlementState::Submitted { tx_hash: tx },
+            state: SettlementState::Signed(signed()),
             ..pending()
         };
         let mut delays = vec![];
-        loop {
+        for _ in 0..100 {
             let u = s.after_attempt(Err(&err), now(), &policy(), 0.0);
             s = s.apply(u);
-            if s.state.is_terminal() {
-                break;
-            }
-            assert_eq!(s.state, SettlementState::Submitted { tx_hash: tx });
+            assert_eq!(s.state, SettlementState::Signed(signed()));
             delays.push((s.next_attempt_at - now()).num_seconds());
         }
-        assert_eq!(delays, vec![1, 2]);
-        assert_eq!(s.attempts, 3);
-        let SettlementState::Failed { reason } = &s.state else {
-            panic!("{:?}", s.state)
-        };
-        assert!(
-            reason.contains("gave up after 3 attempts") && reason.contains("connection refused"),
-            "{reason}"
-        );
+        assert_eq!(delays[..5], [1, 2, 4, 8, 8]);
+        assert!(delays.iter().all(|d| *d <= 8));
+        assert_eq!(s.attempts, 100);
+        assert!(s
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("connection refused")));
     }
 
     #[test]

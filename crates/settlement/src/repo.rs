@@ -1,6 +1,13 @@
-//! The `paid_sessions` and `settlements` tables (`migrations/0002_paid_sessions.sql`) on either backend of
-//! [`confab_store::Db`]. Ending a paid session writes its outbox row in the same transaction, so a session
-//! that ended is always settled eventually, whatever crashes in between.
+//! The `paid_sessions` and `settlements` tables (`migrations/0002_paid_sessions.sql`,
+//! `migrations/0004_settlement_leases_signed_tx.sql`) on either backend of [`confab_store::Db`]. Ending a paid
+//! session writes its outbox row in the same transaction, so a session that ended is always settled eventually,
+//! whatever crashes in between.
+//!
+//! Several workers (several servers on one PostgreSQL) share the outbox: [`claim_due_settlements`] leases due
+//! rows to one worker (`FOR UPDATE SKIP LOCKED` on PostgreSQL; on SQLite, whose writers are serialised, the
+//! same `UPDATE` without it), and every later write of an attempt ([`store_signed`], [`record_update`]) only
+//! applies while the row is still leased to that worker. A row that cannot be read is set aside
+//! ([`set_aside`]) rather than failing the whole batch.
 //!
 //! Each query is written once and run on whichever pool the `Db` holds (`on_db!`), so the SQL is what both
 //! PostgreSQL and SQLite speak. Ids (UUID v7) and timestamps come from the application.
@@ -10,7 +17,7 @@ use confab_store::{Db, StoreError};
 use uuid::Uuid;
 
 use crate::{
-    client::{EndedSession, Settled},
+    client::{EndedSession, Settled, SignedTx},
     outbox::{Settlement, SettlementState, Update},
     Address, TxHash, U256,
 };
@@ -96,7 +103,7 @@ pub struct SettlementRecord {
     pub tutor_address: String,
     /// The contract's session id, decimal.
     pub chain_session_id: Option<String>,
-    /// `pending`, `submitted`, `settled`, `ended_elsewhere` or `failed`.
+    /// `pending`, `submitted` (signed and stored, maybe broadcast), `settled`, `ended_elsewhere` or `failed`.
     pub state: String,
     /// Consecutive failed attempts.
     pub attempts: i64,
@@ -124,6 +131,20 @@ pub struct SettlementRecord {
     pub updated_at: DateTime<Utc>,
     /// When it reached a terminal state.
     pub finished_at: Option<DateTime<Utc>>,
+    /// The signed `endSession` (EIP-2718 envelope, `0x` hex), stored before its first broadcast.
+    pub raw_tx: Option<String>,
+    /// The nonce of `raw_tx`.
+    pub tx_nonce: Option<i64>,
+    /// The worker that claimed the row last.
+    pub leased_by: Option<String>,
+    /// Until when that worker's claim holds (NULL once it recorded its attempt).
+    pub lease_until: Option<DateTime<Utc>>,
+    /// When the row was set aside because it could not be read; the worker skips it while set.
+    pub set_aside_at: Option<DateTime<Utc>>,
+    /// Why it was set aside (the decoding error).
+    pub set_aside_reason: Option<String>,
+    /// When the row was reported (logged) as open for too long.
+    pub overdue_warned_at: Option<DateTime<Utc>>,
 }
 
 /// The columns of [`SettlementRecord`], in a `SELECT` list.
@@ -131,7 +152,8 @@ macro_rules! cols {
     () => {
         "id, paid_session_id, tutor_address, chain_session_id, state, attempts, next_attempt_at, last_error, \
          tx_hash, block_number, gas_used, gas_price_wei, duration_s, total_paid, chain_ended_at, created_at, \
-         updated_at, finished_at"
+         updated_at, finished_at, raw_tx, tx_nonce, leased_by, lease_until, set_aside_at, set_aside_reason, \
+         overdue_warned_at"
     };
 }
 
@@ -279,7 +301,9 @@ pub async fn end_paid_session(
     Ok(ended.map(|_| id))
 }
 
-/// Settlements the worker should attempt now (`pending` or `submitted`, due by `now`), oldest due first.
+/// Settlements due by `now` (`pending` or `submitted`, not set aside, not leased), oldest due first, without
+/// claiming them: a read-only view for people and tests. Fails on a row that does not decode; the worker uses
+/// [`claim_due_settlements`], which sets such a row aside instead.
 pub async fn due_settlements(
     db: &Db,
     now: DateTime<Utc>,
@@ -288,7 +312,8 @@ pub async fn due_settlements(
     const SQL: &str = concat!(
         "SELECT ",
         cols!(),
-        " FROM settlements WHERE state IN ('pending', 'submitted') AND next_attempt_at <= $1 \
+        " FROM settlements WHERE state IN ('pending', 'submitted') AND set_aside_at IS NULL \
+         AND next_attempt_at <= $1 AND (lease_until IS NULL OR lease_until <= $1) \
          ORDER BY next_attempt_at, id LIMIT $2"
     );
     let rows: Vec<SettlementRecord> = on_db!(db, |pool| sqlx::query_as(SQL)
@@ -315,7 +340,274 @@ pub async fn settlement_of(
         .await)?)
 }
 
-/// Record that our transaction was accepted by the node, before waiting for its receipt.
+/// What [`claim_due_settlements`] took.
+#[derive(Debug, Default)]
+pub struct Claimed {
+    /// Rows now leased to the caller, oldest due first.
+    pub due: Vec<Settlement>,
+    /// Rows that did not decode and were set aside instead: `(id, error)`. Not leased.
+    pub set_aside: Vec<(Uuid, String)>,
+}
+
+impl Claimed {
+    /// Rows taken in all (worked or set aside).
+    pub fn len(&self) -> usize {
+        self.due.len() + self.set_aside.len()
+    }
+
+    /// Whether nothing was due.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Lease up to `limit` due settlements (`pending` or `submitted`, due by `now`, not set aside, lease free or run
+/// out) to `worker` until `lease_until`, and read them. Two workers never get the same row while its lease holds:
+/// on PostgreSQL the rows are picked with `FOR UPDATE SKIP LOCKED` (a row another worker is claiming is
+/// skipped, not waited for); SQLite serialises writers, so the same `UPDATE` is atomic there.
+///
+/// A claimed row that does not decode (a corrupt value: a bug or a manual edit) is set aside with its error
+/// ([`set_aside`]) and reported in [`Claimed::set_aside`]; the other rows are returned as usual, so one bad row
+/// never stalls the outbox. Errors: the database failing ([`RepoError::Store`]).
+pub async fn claim_due_settlements(
+    db: &Db,
+    worker: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: i64,
+) -> Result<Claimed, RepoError> {
+    const PG: &str = "UPDATE settlements SET leased_by = $1, lease_until = $2 WHERE id IN (\
+         SELECT id FROM settlements WHERE state IN ('pending', 'submitted') AND set_aside_at IS NULL \
+         AND next_attempt_at <= $3 AND (lease_until IS NULL OR lease_until <= $3) \
+         ORDER BY next_attempt_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING id";
+    const SQLITE: &str = "UPDATE settlements SET leased_by = $1, lease_until = $2 WHERE id IN (\
+         SELECT id FROM settlements WHERE state IN ('pending', 'submitted') AND set_aside_at IS NULL \
+         AND next_attempt_at <= $3 AND (lease_until IS NULL OR lease_until <= $3) \
+         ORDER BY next_attempt_at, id LIMIT $4) RETURNING id";
+    let now = db_time(now);
+    let ids: Vec<(Uuid,)> = match db {
+        Db::Postgres(pool) => {
+            sqlx::query_as(PG)
+                .bind(worker)
+                .bind(db_time(lease_until))
+                .bind(now)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+        }
+        Db::Sqlite(pool) => {
+            sqlx::query_as(SQLITE)
+                .bind(worker)
+                .bind(db_time(lease_until))
+                .bind(now)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+        }
+    };
+    let mut claimed = Claimed::default();
+    for (id,) in ids {
+        match read_settlement(db, id).await? {
+            Ok(settlement) => claimed.due.push(settlement),
+            Err(reason) => {
+                set_aside(db, id, &reason, now).await?;
+                claimed.set_aside.push((id, reason));
+            }
+        }
+    }
+    claimed.due.sort_by_key(|a| (a.next_attempt_at, a.id));
+    Ok(claimed)
+}
+
+/// One settlement row in domain form; the inner `Err` is why it does not decode (column type or value).
+async fn read_settlement(db: &Db, id: Uuid) -> Result<Result<Settlement, String>, RepoError> {
+    const SQL: &str = concat!("SELECT ", cols!(), " FROM settlements WHERE id = $1");
+    let row: Result<Option<SettlementRecord>, sqlx::Error> = on_db!(db, |pool| sqlx::query_as(SQL)
+        .bind(id)
+        .fetch_optional(pool)
+        .await);
+    match row {
+        Ok(Some(record)) => Ok(record.to_settlement().map_err(|e| e.to_string())),
+        Ok(None) => Ok(Err("row vanished while claimed".into())),
+        Err(
+            e @ (sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::Decode(_)
+            | sqlx::Error::ColumnNotFound(_)
+            | sqlx::Error::TypeNotFound { .. }),
+        ) => Ok(Err(format!("row does not decode: {e}"))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Set a settlement aside: the worker skips it from now on (its lease is dropped, its state and data are kept
+/// for an operator). `reason` is stored in `set_aside_reason`. See [`release_set_aside`].
+pub async fn set_aside(
+    db: &Db,
+    id: Uuid,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<(), RepoError> {
+    const SQL: &str =
+        "UPDATE settlements SET set_aside_at = $2, set_aside_reason = $3, lease_until = NULL \
+                       WHERE id = $1";
+    on_db!(db, |pool| sqlx::query(SQL)
+        .bind(id)
+        .bind(db_time(now))
+        .bind(reason)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Put a set-aside settlement back into the outbox (after an operator repaired the row); due at once. Returns
+/// whether the row was set aside.
+pub async fn release_set_aside(db: &Db, id: Uuid, now: DateTime<Utc>) -> Result<bool, RepoError> {
+    const SQL: &str = "UPDATE settlements SET set_aside_at = NULL, set_aside_reason = NULL, next_attempt_at = $2, \
+                       updated_at = $2 WHERE id = $1 AND set_aside_at IS NOT NULL";
+    let n = on_db!(db, |pool| sqlx::query(SQL)
+        .bind(id)
+        .bind(db_time(now))
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(n > 0)
+}
+
+/// Store a signed `endSession` (hash, nonce, raw envelope; state `submitted`) before it is broadcast, replacing
+/// any earlier one (a transaction proven dead). Applies only while the row is leased to `worker`: `false` means
+/// another worker took the row over, and the transaction must not be broadcast.
+pub async fn store_signed(
+    db: &Db,
+    id: Uuid,
+    worker: &str,
+    signed: &SignedTx,
+    now: DateTime<Utc>,
+) -> Result<bool, RepoError> {
+    const SQL: &str = "UPDATE settlements SET state = 'submitted', tx_hash = $3, tx_nonce = $4, raw_tx = $5, \
+                       updated_at = $6 WHERE id = $1 AND leased_by = $2 AND state IN ('pending', 'submitted')";
+    let n = on_db!(db, |pool| sqlx::query(SQL)
+        .bind(id)
+        .bind(worker)
+        .bind(signed.hash.to_string())
+        .bind(to_i64(signed.nonce))
+        .bind(signed.raw_hex())
+        .bind(db_time(now))
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(n > 0)
+}
+
+/// Release every lease `worker` holds (on a clean shutdown, so another worker or the restarted server need not
+/// wait for them to run out). Returns how many were released.
+pub async fn release_leases(db: &Db, worker: &str) -> Result<u64, RepoError> {
+    const SQL: &str = "UPDATE settlements SET lease_until = NULL WHERE leased_by = $1 AND lease_until IS NOT NULL";
+    Ok(on_db!(db, |pool| sqlx::query(SQL)
+        .bind(worker)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?)
+}
+
+/// The open part of the outbox at one instant, for metrics: one aggregate query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    /// When it was measured.
+    pub measured_at: DateTime<Utc>,
+    /// The threshold `overdue` was counted with.
+    pub overdue_after: std::time::Duration,
+    /// Settlements not yet finished (`pending` or `submitted`) and not set aside.
+    pub open: u64,
+    /// Of those, how many have been open (since their paid session ended) for longer than `overdue_after`.
+    pub overdue: u64,
+    /// When the oldest open settlement was written (its paid session ended); `None` when none is open.
+    pub oldest_open_since: Option<DateTime<Utc>>,
+    /// Settlements set aside because they do not decode (open, but skipped until an operator repairs them).
+    pub set_aside: u64,
+}
+
+impl Backlog {
+    /// How long the oldest open settlement has been waiting at `now`, zero when none is.
+    pub fn oldest_open_age(&self, now: DateTime<Utc>) -> std::time::Duration {
+        self.oldest_open_since
+            .and_then(|t| (now - t).to_std().ok())
+            .unwrap_or_default()
+    }
+}
+
+/// Measure the [`Backlog`] at `now` with the given overdue threshold.
+pub async fn backlog(
+    db: &Db,
+    now: DateTime<Utc>,
+    overdue_after: std::time::Duration,
+) -> Result<Backlog, RepoError> {
+    const SQL: &str = "SELECT \
+         COALESCE(SUM(CASE WHEN set_aside_at IS NULL THEN 1 ELSE 0 END), 0), \
+         COALESCE(SUM(CASE WHEN set_aside_at IS NULL AND created_at <= $1 THEN 1 ELSE 0 END), 0), \
+         MIN(CASE WHEN set_aside_at IS NULL THEN created_at END), \
+         COALESCE(SUM(CASE WHEN set_aside_at IS NULL THEN 0 ELSE 1 END), 0) \
+         FROM settlements WHERE state IN ('pending', 'submitted')";
+    let since = db_time(now - to_chrono(overdue_after));
+    let (open, overdue, oldest, set_aside): (i64, i64, Option<DateTime<Utc>>, i64) =
+        on_db!(db, |pool| sqlx::query_as(SQL)
+            .bind(since)
+            .fetch_one(pool)
+            .await)?;
+    let count = |n: i64| u64::try_from(n).unwrap_or_default();
+    Ok(Backlog {
+        measured_at: now,
+        overdue_after,
+        open: count(open),
+        overdue: count(overdue),
+        oldest_open_since: oldest,
+        set_aside: count(set_aside),
+    })
+}
+
+/// A settlement open for longer than the threshold, reported once by [`take_newly_overdue`].
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct OverdueSettlement {
+    /// Row id.
+    pub id: Uuid,
+    /// The paid session it settles.
+    pub paid_session_id: Uuid,
+    /// `pending` or `submitted`.
+    pub state: String,
+    /// Consecutive failed attempts so far.
+    pub attempts: i64,
+    /// The last attempt's error.
+    pub last_error: Option<String>,
+    /// When it was written (the paid session ended).
+    pub created_at: DateTime<Utc>,
+}
+
+/// Open settlements written before `now - overdue_after` that were never reported, marked as reported now and
+/// returned: each row is returned once (also across workers sharing the database), so the caller logs it once.
+pub async fn take_newly_overdue(
+    db: &Db,
+    now: DateTime<Utc>,
+    overdue_after: std::time::Duration,
+) -> Result<Vec<OverdueSettlement>, RepoError> {
+    const SQL: &str =
+        "UPDATE settlements SET overdue_warned_at = $2 WHERE state IN ('pending', 'submitted') \
+         AND set_aside_at IS NULL AND overdue_warned_at IS NULL AND created_at <= $1 \
+         RETURNING id, paid_session_id, state, attempts, last_error, created_at";
+    let since = db_time(now - to_chrono(overdue_after));
+    Ok(on_db!(db, |pool| sqlx::query_as(SQL)
+        .bind(since)
+        .bind(db_time(now))
+        .fetch_all(pool)
+        .await)?)
+}
+
+fn to_chrono(d: std::time::Duration) -> chrono::TimeDelta {
+    chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX)
+}
+
+/// Record a transaction hash without its raw transaction (state `submitted`): how rows were written before
+/// signed transactions were stored. Kept for tools and tests that recreate such a row; the worker uses
+/// [`store_signed`].
 pub async fn mark_submitted(
     db: &Db,
     id: Uuid,
@@ -334,17 +626,19 @@ pub async fn mark_submitted(
     Ok(())
 }
 
-/// Store the outcome of an attempt.
+/// Store the outcome of an attempt by `worker` and release its lease. Applies only while the row is leased to
+/// `worker`; `false` means another worker took it over (the lease ran out) and this outcome was not stored.
 pub async fn record_update(
     db: &Db,
     id: Uuid,
+    worker: &str,
     update: &Update,
     now: DateTime<Utc>,
-) -> Result<(), RepoError> {
+) -> Result<bool, RepoError> {
     const SQL: &str = "UPDATE settlements SET state = $2, attempts = $3, next_attempt_at = $4, last_error = $5, \
          tx_hash = COALESCE($6, tx_hash), block_number = $7, gas_used = $8, gas_price_wei = $9, duration_s = $10, \
          total_paid = $11, chain_ended_at = $12, chain_session_id = COALESCE(chain_session_id, $13), \
-         updated_at = $14, finished_at = $15 WHERE id = $1";
+         updated_at = $14, finished_at = $15, lease_until = NULL WHERE id = $1 AND leased_by = $16";
     let now = db_time(now);
     let (
         mut tx_hash,
@@ -373,6 +667,7 @@ pub async fn record_update(
             session = Some(e.session_id.to_string());
         }
         SettlementState::Submitted { tx_hash: h } => tx_hash = Some(h.to_string()),
+        SettlementState::Signed(signed) => tx_hash = Some(signed.hash.to_string()),
         _ => {}
     }
     let reason = match &update.state {
@@ -380,7 +675,7 @@ pub async fn record_update(
         _ => update.last_error.clone(),
     };
     let finished = update.state.is_terminal().then_some(now);
-    on_db!(db, |pool| {
+    let n = on_db!(db, |pool| {
         sqlx::query(SQL)
             .bind(id)
             .bind(update.state.as_str())
@@ -397,11 +692,12 @@ pub async fn record_update(
             .bind(&session)
             .bind(now)
             .bind(finished)
+            .bind(worker)
             .execute(pool)
             .await
             .map(|r| r.rows_affected())
     })?;
-    Ok(())
+    Ok(n > 0)
 }
 
 fn to_i64(v: u64) -> i64 {
@@ -435,10 +731,22 @@ impl SettlementRecord {
             .transpose()?;
         let state = match self.state.as_str() {
             "pending" => SettlementState::Pending,
-            "submitted" => SettlementState::Submitted {
-                tx_hash: tx_hash
-                    .ok_or_else(|| RepoError::Corrupt("submitted without tx_hash".into()))?,
-            },
+            "submitted" => {
+                let tx_hash = tx_hash
+                    .ok_or_else(|| RepoError::Corrupt("submitted without tx_hash".into()))?;
+                match (&self.raw_tx, self.tx_nonce) {
+                    (Some(raw), Some(nonce)) => {
+                        let nonce = u64::try_from(nonce)
+                            .map_err(|_| RepoError::Corrupt(format!("tx nonce {nonce}")))?;
+                        SettlementState::Signed(
+                            SignedTx::from_stored(tx_hash, nonce, raw)
+                                .map_err(RepoError::Corrupt)?,
+                        )
+                    }
+                    (None, None) => SettlementState::Submitted { tx_hash },
+                    _ => return Err(RepoError::Corrupt("raw_tx without tx_nonce".into())),
+                }
+            }
             "settled" => SettlementState::Settled(Settled {
                 tx_hash: tx_hash
                     .ok_or_else(|| RepoError::Corrupt("settled without tx_hash".into()))?,

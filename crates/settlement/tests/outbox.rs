@@ -1,6 +1,6 @@
 //! The paid-session tables and the settlement worker, on SQLite and PostgreSQL, against a real anvil: a paid
 //! session that ends is settled exactly once and its receipt recorded; one ended by the student is recorded as
-//! ended elsewhere; a chain outage backs off and finally fails visibly.
+//! ended elsewhere; a chain outage backs off and never fails the settlement.
 
 mod common;
 
@@ -50,13 +50,12 @@ async fn started_on_sqlite() -> (TestDb, Chain, U256, Uuid) {
     (tdb, chain, chain_id, paid)
 }
 
-fn fast_policy(max_attempts: u32) -> Backoff {
+fn fast_policy() -> Backoff {
     Backoff {
         initial: Duration::from_millis(20),
         max_delay: Duration::from_millis(50),
         multiplier: 2,
         jitter: 0.0,
-        max_attempts,
     }
 }
 
@@ -169,7 +168,7 @@ async fn a_session_the_student_ended_first_is_recorded_as_ended_elsewhere_withou
 }
 
 #[tokio::test]
-async fn a_chain_outage_keeps_the_settlement_pending_with_back_off_then_fails_it_visibly() {
+async fn a_chain_outage_keeps_the_settlement_pending_with_back_off_and_never_fails_it() {
     within(async {
         for backend in BOTH {
             let tdb = TestDb::create(backend).await;
@@ -193,7 +192,7 @@ async fn a_chain_outage_keeps_the_settlement_pending_with_back_off_then_fails_it
             let policy = Backoff {
                 initial: Duration::from_millis(300),
                 max_delay: Duration::from_millis(600),
-                ..fast_policy(3)
+                ..fast_policy()
             };
             let worker = SettlementWorker::new(db.clone(), client, policy, WorkerConfig::default());
 
@@ -221,29 +220,36 @@ async fn a_chain_outage_keeps_the_settlement_pending_with_back_off_then_fails_it
                 "not due before the back-off delay"
             );
 
+            // With the schedule in milliseconds: far past the 20 attempts after which the old policy gave up.
+            let worker = SettlementWorker::new(
+                db.clone(),
+                ChainClient::new(
+                    ChainConfig::new(
+                        format!("http://127.0.0.1:{}", common::free_port()),
+                        Address::repeat_byte(1),
+                    ),
+                    &wallet_key(OWNER),
+                )
+                .unwrap(),
+                Backoff {
+                    initial: Duration::from_millis(1),
+                    max_delay: Duration::from_millis(2),
+                    ..fast_policy()
+                },
+                WorkerConfig::default(),
+            );
             let mut passes = 0;
-            while repo::settlement_of(db, paid).await.unwrap().unwrap().state == "pending" {
-                tokio::time::sleep(Duration::from_millis(30)).await;
+            loop {
+                let record = repo::settlement_of(db, paid).await.unwrap().unwrap();
+                assert_eq!(record.state, "pending", "{backend:?}: {record:?}");
+                if record.attempts >= 30 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
                 worker.run_once().await.unwrap();
                 passes += 1;
-                assert!(passes < 200, "never gave up");
+                assert!(passes < 2000, "no progress: {record:?}");
             }
-            let record = repo::settlement_of(db, paid).await.unwrap().unwrap();
-            assert_eq!(
-                (record.state.as_str(), record.attempts),
-                ("failed", 3),
-                "{record:?}"
-            );
-            assert!(record
-                .last_error
-                .as_deref()
-                .is_some_and(|e| e.contains("gave up after 3 attempts")));
-            assert!(
-                repo::due_settlements(db, Utc::now() + chrono::TimeDelta::days(1), 10)
-                    .await
-                    .unwrap()
-                    .is_empty()
-            );
             tdb.teardown().await;
         }
     })

@@ -2,10 +2,15 @@
 
 use std::time::Duration;
 
-use alloy::providers::DynProvider;
+use alloy::{
+    network::EthereumWallet,
+    providers::{DynProvider, Provider, ProviderBuilder},
+    signers::local::PrivateKeySigner,
+    sol_types::SolEvent,
+};
 use confab_settlement::{
     bindings::{LangDAO, TestToken},
-    Address, ChainClient, ChainConfig, U256,
+    Address, ChainClient, ChainConfig, TxHash, U256,
 };
 
 use super::{address, wallet_key, wallet_provider, Anvil};
@@ -130,5 +135,111 @@ impl Chain {
             .call()
             .await
             .unwrap()
+    }
+}
+
+impl Chain {
+    /// A new tutor (a fresh random key, given 10 ether with `anvil_setBalance`) registered for Spanish at
+    /// `RATE`.
+    pub async fn new_tutor(&self) -> Address {
+        let signer = PrivateKeySigner::random();
+        let tutor = signer.address();
+        let _: serde_json::Value = self
+            .student
+            .raw_request(
+                "anvil_setBalance".into(),
+                (tutor, U256::from(10u128.pow(19))),
+            )
+            .await
+            .unwrap();
+        let provider = ProviderBuilder::new()
+            .wallet(EthereumWallet::from(signer))
+            .connect_http(self.anvil.url.parse().unwrap())
+            .erased();
+        let r = LangDAO::new(self.dao, &provider)
+            .registerTutor(SPANISH, U256::from(RATE))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.get_receipt().await.unwrap().status());
+        tutor
+    }
+
+    /// The student deposits `DEPOSIT` and starts a session with `tutor`; returns its id.
+    pub async fn start_session_with(&self, tutor: Address) -> U256 {
+        self.fund(STUDENT, DEPOSIT).await;
+        // A fresh provider: `self.student` caches its nonce, and `fund` sent with another one.
+        let receipt = LangDAO::new(self.dao, &self.wallet(STUDENT))
+            .startSession(tutor, SPANISH)
+            .send()
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+        assert!(receipt.status(), "startSession failed");
+        receipt
+            .decoded_log::<LangDAO::SessionStarted>()
+            .unwrap()
+            .sessionId
+    }
+
+    /// Every `SessionEnded` the contract emitted so far: `(session id, transaction hash)`.
+    pub async fn session_ended_events(&self) -> Vec<(U256, TxHash)> {
+        let filter = serde_json::json!({
+            "address": self.dao,
+            "fromBlock": "0x0",
+            "toBlock": "latest",
+            "topics": [LangDAO::SessionEnded::SIGNATURE_HASH],
+        });
+        let logs: Vec<serde_json::Value> = self
+            .student
+            .raw_request("eth_getLogs".into(), [filter])
+            .await
+            .unwrap();
+        logs.iter()
+            .map(|log| {
+                let id: U256 = log["topics"][1].as_str().unwrap().parse().unwrap();
+                let tx: TxHash = log["transactionHash"].as_str().unwrap().parse().unwrap();
+                (id, tx)
+            })
+            .collect()
+    }
+
+    /// How many `SessionEnded` events name session `id`.
+    pub async fn ended_count(&self, id: U256) -> usize {
+        self.session_ended_events()
+            .await
+            .iter()
+            .filter(|(s, _)| *s == id)
+            .count()
+    }
+
+    /// Turn anvil's mining on each transaction on or off.
+    pub async fn set_automine(&self, on: bool) {
+        let _: serde_json::Value = self
+            .student
+            .raw_request("evm_setAutomine".into(), (on,))
+            .await
+            .unwrap();
+    }
+
+    /// Mine one block now.
+    pub async fn mine(&self) {
+        let _: serde_json::Value = self
+            .student
+            .raw_request("evm_mine".into(), Vec::<u8>::new())
+            .await
+            .unwrap();
+    }
+
+    /// A chain client for the backend wallet (account `OWNER`) reaching the chain through `rpc_url`.
+    pub fn client_via(&self, rpc_url: &str, receipt_timeout: Duration) -> ChainClient {
+        let config = ChainConfig {
+            rpc_url: rpc_url.to_owned(),
+            receipt_timeout,
+            ..self.config()
+        };
+        ChainClient::new(config, &wallet_key(OWNER)).unwrap()
     }
 }

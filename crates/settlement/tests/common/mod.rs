@@ -5,6 +5,7 @@
 
 pub mod chain;
 pub mod db;
+pub mod proxy;
 
 use std::{
     net::{SocketAddr, TcpListener, TcpStream},
