@@ -128,9 +128,11 @@ impl Application {
         };
         let static_dir = state.static_dir.clone();
         let data = web::Data::new(state);
+        let wallet = web::Data::new(crate::http::auth::WalletAuth::new(args.public_site()?));
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
+                .app_data(wallet.clone())
                 .app_data(web::JsonConfig::default().limit(16 * 1024))
                 .configure(|cfg| routes(cfg, static_dir.clone()))
         })

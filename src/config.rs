@@ -129,6 +129,12 @@ pub struct ServeArgs {
     /// How long TURN credentials stay valid, seconds.
     #[arg(long, env = "CONFAB_TURN_TTL_S", default_value_t = 86_400)]
     pub turn_ttl_s: u64,
+    /// The origin the page is served from as browsers see it (`https://host[:port]`), e.g. behind
+    /// a reverse proxy. Wallet sign-in (EIP-4361) accepts only messages whose domain and URI name
+    /// it. Without it each sign-in request's own `Host` is taken, which a relaying phishing site
+    /// can choose: set it on the internet.
+    #[arg(long, env = "CONFAB_PUBLIC_ORIGIN")]
+    pub public_origin: Option<String>,
 }
 
 /// Why the settings are unusable.
@@ -146,6 +152,9 @@ pub enum ConfigError {
     /// Reading or creating the secret failed.
     #[error("token secret: {0}")]
     Secret(String),
+    /// `--public-origin` is not `http(s)://host[:port]`.
+    #[error("--public-origin: {0}")]
+    PublicOrigin(String),
 }
 
 impl ServeArgs {
@@ -161,7 +170,18 @@ impl ServeArgs {
         if !dir.join("index.html").exists() {
             return Err(ConfigError::StaticDir(dir.display().to_string()));
         }
+        self.public_site()?;
         Ok(())
+    }
+
+    /// `--public-origin`, parsed (None when unset or empty). Errors: not `http(s)://host[:port]`.
+    pub fn public_site(&self) -> Result<Option<crate::siwe::Site>, ConfigError> {
+        match self.public_origin.as_deref().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(o) => crate::siwe::Site::from_origin(o)
+                .map(Some)
+                .map_err(ConfigError::PublicOrigin),
+        }
     }
 
     /// The ICE servers for clients (errors: a bad URL, a TURN URL without a usable secret, an

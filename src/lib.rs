@@ -5,8 +5,9 @@
 //!
 //! ## Long-lived tasks and what each owns
 //! - **HTTP server** (actix-web, 2 worker threads): serves `static/`, `/healthz`, REST
-//!   (`/api/guest-token`) and upgrades `/ws`. Owns nothing mutable; handlers hold an
-//!   [`http::AppState`] of cheap handles.
+//!   (`/api/guest-token`, wallet sign-in `/api/auth/siwe`) and upgrades `/ws`. Owns nothing
+//!   mutable but the sign-in nonces and per-IP limits ([`siwe`], [`http::auth`], short
+//!   `std::sync::Mutex`es); handlers hold an [`http::AppState`] of cheap handles.
 //! - **Signaling session** (one actix task per WebSocket, [`signaling::session`]): owns its
 //!   socket, its rate limiter and, once joined, its participant's event queue. Parses client
 //!   messages ([`signaling::protocol`]), calls the media plane, writes events back.
@@ -31,6 +32,7 @@ pub mod http;
 pub mod ice;
 pub mod paid;
 pub mod signaling;
+pub mod siwe;
 pub mod tls;
 
 pub use app::Application;

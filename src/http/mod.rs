@@ -1,6 +1,7 @@
 //! HTTP: the browser client, REST, the WebSocket upgrade and health. Handlers are thin: they
 //! parse, call the layer below, and map errors to statuses here and nowhere else.
 
+pub mod auth;
 pub mod metrics;
 
 use crate::auth::{AuthError, TokenAuthority, GUEST_TOKEN_TTL_S};
@@ -95,6 +96,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, static_dir: PathBuf) {
         .route("/rooms/{room}", web::get().to(room_page))
         .route("/api/rooms/{room}/messages", web::get().to(room_messages))
         .configure(paid::routes)
+        .configure(auth::routes)
         .service(actix_files::Files::new("/", static_dir).index_file("index.html"));
 }
 

@@ -86,6 +86,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeArgs)) -> TestApp {
         ice_servers: vec![],
         turn_secret_file: None,
         turn_ttl_s: 86_400,
+        public_origin: None,
     };
     adjust(&mut args);
     let app = Application::build(args).await.expect("the server builds");
