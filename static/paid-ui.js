@@ -6,13 +6,23 @@
 // Integration hook: a room URL with `?paid=1&tutor=0x…&language=N` sends `session_started` once joined
 // (the LangDAO dapp opens the room that way after its startSession transaction). `&decimals=N` shows
 // amounts in tokens instead of raw token units.
+//
+// Starting from the page: a participant signed in with a wallet (token `sub` = an address) whose
+// browser has an EIP-1193 provider gets "Start paid session" when the page knows the contract
+// (`&contract=0x…`, or a `contract` field in the REST answer). The dialog (tutor, language, prepaid
+// minutes; `&tutor=` and `&language=` prefill it) runs langdao.js's `startOnChain` (approve and
+// deposit when needed, then `startSession`, each receipt awaited) and then sends `session_started`.
+// The other party learns of a running session by polling the same REST route every few seconds
+// while it has a wallet identity and sees none (the server answers `paid_session` to the student only).
 
 import { icon } from '/icons.js';
 
 /** @typedef {import('/types.js').PaidSession} PaidSession */
 
 /** How often the settlement is polled, and for how long at most. */
-export const PAID_TIMING = Object.freeze({ pollMs: 2000, pollForMs: 15 * 60_000, tickMs: 1000 });
+export const PAID_TIMING = Object.freeze({ pollMs: 2000, pollForMs: 15 * 60_000, tickMs: 1000,
+  /** a wallet participant without a paid session on screen asks whether one started this often */
+  watchMs: 3000 });
 /** Settlement states after which polling stops. */
 const FINAL = new Set(['settled', 'ended_elsewhere', 'failed']);
 
@@ -23,8 +33,9 @@ const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
  * @param {Object} opts
  * @param {import('/protocol.js').ConfabSession} opts.session
  * @param {(message: string, level?: string, code?: string, ms?: number) => HTMLElement} opts.toast
+ * @param {any} [opts.provider]   the page's EIP-1193 provider (`window.ethereum`), if any
  */
-export function initPaidUI({ session, toast }) {
+export function initPaidUI({ session, toast, provider = null }) {
   const badge = $('paid-badge');
   const elapsedEl = $('paid-elapsed');
   const costEl = $('paid-cost');
@@ -42,6 +53,10 @@ export function initPaidUI({ session, toast }) {
   let pollTimer = 0;
   let pollUntil = 0;
   let polling = false;
+  /** @type {Set<string>} ids of sessions that ended while this page watched (a late poll must not show them again) */
+  const ended = new Set();
+  /** the LangDAO contract address, for starting a session from the page */
+  let contract = /^0x[0-9a-fA-F]{40}$/.test(params.get('contract') || '') ? String(params.get('contract')) : '';
 
   $('paid-icon').innerHTML = icon('coin', 'icon icon-sm');
   endBtn.addEventListener('click', () => {
@@ -57,7 +72,8 @@ export function initPaidUI({ session, toast }) {
 
   session.addEventListener('paid-session', (ev) => show(/** @type {CustomEvent} */ (ev).detail.session));
   session.addEventListener('paid-session-ended', (ev) => {
-    const { reason } = /** @type {CustomEvent} */ (ev).detail;
+    const { id, reason } = /** @type {CustomEvent} */ (ev).detail;
+    if (id) ended.add(id);
     hideBadge();
     seen = true;
     renderSettlement({ state: 'pending' }, null, reason);
@@ -81,14 +97,22 @@ export function initPaidUI({ session, toast }) {
         session.startPaidSession({ tutor: String(params.get('tutor')), language: Number(params.get('language') || 0) });
       }
     }
+    renderStart();
     if (state !== 'left') return;
     hideBadge();
+    clearInterval(watch);
     if (seen) startPolling();
   });
+  // The other party (a tutor in the room already) hears of a started session only by asking.
+  const watch = setInterval(() => {
+    if (!current && session.state === 'connected' && isAddress(session.userId)) checkRunning();
+  }, PAID_TIMING.watchMs);
 
   async function checkRunning() {
     const { status, body } = await session.fetchPaidSession();
-    if (status === 200 && body?.running && body.session && !current) {
+    if (status !== 200 || !body) return;
+    if (!contract && typeof body.contract === 'string' && isAddress(body.contract)) { contract = body.contract; renderStart(); }
+    if (body.running && body.session && !current && !ended.has(String(body.session.id))) {
       show({ ...body.session, rate_per_second: body.session.rate_per_second ?? '' });
     }
   }
@@ -126,7 +150,117 @@ export function initPaidUI({ session, toast }) {
     current = null;
     clearInterval(tick);
     badge.hidden = true;
+    renderStart();
   }
+
+  // ---------------------------------------------------------------- starting one from the page
+
+  const startBtn = /** @type {HTMLButtonElement} */ ($('paid-start'));
+  const dialog = /** @type {HTMLDialogElement} */ ($('paid-dialog'));
+  const tutorIn = /** @type {HTMLInputElement} */ ($('paid-tutor'));
+  const langIn = /** @type {HTMLInputElement} */ ($('paid-language'));
+  const minutesIn = /** @type {HTMLInputElement} */ ($('paid-minutes'));
+  const submitBtn = /** @type {HTMLButtonElement} */ ($('paid-submit'));
+  const statusEl = $('paid-status');
+  /** the session runs on chain; the server was not told yet (a retry only tells it) */
+  /** @type {{tutor: string, language: number}|null} */
+  let onChain = null;
+  /** a `session_started` from this dialog awaits its answer */
+  let announcing = false;
+  const STEPS = /** @type {Record<string, string>} */ ({
+    check: 'Checking the tutor and your deposit…',
+    approve: 'Approve the token spend in your wallet…',
+    deposit: 'Confirm the deposit in your wallet…',
+    start: 'Confirm the session in your wallet…',
+    confirm: 'Waiting for the transaction to be mined…',
+  });
+
+  function renderStart() {
+    startBtn.hidden = !(provider && contract && isAddress(session.userId) && !current && session.state === 'connected');
+  }
+
+  /** @param {string} text @param {string} [code] an error code: shown, and kept in `data-code` */
+  function setStatus(text, code = '') {
+    statusEl.textContent = code ? `${text} (${code})` : text;
+    statusEl.classList.toggle('error', !!code);
+    if (code) statusEl.dataset.code = code; else delete statusEl.dataset.code;
+  }
+
+  startBtn.addEventListener('click', () => {
+    if (!tutorIn.value) tutorIn.value = params.get('tutor') || '';
+    if (params.get('language')) langIn.value = String(params.get('language'));
+    setStatus('');
+    submitBtn.disabled = false;
+    dialog.showModal();
+    showRate();
+  });
+  $('paid-cancel').addEventListener('click', () => dialog.close());
+  tutorIn.addEventListener('change', showRate);
+  langIn.addEventListener('change', showRate);
+  minutesIn.addEventListener('change', showRate);
+  $('paid-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    startFromPage();
+  });
+
+  /** The tutor's rate and what the prepaid time costs, under the fields. */
+  async function showRate() {
+    const rateEl = $('paid-rate');
+    rateEl.textContent = '';
+    if (!provider || !contract || !isAddress(tutorIn.value.trim())) return;
+    try {
+      const { tutorRate } = await import('/langdao.js');
+      const rate = await tutorRate(provider, contract, tutorIn.value.trim(), Number(langIn.value));
+      const prepay = BigInt(Math.max(1, Math.floor(Number(minutesIn.value) || 0)) * 60);
+      rateEl.textContent = rate === 0n
+        ? 'This tutor does not teach that language.'
+        : `${formatAmount(String(rate), decimals)} per second · ${formatAmount(String(rate * prepay), decimals)} prepaid`;
+    } catch { /* the wallet will say when starting */ }
+  }
+
+  async function startFromPage() {
+    const tutor = tutorIn.value.trim();
+    const language = Number(langIn.value);
+    submitBtn.disabled = true;
+    if (!onChain || onChain.tutor.toLowerCase() !== tutor.toLowerCase() || onChain.language !== language) {
+      const { startOnChain } = await import('/langdao.js');
+      try {
+        await startOnChain({
+          provider, contract, tutor, language,
+          prepaySeconds: Math.max(1, Math.floor(Number(minutesIn.value) || 60)) * 60,
+          onStep: (step) => setStatus(STEPS[step] || step),
+        });
+      } catch (e) {
+        const err = /** @type {any} */ (e);
+        setStatus(String(err?.message || e), String(err?.code || 'wallet_error'));
+        submitBtn.disabled = false;
+        return;
+      }
+      onChain = { tutor, language };
+    }
+    setStatus('Started on chain · telling the room…');
+    announcing = true;
+    if (!session.startPaidSession({ tutor, language })) {
+      announcing = false;
+      setStatus('Not connected to the room: press Start again in a moment.', 'not_connected');
+      submitBtn.disabled = false;
+    }
+  }
+
+  session.addEventListener('paid-session', () => {
+    if (!announcing) return;
+    announcing = false;
+    onChain = null;
+    setStatus('');
+    if (dialog.open) dialog.close();
+  });
+  session.addEventListener('server-error', (ev) => {
+    const { code, message } = /** @type {CustomEvent} */ (ev).detail;
+    if (!announcing || !PAID_CODES.has(code)) return;
+    announcing = false;
+    setStatus(`The room refused the session: ${message}`, code);
+    submitBtn.disabled = false;
+  });
 
   // ---------------------------------------------------------------- settlement
 
@@ -208,6 +342,13 @@ export function initPaidUI({ session, toast }) {
 
   return { show, renderSettlement, poll: startPolling };
 }
+
+/** `error` codes that answer `session_started` (docs/protocol.md). */
+const PAID_CODES = new Set(['paid_sessions_disabled', 'paid_session_not_found', 'chain_unavailable', 'not_a_party',
+  'unavailable', 'tutor_busy', 'bad_json', 'paid_session_running']);
+
+/** @param {string} s */
+const isAddress = (s) => /^0x[0-9a-fA-F]{40}$/.test(String(s || ''));
 
 const REASONS = /** @type {Record<string, string>} */ ({
   participant_ended: 'a participant pressed End',

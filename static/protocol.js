@@ -103,12 +103,17 @@ export class ConfabSession extends EventTarget {
    * @param {string} opts.name        display name, 1–64 chars
    * @param {string} [opts.origin]    http(s) origin of the server; defaults to the page's
    * @param {RTCConfiguration} [opts.rtcConfig]
+   * @param {() => ({token: string, expiresAt: number}|null)} [opts.tokenSource]  an access token the page
+   *   already holds (a backend-minted `#token=` link, a wallet sign-in; `expiresAt` in ms), asked
+   *   synchronously before each connection; null (or none) takes a guest token as before
    */
-  constructor({ room, name, origin, rtcConfig }) {
+  constructor({ room, name, origin, rtcConfig, tokenSource }) {
     super();
     this.room = room;
     this.name = name;
     this.origin = origin || globalThis.location.origin;
+    /** where a non-guest token comes from; see the constructor's `tokenSource` */
+    this._tokenSource = tokenSource || null;
     /** @type {RTCConfiguration} */
     this.rtcConfig = { bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require', ...(rtcConfig || {}) };
 
@@ -526,6 +531,15 @@ export class ConfabSession extends EventTarget {
   }
 
   async _fetchToken() {
+    // A token the page holds wins over a guest token, while it has more than a minute left.
+    const given = this._tokenSource ? this._tokenSource() : null;
+    if (given && typeof given.token === 'string' && given.expiresAt - 60_000 > Date.now()) {
+      this.token = given.token;
+      this._tokenExpiresAt = given.expiresAt - 60_000;
+      this.userId = jwtSubject(given.token);
+      if (this.userId) this.userIds.add(this.userId);
+      return given.token;
+    }
     /** @type {Response} */
     let res;
     try {

@@ -4,11 +4,17 @@
 // What it renders: a grid of participant tiles (ours mirrored first), screen-share tiles in a
 // presentation area, a control bar, a people panel, a connection banner/status pill and toasts.
 // The test hook is `window.confab`, the session (see ConfabSession#stats).
+//
+// Who the page joins as (first that applies): a `#token=<jwt>` in the URL fragment (minted by another
+// backend with the shared secret; taken off the address bar at once and kept for this tab), a
+// wallet sign-in ("Sign in with wallet", EIP-4361, kept for this tab until it expires), else a guest
+// token as before. Tokens live in sessionStorage (`confab.token`), never in the URL or the logs.
 
 import { ConfabSession } from '/protocol.js';
 import { icon } from '/icons.js';
 import { initChatUI } from '/chat-ui.js';
 import { initPaidUI } from '/paid-ui.js';
+import { signInWithWallet, shortAddress, tokenClaims, WalletError } from '/wallet.js';
 
 /** @typedef {import('/types.js').Source} Source */
 
@@ -45,6 +51,7 @@ let chatUI = null;
 // ------------------------------------------------------------------ start-up
 
 function boot() {
+  takeLinkToken(); // first: the fragment leaves the address bar before anything else runs
   document.title = `${roomId} · confab`;
   $('room-id').textContent = roomId;
   $('controls-room').textContent = roomId;
@@ -62,7 +69,11 @@ function boot() {
     showState('failed', 'This room link is not valid: a room id is 1–64 letters, digits, "-" or "_".');
     return;
   }
-  const name = (new URLSearchParams(location.search).get('name') || '').trim();
+  renderWallet();
+  const held = heldToken();
+  const name = (new URLSearchParams(location.search).get('name') || '').trim()
+    // A backend's link names its user: straight in, no name to type.
+    || (held?.source === 'link' ? held.name || shortAddress(held.sub) : '');
   if (name) start(name.slice(0, 64));
   else askForName();
 }
@@ -73,29 +84,179 @@ function askForName() {
   input.value = localStorage.getItem('confab.name') || '';
   overlay.hidden = false;
   input.focus();
-  $('name-form').addEventListener('submit', (ev) => {
-    ev.preventDefault();
-    const name = input.value.trim().slice(0, 64);
-    if (!name) return;
+  let joining = false;
+  const join = (/** @type {string} */ name) => {
+    if (joining) return;
+    joining = true;
     localStorage.setItem('confab.name', name);
     const url = new URL(location.href);
     url.searchParams.set('name', name);
     history.replaceState(null, '', url);
     overlay.hidden = true;
     start(name);
-  }, { once: true });
+  };
+  $('name-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const name = input.value.trim().slice(0, 64);
+    if (name) join(name);
+  });
+  // With a wallet in the browser: sign in here, then join as that address.
+  const held = heldToken();
+  const box = $('name-wallet');
+  const status = $('name-wallet-status');
+  const btn = /** @type {HTMLButtonElement} */ ($('name-wallet-btn'));
+  box.hidden = !walletProvider() && !held;
+  if (held && isAddress(held.sub)) {
+    btn.textContent = `Signed in as ${shortAddress(held.sub)}`;
+    btn.disabled = true;
+    if (!input.value) input.value = held.name || shortAddress(held.sub);
+  }
+  btn.addEventListener('click', async () => {
+    btn.disabled = true;
+    status.textContent = 'Check your wallet…';
+    delete status.dataset.code;
+    const r = await walletSignIn(input.value.trim().slice(0, 64));
+    if (!r.ok) {
+      btn.disabled = false;
+      status.textContent = `Sign-in failed: ${r.message} (${r.code})`;
+      status.dataset.code = r.code;
+      return;
+    }
+    status.textContent = `Signed in as ${shortAddress(r.address)}`;
+    join(input.value.trim().slice(0, 64) || shortAddress(r.address));
+  });
+}
+
+// ------------------------------------------------------------------ identity: which token to join with
+
+const TOKEN_KEY = 'confab.token';
+/**
+ * A token the page holds instead of a guest token.
+ * @typedef {{token: string, sub: string, name: string, expiresAt: number, source: 'link'|'wallet', room: string}} HeldToken
+ */
+/** @type {HeldToken|null} the same, for browsers that refuse sessionStorage */
+let heldInMemory = null;
+
+/**
+ * Takes `#token=<jwt>` out of the URL (history.replaceState: not in the address bar, the history, a
+ * copied link or a bookmark) and holds it for this tab. Never logs it.
+ */
+function takeLinkToken() {
+  if (!location.hash.includes('token=')) return;
+  const params = new URLSearchParams(location.hash.slice(1));
+  const token = params.get('token');
+  params.delete('token');
+  const rest = params.toString();
+  history.replaceState(history.state, '', `${location.pathname}${location.search}${rest ? `#${rest}` : ''}`);
+  const c = token ? tokenClaims(token) : null;
+  if (!token || !c) { toast('This link carries no valid sign-in: you join as a guest.', 'warning'); return; }
+  if (c.room && c.room !== roomId) { toast('This link signs you in to another room: you join as a guest.', 'warning'); return; }
+  const expiresAt = c.exp ? c.exp * 1000 : Date.now() + 2 * 3600_000;
+  if (expiresAt < Date.now() + 60_000) { toast('This link\'s sign-in has expired: you join as a guest.', 'warning'); return; }
+  holdToken({ token, sub: c.sub, name: c.name, expiresAt, source: 'link', room: c.room });
+}
+
+/** @param {HeldToken} t */
+function holdToken(t) {
+  heldInMemory = t;
+  try { sessionStorage.setItem(TOKEN_KEY, JSON.stringify(t)); } catch { /* memory only */ }
+}
+
+/**
+ * The token to join with, if the page holds one with more than a minute left (synchronous: the
+ * session asks before each connection, and a guest's join must not wait for it).
+ * @returns {HeldToken|null}
+ */
+function heldToken() {
+  /** @type {HeldToken|null} */
+  let t = heldInMemory;
+  if (!t) {
+    try { t = JSON.parse(sessionStorage.getItem(TOKEN_KEY) || 'null'); } catch { t = null; }
+  }
+  if (!t || typeof t.token !== 'string' || !(t.expiresAt > Date.now() + 60_000)) return null;
+  if (t.room && t.room !== roomId) return null;
+  return t;
+}
+
+/** The page's EIP-1193 provider, if a wallet injected one. @returns {any} */
+function walletProvider() {
+  const eth = /** @type {any} */ (window).ethereum;
+  return eth && typeof eth.request === 'function' ? eth : null;
+}
+
+/** @param {string} s */
+const isAddress = (s) => /^0x[0-9a-fA-F]{40}$/.test(String(s || ''));
+
+/**
+ * Signs in with the wallet and holds the token.
+ * @param {string} name display name for the token ('' = the short address)
+ * @returns {Promise<{ok: true, address: string} | {ok: false, code: string, message: string}>}
+ */
+async function walletSignIn(name) {
+  try {
+    const r = await signInWithWallet({ provider: walletProvider(), name: name || undefined });
+    const c = tokenClaims(r.token);
+    holdToken({ token: r.token, sub: r.address, name: c?.name || name, expiresAt: Date.now() + r.expiresIn * 1000,
+      source: 'wallet', room: '' });
+    return { ok: true, address: r.address };
+  } catch (e) {
+    const err = /** @type {any} */ (e);
+    return { ok: false, code: e instanceof WalletError ? err.code : 'wallet_error', message: String(err?.message || e) };
+  }
+}
+
+/** The top bar's wallet chip: the short address when signed in, else "Sign in with wallet". */
+function renderWallet() {
+  const btn = /** @type {HTMLButtonElement} */ ($('wallet-btn'));
+  const label = $('wallet-label');
+  const held = heldToken();
+  if (held && isAddress(held.sub)) {
+    btn.hidden = false;
+    btn.disabled = true;
+    btn.classList.add('signed-in');
+    label.textContent = shortAddress(held.sub);
+    btn.title = `Signed in as ${held.sub}${held.source === 'link' ? ' (by your link)' : ' (wallet)'}`;
+    btn.dataset.address = held.sub;
+    return;
+  }
+  btn.hidden = !walletProvider();
+  btn.disabled = false;
+  btn.classList.remove('signed-in');
+  label.textContent = 'Sign in with wallet';
+  btn.title = 'Join as your wallet address (Sign-In with Ethereum)';
+}
+
+/** In the call as a guest: sign in, then rejoin as the wallet's address. */
+async function walletFromTopBar() {
+  const btn = /** @type {HTMLButtonElement} */ ($('wallet-btn'));
+  if (btn.disabled) return;
+  btn.disabled = true;
+  delete btn.dataset.error;
+  $('wallet-label').textContent = 'Check your wallet…';
+  const r = await walletSignIn(session?.name || '');
+  if (!r.ok) {
+    btn.dataset.error = r.code;
+    renderWallet();
+    toast(`Wallet sign-in failed: ${r.message}`, 'error', r.code, 10_000);
+    return;
+  }
+  renderWallet();
+  // A new identity is a new participant: leave on purpose, then join again with the wallet's token.
+  toast(`Signed in as ${shortAddress(r.address)}: rejoining…`, 'info');
+  session?.leave();
+  setTimeout(() => location.reload(), 200); // the `leave` frame goes out first
 }
 
 /** @param {string} name */
 function start(name) {
-  const s = new ConfabSession({ room: roomId, name });
+  const s = new ConfabSession({ room: roomId, name, tokenSource: heldToken });
   session = s;
   /** @type {any} */ (window).confab = s;
   ensureLocalTile();
   // Before start(): the chat follows the session's `datachannel` events from the first connection on.
   chatUI = initChatUI({ session: s, toast, onToggle: (open) => { if (open) setPeopleOpen(false); layout(); } });
   /** @type {any} */ (window).confabChat = chatUI.chat;
-  initPaidUI({ session: s, toast });
+  initPaidUI({ session: s, toast, provider: walletProvider() });
   s.addEventListener('statechange', (ev) => showState(detail(ev).state, detail(ev).reason));
   s.addEventListener('joined', () => { renderPeople(); layout(); });
   s.addEventListener('participant-joined', (ev) => {
@@ -414,6 +575,7 @@ function wireControls() {
   $('people-close').addEventListener('click', togglePeople);
   $('help-btn').addEventListener('click', () => /** @type {HTMLDialogElement} */ ($('help-dialog')).showModal());
   $('copy-link').addEventListener('click', copyLink);
+  $('wallet-btn').addEventListener('click', walletFromTopBar);
   $('banner-retry').addEventListener('click', () => {
     if (session) session.retry(); else location.reload();
   });

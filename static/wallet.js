@@ -113,6 +113,25 @@ export function buildSiweMessage(f) {
   return lines.join('\n');
 }
 
+/**
+ * The claims of an access token, unverified (the server verifies; the page only reads `sub`, `name`,
+ * `exp` and `room` to decide which token to use). Null when it is not a JWT with a `sub`.
+ * @param {string} jwt
+ * @returns {{sub: string, name: string, exp: number, room: string}|null}
+ */
+export function tokenClaims(jwt) {
+  try {
+    const b64 = String(jwt).split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const bin = atob(b64 + '='.repeat((4 - (b64.length % 4)) % 4));
+    const c = JSON.parse(new TextDecoder().decode(Uint8Array.from(bin, (ch) => ch.charCodeAt(0))));
+    if (!c || typeof c.sub !== 'string' || !c.sub) return null;
+    return { sub: c.sub, name: typeof c.name === 'string' ? c.name : '', exp: Number(c.exp) || 0,
+      room: typeof c.room === 'string' ? c.room : '' };
+  } catch {
+    return null;
+  }
+}
+
 /** `0x1234…abcd` (the first 4 and last 4 hex digits). @param {string} address */
 export function shortAddress(address) {
   const a = String(address || '');
