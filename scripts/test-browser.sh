@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/browser-deps.sh
+# langdao.test.mjs starts its own anvil: install it now rather than inside a test's timeout.
+bash scripts/ensure-anvil.sh >/dev/null
 BIN="${CONFAB_BIN:-${CARGO_TARGET_DIR:-target}/debug/confab}"
 [ -x "$BIN" ] || { echo "test-browser: no server binary at $BIN (cargo build first)" >&2; exit 1; }
 BIN="$(realpath "$BIN")"  # restart.test.mjs starts its own server from it
