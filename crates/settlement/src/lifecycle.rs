@@ -1,6 +1,11 @@
 //! When a room's paid session ends (DESIGN.md section 6), as a pure state machine the room task drives: a
-//! participant presses End (at once), a participant disconnects and does not come back within the grace period,
-//! or a participant sends no heartbeat for the heartbeat timeout. Time is passed in, so tests need no clock.
+//! participant presses End (at once), every party has left on purpose (at once: the room is closed), a
+//! participant disconnects or leaves and does not come back within the grace period, or a participant sends no
+//! heartbeat for the heartbeat timeout. Time is passed in, so tests need no clock.
+//!
+//! A deliberate leave and a disconnect differ only while someone is still missing: both start the grace period
+//! for that party, but once the last party present leaves on purpose nobody is waited for, while a lost
+//! connection is always given the grace period to come back (a network blip must not end a paid call).
 //!
 //! The room feeds [`PaidSessionTracker::on_event`] and arms one timer at [`PaidSessionTracker::next_deadline`],
 //! calling [`PaidSessionTracker::poll`] when it fires. The first `Some(reason)` is the end: record it with
@@ -43,7 +48,12 @@ impl Default for EndPolicy {
 pub enum PresenceEvent {
     /// A party pressed End.
     EndPressed(Party),
-    /// A party's connection closed.
+    /// A party left on purpose (`leave`, the Leave button): when every party has, the session ends at once, as
+    /// [`EndReason::ParticipantEnded`] (the parties ended it; the `end_reason` column has no other value for
+    /// it); otherwise this party has the grace period to come back, as after a disconnect.
+    Left(Party),
+    /// A party's connection closed (socket lost, participant gone past the resume grace): the party has the
+    /// grace period to come back.
     Disconnected(Party),
     /// A party (re)connected.
     Connected(Party),
@@ -58,6 +68,8 @@ enum Presence {
     Here { last_seen: Instant },
     /// Disconnected since this instant.
     Away { since: Instant },
+    /// Left on purpose since this instant (or disconnected since then and then left).
+    Left { since: Instant },
 }
 
 /// Decides when a paid session ends. Once it has ended it stays ended.
@@ -97,6 +109,21 @@ impl PaidSessionTracker {
         }
         match event {
             PresenceEvent::EndPressed(_) => return self.end(EndReason::ParticipantEnded),
+            PresenceEvent::Left(p) => {
+                let since = match self.parties[idx(p)] {
+                    Presence::Here { .. } => now,
+                    Presence::Away { since } | Presence::Left { since } => since,
+                };
+                self.parties[idx(p)] = Presence::Left { since };
+                if self
+                    .parties
+                    .iter()
+                    .all(|p| matches!(p, Presence::Left { .. }))
+                {
+                    // The room is closed on purpose: ending it is what every party asked for.
+                    return self.end(EndReason::ParticipantEnded);
+                }
+            }
             PresenceEvent::Disconnected(p) => {
                 if matches!(self.parties[idx(p)], Presence::Here { .. }) {
                     self.parties[idx(p)] = Presence::Away { since: now };
@@ -132,7 +159,7 @@ impl PaidSessionTracker {
                 last_seen + self.policy.heartbeat_timeout,
                 EndReason::HeartbeatTimeout,
             ),
-            Presence::Away { since } => (
+            Presence::Away { since } | Presence::Left { since } => (
                 since + self.policy.disconnect_grace,
                 EndReason::Disconnected,
             ),
@@ -223,6 +250,74 @@ mod tests {
         );
         assert_eq!(t.poll(t0 + 119 * S), None);
         assert_eq!(t.poll(t0 + 120 * S), Some(EndReason::HeartbeatTimeout));
+    }
+
+    #[test]
+    fn every_party_leaving_on_purpose_ends_it_at_once() {
+        let (mut t, t0) = start();
+        assert_eq!(
+            t.on_event(PresenceEvent::Left(Party::Student), t0 + S),
+            None,
+            "the tutor is still there"
+        );
+        assert_eq!(
+            t.on_event(PresenceEvent::Left(Party::Tutor), t0 + 2 * S),
+            Some(EndReason::ParticipantEnded),
+            "the room is closed: no grace period"
+        );
+        assert_eq!((t.poll(t0 + 1000 * S), t.next_deadline()), (None, None));
+    }
+
+    #[test]
+    fn a_party_that_left_alone_has_the_grace_period_to_come_back() {
+        let (mut t, t0) = start();
+        t.on_event(PresenceEvent::Left(Party::Tutor), t0 + 10 * S);
+        assert_eq!(t.next_deadline(), Some(t0 + 40 * S));
+        assert_eq!(t.poll(t0 + 39 * S), None);
+        t.on_event(PresenceEvent::Connected(Party::Tutor), t0 + 39 * S);
+        assert_eq!(t.poll(t0 + 41 * S), None, "back in time");
+        t.on_event(PresenceEvent::Left(Party::Tutor), t0 + 50 * S);
+        assert_eq!(t.poll(t0 + 80 * S), Some(EndReason::Disconnected));
+    }
+
+    #[test]
+    fn a_leave_while_the_other_party_is_only_disconnected_still_waits_for_the_grace_period() {
+        let (mut t, t0) = start();
+        t.on_event(PresenceEvent::Disconnected(Party::Student), t0 + 10 * S);
+        assert_eq!(
+            t.on_event(PresenceEvent::Left(Party::Tutor), t0 + 11 * S),
+            None,
+            "the student may come back"
+        );
+        assert_eq!(t.next_deadline(), Some(t0 + 40 * S));
+        assert_eq!(t.poll(t0 + 39 * S), None);
+        assert_eq!(t.poll(t0 + 40 * S), Some(EndReason::Disconnected));
+    }
+
+    #[test]
+    fn a_disconnect_then_a_leave_of_the_same_party_keeps_the_first_instant() {
+        let (mut t, t0) = start();
+        t.on_event(PresenceEvent::Disconnected(Party::Tutor), t0 + 10 * S);
+        // The tutor's leave arrives later (another backend's report): the grace still runs from the disconnect.
+        t.on_event(PresenceEvent::Left(Party::Tutor), t0 + 20 * S);
+        assert_eq!(t.next_deadline(), Some(t0 + 40 * S));
+        // Then the student leaves on purpose too: everyone has, so it ends at once.
+        assert_eq!(
+            t.on_event(PresenceEvent::Left(Party::Student), t0 + 21 * S),
+            Some(EndReason::ParticipantEnded)
+        );
+    }
+
+    #[test]
+    fn a_rejoin_before_the_last_party_leaves_keeps_the_session() {
+        let (mut t, t0) = start();
+        t.on_event(PresenceEvent::Left(Party::Student), t0 + S);
+        t.on_event(PresenceEvent::Connected(Party::Student), t0 + 2 * S);
+        assert_eq!(
+            t.on_event(PresenceEvent::Left(Party::Tutor), t0 + 3 * S),
+            None,
+            "the student is back in the room"
+        );
     }
 
     #[test]
