@@ -371,6 +371,8 @@ pub enum ErrorCode {
     NotAParty,
     /// The tutor already has a paid session running (in another room).
     TutorBusy,
+    /// The room already has a paid session running: it must end before another starts there.
+    PaidSessionRunning,
     /// The database did not answer; retry.
     Unavailable,
     /// `resume` named no participant that could be resumed (it left, its grace period ended, or
