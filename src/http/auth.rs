@@ -45,24 +45,49 @@ impl WalletAuth {
     pub fn new(public_origin: Option<Site>) -> Self {
         Self {
             siwe: Siwe::new(public_origin),
-            limiter: IpLimiter::default(),
+            limiter: IpLimiter::new(RATE_PER_S, RATE_BURST),
         }
     }
 }
 
-/// Per-IP token buckets. The client address is the TCP peer: behind the TLS front door or a
+/// Per-IP token buckets, one budget per limiter (the sign-in routes share one; the guest-token
+/// route has its own). The client address is the TCP peer: behind the TLS front door or a
 /// reverse proxy every client shares the proxy's address, and so one bucket.
-#[derive(Debug, Default)]
-struct IpLimiter {
+#[derive(Debug)]
+pub struct IpLimiter {
+    /// Sustained requests per second per address.
+    rate_per_s: f64,
+    /// Requests at once per address.
+    burst: u32,
+    /// Each address's bucket and when it was last used (to forget idle ones).
     buckets: Mutex<HashMap<IpAddr, (TokenBucket, Instant)>>,
 }
 
 impl IpLimiter {
+    /// `burst` requests at once per address, then `rate_per_s` a second.
+    pub fn new(rate_per_s: f64, burst: u32) -> Self {
+        Self {
+            rate_per_s,
+            burst,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one request from the peer's budget: `false` when it is spent. A request without a
+    /// peer address (not over TCP) counts against `0.0.0.0`.
+    pub fn allow_request(&self, req: &HttpRequest) -> bool {
+        let ip = req
+            .peer_addr()
+            .map(|a| a.ip())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        self.allow(ip, Instant::now())
+    }
+
     fn allow(&self, ip: IpAddr, now: Instant) -> bool {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() >= MAX_TRACKED_IPS && !buckets.contains_key(&ip) {
             // A bucket idle for burst/rate seconds is full again: forgetting it changes nothing.
-            let refill = Duration::from_secs_f64(f64::from(RATE_BURST) / RATE_PER_S);
+            let refill = Duration::from_secs_f64(f64::from(self.burst) / self.rate_per_s);
             buckets.retain(|_, (_, last)| now.saturating_duration_since(*last) < refill);
             if buckets.len() >= MAX_TRACKED_IPS {
                 buckets.clear();
@@ -70,7 +95,7 @@ impl IpLimiter {
         }
         let (bucket, last) = buckets
             .entry(ip)
-            .or_insert_with(|| (TokenBucket::new(RATE_PER_S, RATE_BURST, now), now));
+            .or_insert_with(|| (TokenBucket::new(self.rate_per_s, self.burst, now), now));
         *last = now;
         bucket.allow(now)
     }
@@ -134,11 +159,7 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 fn rate_limit(req: &HttpRequest, auth: &WalletAuth) -> Result<(), SignInError> {
-    let ip = req
-        .peer_addr()
-        .map(|a| a.ip())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    if auth.limiter.allow(ip, Instant::now()) {
+    if auth.limiter.allow_request(req) {
         Ok(())
     } else {
         Err(SignInError::RateLimited)
