@@ -56,6 +56,7 @@ pub mod key;
 pub mod lifecycle;
 pub mod outbox;
 pub mod repo;
+mod webhook_events;
 pub mod worker;
 
 pub use alloy::primitives::{Address, TxHash, U256};

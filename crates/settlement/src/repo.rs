@@ -9,17 +9,21 @@
 //! applies while the row is still leased to that worker. A row that cannot be read is set aside
 //! ([`set_aside`]) rather than failing the whole batch.
 //!
+//! Starting and ending a paid session and finishing a settlement also write their webhook event
+//! ([`crate::webhook_events`]) into `webhook_outbox` in the same transaction, so what other backends are told
+//! is exactly what was committed.
+//!
 //! Each query is written once and run on whichever pool the `Db` holds (`on_db!`), so the SQL is what both
 //! PostgreSQL and SQLite speak. Ids (UUID v7) and timestamps come from the application.
 
 use chrono::{DateTime, SubsecRound, Utc};
-use confab_store::{Db, StoreError};
+use confab_store::{Db, StoreError, WebhookWriter};
 use uuid::Uuid;
 
 use crate::{
     client::{EndedSession, Settled, SignedTx},
     outbox::{Settlement, SettlementState, Update},
-    Address, TxHash, U256,
+    webhook_events, Address, TxHash, U256,
 };
 
 /// Runs `$body` with `$pool` bound to the native pool of `$db` (expanded once per backend).
@@ -163,6 +167,7 @@ fn db_time(t: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 /// Record a paid session that started; returns its id. [`RepoError::TutorBusy`] if the tutor has one open.
+/// Writes the `paid_session_started` webhook event in the same transaction.
 pub async fn start_paid_session(
     db: &Db,
     new: &NewPaidSession,
@@ -171,21 +176,38 @@ pub async fn start_paid_session(
     const SQL: &str = "INSERT INTO paid_sessions (id, room_id, chain_session_id, student_address, tutor_address, \
                        language_id, started_at, ended_at, end_reason) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL)";
     let id = Uuid::now_v7();
+    let now = db_time(now);
+    let (student, tutor) = (new.student.to_checksum(None), new.tutor.to_checksum(None));
+    let chain_id = new.chain_session_id.map(|s| s.to_string());
+    let event = webhook_events::paid_session_started(
+        id,
+        &new.room_id,
+        &student,
+        &tutor,
+        new.language,
+        chain_id.as_deref(),
+        now,
+    );
     let result = on_db!(db, |pool| {
-        sqlx::query(SQL)
-            .bind(id)
-            .bind(&new.room_id)
-            .bind(new.chain_session_id.map(|s| s.to_string()))
-            .bind(new.student.to_checksum(None))
-            .bind(new.tutor.to_checksum(None))
-            .bind(i64::from(new.language))
-            .bind(db_time(now))
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())
+        async {
+            let mut tx = pool.begin().await?;
+            sqlx::query(SQL)
+                .bind(id)
+                .bind(&new.room_id)
+                .bind(&chain_id)
+                .bind(&student)
+                .bind(&tutor)
+                .bind(i64::from(new.language))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.enqueue_webhook(&event).await?;
+            tx.commit().await
+        }
+        .await
     });
     match result {
-        Ok(_) => Ok(id),
+        Ok(()) => Ok(id),
         Err(e)
             if e.as_database_error()
                 .is_some_and(|d| d.is_unique_violation()) =>
@@ -261,8 +283,9 @@ pub async fn latest_paid_session(
         .await)?)
 }
 
-/// End a paid session and write its settlement (state `pending`, due now) in one transaction. Idempotent:
-/// `None` when the session was already ended (or does not exist), and no second settlement is written.
+/// End a paid session and write its settlement (state `pending`, due now) in one transaction, with the
+/// `paid_session_ended` webhook event. Idempotent: `None` when the session was already ended (or does not
+/// exist), and no second settlement (or event) is written.
 pub async fn end_paid_session(
     db: &Db,
     paid_session_id: Uuid,
@@ -270,33 +293,52 @@ pub async fn end_paid_session(
     now: DateTime<Utc>,
 ) -> Result<Option<Uuid>, RepoError> {
     const END: &str = "UPDATE paid_sessions SET ended_at = $2, end_reason = $3 \
-                       WHERE id = $1 AND ended_at IS NULL RETURNING tutor_address, chain_session_id";
+                       WHERE id = $1 AND ended_at IS NULL \
+                       RETURNING tutor_address, chain_session_id, room_id, student_address, started_at";
     const OUTBOX: &str =
         "INSERT INTO settlements (id, paid_session_id, tutor_address, chain_session_id, state, \
                           attempts, next_attempt_at, created_at, updated_at) \
                           VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5, $5)";
+    type Ended = (String, Option<String>, String, String, DateTime<Utc>);
     let now = db_time(now);
     let id = Uuid::now_v7();
-    let ended: Option<(String, Option<String>)> = on_db!(db, |pool| {
-        let mut tx = pool.begin().await?;
-        let ended: Option<(String, Option<String>)> = sqlx::query_as(END)
-            .bind(paid_session_id)
-            .bind(now)
-            .bind(reason.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-        if let Some((tutor, chain_id)) = &ended {
-            sqlx::query(OUTBOX)
-                .bind(id)
+    let ended: Option<Ended> = on_db!(db, |pool| {
+        async {
+            let mut tx = pool.begin().await?;
+            let ended: Option<Ended> = sqlx::query_as(END)
                 .bind(paid_session_id)
-                .bind(tutor)
-                .bind(chain_id)
                 .bind(now)
-                .execute(&mut *tx)
+                .bind(reason.as_str())
+                .fetch_optional(&mut *tx)
                 .await?;
+            if let Some((tutor, chain_id, room, student, started_at)) = &ended {
+                sqlx::query(OUTBOX)
+                    .bind(id)
+                    .bind(paid_session_id)
+                    .bind(tutor)
+                    .bind(chain_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                let event = webhook_events::paid_session_ended(
+                    &webhook_events::Ended {
+                        id: paid_session_id,
+                        room,
+                        student,
+                        tutor,
+                        chain_session_id: chain_id.as_deref(),
+                        started_at: *started_at,
+                        reason: reason.as_str(),
+                        settlement_id: id,
+                    },
+                    now,
+                );
+                tx.enqueue_webhook(&event).await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(ended)
         }
-        tx.commit().await?;
-        Ok::<_, sqlx::Error>(ended)
+        .await
     })?;
     Ok(ended.map(|_| id))
 }
@@ -628,6 +670,8 @@ pub async fn mark_submitted(
 
 /// Store the outcome of an attempt by `worker` and release its lease. Applies only while the row is leased to
 /// `worker`; `false` means another worker took it over (the lease ran out) and this outcome was not stored.
+/// A final state (`settled`, `ended_elsewhere`, `failed`) writes the `settlement_confirmed` or
+/// `settlement_failed` webhook event in the same transaction.
 pub async fn record_update(
     db: &Db,
     id: Uuid,
@@ -675,27 +719,62 @@ pub async fn record_update(
         _ => update.last_error.clone(),
     };
     let finished = update.state.is_terminal().then_some(now);
+    const ROOM: &str = "SELECT p.room_id, s.paid_session_id, s.tutor_address, s.tx_hash, s.chain_session_id \
+                        FROM settlements s JOIN paid_sessions p ON p.id = s.paid_session_id WHERE s.id = $1";
+    type Row = (String, Uuid, String, Option<String>, Option<String>);
     let n = on_db!(db, |pool| {
-        sqlx::query(SQL)
-            .bind(id)
-            .bind(update.state.as_str())
-            .bind(i64::from(update.attempts))
-            .bind(db_time(update.next_attempt_at))
-            .bind(&reason)
-            .bind(&tx_hash)
-            .bind(block)
-            .bind(gas)
-            .bind(&price)
-            .bind(duration)
-            .bind(&paid)
-            .bind(ended_at)
-            .bind(&session)
-            .bind(now)
-            .bind(finished)
-            .bind(worker)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())
+        async {
+            let mut tx = pool.begin().await?;
+            let n = sqlx::query(SQL)
+                .bind(id)
+                .bind(update.state.as_str())
+                .bind(i64::from(update.attempts))
+                .bind(db_time(update.next_attempt_at))
+                .bind(&reason)
+                .bind(&tx_hash)
+                .bind(block)
+                .bind(gas)
+                .bind(&price)
+                .bind(duration)
+                .bind(&paid)
+                .bind(ended_at)
+                .bind(&session)
+                .bind(now)
+                .bind(finished)
+                .bind(worker)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if n > 0 && finished.is_some() {
+                let row: Option<Row> = sqlx::query_as(ROOM)
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if let Some((room, paid_session_id, tutor, stored_hash, chain_id)) = &row {
+                    let event = webhook_events::settlement_finished(
+                        &webhook_events::Finished {
+                            settlement_id: id,
+                            paid_session_id: *paid_session_id,
+                            room,
+                            tutor,
+                            state: update.state.as_str(),
+                            tx_hash: stored_hash.as_deref(),
+                            chain_session_id: chain_id.as_deref(),
+                            duration_s: duration,
+                            total_paid: paid.as_deref(),
+                            error: reason.as_deref(),
+                        },
+                        now,
+                    );
+                    if let Some(event) = event {
+                        tx.enqueue_webhook(&event).await?;
+                    }
+                }
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(n)
+        }
+        .await
     })?;
     Ok(n > 0)
 }

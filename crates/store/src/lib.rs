@@ -13,7 +13,8 @@
 //!   of these types is valid by construction, so the repository never re-validates.
 //! - [`chat`] is the chat repository (methods on [`Db`]); [`calls`] records 1:1 calls and their
 //!   lifecycle; [`rate_limit`] is a pure token bucket the server keeps per participant (no
-//!   database, time passed in).
+//!   database, time passed in); [`webhooks`] is the webhook outbox (endpoints and one row per
+//!   (event, endpoint)), written by whoever reports an event and drained by `confab-webhooks`.
 //! - Every database method returns [`StoreError`]; [`StoreError::Unavailable`] is the one to retry
 //!   (and tell the user about), the others are answers.
 //!
@@ -66,6 +67,7 @@ mod db;
 pub mod domain;
 mod error;
 pub mod rate_limit;
+pub mod webhooks;
 
 pub use calls::{CallRecord, CallStatus, NewCall, CALLS_MAX_LIMIT};
 pub use chat::{InsertOutcome, NewMessage, StoredMessage, HISTORY_MAX_LIMIT};
@@ -73,6 +75,9 @@ pub use db::{Backend, Db, DbOptions};
 pub use domain::{ChatText, ClientMsgId, InvalidInput, MessageType};
 pub use error::StoreError;
 pub use rate_limit::{RateLimit, RateLimited, RateLimiter};
+pub use webhooks::{
+    Delivery, DeliveryRecord, Endpoint, EndpointKind, WebhookBacklog, WebhookEvent, WebhookWriter,
+};
 
 /// Re-exported so callers name the same `Uuid` and timestamp types as the API.
 pub use chrono::{DateTime, Utc};

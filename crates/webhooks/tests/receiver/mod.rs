@@ -1,0 +1,236 @@
+//! A webhook receiver for the tests: a plain HTTP/1.1 server on a raw TCP listener that records
+//! every request, verifies its Standard Webhooks signature with the `standardwebhooks` library, and
+//! can be down (503), hanging (never answers) or up (200 after an optional delay). It also notices
+//! two requests for the same (event id, path) in flight at once.
+
+#![allow(dead_code)]
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+/// What the receiver does with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Answers 503 at once.
+    Down,
+    /// Reads the request and never answers.
+    Hang,
+    /// Answers 200 after the given delay.
+    Up(Duration),
+}
+
+/// One received request.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub id: String,
+    pub body: String,
+    /// Whether the signature verified with the test secret (library check).
+    pub verified: bool,
+    /// The mode it was received in (only `Up` ones were acknowledged).
+    pub acknowledged: bool,
+}
+
+#[derive(Default)]
+struct State {
+    mode: Option<Mode>,
+    received: Vec<Received>,
+    in_flight: HashMap<(String, String), u32>,
+    overlaps: Vec<String>,
+}
+
+/// The receiver; clone freely.
+#[derive(Clone)]
+pub struct Receiver {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    secret: String,
+}
+
+impl Receiver {
+    /// Starts on 127.0.0.1 (free port) in `mode`, verifying with `secret` (`whsec_…`).
+    pub async fn start(mode: Mode, secret: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let r = Receiver {
+            addr: listener.local_addr().unwrap(),
+            state: Arc::new(Mutex::new(State {
+                mode: Some(mode),
+                ..State::default()
+            })),
+            secret: secret.to_owned(),
+        };
+        let me = r.clone();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let me = me.clone();
+                tokio::spawn(async move { me.serve(sock).await });
+            }
+        });
+        r
+    }
+
+    /// The URL of `path` on this receiver.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        self.state.lock().unwrap().mode = Some(mode);
+    }
+
+    /// Every request so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.state.lock().unwrap().received.clone()
+    }
+
+    /// Acknowledged requests, deduplicated by (path, id): id → body.
+    pub fn acknowledged(&self, path: &str) -> BTreeMap<String, String> {
+        self.received()
+            .into_iter()
+            .filter(|r| r.acknowledged && r.path == path)
+            .map(|r| (r.id, r.body))
+            .collect()
+    }
+
+    /// Distinct ids seen (in any mode) at `path`.
+    pub fn ids_seen(&self, path: &str) -> BTreeSet<String> {
+        self.received()
+            .into_iter()
+            .filter(|r| r.path == path)
+            .map(|r| r.id)
+            .collect()
+    }
+
+    /// Event ids that were posted twice at the same time.
+    pub fn overlaps(&self) -> Vec<String> {
+        self.state.lock().unwrap().overlaps.clone()
+    }
+
+    async fn serve(&self, mut sock: TcpStream) {
+        let mut buf = Vec::new();
+        loop {
+            let Some((head_len, headers, path, len)) = read_head(&mut sock, &mut buf).await else {
+                return;
+            };
+            while buf.len() < head_len + len {
+                let mut chunk = [0u8; 8192];
+                match sock.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let body = buf[head_len..head_len + len].to_vec();
+            buf.drain(..head_len + len);
+            let mut map = http::HeaderMap::new();
+            for (k, v) in &headers {
+                if let (Ok(k), Ok(v)) = (
+                    http::HeaderName::from_bytes(k.as_bytes()),
+                    http::HeaderValue::from_str(v),
+                ) {
+                    map.insert(k, v);
+                }
+            }
+            let verified = standardwebhooks::Webhook::new(&self.secret)
+                .expect("secret")
+                .verify(&body, &map)
+                .is_ok();
+            let id = map
+                .get("webhook-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            let key = (id.clone(), path.clone());
+            let mode = {
+                let mut s = self.state.lock().unwrap();
+                let n = s.in_flight.entry(key.clone()).or_default();
+                *n += 1;
+                if *n > 1 {
+                    s.overlaps.push(id.clone());
+                }
+                s.mode.unwrap_or(Mode::Down)
+            };
+            let record = |acknowledged: bool| {
+                let mut s = self.state.lock().unwrap();
+                if let Some(n) = s.in_flight.get_mut(&key) {
+                    *n -= 1;
+                }
+                s.received.push(Received {
+                    path: path.clone(),
+                    id: id.clone(),
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                    verified,
+                    acknowledged,
+                });
+            };
+            match mode {
+                Mode::Down => {
+                    record(false);
+                    let _ = sock
+                        .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                }
+                Mode::Hang => {
+                    record(false);
+                    // Keep the connection open, answer nothing, until the client gives up.
+                    let mut sink = [0u8; 1024];
+                    while let Ok(n) = sock.read(&mut sink).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                    return;
+                }
+                Mode::Up(delay) => {
+                    tokio::time::sleep(delay).await;
+                    // Acknowledged only if the answer could be written.
+                    let ok = sock
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .await
+                        .is_ok();
+                    record(ok);
+                    if !ok {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads up to the end of a request head: (head length, headers, path, content-length).
+async fn read_head(
+    sock: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> Option<(usize, Vec<(String, String)>, String, usize)> {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let mut lines = head.split("\r\n");
+            let path = lines.next()?.split(' ').nth(1)?.to_owned();
+            let headers: Vec<(String, String)> = lines
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                .collect();
+            let len = headers
+                .iter()
+                .find(|(k, _)| k == "content-length")
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0);
+            return Some((end + 4, headers, path, len));
+        }
+        let mut chunk = [0u8; 8192];
+        match sock.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
