@@ -325,6 +325,10 @@ pub struct SfuMetrics {
     /// Transports whose pair the server selected when the peer's DTLS arrived on it, before
     /// the peer's USE-CANDIDATE (`Transport::nomination` in `room.rs`).
     pub ice_early_nominations: AtomicU64,
+    /// Video packets held for a subscriber transport while it connected for the first time
+    /// (from the publisher's latest keyframe, `DownTrack::early` in `room.rs`) and sent the
+    /// moment it connected.
+    pub rtp_early_sent: AtomicU64,
     /// Times a transport went `disconnected` (nothing heard for
     /// [`crate::routing::DISCONNECTED_AFTER`]; media keeps flowing).
     pub consent_disconnects: AtomicU64,

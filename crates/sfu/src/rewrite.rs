@@ -77,6 +77,11 @@ impl RtpRewriter {
         }
     }
 
+    /// The codec family of this leg (its keyframe rules).
+    pub fn codec(&self) -> CodecFamily {
+        self.codec
+    }
+
     /// The SSRC this leg sends with.
     pub fn out_ssrc(&self) -> u32 {
         self.out_ssrc

@@ -82,6 +82,9 @@ pub(crate) struct Transport {
     /// mark, [`crate::Core::set_congested`]): video to this transport is dropped until it
     /// drains and then restarts on a keyframe; audio keeps flowing.
     pub congested: bool,
+    /// Has been `Connected` before: until then video for it is held from a keyframe on
+    /// ([`DownTrack::early`]) instead of dropped.
+    pub connected_once: bool,
 }
 
 /// Most datagrams a transport holds before ICE selects a pair (a DTLS flight is 1–3 records).
@@ -155,6 +158,7 @@ impl Transport {
             early: Vec::new(),
             nomination: None,
             congested: false,
+            connected_once: false,
         })
     }
 }
@@ -204,7 +208,18 @@ pub(crate) struct DownTrack {
     pub rewriter: RtpRewriter,
     /// The subscriber has answered an offer carrying this track.
     pub negotiated: bool,
+    /// Video packets held while the subscriber transport connects for the first time, from
+    /// the publisher's latest keyframe on (a newer keyframe starts it again), at most
+    /// [`EARLY_RTP_PACKETS`]: sent the moment it connects, so the first frame does not wait
+    /// for a keyframe request to reach the publisher, its encoder and its pacer (the request
+    /// goes out with the subscribe offer instead). Empty once connected.
+    pub early: Vec<rtc::rtp::Packet>,
 }
+
+/// Most video packets a downtrack holds before its subscriber transport first connects (about
+/// 1 s of 640x360 VP8 at 30 fps, keyframe included); past it the held ones are dropped and the
+/// forwarding starts on a keyframe asked for at the connection, as without holding.
+pub const EARLY_RTP_PACKETS: usize = 384;
 
 pub(crate) struct Participant {
     pub id: ParticipantId,
@@ -666,9 +681,9 @@ impl Room {
             .answer_received(now)
             .map_err(|e| SfuError::NegotiationFailed(e.to_string()))?;
         // Everything offered so far is now negotiated. Video needs a keyframe to start; ask for
-        // it now only if the transport already carries media (a renegotiation). Otherwise the
-        // transport's `connected` asks: a keyframe sent before then is skipped, and its request
-        // would throttle the one that counts (measured: ~0.5-1 s more to the first frame).
+        // it now only if the transport already carries media (a renegotiation). Before its
+        // first connection the keyframe was asked for with the offer and is held
+        // (`DownTrack::early`); the connection sends it, or asks again if none came.
         let connected = sub_connected(p);
         let mut need_keyframes: Vec<TrackId> = Vec::new();
         for dt in &mut p.downtracks {
@@ -715,6 +730,9 @@ impl Room {
     /// (re)offers subscriber transports whose set changed.
     pub fn reconcile(&mut self, local: &LocalCandidates, now: Instant) {
         let published = self.published_tracks();
+        // Video forwarded to a transport that has not connected yet: its keyframe is asked for
+        // now, with the offer, and held until the transport connects (`DownTrack::early`).
+        let mut warm: Vec<TrackId> = Vec::new();
         for p in &mut self.participants {
             let mut changed = false;
             // Remove forwardings of tracks that are gone.
@@ -821,11 +839,22 @@ impl Room {
                         first.clock_rate,
                     ),
                     negotiated: false,
+                    early: Vec::new(),
                 });
+                if !sub.connected_once && source.kind() == MediaKind::Video {
+                    warm.push(track.clone());
+                }
                 changed = true;
             }
             if changed && p.negotiation.request_offer(now) {
                 Self::send_offer(p, now);
+            }
+        }
+        warm.sort_by_key(|t| t.to_string());
+        warm.dedup();
+        for t in warm {
+            if let Some(pi) = self.index_of(t.participant) {
+                self.participants[pi].request_keyframe_now(&t.mid, now);
             }
         }
     }
@@ -1042,6 +1071,11 @@ impl Room {
             n
         };
         let mid = &mid_buf[..mid_len];
+        // The track's own payload type (not RTX): what a held group of pictures starts with.
+        let primary_pt = self.participants[idx].published[mid_idx]
+            .codecs
+            .first()
+            .map(|c| c.payload_type);
         for (j, sub_p) in self.participants.iter_mut().enumerate() {
             if j == idx {
                 continue;
@@ -1052,11 +1086,16 @@ impl Room {
             crate::core::blame(sub_p.id);
             let can_send = sub.can_send();
             let congested = sub.congested;
+            let warming = !sub.connected_once;
             for dt in &mut sub_p.downtracks {
-                if !dt.negotiated || dt.track.participant != publisher_id {
+                if dt.track.participant != publisher_id || dt.track.mid.as_bytes() != mid {
                     continue;
                 }
-                if dt.track.mid.as_bytes() != mid {
+                if warming && dt.track_is_video() {
+                    dt.hold_early(packet, primary_pt);
+                    continue;
+                }
+                if !dt.negotiated {
                     continue;
                 }
                 if !can_send {
@@ -1073,41 +1112,60 @@ impl Room {
                     SfuMetrics::inc(&metrics.drops_congested);
                     continue;
                 }
-                let mut out = packet.clone();
-                match dt.rewriter.rewrite(&mut out.header, &packet.payload, now) {
-                    Verdict::Forward => {
-                        let len = packet.payload.len() as u64 + 12;
-                        match sub
-                            .pc
-                            .rtp_sender(dt.sender)
-                            .map(|mut s| s.write_rtp(now, out))
-                        {
-                            Some(Ok(())) => {
-                                SfuMetrics::inc(&metrics.rtp_forwarded);
-                                SfuMetrics::add(&metrics.bytes_forwarded, len);
-                                sub.dirty = true;
-                            }
-                            Some(Err(e)) => {
-                                dt.rewriter.undo_forward();
-                                SfuMetrics::inc(&metrics.drops_write_error);
-                                debug!(subscriber = %sub_p.id, "forward write: {e}");
-                            }
-                            None => {
-                                dt.rewriter.undo_forward();
-                                SfuMetrics::inc(&metrics.drops_write_error);
-                            }
-                        }
-                    }
-                    Verdict::WaitingForKeyframe => {
-                        SfuMetrics::inc(&metrics.drops_keyframe_wait);
-                        outcome.wants_keyframe = true;
-                    }
-                    Verdict::UnmappedPayloadType => SfuMetrics::inc(&metrics.drops_unmapped_pt),
+                if dt.send(sub, packet.clone(), now, metrics) == Sent::WaitingForKeyframe {
+                    outcome.wants_keyframe = true;
                 }
             }
         }
         crate::core::blame(publisher_id);
         outcome
+    }
+
+    /// Participant `idx`'s subscriber transport connected for the first time: sends what each
+    /// negotiated video downtrack held (`DownTrack::early`), and asks for a keyframe for those
+    /// that hold none and whose publisher is not already asked (past the throttle, as at any
+    /// (re)connection). Returns the PLIs sent.
+    pub fn first_connected(&mut self, idx: usize, now: Instant, metrics: &Arc<SfuMetrics>) -> u64 {
+        let mut wanted: Vec<TrackId> = Vec::new();
+        {
+            let p = &mut self.participants[idx];
+            let Some(sub) = p.subscriber.as_mut() else {
+                return 0;
+            };
+            sub.connected_once = true;
+            for dt in &mut p.downtracks {
+                let held = std::mem::take(&mut dt.early);
+                if !dt.negotiated || !dt.track_is_video() {
+                    continue;
+                }
+                let sent = held
+                    .into_iter()
+                    .filter(|pkt| dt.send(sub, pkt.clone(), now, metrics) == Sent::Yes)
+                    .count();
+                if sent == 0 {
+                    wanted.push(dt.track.clone());
+                } else {
+                    SfuMetrics::add(&metrics.rtp_early_sent, sent as u64);
+                }
+            }
+        }
+        let mut plis = 0;
+        for t in wanted {
+            let Some(pi) = self.index_of(t.participant) else {
+                continue;
+            };
+            let publisher = &mut self.participants[pi];
+            // The request sent with the offer is still awaited (and repeated until it comes):
+            // its keyframe is forwarded as it arrives.
+            let awaited = publisher
+                .published
+                .iter()
+                .any(|p| p.mid == t.mid && p.keyframe_pending.is_some());
+            if !awaited {
+                plis += u64::from(publisher.request_keyframe_now(&t.mid, now));
+            }
+        }
+        plis
     }
 }
 
@@ -1128,6 +1186,84 @@ impl DownTrack {
     fn track_is_video(&self) -> bool {
         self.source.kind() == MediaKind::Video
     }
+
+    /// Holds `packet` in [`Self::early`] if a group of pictures is being held, or starts one if
+    /// it is the first packet of a keyframe of the track's own payload type (`primary_pt`, not
+    /// RTX). A newer keyframe starts the group again; past [`EARLY_RTP_PACKETS`] it is dropped.
+    fn hold_early(&mut self, packet: &rtc::rtp::Packet, primary_pt: Option<u8>) {
+        let starts = Some(packet.header.payload_type) == primary_pt
+            && self.rewriter.codec().needs_keyframe()
+            && is_keyframe_start(self.rewriter.codec(), &packet.payload);
+        if starts {
+            self.early.clear();
+        } else if self.early.is_empty() {
+            return;
+        } else if self.early.len() >= EARLY_RTP_PACKETS {
+            self.early.clear();
+            return;
+        }
+        if self.early.capacity() == 0 {
+            self.early.reserve_exact(EARLY_RTP_PACKETS);
+        }
+        self.early.push(packet.clone());
+    }
+
+    /// Rewrites `out` for this leg and writes it to `sub`, counting the outcome.
+    fn send(
+        &mut self,
+        sub: &mut Transport,
+        mut out: rtc::rtp::Packet,
+        now: Instant,
+        metrics: &Arc<SfuMetrics>,
+    ) -> Sent {
+        match self.rewriter.rewrite(&mut out.header, &out.payload, now) {
+            Verdict::Forward => {
+                let len = out.payload.len() as u64 + 12;
+                match sub
+                    .pc
+                    .rtp_sender(self.sender)
+                    .map(|mut s| s.write_rtp(now, out))
+                {
+                    Some(Ok(())) => {
+                        SfuMetrics::inc(&metrics.rtp_forwarded);
+                        SfuMetrics::add(&metrics.bytes_forwarded, len);
+                        sub.dirty = true;
+                        Sent::Yes
+                    }
+                    Some(Err(e)) => {
+                        self.rewriter.undo_forward();
+                        SfuMetrics::inc(&metrics.drops_write_error);
+                        debug!(track = %self.track, "forward write: {e}");
+                        Sent::No
+                    }
+                    None => {
+                        self.rewriter.undo_forward();
+                        SfuMetrics::inc(&metrics.drops_write_error);
+                        Sent::No
+                    }
+                }
+            }
+            Verdict::WaitingForKeyframe => {
+                SfuMetrics::inc(&metrics.drops_keyframe_wait);
+                Sent::WaitingForKeyframe
+            }
+            Verdict::UnmappedPayloadType => {
+                SfuMetrics::inc(&metrics.drops_unmapped_pt);
+                Sent::No
+            }
+        }
+    }
+}
+
+/// What [`DownTrack::send`] did with a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// Rewritten and written to the subscriber transport.
+    Yes,
+    /// Dropped: the leg waits for a keyframe (the caller asks the publisher for one).
+    WaitingForKeyframe,
+    /// Dropped: no payload-type mapping, or the write failed (counted).
+    No,
 }
 
 /// `(mid, ssrc)` pairs from the `a=ssrc` lines of the remote description.

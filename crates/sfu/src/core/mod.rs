@@ -988,7 +988,7 @@ fn drive(
             None => return,
         };
         let Some(ev) = ev else { break };
-        on_pc_event(room, idx, role, ev, now);
+        on_pc_event(room, idx, role, ev, now, metrics);
     }
     loop {
         let msg = match room.participants[idx].transport_mut(role) {
@@ -1059,6 +1059,7 @@ fn on_pc_event(
     role: TransportRole,
     ev: RTCPeerConnectionEvent,
     now: Instant,
+    metrics: &Arc<SfuMetrics>,
 ) {
     let p = &mut room.participants[idx];
     match ev {
@@ -1097,6 +1098,13 @@ fn on_pc_event(
                 // (Re)connected, at the start or after an ICE restart: start (or restart) every
                 // video forwarding with a keyframe, past the throttle: a request sent while the
                 // peer was still switching pairs (at the path switch) is often lost.
+                // The first time: what each downtrack held meanwhile goes out at once.
+                (TransportRole::Subscriber, RTCPeerConnectionState::Connected)
+                    if p.subscriber.as_ref().is_some_and(|s| !s.connected_once) =>
+                {
+                    let plis = room.first_connected(idx, now, metrics);
+                    SfuMetrics::add(&metrics.plis_sent, plis);
+                }
                 (TransportRole::Subscriber, RTCPeerConnectionState::Connected) => {
                     let wanted: Vec<crate::ids::TrackId> = p
                         .downtracks

@@ -1006,3 +1006,38 @@ fn a_forced_keyframe_request_is_repeated_until_the_keyframe_arrives_and_then_sto
     net.run(Duration::from_secs(1));
     net.assert_flowing("bob", "ada", Duration::from_secs(1), STEP);
 }
+
+#[test]
+fn a_new_subscriber_gets_the_held_keyframe_the_moment_it_connects_not_at_the_next_one() {
+    let mut net = Net::new();
+    net.join("ada", None);
+    // Bob's subscribe offer (Ada's camera) stays unanswered while Ada's keyframes pass.
+    net.join_with("bob", None, true);
+    net.run(Duration::from_millis(1_500));
+    // Answer just after one of Ada's keyframes (her client sends one every 100 packets and
+    // ignores PLIs): without holding, Bob's video would start ~0.9 s later, at the next one.
+    while net.client("ada").sent % 100 != 10 {
+        net.run(STEP);
+    }
+    let answered = net.now;
+    net.release_answer("bob");
+    net.run(Duration::from_millis(300));
+    let r = net.received("bob", "ada");
+    let first = r.first.expect("Bob receives Ada's video");
+    assert!(
+        first - answered <= Duration::from_millis(200),
+        "first packet {:?} after the answer: {r:?}",
+        first - answered
+    );
+    assert!(
+        net.metric(|m| &m.rtp_early_sent) >= 10,
+        "the held group of pictures went out at the connection"
+    );
+    assert_eq!(
+        r.seq_jumps, 0,
+        "held and live packets in one sequence: {r:?}"
+    );
+    net.mark();
+    net.run(Duration::from_secs(2));
+    net.assert_flowing("bob", "ada", Duration::from_secs(2), STEP);
+}
