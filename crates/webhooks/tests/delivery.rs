@@ -272,10 +272,12 @@ async fn two_workers_on_one_postgresql_never_post_the_same_row_at_once() {
     let _ = stop_b.0.send(());
     let _ = (ta.await, tb.await);
 
+    let overlaps = rx.overlaps();
     assert!(
-        rx.overlaps().is_empty(),
-        "rows posted twice at once: {:?}",
-        rx.overlaps()
+        overlaps.is_empty(),
+        "{} rows posted twice at once, e.g. {:?}",
+        overlaps.len(),
+        overlaps.iter().take(3).collect::<Vec<_>>()
     );
     let received = rx.received();
     // Nothing failed, so no lease ran out: each row was posted exactly once.
@@ -323,5 +325,111 @@ async fn an_endpoint_without_a_secret_or_with_https_is_refused_at_start() {
     assert!(hooks.backlog().is_none());
     let e = WebhookEvent::new("room_started", serde_json::json!({}), chrono::Utc::now());
     assert_eq!(db.enqueue_webhook(&e).await.unwrap(), 0);
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn langdao_mode_posts_session_ended_user_disconnected_and_heartbeats_to_its_url_only() {
+    use confab_settlement::{repo, Address, EndReason, NewPaidSession};
+    let db = Db::connect("sqlite::memory:", &DbOptions::default())
+        .await
+        .unwrap();
+    let rx = Receiver::start(Mode::Up(Duration::ZERO), SECRET).await;
+    let settings = Settings {
+        urls: vec![rx.url("/hooks")],
+        langdao_events_url: Some(rx.url("/api/webrtc-events")),
+        secret: Some(WebhookSecret::parse(SECRET).unwrap()),
+        backoff: Some(fast()),
+        heartbeat_every: Some(Duration::from_millis(200)),
+        ..Settings::default()
+    };
+    let (hooks, worker) = confab_webhooks::start(&db, settings).await.unwrap();
+    let (student, tutor) = (Address::repeat_byte(0x11), Address::repeat_byte(0x22));
+    let (s, t) = (student.to_checksum(None), tutor.to_checksum(None));
+    let paid = repo::start_paid_session(
+        &db,
+        &NewPaidSession {
+            room_id: "lang-room".into(),
+            student,
+            tutor,
+            language: 3,
+            chain_session_id: None,
+        },
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    let emitter = hooks.emitter();
+    emitter.participant_joined("lang-room", "p1", &s, "Student");
+    emitter.participant_joined("lang-room", "p2", &t, "Tutor");
+    let langdao = |kind: &str| -> Vec<serde_json::Value> {
+        rx.acknowledged("/api/webrtc-events")
+            .values()
+            .map(|b| serde_json::from_str::<serde_json::Value>(b).unwrap())
+            .filter(|v| v["type"] == kind)
+            .collect()
+    };
+    wait_for(
+        "heartbeats from both parties",
+        Duration::from_secs(10),
+        async || {
+            let hb = langdao("session-heartbeat");
+            hb.iter().any(|v| v["userRole"] == "student")
+                && hb.iter().any(|v| v["userRole"] == "tutor")
+        },
+    )
+    .await;
+    emitter.participant_left("lang-room", "p1", &s, "Student", LeaveReason::Disconnected);
+    wait_for("user-disconnected", Duration::from_secs(10), async || {
+        !langdao("user-disconnected").is_empty()
+    })
+    .await;
+    let d = &langdao("user-disconnected")[0];
+    assert_eq!(
+        (d["sessionId"].as_str(), d["userAddress"].as_str()),
+        (Some("lang-room"), Some(s.as_str()))
+    );
+    assert_eq!(
+        (d["userRole"].as_str(), d["reason"].as_str()),
+        (Some("student"), Some("connection-closed"))
+    );
+    repo::end_paid_session(&db, paid, EndReason::Disconnected, chrono::Utc::now())
+        .await
+        .unwrap()
+        .expect("ended");
+    wait_for("session-ended", Duration::from_secs(10), async || {
+        !langdao("session-ended").is_empty()
+    })
+    .await;
+    let e = &langdao("session-ended")[0];
+    assert_eq!(e["sessionId"], "lang-room");
+    assert_eq!(e["tutorAddress"], t.as_str());
+    assert!(e["timestamp"].is_i64());
+    // The standard endpoint got the standard events and none of LangDAO's bodies.
+    let standard: Vec<serde_json::Value> = rx
+        .acknowledged("/hooks")
+        .values()
+        .map(|b| serde_json::from_str::<serde_json::Value>(b).unwrap())
+        .collect();
+    for t in [
+        "paid_session_started",
+        "paid_session_ended",
+        "participant_left",
+    ] {
+        assert!(
+            standard.iter().any(|v| v["type"] == t),
+            "{t} on the standard endpoint"
+        );
+    }
+    assert!(standard.iter().all(|v| v["data"].is_object()));
+    // session-ended and paid_session_ended are one event: one id.
+    let ended_ids: Vec<String> = rx
+        .received()
+        .into_iter()
+        .filter(|r| r.body.contains("session-ended") || r.body.contains("paid_session_ended"))
+        .map(|r| r.id)
+        .collect();
+    assert!(ended_ids.windows(2).all(|w| w[0] == w[1]) && ended_ids.len() >= 2);
+    assert!(rx.received().iter().all(|r| r.verified));
     worker.shutdown().await;
 }
