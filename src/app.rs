@@ -8,8 +8,8 @@ use crate::http::{routes, AppState};
 use crate::paid::PaidHandle;
 use actix_web::{web, App, HttpServer};
 use confab_settlement::{
-    Address, Backoff, ChainClient, ChainConfig, EndPolicy, SettlementWorker, WalletKey,
-    WorkerConfig,
+    Address, BacklogReader, Backoff, ChainClient, ChainConfig, EndPolicy, SettlementWorker,
+    WalletKey, WorkerConfig,
 };
 use confab_sfu::{spawn_media_worker, MediaConfig, MediaInterface, RoomEvent, SfuHandle};
 use confab_store::{Db, DbOptions};
@@ -29,6 +29,8 @@ pub struct Application {
     )>,
     /// The one-port front door's accept loop (TLS on), stopped with the server.
     front: Option<tokio::task::JoinHandle<()>>,
+    /// The webhook delivery worker, stopped after the rooms closed (their last events written).
+    webhook_worker: confab_webhooks::WorkerTask,
 }
 
 impl Application {
@@ -116,9 +118,22 @@ impl Application {
             None => listener.local_addr()?,
         };
         let backend = listener.local_addr()?;
-        let (paid, settlement_shutdown) = start_paid_sessions(&args, &db).await?;
+        let (webhooks, webhook_worker) = confab_webhooks::start(&db, args.webhooks.settings()?)
+            .await
+            .map_err(|e| anyhow::anyhow!("webhooks: {e}"))?;
+        let PaidSessions {
+            paid,
+            backlog,
+            shutdown: settlement_shutdown,
+        } = start_paid_sessions(&args, &db).await?;
         let state = AppState {
             paid,
+            settlement_backlog: backlog,
+            webhooks,
+            guest_limiter: std::sync::Arc::new(crate::http::auth::IpLimiter::new(
+                crate::http::GUEST_TOKEN_RATE_PER_S,
+                crate::http::GUEST_TOKEN_BURST,
+            )),
             api_secret: crate::config::load_api_secret(),
             chat: ChatService::new(db, sfu.clone()),
             sfu: sfu.clone(),
@@ -161,6 +176,7 @@ impl Application {
             room_events,
             settlement_shutdown,
             front,
+            webhook_worker,
         })
     }
 
@@ -208,6 +224,7 @@ impl Application {
             let _ = stop.send(());
             let _ = task.await;
         }
+        self.webhook_worker.shutdown().await;
         r
     }
 }
@@ -273,19 +290,23 @@ fn start_media_thread(
         .map_err(|_| std::io::Error::other("media thread died"))?
 }
 
-/// With chain settings: the settlement worker (the wallet's only sender) and the paid-session
-/// task. Without: `None` (paid sessions are refused with `paid_sessions_disabled`).
-#[allow(clippy::type_complexity)]
-async fn start_paid_sessions(
-    args: &ServeArgs,
-    db: &Db,
-) -> anyhow::Result<(
-    Option<PaidHandle>,
-    Option<(
+/// What [`start_paid_sessions`] started; every part `None` without chain settings.
+#[derive(Default)]
+struct PaidSessions {
+    /// The paid-session task.
+    paid: Option<PaidHandle>,
+    /// The settlement worker's backlog, for `/metrics`.
+    backlog: Option<BacklogReader>,
+    /// Stops the settlement worker, and the worker's task.
+    shutdown: Option<(
         tokio::sync::oneshot::Sender<()>,
         tokio::task::JoinHandle<()>,
     )>,
-)> {
+}
+
+/// With chain settings: the settlement worker (the wallet's only sender) and the paid-session
+/// task. Without: nothing (paid sessions are refused with `paid_sessions_disabled`).
+async fn start_paid_sessions(args: &ServeArgs, db: &Db) -> anyhow::Result<PaidSessions> {
     let (Some(rpc), Some(contract)) = (
         args.chain_rpc_url.as_deref(),
         args.contract_address.as_deref(),
@@ -293,7 +314,7 @@ async fn start_paid_sessions(
         tracing::info!(
             "paid sessions disabled: CHAIN_RPC_URL and CONFAB_CONTRACT_ADDRESS are not both set"
         );
-        return Ok((None, None));
+        return Ok(PaidSessions::default());
     };
     let contract: Address = contract
         .parse()
@@ -309,8 +330,14 @@ async fn start_paid_sessions(
         initial: std::time::Duration::from_millis(args.settlement_retry_ms.max(10)),
         ..Backoff::default()
     };
-    let worker = SettlementWorker::new(db.clone(), sender, backoff, WorkerConfig::default());
+    let config = WorkerConfig {
+        lease: std::time::Duration::from_secs(args.settlement_lease_s),
+        overdue_after: std::time::Duration::from_secs(args.settlement_overdue_after_s),
+        ..WorkerConfig::default()
+    };
+    let worker = SettlementWorker::new(db.clone(), sender, backoff, config);
     let waker = worker.waker();
+    let backlog = worker.backlog();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(worker.run(async move {
         let _ = stop_rx.await;
@@ -322,5 +349,9 @@ async fn start_paid_sessions(
     let paid = crate::paid::spawn(db.clone(), reader, policy, waker)
         .await
         .map_err(|e| anyhow::anyhow!("paid sessions: {e}"))?;
-    Ok((Some(paid), Some((stop_tx, task))))
+    Ok(PaidSessions {
+        paid: Some(paid),
+        backlog: Some(backlog),
+        shutdown: Some((stop_tx, task)),
+    })
 }

@@ -20,6 +20,7 @@ pub struct Cli {
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up
 pub enum Command {
     /// Run the server (the default).
     Serve(ServeArgs),
@@ -100,10 +101,22 @@ pub struct ServeArgs {
     /// Seconds without a heartbeat from a party after which the paid session ends.
     #[arg(long, env = "CONFAB_PAID_HEARTBEAT_TIMEOUT_S", default_value_t = 120)]
     pub paid_heartbeat_timeout_s: u64,
-    /// First retry delay of a failed settlement, ms (doubles per attempt, capped at 5 min,
-    /// 20 attempts).
+    /// First retry delay of a settlement that failed transiently (chain down, RPC timeout), ms.
+    /// The delay doubles per attempt up to 5 min and retries never stop: an outage only delays
+    /// settlement (see `--settlement-overdue-after-s`).
     #[arg(long, env = "CONFAB_SETTLEMENT_RETRY_MS", default_value_t = 2000)]
     pub settlement_retry_ms: u64,
+    /// A settlement still open this long after its paid session ended is logged once as overdue
+    /// and counted in the `confab_settlements_overdue` metric, seconds.
+    #[arg(long, env = "CONFAB_SETTLEMENT_OVERDUE_AFTER_S", default_value_t = 600)]
+    pub settlement_overdue_after_s: u64,
+    /// How long a settlement row stays reserved to the worker that claimed it, seconds (servers
+    /// sharing one PostgreSQL never work the same row). Best longer than one attempt (the 3 min
+    /// receipt wait plus a few RPC timeouts): a shorter lease only costs a rebroadcast of the same
+    /// signed transaction, never a second `endSession`. A crashed server's rows are taken over
+    /// once their lease runs out.
+    #[arg(long, env = "CONFAB_SETTLEMENT_LEASE_S", default_value_t = 300)]
+    pub settlement_lease_s: u64,
     /// TLS on `--listen`: `off` (plain HTTP, the zero-setup default on localhost),
     /// `self-signed` (generated once under the data dir, so a LAN address is a secure origin),
     /// `files` (`--tls-cert`/`--tls-key`, default `certs/cert.pem`, `certs/key.pem`). With TLS on,
@@ -135,6 +148,85 @@ pub struct ServeArgs {
     /// can choose: set it on the internet.
     #[arg(long, env = "CONFAB_PUBLIC_ORIGIN")]
     pub public_origin: Option<String>,
+    /// Webhooks to other backends (`docs/protocol.md`, "Webhooks").
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
+}
+
+/// Webhook settings. The signing secret (`whsec_<base64>`, 24 to 64 bytes) comes from the
+/// environment: `CONFAB_WEBHOOK_SECRET`, else the file named by `CONFAB_WEBHOOK_SECRET_FILE`.
+/// Servers sharing one database must be given the same endpoints (each start makes its own the
+/// enabled ones).
+#[derive(Debug, Args, Clone)]
+pub struct WebhookArgs {
+    /// A Standard Webhooks endpoint (`http://…`) that gets every event, signed. Repeat the flag
+    /// for several; the environment variable takes a comma-separated list.
+    #[arg(
+        long = "webhook-url",
+        env = "CONFAB_WEBHOOK_URLS",
+        value_delimiter = ','
+    )]
+    pub webhook_urls: Vec<String>,
+    /// LangDAO-compatible mode: also post LangDAO's `session-ended`, `user-disconnected` and
+    /// `session-heartbeat` bodies to this URL (their backend's `/api/webrtc-events`), through the
+    /// same durable outbox.
+    #[arg(long, env = "CONFAB_LANGDAO_EVENTS_URL")]
+    pub langdao_events_url: Option<String>,
+    /// Bound of one webhook request (connect, send, response head), ms.
+    #[arg(long, env = "CONFAB_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000)]
+    pub webhook_timeout_ms: u64,
+    /// First retry delay of a failed delivery, ms; it doubles per failure up to
+    /// `--webhook-retry-max-ms` (20 % jitter) and retries never stop.
+    #[arg(long, env = "CONFAB_WEBHOOK_RETRY_MS", default_value_t = 2_000)]
+    pub webhook_retry_ms: u64,
+    /// Longest wait between two attempts of one delivery, ms.
+    #[arg(long, env = "CONFAB_WEBHOOK_RETRY_MAX_MS", default_value_t = 600_000)]
+    pub webhook_retry_max_ms: u64,
+    /// LangDAO mode: a `session-heartbeat` per present party of a running paid session every
+    /// this many seconds.
+    #[arg(long, env = "CONFAB_LANGDAO_HEARTBEAT_S", default_value_t = 30)]
+    pub langdao_heartbeat_s: u64,
+}
+
+impl Default for WebhookArgs {
+    /// Webhooks off; the other values as the flags' defaults.
+    fn default() -> Self {
+        Self {
+            webhook_urls: vec![],
+            langdao_events_url: None,
+            webhook_timeout_ms: 10_000,
+            webhook_retry_ms: 2_000,
+            webhook_retry_max_ms: 600_000,
+            langdao_heartbeat_s: 30,
+        }
+    }
+}
+
+impl WebhookArgs {
+    /// The resolved settings, with the secret read from the environment when an endpoint is set.
+    /// Errors: a malformed or short secret, an unreadable secret file.
+    pub fn settings(&self) -> Result<confab_webhooks::Settings, confab_webhooks::ConfigError> {
+        use std::time::Duration;
+        let any = !self.webhook_urls.is_empty() || self.langdao_events_url.is_some();
+        Ok(confab_webhooks::Settings {
+            urls: self.webhook_urls.clone(),
+            langdao_events_url: self.langdao_events_url.clone(),
+            secret: if any {
+                confab_webhooks::WebhookSecret::from_env()?
+            } else {
+                None
+            },
+            timeout: Some(Duration::from_millis(self.webhook_timeout_ms.max(1))),
+            backoff: Some(confab_webhooks::Backoff {
+                initial: Duration::from_millis(self.webhook_retry_ms.max(1)),
+                max_delay: Duration::from_millis(
+                    self.webhook_retry_max_ms.max(self.webhook_retry_ms.max(1)),
+                ),
+                ..confab_webhooks::Backoff::default()
+            }),
+            heartbeat_every: Some(Duration::from_secs(self.langdao_heartbeat_s.max(1))),
+        })
+    }
 }
 
 /// Why the settings are unusable.
@@ -155,6 +247,12 @@ pub enum ConfigError {
     /// `--public-origin` is not `http(s)://host[:port]`.
     #[error("--public-origin: {0}")]
     PublicOrigin(String),
+    /// `--settlement-lease-s` out of range.
+    #[error("--settlement-lease-s must be between 5 and 86400, got {0}")]
+    SettlementLease(u64),
+    /// `--settlement-overdue-after-s` is zero.
+    #[error("--settlement-overdue-after-s must be at least 1")]
+    SettlementOverdue,
 }
 
 impl ServeArgs {
@@ -169,6 +267,12 @@ impl ServeArgs {
         let dir = self.resolved_static_dir();
         if !dir.join("index.html").exists() {
             return Err(ConfigError::StaticDir(dir.display().to_string()));
+        }
+        if !(5..=86_400).contains(&self.settlement_lease_s) {
+            return Err(ConfigError::SettlementLease(self.settlement_lease_s));
+        }
+        if self.settlement_overdue_after_s == 0 {
+            return Err(ConfigError::SettlementOverdue);
         }
         self.public_site()?;
         Ok(())

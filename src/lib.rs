@@ -15,6 +15,11 @@
 //!   media sockets, all rooms, all peer connections and the address → transport routing table.
 //!   Reached only through `SfuHandle` commands (bounded queue, oneshot replies); it sends each
 //!   participant's events on that participant's bounded queue and room lifecycle on a broadcast.
+//! - **Webhooks** (`confab_webhooks`, with `--webhook-url` / `--langdao-events-url`): a writer
+//!   task owns the room occupancy the signaling sessions report (through a non-blocking
+//!   `Emitter`) and writes room and participant events to the outbox; the delivery worker leases
+//!   outbox rows and posts them signed. Paid-session and settlement events are written by the
+//!   settlement repository in the transaction of the state they report.
 //!
 //! ## Layers
 //! `http → signaling → confab_sfu`. The media plane is a separate crate that depends on no HTTP,

@@ -1,9 +1,10 @@
 //! Paid sessions (LangDAO): which room carries one, when it ends, and handing the end to the
 //! settlement outbox.
 //!
-//! One owner task ([`spawn`]) holds every running paid session and its
-//! [`PaidSessionTracker`] (End pressed → at once; a party gone longer than the grace period; no
-//! heartbeat for the heartbeat timeout). Signaling sessions and the REST API reach it through a
+//! One owner task ([`spawn`]) holds every running paid session (at most one per room: a second
+//! start is refused with [`PaidError::RoomBusy`]) and its [`PaidSessionTracker`] (End pressed, or
+//! every party left on purpose → at once; a party disconnected or gone longer than the grace
+//! period; no heartbeat for the heartbeat timeout). Signaling sessions and the REST API reach it through a
 //! [`PaidHandle`]. Ending writes the session's end and its settlement row in one database
 //! transaction ([`repo::end_paid_session`]) and wakes the [`SettlementWorker`], the wallet's only
 //! sender, which calls `endSession(tutor)` on chain, retrying until the chain confirms. An end the
@@ -45,6 +46,10 @@ pub enum PaidError {
     /// The tutor already has a paid session running in another room.
     #[error("the tutor already has a paid session running")]
     TutorBusy,
+    /// The room already carries a running paid session (of other parties, or another language);
+    /// it must end before another starts there.
+    #[error("this room already has a paid session running; end it first")]
+    RoomBusy,
     /// Not an Ethereum address.
     #[error("not an address: {0}")]
     BadAddress(String),
@@ -93,8 +98,11 @@ pub struct PaidEnded {
 pub enum Presence {
     /// Joined (or rejoined) the room.
     Joined,
-    /// Left or lost its connection.
+    /// Lost its connection (or was removed by the server): it may come back within the grace
+    /// period.
     Left,
+    /// Left on purpose (`leave`): once every party has, the session ends at once.
+    LeftOnPurpose,
     /// A heartbeat.
     Heartbeat,
     /// Pressed End.
@@ -146,7 +154,9 @@ pub fn parse_address(s: &str) -> Result<Address, PaidError> {
 }
 
 impl PaidHandle {
-    /// Starts tracking a paid session the student started on chain. Errors: [`PaidError`].
+    /// Starts tracking a paid session the student started on chain. The same start again (same
+    /// student, tutor and language) while it runs answers the running session; any other start in
+    /// a room with a running session is refused with [`PaidError::RoomBusy`]. Errors: [`PaidError`].
     pub async fn start(
         &self,
         room: &RoomId,
@@ -377,6 +387,7 @@ impl Task {
                             let ev = match what {
                                 Presence::Joined => PresenceEvent::Connected(party),
                                 Presence::Left => PresenceEvent::Disconnected(party),
+                                Presence::LeftOnPurpose => PresenceEvent::Left(party),
                                 Presence::Heartbeat => PresenceEvent::Heartbeat(party),
                                 Presence::EndPressed => PresenceEvent::EndPressed(party),
                             };
@@ -407,9 +418,11 @@ impl Task {
         language: u8,
     ) -> Result<PaidInfo, PaidError> {
         if let Some(r) = self.running.get(&room) {
-            if r.info.student == student && r.info.tutor == tutor {
+            if r.info.student == student && r.info.tutor == tutor && r.info.language == language {
                 return Ok(r.info.clone()); // a resend: already tracked
             }
+            // Replacing it would leave the running one unsettled: one paid session per room.
+            return Err(PaidError::RoomBusy);
         }
         let active = self
             .chain

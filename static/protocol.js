@@ -74,7 +74,7 @@ const FATAL_JOIN_ERRORS = new Set(['room_full', 'invalid_room', 'invalid_name', 
 const OFFER_ERRORS = new Set(['invalid_sdp', 'sdp_too_large', 'negotiation_failed']);
 /** Server error codes that answer `session_started`. */
 const PAID_ERRORS = new Set(['paid_sessions_disabled', 'paid_session_not_found', 'chain_unavailable', 'not_a_party',
-  'unavailable', 'tutor_busy', 'bad_json']);
+  'unavailable', 'tutor_busy', 'paid_session_running', 'bad_json']);
 
 /** A failure that must not be retried (wrong room id, room full, ...). */
 class FatalError extends Error {}

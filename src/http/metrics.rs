@@ -7,12 +7,18 @@
 //! memory are read from `/proc/self` at scrape time (Linux; absent elsewhere), so a load
 //! generator on another machine can compute server CPU per forwarded packet too.
 //!
+//! With paid sessions on, the settlement outbox's backlog is exported as gauges: the worker
+//! measures it after each pass and the scrape reads that last measurement ([`BacklogReader`]),
+//! so a scrape never queries the database. An alert on `confab_settlements_overdue > 0` or on
+//! `confab_settlement_oldest_open_seconds` catches a tutor who is not being paid.
+//!
 //! Not exported: NACKs. `rtc`'s NACK responder and generator interceptors answer and send them
 //! inside the peer connection, and the worker never sees them; counting them would take a tap
 //! interceptor like the keyframe-request one, on every RTCP packet.
 
 use super::AppState;
 use actix_web::{web, HttpResponse};
+use confab_settlement::{Backlog, BacklogReader};
 use confab_sfu::api::PROCESSING_BUCKETS_NS;
 use confab_sfu::SfuMetrics;
 use prometheus::proto::{
@@ -25,7 +31,18 @@ const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// `GET /metrics`.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let families = families(state.sfu.metrics());
+    let mut families = families(state.sfu.metrics());
+    families.extend(settlement_families(
+        state.settlement_backlog.as_ref().map(BacklogReader::latest),
+        chrono::Utc::now(),
+    ));
+    families.extend(webhook_families(
+        state
+            .webhooks
+            .backlog()
+            .map(|b| (b.latest(), state.webhooks.dropped_events())),
+        chrono::Utc::now(),
+    ));
     match prometheus::TextEncoder::new().encode_to_string(&families) {
         Ok(body) => HttpResponse::Ok().content_type(CONTENT_TYPE).body(body),
         Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
@@ -80,6 +97,11 @@ pub fn families(m: &SfuMetrics) -> Vec<MetricFamily> {
             "confab_ice_early_nominations_total",
             "Transports whose pair was selected when the peer's DTLS arrived on it, before its USE-CANDIDATE check.",
             get(&m.ice_early_nominations),
+        ),
+        counter(
+            "confab_rtp_early_sent_total",
+            "Video packets held from a keyframe while a subscriber transport first connected, sent when it did.",
+            get(&m.rtp_early_sent),
         ),
         counter(
             "confab_transport_disconnects_total",
@@ -180,6 +202,80 @@ pub fn families(m: &SfuMetrics) -> Vec<MetricFamily> {
         ));
     }
     out
+}
+
+/// The settlement backlog gauges: none without paid sessions (`None`), zeros until the worker's
+/// first pass (`Some(None)`), else the last measurement with the oldest age taken at `now`.
+pub fn settlement_families(
+    backlog: Option<Option<Backlog>>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<MetricFamily> {
+    let Some(backlog) = backlog else {
+        return vec![];
+    };
+    let (open, overdue, set_aside, oldest) = match backlog {
+        Some(b) => (
+            b.open,
+            b.overdue,
+            b.set_aside,
+            b.oldest_open_age(now).as_secs_f64(),
+        ),
+        None => (0, 0, 0, 0.0),
+    };
+    vec![
+        gauge(
+            "confab_settlements_open",
+            "Settlements not yet confirmed on chain (pending or submitted), set-aside rows excluded.",
+            open as f64,
+        ),
+        gauge(
+            "confab_settlements_overdue",
+            "Open settlements whose paid session ended longer ago than --settlement-overdue-after-s.",
+            overdue as f64,
+        ),
+        gauge(
+            "confab_settlements_set_aside",
+            "Settlements set aside because their row does not decode; an operator must repair them.",
+            set_aside as f64,
+        ),
+        gauge(
+            "confab_settlement_oldest_open_seconds",
+            "Seconds the oldest open settlement has waited since its paid session ended (0: none open).",
+            oldest,
+        ),
+    ]
+}
+
+/// The webhook outbox gauges: none without endpoints (`None`), zeros until the delivery worker's
+/// first pass, else its last measurement (the oldest age taken at `now`); with the count of room
+/// and participant events dropped because the writer's queue was full.
+pub fn webhook_families(
+    backlog: Option<(Option<confab_webhooks::WebhookBacklog>, u64)>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<MetricFamily> {
+    let Some((backlog, dropped)) = backlog else {
+        return vec![];
+    };
+    let (pending, oldest) = backlog
+        .map(|b| (b.pending, b.oldest_pending_age(now).as_secs_f64()))
+        .unwrap_or((0, 0.0));
+    vec![
+        gauge(
+            "confab_webhooks_pending",
+            "Webhook deliveries not yet acknowledged by their endpoint (retried with back-off, never dropped).",
+            pending as f64,
+        ),
+        gauge(
+            "confab_webhook_oldest_pending_seconds",
+            "Seconds since the event of the oldest unacknowledged webhook delivery happened (0: none pending).",
+            oldest,
+        ),
+        counter(
+            "confab_webhook_events_dropped_total",
+            "Room and participant events not written to the webhook outbox because its writer's queue was full.",
+            dropped,
+        ),
+    ]
 }
 
 fn processing_histogram(m: &SfuMetrics) -> MetricFamily {
@@ -305,5 +401,64 @@ mod tests {
             text.contains("confab_packet_processing_seconds_count 7"),
             "{text}"
         );
+    }
+
+    fn encode(families: &[MetricFamily]) -> String {
+        prometheus::TextEncoder::new()
+            .encode_to_string(families)
+            .unwrap()
+    }
+
+    #[test]
+    fn the_settlement_backlog_is_exported_as_gauges_with_the_oldest_age_at_scrape_time() {
+        let now = chrono::Utc::now();
+        let b = Backlog {
+            measured_at: now - chrono::Duration::seconds(1),
+            overdue_after: std::time::Duration::from_secs(600),
+            open: 3,
+            overdue: 1,
+            oldest_open_since: Some(now - chrono::Duration::seconds(700)),
+            set_aside: 2,
+        };
+        let text = encode(&settlement_families(Some(Some(b)), now));
+        for line in [
+            "confab_settlements_open 3",
+            "confab_settlements_overdue 1",
+            "confab_settlements_set_aside 2",
+            "confab_settlement_oldest_open_seconds 700",
+        ] {
+            assert!(text.contains(line), "{line} missing in {text}");
+        }
+    }
+
+    #[test]
+    fn the_webhook_backlog_and_dropped_events_are_exported_and_absent_without_endpoints() {
+        let now = chrono::Utc::now();
+        let b = confab_webhooks::WebhookBacklog {
+            measured_at: now,
+            pending: 4,
+            oldest_pending_since: Some(now - chrono::Duration::seconds(90)),
+        };
+        let text = encode(&webhook_families(Some((Some(b), 7)), now));
+        for line in [
+            "confab_webhooks_pending 4",
+            "confab_webhook_oldest_pending_seconds 90",
+            "confab_webhook_events_dropped_total 7",
+        ] {
+            assert!(text.contains(line), "{line} missing in {text}");
+        }
+        assert!(webhook_families(None, now).is_empty());
+    }
+
+    #[test]
+    fn settlement_gauges_are_zero_before_the_first_pass_and_absent_without_paid_sessions() {
+        let now = chrono::Utc::now();
+        let text = encode(&settlement_families(Some(None), now));
+        assert!(text.contains("confab_settlements_open 0"), "{text}");
+        assert!(
+            text.contains("confab_settlement_oldest_open_seconds 0"),
+            "{text}"
+        );
+        assert!(settlement_families(None, now).is_empty());
     }
 }

@@ -31,7 +31,23 @@ pub struct AppState {
     pub static_dir: PathBuf,
     /// ICE servers handed to clients in `joined` / `resumed` (`--ice-server`; usually none).
     pub ice: std::sync::Arc<crate::ice::IceServers>,
+    /// The settlement outbox's backlog as the worker last measured it, for `/metrics` (None
+    /// without chain settings).
+    pub settlement_backlog: Option<confab_settlement::BacklogReader>,
+    /// Webhooks: the signaling sessions' emitter and, for `/metrics`, `backlog()` (pending
+    /// deliveries, oldest pending) and `dropped_events()`.
+    pub webhooks: confab_webhooks::Webhooks,
+    /// `POST /api/guest-token`'s own per-IP budget ([`GUEST_TOKEN_RATE_PER_S`],
+    /// [`GUEST_TOKEN_BURST`]).
+    pub guest_limiter: std::sync::Arc<auth::IpLimiter>,
 }
+
+/// Sustained guest tokens per second one IP address may ask for (one every 2 s).
+pub const GUEST_TOKEN_RATE_PER_S: f64 = 0.5;
+
+/// Guest tokens one IP address may ask for at once before [`GUEST_TOKEN_RATE_PER_S`] applies (a
+/// full room behind one NAT joining together).
+pub const GUEST_TOKEN_BURST: u32 = 20;
 
 /// Errors of the HTTP layer, each with its status and stable code.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +75,14 @@ pub enum ApiError {
         /// Human text.
         message: String,
     },
+    /// 429 `rate_limited`: this client is over its budget; `Retry-After` says when to retry (s).
+    #[error("{message}")]
+    RateLimited {
+        /// Seconds to wait before retrying.
+        retry_after_s: u64,
+        /// Human text.
+        message: String,
+    },
 }
 
 impl ResponseError for ApiError {
@@ -71,6 +95,7 @@ impl ResponseError for ApiError {
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
     fn error_response(&self) -> HttpResponse {
@@ -81,9 +106,13 @@ impl ResponseError for ApiError {
             ApiError::Unavailable(_) => "unavailable",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict { code, .. } => code,
+            ApiError::RateLimited { .. } => "rate_limited",
         };
-        HttpResponse::build(self.status_code())
-            .json(serde_json::json!({"code": code, "message": self.to_string()}))
+        let mut r = HttpResponse::build(self.status_code());
+        if let ApiError::RateLimited { retry_after_s, .. } = self {
+            r.insert_header(("retry-after", retry_after_s.to_string()));
+        }
+        r.json(serde_json::json!({"code": code, "message": self.to_string()}))
     }
 }
 
@@ -114,10 +143,19 @@ struct GuestTokenRequest {
     name: String,
 }
 
+/// `POST /api/guest-token` `{"name"}` → `{"token", "expires_in"}`. Errors: 400 bad name, 429
+/// `rate_limited` past the per-IP budget ([`GUEST_TOKEN_BURST`], [`GUEST_TOKEN_RATE_PER_S`]).
 async fn guest_token(
+    req: HttpRequest,
     state: web::Data<AppState>,
     body: web::Json<GuestTokenRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    if !state.guest_limiter.allow_request(&req) {
+        return Err(ApiError::RateLimited {
+            retry_after_s: (1.0 / GUEST_TOKEN_RATE_PER_S).ceil() as u64,
+            message: "too many guest tokens from this address; retry in a few seconds".into(),
+        });
+    }
     let name = crate::signaling::display_name(&body.name)
         .ok_or_else(|| ApiError::BadRequest("a name has 1 to 64 printable characters".into()))?;
     let sub = format!("guest-{}", uuid::Uuid::new_v4());
@@ -156,6 +194,7 @@ async fn websocket(
         state.paid.clone(),
         claims,
         state.ice.clone(),
+        state.webhooks.emitter(),
     ));
     Ok(response)
 }

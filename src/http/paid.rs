@@ -68,6 +68,10 @@ pub(crate) fn api_error(e: PaidError) -> ApiError {
             code: "tutor_busy",
             message: e.to_string(),
         },
+        PaidError::RoomBusy => ApiError::Conflict {
+            code: "paid_session_running",
+            message: e.to_string(),
+        },
         PaidError::BadAddress(_) => ApiError::BadRequest(e.to_string()),
         PaidError::ChainUnavailable(_) | PaidError::Unavailable(_) | PaidError::Stopped => {
             ApiError::Unavailable(e.to_string())
@@ -98,7 +102,8 @@ struct CreateSession {
 }
 
 /// `POST /api/sessions` (backend secret): `{room, student, tutor, language}` → 201 with the
-/// session; 409 `paid_session_not_found` when the chain shows no such active session.
+/// session; 409 `paid_session_not_found` when the chain shows no such active session, 409
+/// `paid_session_running` when the room already runs another one.
 async fn create_session(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -139,7 +144,8 @@ struct WebrtcEvent {
 
 /// `POST /api/webrtc-events` (backend secret): `session-heartbeat`, `session-ended` (`endedBy`,
 /// `userAddress`), `user-disconnected` (`userRole`, `reason`), with the meaning LangDAO's backend
-/// gives them. 404 `not_found` for a room without a running paid session.
+/// gives them, and our `user-left` (a party left on purpose: once both have, the session ends at
+/// once). 404 `not_found` for a room without a running paid session.
 async fn webrtc_event(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -166,6 +172,7 @@ async fn webrtc_event(
         "session-heartbeat" => Presence::Heartbeat,
         "session-ended" => Presence::EndPressed,
         "user-disconnected" => Presence::Left,
+        "user-left" => Presence::LeftOnPurpose,
         "user-connected" | "user-joined" => Presence::Joined,
         other => {
             return Err(ApiError::BadRequest(format!(

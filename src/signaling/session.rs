@@ -68,6 +68,7 @@ struct Joined {
 }
 
 /// Runs one signaling session to its end.
+#[allow(clippy::too_many_arguments)] // one handle per subsystem the session reports to
 pub async fn run(
     mut session: Session,
     mut stream: AggregatedMessageStream,
@@ -76,6 +77,7 @@ pub async fn run(
     paid: Option<PaidHandle>,
     claims: Claims,
     ice: std::sync::Arc<crate::ice::IceServers>,
+    hooks: confab_webhooks::Emitter,
 ) {
     let mut paid_ended = paid.as_ref().map(|p| p.subscribe());
     let mut joined: Option<Joined> = None;
@@ -110,10 +112,14 @@ pub async fn run(
                         }
                         match parse_client_message(&text) {
                             Ok(m) => {
+                                let joining = joined.is_none() && matches!(m, ClientMessage::Join { .. });
                                 let mut out = Reply { session: &mut session, rid: rid.as_ref() };
                                 if let Flow::Stop = handle(m, &mut out, &ice, &sfu, &chat, paid.as_ref(), &claims, &mut joined).await {
                                     exit = Exit::Left;
                                     break Some(CloseCode::Normal.into());
+                                }
+                                if let (true, Some(j)) = (joining, joined.as_ref()) {
+                                    hooks.participant_joined(j.room.as_str(), &j.participant.to_string(), &claims.sub, &j.chat.user_name);
                                 }
                             }
                             Err((code, message)) => send_with(&mut session, &ServerMessage::error(code, message), rid.as_ref()).await,
@@ -230,12 +236,32 @@ pub async fn run(
         Exit::Left | Exit::MediaClosed(_) | Exit::Gone => {
             sfu.leave(j.participant).await;
             if let Some(p) = &paid {
-                p.presence(&j.room, &claims.sub, Presence::Left).await;
+                // Only a `leave` is on purpose (when every party has left so, the paid session
+                // ends at once); a removal by the server is a disconnect and gets the grace.
+                let what = match exit {
+                    Exit::Left => Presence::LeftOnPurpose,
+                    _ => Presence::Left,
+                };
+                p.presence(&j.room, &claims.sub, what).await;
             }
         }
     }
     chat.system(&j.chat, format!("{} left", j.chat.user_name))
         .await;
+    let why = match exit {
+        Exit::Left => confab_webhooks::LeaveReason::Left,
+        Exit::Lost | Exit::MediaClosed(confab_sfu::CloseReason::TransportFailed) => {
+            confab_webhooks::LeaveReason::Disconnected
+        }
+        _ => confab_webhooks::LeaveReason::Closed,
+    };
+    hooks.participant_left(
+        j.room.as_str(),
+        &j.participant.to_string(),
+        &claims.sub,
+        &j.chat.user_name,
+        why,
+    );
     info!(room = %j.room, participant = %j.participant, "signaling session ended");
 }
 
@@ -639,6 +665,7 @@ fn paid_error_code(e: &PaidError) -> ErrorCode {
         PaidError::NotOnChain => ErrorCode::PaidSessionNotFound,
         PaidError::ChainUnavailable(_) => ErrorCode::ChainUnavailable,
         PaidError::TutorBusy => ErrorCode::TutorBusy,
+        PaidError::RoomBusy => ErrorCode::PaidSessionRunning,
         PaidError::BadAddress(_) => ErrorCode::BadJson,
         PaidError::Unavailable(_) | PaidError::Stopped => ErrorCode::Unavailable,
     }

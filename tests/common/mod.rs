@@ -80,6 +80,8 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeArgs)) -> TestApp {
         paid_grace_s: 30,
         paid_heartbeat_timeout_s: 120,
         settlement_retry_ms: 2000,
+        settlement_overdue_after_s: 600,
+        settlement_lease_s: 300,
         tls: confab::tls::TlsMode::Off,
         tls_cert: None,
         tls_key: None,
@@ -87,6 +89,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeArgs)) -> TestApp {
         turn_secret_file: None,
         turn_ttl_s: 86_400,
         public_origin: None,
+        webhooks: Default::default(),
     };
     adjust(&mut args);
     let app = Application::build(args).await.expect("the server builds");
