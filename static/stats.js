@@ -21,7 +21,7 @@ export function participantStats(report, participants, remote) {
     out.set(p.id, {
       participantId: p.id, name: p.name, framesDecoded: 0, videoPacketsReceived: 0,
       videoPacketsLost: 0, freezeCount: 0, totalFreezesDuration: 0,
-      screenFramesDecoded: 0, audioPacketsReceived: 0, audioPacketsLost: 0, audioLevel: 0,
+      screenFramesDecoded: 0, audioPacketsReceived: 0, audioPacketsLost: 0, audioLevel: 0, audioStatsAt: 0,
     });
   }
   if (!report) return [...out.values()];
@@ -44,6 +44,7 @@ export function participantStats(report, participants, remote) {
     } else if (b.source === 'microphone') {
       row.audioPacketsReceived += s.packetsReceived || 0;
       row.audioPacketsLost += s.packetsLost || 0;
+      row.audioStatsAt = s.timestamp || 0; // when the browser read these counters (ms, epoch)
       row.audioLevel = Math.max(row.audioLevel, s.audioLevel || 0);
     }
   });

@@ -56,6 +56,7 @@
  * @property {number} audioPacketsReceived   microphone
  * @property {number} audioPacketsLost       microphone
  * @property {number} audioLevel             0..1, microphone
+ * @property {number} audioStatsAt           when the browser read the microphone counters (ms since the epoch; 0: none)
  */
 
 /**

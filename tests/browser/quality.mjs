@@ -64,7 +64,11 @@ export async function measureCall(pages, names, { seconds = 60, windowS = 30, st
         aRun = q.audioPacketsReceived > p.audioPacketsReceived ? 0 : aRun + step;
         maxVideoGap = Math.max(maxVideoGap, vRun);
         maxAudioGap = Math.max(maxAudioGap, aRun);
-        minAudioPps = Math.min(minAudioPps, (q.audioPacketsReceived - p.audioPacketsReceived) / step);
+        // Over the interval between the browser's own readings of the counters (the stats'
+        // timestamps), not between the samples' arrival: a busy page answers late, and a
+        // 1.2 s interval read as 1 s would count as a dip.
+        const audioStep = q.audioStatsAt > p.audioStatsAt ? (q.audioStatsAt - p.audioStatsAt) / 1000 : step;
+        minAudioPps = Math.min(minAudioPps, (q.audioPacketsReceived - p.audioPacketsReceived) / audioStep);
       }
       rows.push({
         receiver: names[ri],
