@@ -876,6 +876,32 @@ impl Room {
         Self::send_offer_with(p, now, ice_restart);
     }
 
+    /// Sends `p`'s subscribe offer that is still awaiting its answer again, unchanged (to a new
+    /// signaling socket after a resume). Not a new offer: the client may have applied the first
+    /// one already (its answer lost with the old socket), and a new offer built after a rollback
+    /// may order the m-lines differently, which a browser refuses (JSEP, RFC 8829 section 5.2.2).
+    pub(crate) fn resend_offer(p: &mut Participant) {
+        let Some(sub) = p.subscriber.as_mut() else {
+            return;
+        };
+        let Some(sdp) = sub.pc.pending_local_description().map(|d| d.sdp) else {
+            return;
+        };
+        let tracks = p
+            .downtracks
+            .iter()
+            .filter_map(|dt| {
+                dt.mid.as_ref().map(|mid| SubscribedTrack {
+                    mid: mid.clone(),
+                    track: dt.track.clone(),
+                    kind: dt.source.kind(),
+                    source: dt.source,
+                })
+            })
+            .collect();
+        p.send(SfuEvent::SubscribeOffer { sdp, tracks });
+    }
+
     /// Creates, applies and sends a subscribe offer for `p` (its negotiation state already says
     /// an offer is due).
     pub(crate) fn send_offer(p: &mut Participant, now: Instant) {

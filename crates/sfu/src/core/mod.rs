@@ -623,11 +623,20 @@ impl Core {
             p.attachment = p.attachment.next();
             let _ = old.try_send(SfuEvent::Closed(CloseReason::Resumed));
             let was_detached = p.detached_since.take().is_some();
-            // An offer sent to the old socket will never be answered: send it again. ICE is not
-            // restarted here (a socket drop leaves media untouched); the client asks with
-            // `restart_ice` (and restarts its publisher itself) when its transports failed.
+            // An offer sent to the old socket will never be answered there: send the same offer
+            // again (a new one only if none is pending). ICE is not restarted here (a socket drop
+            // leaves media untouched); the client asks with `restart_ice` (and restarts its
+            // publisher itself) when its transports failed.
             if p.negotiation != crate::negotiation::NegotiationState::Stable {
-                Room::reoffer(p, now, false);
+                let pending = p
+                    .subscriber
+                    .as_ref()
+                    .is_some_and(|s| s.pc.pending_local_description().is_some());
+                if pending {
+                    Room::resend_offer(p);
+                } else {
+                    Room::reoffer(p, now, false);
+                }
             }
             let info = ResumeInfo {
                 room: room.id.clone(),
