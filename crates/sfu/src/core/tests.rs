@@ -126,6 +126,8 @@ struct Client {
     received: HashMap<String, Received>,
     /// Every subscribe offer received: (tracks it says it carries, its audio/video m-lines).
     offers: Vec<(usize, usize)>,
+    /// The SDP of each of those offers.
+    offer_sdps: Vec<String>,
     /// Answers are held back while true (an unanswered offer).
     hold_answers: bool,
     held: Option<String>,
@@ -276,6 +278,7 @@ impl Net {
             sent: 0,
             received: HashMap::new(),
             offers: Vec::new(),
+            offer_sdps: Vec::new(),
             hold_answers,
             held: None,
             closed: None,
@@ -429,6 +432,7 @@ impl Net {
                     .filter(|l| l.starts_with("m=audio") || l.starts_with("m=video"))
                     .count();
                 c.offers.push((tracks.len(), mlines));
+                c.offer_sdps.push(sdp.clone());
                 let sub = c
                     .subscriber
                     .get_or_insert_with(|| client_pc(c.sub_addr, c.consent_every, now));
@@ -1040,4 +1044,43 @@ fn a_new_subscriber_gets_the_held_keyframe_the_moment_it_connects_not_at_the_nex
     net.mark();
     net.run(Duration::from_secs(2));
     net.assert_flowing("bob", "ada", Duration::from_secs(2), STEP);
+}
+
+#[test]
+fn a_resume_while_a_subscribe_offer_awaits_its_answer_sends_that_same_offer_again() {
+    let mut net = Net::new();
+    net.join("ada", None);
+    // Bob's subscribe offer (Ada's track) is never answered on his first socket, which drops.
+    net.join_with("bob", None, true);
+    net.run(Duration::from_millis(300));
+    let bob = net.client("bob").id;
+    let first = net.client("bob").offer_sdps.clone();
+    assert_eq!(first.len(), 1, "one offer in flight");
+    net.core.detach(bob, 1, net.now);
+    net.pump();
+    let c = net.client_mut("bob");
+    c.hold_answers = false;
+    c.held = None;
+    let token = c.resume_token.clone();
+    let (tx, rx) = mpsc::channel(crate::api::EVENT_QUEUE);
+    net.core
+        .resume(bob, &token, "user-bob", tx, net.now)
+        .expect("resumed");
+    net.client_mut("bob").events = rx;
+    net.pump();
+    let sdps = &net.client("bob").offer_sdps;
+    assert_eq!(sdps.len(), 2, "the offer is sent again on the new socket");
+    assert_eq!(
+        sdps[1], first[0],
+        "unchanged: the client's answer to either copy fits the server's pending offer"
+    );
+    net.run(Duration::from_secs(2));
+    net.mark();
+    net.run(Duration::from_secs(3));
+    net.assert_flowing("bob", "ada", Duration::from_secs(3), STEP);
+    assert_eq!(
+        net.client("bob").offer_sdps.len(),
+        2,
+        "answered: no further offer (no rollback, no renegotiation)"
+    );
 }
