@@ -88,7 +88,7 @@ pub struct ServeArgs {
     /// How long a query waits for a connection before the database counts as unavailable, ms.
     #[arg(long, env = "CONFAB_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 3000)]
     pub db_acquire_timeout_ms: u64,
-    /// JSON-RPC URL of the chain for paid sessions (http://). Without it (and the contract and
+    /// JSON-RPC URL of the chain for paid sessions (`https://` or `http://`). Without it (and the contract and
     /// the wallet key), paid sessions are refused and everything else works.
     #[arg(long, env = "CHAIN_RPC_URL")]
     pub chain_rpc_url: Option<String>,
@@ -159,7 +159,7 @@ pub struct ServeArgs {
 /// enabled ones).
 #[derive(Debug, Args, Clone)]
 pub struct WebhookArgs {
-    /// A Standard Webhooks endpoint (`http://…`) that gets every event, signed. Repeat the flag
+    /// A Standard Webhooks endpoint (`https://…` or `http://…`) that gets every event, signed. Repeat the flag
     /// for several; the environment variable takes a comma-separated list.
     #[arg(
         long = "webhook-url",
@@ -186,6 +186,11 @@ pub struct WebhookArgs {
     /// this many seconds.
     #[arg(long, env = "CONFAB_LANGDAO_HEARTBEAT_S", default_value_t = 30)]
     pub langdao_heartbeat_s: u64,
+    /// This server's name in the database's record of who is in which room: at start-up it
+    /// reports `participant_left` and `room_finished` for the rooms its previous run left open
+    /// (a crash). Keep it across restarts; servers sharing one database need distinct ones.
+    #[arg(long, env = "CONFAB_NODE_ID", default_value = confab_webhooks::DEFAULT_NODE)]
+    pub node_id: String,
 }
 
 impl Default for WebhookArgs {
@@ -198,6 +203,7 @@ impl Default for WebhookArgs {
             webhook_retry_ms: 2_000,
             webhook_retry_max_ms: 600_000,
             langdao_heartbeat_s: 30,
+            node_id: confab_webhooks::DEFAULT_NODE.to_owned(),
         }
     }
 }
@@ -225,6 +231,7 @@ impl WebhookArgs {
                 ..confab_webhooks::Backoff::default()
             }),
             heartbeat_every: Some(Duration::from_secs(self.langdao_heartbeat_s.max(1))),
+            node: Some(self.node_id.clone()),
         })
     }
 }

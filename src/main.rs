@@ -13,6 +13,8 @@ async fn main() -> anyhow::Result<()> {
         }))
         .init();
     let cli = Cli::parse();
+    // The HTTP clients (webhooks, chain JSON-RPC) use rustls on ring.
+    confab_store::ensure_crypto_provider();
     match cli.command {
         Some(Command::Token(t)) => {
             let secret = load_token_secret(&t.data_dir)?;

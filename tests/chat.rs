@@ -163,7 +163,7 @@ async fn conversation(app: TestApp) {
     assert!(h.windows(2).all(|w| w[0].id < w[1].id), "oldest first");
 
     // REST paging, authorized like the room.
-    let http = reqwest::Client::new();
+    let http = common::http();
     let url = format!("http://{}/api/rooms/{room}/messages", app.addr);
     let token = app.tokens.mint("cy", "cy", 60, None);
     let page: serde_json::Value = http

@@ -18,7 +18,9 @@ use std::time::Duration;
 const RFC_7675_INTERVAL: Duration = Duration::from_secs(5);
 
 async fn metric(app: &common::TestApp, name: &str) -> f64 {
-    let text = reqwest::get(format!("http://{}/metrics", app.addr))
+    let text = common::http()
+        .get(format!("http://{}/metrics", app.addr))
+        .send()
         .await
         .expect("GET /metrics")
         .text()

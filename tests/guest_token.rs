@@ -9,7 +9,7 @@ use confab::http::GUEST_TOKEN_BURST;
 #[tokio::test]
 async fn guest_tokens_past_the_per_ip_budget_are_refused_with_rate_limited() {
     let app = common::spawn_app(16).await;
-    let http = reqwest::Client::new();
+    let http = common::http();
     let url = format!("http://{}/api/guest-token", app.addr);
     let ask = || {
         http.post(&url)

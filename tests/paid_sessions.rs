@@ -141,7 +141,9 @@ async fn tutor_funds(chain: &Chain) -> U256 {
 
 /// The text of `GET /metrics`.
 async fn metrics(app: &TestApp) -> String {
-    reqwest::get(format!("http://{}/metrics", app.addr))
+    common::http()
+        .get(format!("http://{}/metrics", app.addr))
+        .send()
         .await
         .unwrap()
         .text()
@@ -404,7 +406,7 @@ async fn a_second_paid_session_in_a_busy_room_is_refused_and_the_first_still_set
         "{r:?}"
     );
     // The same refusal over REST, from another backend.
-    let r = reqwest::Client::new()
+    let r = common::http()
         .post(format!("http://{}/api/sessions", app.addr))
         .bearer_auth(API_SECRET)
         .json(&serde_json::json!({"room": room, "student": addr(STUDENT), "tutor": tutor2.to_checksum(None), "language": SPANISH}))
@@ -608,7 +610,9 @@ async fn a_crash_between_the_outbox_row_and_the_receipt_still_settles_exactly_on
     };
     let wait_up = || async {
         for _ in 0..200 {
-            if reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+            if common::http()
+                .get(format!("http://127.0.0.1:{port}/healthz"))
+                .send()
                 .await
                 .is_ok()
             {
@@ -652,7 +656,7 @@ async fn a_crash_between_the_outbox_row_and_the_receipt_still_settles_exactly_on
     let token = tokens.mint("observer", "observer", 60, None);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let s: serde_json::Value = reqwest::Client::new()
+        let s: serde_json::Value = common::http()
             .get(format!(
                 "http://127.0.0.1:{port}/api/rooms/{room}/paid-session"
             ))
@@ -690,7 +694,7 @@ async fn langdao_webrtc_events_are_accepted_with_the_same_meaning() {
     let room = room();
     let mut student = join(&app, &room, STUDENT).await;
     report_started(&mut student).await;
-    let http = reqwest::Client::new();
+    let http = common::http();
     let url = format!("http://{}/api/webrtc-events", app.addr);
     let post = |body: serde_json::Value, secret: &'static str| {
         http.post(&url).bearer_auth(secret).json(&body).send()

@@ -65,7 +65,9 @@ async fn sign(key: &str, text: &str) -> String {
 }
 
 async fn nonce(app: &TestApp) -> String {
-    let r = reqwest::get(format!("http://{}/api/auth/siwe/nonce", app.addr))
+    let r = common::http()
+        .get(format!("http://{}/api/auth/siwe/nonce", app.addr))
+        .send()
         .await
         .expect("GET nonce");
     assert_eq!(r.status(), 200);
@@ -75,7 +77,7 @@ async fn nonce(app: &TestApp) -> String {
 }
 
 async fn post_raw(app: &TestApp, body: impl Into<reqwest::Body>) -> (u16, Value) {
-    let r = reqwest::Client::new()
+    let r = common::http()
         .post(format!("http://{}/api/auth/siwe", app.addr))
         .header("content-type", "application/json")
         .body(body)
@@ -319,7 +321,7 @@ async fn malformed_bodies_and_messages_get_their_codes() {
 async fn one_address_past_the_rate_limit_is_refused_on_both_routes() {
     let app = spawn_app(4).await;
     let url = format!("http://{}/api/auth/siwe/nonce", app.addr);
-    let client = reqwest::Client::new();
+    let client = common::http();
     // Both routes draw on one bucket per address: 30 at once, then one a second.
     let (mut gets, mut posts) = (Vec::new(), Vec::new());
     for _ in 0..40 {

@@ -197,3 +197,134 @@ async fn a_kill_9_while_deliveries_fail_and_hang_loses_no_webhook() {
     common::drop_pg_database(&db_name).await;
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+/// `(type, data.reason, data.participant_id)` of the acknowledged standard bodies, in event order.
+fn acked(rx: &Receiver) -> Vec<(String, String, String)> {
+    let mut v: Vec<(String, serde_json::Value)> = rx
+        .acknowledged("/hooks")
+        .into_iter()
+        .map(|(id, body)| (id, serde_json::from_str(&body).unwrap()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0)); // ids are UUID v7: time order
+    v.into_iter()
+        .map(|(_, b)| {
+            let s = |k: &str| b["data"][k].as_str().unwrap_or_default().to_owned();
+            (
+                b["type"].as_str().unwrap().to_owned(),
+                s("reason"),
+                s("participant_id"),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_open_at_a_kill_9_is_finished_by_the_next_start_and_a_clean_stop_finishes_its_rooms()
+{
+    let (db_url, db_name) = common::fresh_pg_database(None).await;
+    let data_dir = std::env::temp_dir().join(format!("confab-wh-open-{}", uuid::Uuid::new_v4()));
+    let rx = Receiver::start(Mode::Up(Duration::ZERO), SECRET).await;
+    let hook = rx.url("/hooks");
+    let types = |rx: &Receiver| -> Vec<String> { acked(rx).into_iter().map(|t| t.0).collect() };
+
+    let server = start_server(&db_url, &data_dir, &hook);
+    let secret = std::fs::read_to_string(data_dir.join("jwt-secret")).unwrap();
+    let tokens = TokenAuthority::new(secret.trim().to_owned().into());
+    let ws = |addr: SocketAddr, user: &str| {
+        format!(
+            "ws://{addr}/ws?token={}",
+            tokens.mint(user, user, 600, None)
+        )
+    };
+    let alice = Client::join(&ws(server.addr, "alice"), "open-room", "Alice")
+        .await
+        .expect("alice joins");
+    let bob = Client::join(&ws(server.addr, "bob"), "open-room", "Bob")
+        .await
+        .expect("bob joins");
+    wait_for("the joins delivered", Duration::from_secs(20), async || {
+        types(&rx) == ["room_started", "participant_joined", "participant_joined"]
+    })
+    .await;
+    drop(server); // SIGKILL with both in the room
+    drop((alice, bob));
+
+    // The next start of the same node reports the room it left open.
+    let server = start_server(&db_url, &data_dir, &hook);
+    wait_for(
+        "the open room finished",
+        Duration::from_secs(20),
+        async || acked(&rx).len() == 6,
+    )
+    .await;
+    let got = acked(&rx);
+    assert_eq!(
+        got[3..]
+            .iter()
+            .map(|t| (t.0.as_str(), t.1.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("participant_left", "closed"),
+            ("participant_left", "closed"),
+            ("room_finished", "")
+        ],
+        "both participants left, then the room finished: {got:?}"
+    );
+    let joined: std::collections::BTreeSet<&str> = got[1..3].iter().map(|t| t.2.as_str()).collect();
+    let left: std::collections::BTreeSet<&str> = got[3..5].iter().map(|t| t.2.as_str()).collect();
+    assert_eq!(
+        joined, left,
+        "the participants who joined are the ones reported left"
+    );
+
+    // The same room opens again after the old one finished; a clean stop (SIGTERM) then finishes
+    // it before the process exits.
+    let carol = Client::join(&ws(server.addr, "carol"), "open-room", "Carol")
+        .await
+        .expect("carol joins");
+    wait_for(
+        "carol's join delivered",
+        Duration::from_secs(20),
+        async || acked(&rx).len() == 8,
+    )
+    .await;
+    assert_eq!(&types(&rx)[6..], ["room_started", "participant_joined"]);
+    let mut server = server;
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::task::spawn_blocking(move || {
+        let s = server.child.wait();
+        (s, server)
+    })
+    .await
+    .unwrap();
+    assert!(status.0.is_ok());
+    drop(carol);
+    let pg = sqlx::PgPool::connect(&db_url).await.unwrap();
+    let written: Vec<(String,)> =
+        sqlx::query_as("SELECT event_type FROM webhook_outbox ORDER BY event_id")
+            .fetch_all(&pg)
+            .await
+            .unwrap();
+    let written: Vec<&str> = written.iter().map(|t| t.0.as_str()).collect();
+    assert_eq!(
+        &written[8..],
+        ["participant_left", "room_finished"],
+        "the clean stop wrote carol's leave and the room's end before exiting"
+    );
+    let presence: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM webhook_presence")
+        .fetch_one(&pg)
+        .await
+        .unwrap();
+    assert_eq!(
+        presence.0, 0,
+        "nobody is recorded present after the clean stop"
+    );
+    pg.close().await;
+    common::drop_pg_database(&db_name).await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+}

@@ -9,6 +9,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// A reqwest client (the process's rustls crypto provider installed first: reqwest is built
+/// without one, see `confab_store::ensure_crypto_provider`).
+pub fn http() -> reqwest::Client {
+    confab_store::ensure_crypto_provider();
+    reqwest::Client::new()
+}
+
 pub struct TestApp {
     pub addr: SocketAddr,
     pub tokens: TokenAuthority,
@@ -29,7 +36,7 @@ impl TestApp {
 impl TestApp {
     /// `GET path` on the server with a fresh token for `user`, as JSON.
     pub async fn get_json(&self, path: &str, user: &str) -> serde_json::Value {
-        reqwest::Client::new()
+        http()
             .get(format!("http://{}{path}", self.addr))
             .bearer_auth(self.tokens.mint(user, user, 60, None))
             .send()

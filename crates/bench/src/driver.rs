@@ -67,6 +67,8 @@ pub struct ConfabDriver {
 impl ConfabDriver {
     /// A driver for the server at `base` (`http://host:port`, no trailing slash).
     pub fn new(base: &str) -> Self {
+        // reqwest's rustls has no provider of its own in this workspace: ring, once per process.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()

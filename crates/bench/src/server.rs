@@ -185,6 +185,8 @@ pub struct Probe {
 impl Probe {
     /// A probe for the server at `base`, with `pid` when it runs on this machine.
     pub fn new(base: &str, pid: Option<u32>) -> Self {
+        // reqwest's rustls has no provider of its own in this workspace: ring, once per process.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()

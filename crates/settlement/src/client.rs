@@ -33,7 +33,8 @@ use crate::{
 /// Where the contract is and how long to wait for it. `Debug` shows the RPC URL without path or query.
 #[derive(Clone)]
 pub struct ChainConfig {
-    /// JSON-RPC endpoint, `http://` (this build has no TLS). Never logged: it may carry an API key.
+    /// JSON-RPC endpoint, `http://` or `https://` (certificate checked against the system's trust
+    /// roots). Never logged: it may carry an API key.
     pub rpc_url: String,
     /// The LangDAO contract.
     pub contract: Address,
@@ -257,8 +258,8 @@ pub struct ChainClient {
 
 impl ChainClient {
     /// Build the client. Performs no network I/O: an unreachable node shows up on the first call.
-    /// Fails with [`ChainError::Key`] for a bad key and [`ChainError::Config`] for an invalid or non-`http://`
-    /// RPC URL.
+    /// Fails with [`ChainError::Key`] for a bad key and [`ChainError::Config`] for an invalid RPC URL or one
+    /// neither `http://` nor `https://`.
     ///
     /// The nonce is asked from the node (`pending`) for every transaction rather than cached, so a send that
     /// failed half-way cannot leave a stale nonce behind; this is safe because one task sends per wallet.
@@ -269,13 +270,14 @@ impl ChainClient {
             .rpc_url
             .parse()
             .map_err(|e| ChainError::Config(format!("invalid RPC URL: {e}")))?;
-        if url.scheme() != "http" {
+        if !matches!(url.scheme(), "http" | "https") {
             // Caught here, not at the first request: it would look like an outage and be retried for an hour.
             return Err(ChainError::Config(format!(
-                "RPC URL scheme {:?} is not supported: this build speaks plain http:// only (no TLS)",
+                "RPC URL scheme {:?} is not supported: http:// or https:// only",
                 url.scheme()
             )));
         }
+        confab_store::ensure_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(config.rpc_timeout)
             .connect_timeout(config.rpc_timeout.min(Duration::from_secs(5)))

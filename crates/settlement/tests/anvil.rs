@@ -267,12 +267,13 @@ async fn a_dead_rpc_endpoint_gives_a_transient_error_quickly_without_leaking_the
 }
 
 #[test]
-fn an_https_or_malformed_rpc_url_is_refused_at_construction_not_retried_as_an_outage() {
-    for url in [
-        "https://rpc.example.org/v3/key",
-        "not a url",
-        "ws://127.0.0.1:8545",
-    ] {
+fn a_malformed_or_non_http_rpc_url_is_refused_at_construction_not_retried_as_an_outage() {
+    let https = ChainConfig::new("https://rpc.example.org/v3/key", Address::repeat_byte(1));
+    assert!(
+        ChainClient::new(https, &wallet_key(OWNER)).is_ok(),
+        "https:// RPC URLs are taken (TLS on ring)"
+    );
+    for url in ["ftp://rpc.example.org/", "not a url", "ws://127.0.0.1:8545"] {
         let config = ChainConfig::new(url, Address::repeat_byte(1));
         let err = ChainClient::new(config, &wallet_key(OWNER)).unwrap_err();
         assert!(matches!(err, ChainError::Config(_)), "{url}: {err:?}");

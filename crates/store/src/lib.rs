@@ -76,8 +76,20 @@ pub use domain::{ChatText, ClientMsgId, InvalidInput, MessageType};
 pub use error::StoreError;
 pub use rate_limit::{RateLimit, RateLimited, RateLimiter};
 pub use webhooks::{
-    Delivery, DeliveryRecord, Endpoint, EndpointKind, WebhookBacklog, WebhookEvent, WebhookWriter,
+    Delivery, DeliveryRecord, Endpoint, EndpointKind, PresenceRow, WebhookBacklog, WebhookEvent,
+    WebhookWriter,
 };
+
+/// Makes ring the process's rustls crypto provider unless one is installed already. confab's HTTP
+/// clients (webhooks, the chain's JSON-RPC) are reqwest built with rustls but without a provider of
+/// its own (`rustls-no-provider`: ring, as the TLS front door and sqlx use, instead of aws-lc-rs's
+/// C build); building a client before a provider is installed panics. Call it before building one.
+pub fn ensure_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // A concurrent caller may win the race: either way ring is installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
 
 /// Re-exported so callers name the same `Uuid` and timestamp types as the API.
 pub use chrono::{DateTime, Utc};

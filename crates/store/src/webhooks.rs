@@ -527,3 +527,131 @@ impl Db {
         .await
     }
 }
+
+/// A participant present in a room, as the room-event writer recorded it
+/// (`migrations/0006_webhook_presence.sql`).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PresenceRow {
+    /// The server hosting the room (`--node-id`).
+    pub node_id: String,
+    /// The room.
+    pub room_id: String,
+    /// The media plane's participant id.
+    pub participant_id: String,
+    /// The token subject.
+    pub user_id: String,
+    /// The display name.
+    pub name: String,
+    /// When it joined.
+    pub joined_at: DateTime<Utc>,
+}
+
+impl Db {
+    /// Record `p` present and write its `joined` event, and `room_started` first when `p` is the
+    /// only participant of its room on its node: one transaction. Returns whether the room
+    /// started. Idempotent: run again after an unclear failure (same events, same ids) it writes
+    /// nothing twice. Errors: [`StoreError`] (retry on `Unavailable`).
+    pub async fn presence_join(
+        &self,
+        p: &PresenceRow,
+        room_started: &WebhookEvent,
+        joined: &WebhookEvent,
+    ) -> Result<bool, StoreError> {
+        const OTHERS: &str = "SELECT COUNT(*) FROM webhook_presence \
+             WHERE node_id = $1 AND room_id = $2 AND participant_id <> $3";
+        const ADD: &str = "INSERT INTO webhook_presence \
+             (node_id, room_id, participant_id, user_id, name, joined_at) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (node_id, room_id, participant_id) DO NOTHING";
+        self.run(async {
+            on_db!(self, |pool| {
+                async {
+                    let mut tx = pool.begin().await?;
+                    let (others,): (i64,) = sqlx::query_as(OTHERS)
+                        .bind(&p.node_id)
+                        .bind(&p.room_id)
+                        .bind(&p.participant_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if others == 0 {
+                        (&mut *tx).enqueue_webhook(room_started).await?;
+                    }
+                    sqlx::query(ADD)
+                        .bind(&p.node_id)
+                        .bind(&p.room_id)
+                        .bind(&p.participant_id)
+                        .bind(&p.user_id)
+                        .bind(&p.name)
+                        .bind(db_time(p.joined_at))
+                        .execute(&mut *tx)
+                        .await?;
+                    (&mut *tx).enqueue_webhook(joined).await?;
+                    tx.commit().await?;
+                    Ok(others == 0)
+                }
+                .await
+            })
+            .map_err(StoreError::from_sqlx)
+        })
+        .await
+    }
+
+    /// Forget `participant` of `room` on `node` and write its `left` event, then `room_finished`
+    /// when nobody of that room is left on the node: one transaction. Returns whether the room
+    /// finished. A participant never recorded (its join was lost) still gets its `left` event.
+    /// Idempotent like [`presence_join`](Self::presence_join).
+    pub async fn presence_leave(
+        &self,
+        node: &str,
+        room: &str,
+        participant: &str,
+        left: &WebhookEvent,
+        room_finished: &WebhookEvent,
+    ) -> Result<bool, StoreError> {
+        const DEL: &str = "DELETE FROM webhook_presence \
+             WHERE node_id = $1 AND room_id = $2 AND participant_id = $3";
+        const REST: &str =
+            "SELECT COUNT(*) FROM webhook_presence WHERE node_id = $1 AND room_id = $2";
+        self.run(async {
+            on_db!(self, |pool| {
+                async {
+                    let mut tx = pool.begin().await?;
+                    sqlx::query(DEL)
+                        .bind(node)
+                        .bind(room)
+                        .bind(participant)
+                        .execute(&mut *tx)
+                        .await?;
+                    (&mut *tx).enqueue_webhook(left).await?;
+                    let (rest,): (i64,) = sqlx::query_as(REST)
+                        .bind(node)
+                        .bind(room)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if rest == 0 {
+                        (&mut *tx).enqueue_webhook(room_finished).await?;
+                    }
+                    tx.commit().await?;
+                    Ok(rest == 0)
+                }
+                .await
+            })
+            .map_err(StoreError::from_sqlx)
+        })
+        .await
+    }
+
+    /// Everyone recorded present on `node`, by room then join time (a start-up reads what the
+    /// node's previous run left open).
+    pub async fn presence_of_node(&self, node: &str) -> Result<Vec<PresenceRow>, StoreError> {
+        const SQL: &str = "SELECT node_id, room_id, participant_id, user_id, name, joined_at \
+             FROM webhook_presence WHERE node_id = $1 ORDER BY room_id, joined_at, participant_id";
+        self.run(async {
+            on_db!(self, |pool| sqlx::query_as(SQL)
+                .bind(node)
+                .fetch_all(pool)
+                .await)
+            .map_err(StoreError::from_sqlx)
+        })
+        .await
+    }
+}

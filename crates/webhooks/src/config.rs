@@ -94,9 +94,9 @@ impl WebhookSecret {
     }
 }
 
-/// Checks that `url` is an absolute `http://` URL with a host. `https://` is refused: this build's
-/// HTTP client has no TLS (put a TLS-terminating proxy in front, or a plain-HTTP listener on a
-/// private network).
+/// Checks that `url` is an absolute `http://` or `https://` URL with a host. An `https://`
+/// endpoint's certificate is checked against the system's trust roots (on Linux the
+/// `ca-certificates` bundle; `SSL_CERT_FILE` names another).
 pub fn check_url(url: &str) -> Result<(), ConfigError> {
     let bad = |why: &str| ConfigError::BadUrl {
         url: url.to_owned(),
@@ -104,13 +104,8 @@ pub fn check_url(url: &str) -> Result<(), ConfigError> {
     };
     let parsed = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
     match parsed.scheme() {
-        "http" => {}
-        "https" => {
-            return Err(bad(
-                "https is not supported by this build (no TLS in its HTTP client)",
-            ))
-        }
-        _ => return Err(bad("not an http:// URL")),
+        "http" | "https" => {}
+        _ => return Err(bad("not an http:// or https:// URL")),
     }
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(bad("no host"));
@@ -236,7 +231,8 @@ mod tests {
     #[test]
     fn only_absolute_http_urls_are_endpoints() {
         assert!(check_url("http://127.0.0.1:9000/hooks").is_ok());
-        assert!(check_url("https://example.com/hooks").is_err());
+        assert!(check_url("https://example.com/hooks").is_ok());
+        assert!(check_url("ftp://example.com/hooks").is_err());
         assert!(check_url("ftp://example.com/").is_err());
         assert!(check_url("/relative").is_err());
     }

@@ -12,7 +12,9 @@
 //!   the oldest.
 //! - [`Emitter`] and its writer task ([`spawn_writer`]): rooms and participants live in memory, so
 //!   the signaling layer reports joins and leaves without blocking (a bounded queue, [`EMIT_QUEUE`];
-//!   when full, the event is dropped and counted) and the writer turns them into rows.
+//!   when full, the event is dropped and counted) and the writer turns them into rows, keeping who
+//!   is present per node in `webhook_presence` so that [`emitter::recover`] can finish, at the
+//!   next start, the rooms a crashed run left open.
 //! - [`start`]: what the server calls at start-up with its settings.
 //!
 //! # Guarantees
@@ -32,7 +34,9 @@ pub use confab_store::{EndpointKind, WebhookBacklog};
 pub use config::{
     Backoff, ConfigError, DeliveryConfig, WebhookSecret, SECRET_ENV, SECRET_FILE_ENV,
 };
-pub use emitter::{spawn_writer, Emitter, LeaveReason, WriterConfig, EMIT_QUEUE};
+pub use emitter::{
+    recover, spawn_writer, Emitter, LeaveReason, WriterConfig, WriterTask, EMIT_QUEUE, WRITER_DRAIN,
+};
 pub use worker::{BacklogReader, DeliveryWorker};
 
 use confab_store::Db;
@@ -53,7 +57,12 @@ pub struct Settings {
     pub backoff: Option<Backoff>,
     /// LangDAO heartbeat period; `None`: 30 s.
     pub heartbeat_every: Option<Duration>,
+    /// This server's name in `webhook_presence` (`--node-id`); `None`: [`DEFAULT_NODE`].
+    pub node: Option<String>,
 }
+
+/// The node id of a server given none: right for one server per database.
+pub const DEFAULT_NODE: &str = "confab";
 
 /// Why webhooks could not start.
 #[derive(Debug, thiserror::Error)]
@@ -104,15 +113,17 @@ impl Webhooks {
     }
 }
 
-/// The delivery worker's task, to stop at shutdown.
+/// The webhook tasks (room-event writer, delivery worker), to stop at shutdown.
 #[derive(Debug)]
-pub struct WorkerTask(Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>);
+pub struct WorkerTask(Option<(WriterTask, oneshot::Sender<()>, tokio::task::JoinHandle<()>)>);
 
 impl WorkerTask {
-    /// Stops the delivery worker and waits for it (its leases are released; what is pending is
-    /// delivered after the restart). The writer ends by itself once the emitters are dropped.
+    /// Call after the rooms are closed: the writer writes the events already queued (at most
+    /// [`WRITER_DRAIN`]), then the delivery worker stops and is waited for (its leases are
+    /// released; what is pending is delivered after the restart).
     pub async fn shutdown(self) {
-        if let Some((stop, task)) = self.0 {
+        if let Some((writer, stop, task)) = self.0 {
+            writer.shutdown().await;
             let _ = stop.send(());
             let _ = task.await;
         }
@@ -121,7 +132,8 @@ impl WorkerTask {
 
 /// Start webhooks with `settings` on `db`: make the configured URLs the enabled endpoints (every
 /// server sharing the database must be given the same ones; with none, all are disabled and no
-/// event is written), then spawn the delivery worker and the room-event writer.
+/// event is written), report the rooms this node's previous run left open finished
+/// ([`recover`]), then spawn the delivery worker and the room-event writer.
 ///
 /// Errors: a URL is not `http://`, endpoints without a valid secret, the database failing.
 pub async fn start(db: &Db, settings: Settings) -> Result<(Webhooks, WorkerTask), StartError> {
@@ -137,13 +149,27 @@ pub async fn start(db: &Db, settings: Settings) -> Result<(Webhooks, WorkerTask)
         }
     }
     endpoints.dedup();
+    let node = settings
+        .node
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .unwrap_or(DEFAULT_NODE)
+        .to_owned();
+    let langdao = endpoints.iter().any(|(_, k)| *k == EndpointKind::Langdao);
+    let writer = WriterConfig {
+        node,
+        langdao,
+        heartbeat_every: settings.heartbeat_every.unwrap_or(Duration::from_secs(30)),
+    };
     if endpoints.is_empty() {
         db.sync_webhook_endpoints(&[], chrono::Utc::now()).await?;
+        // No endpoint: the rows are forgotten, nothing is written.
+        recover(db, &writer).await?;
         tracing::info!("webhooks off: no --webhook-url or --langdao-events-url");
         return Ok((Webhooks::disabled(), WorkerTask(None)));
     }
     let secret = settings.secret.ok_or(ConfigError::MissingSecret)?;
-    let langdao = endpoints.iter().any(|(_, k)| *k == EndpointKind::Langdao);
     let mut config = DeliveryConfig::new(endpoints, secret);
     if let Some(t) = settings.timeout {
         config.timeout = t;
@@ -157,7 +183,8 @@ pub async fn start(db: &Db, settings: Settings) -> Result<(Webhooks, WorkerTask)
     config.validate()?;
     db.sync_webhook_endpoints(&config.endpoints, chrono::Utc::now())
         .await?;
-    tracing::info!(endpoints = config.endpoints.len(), langdao, "webhooks on");
+    tracing::info!(endpoints = config.endpoints.len(), langdao, node = %writer.node, "webhooks on");
+    recover(db, &writer).await?;
     let worker = DeliveryWorker::new(db.clone(), config)?;
     let wake: Arc<Notify> = worker.waker();
     let backlog = worker.backlog();
@@ -165,16 +192,12 @@ pub async fn start(db: &Db, settings: Settings) -> Result<(Webhooks, WorkerTask)
     let task = tokio::spawn(worker.run(async move {
         let _ = stop_rx.await;
     }));
-    let writer = WriterConfig {
-        langdao,
-        heartbeat_every: settings.heartbeat_every.unwrap_or(Duration::from_secs(30)),
-    };
-    let (emitter, _writer) = spawn_writer(db.clone(), writer, wake);
+    let (emitter, writer_task) = spawn_writer(db.clone(), writer, wake);
     Ok((
         Webhooks {
             emitter,
             backlog: Some(backlog),
         },
-        WorkerTask(Some((stop_tx, task))),
+        WorkerTask(Some((writer_task, stop_tx, task))),
     ))
 }

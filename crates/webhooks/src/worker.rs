@@ -57,6 +57,7 @@ enum Outcome {
 impl DeliveryWorker {
     /// A worker over `db` with `config` (validate it first). Errors: the HTTP client cannot be built.
     pub fn new(db: Db, config: DeliveryConfig) -> Result<Self, reqwest::Error> {
+        confab_store::ensure_crypto_provider();
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout)

@@ -303,7 +303,7 @@ async fn two_workers_on_one_postgresql_never_post_the_same_row_at_once() {
 }
 
 #[tokio::test]
-async fn an_endpoint_without_a_secret_or_with_https_is_refused_at_start() {
+async fn an_endpoint_without_a_secret_or_with_another_scheme_is_refused_at_start() {
     let db = Db::connect("sqlite::memory:", &DbOptions::default())
         .await
         .unwrap();
@@ -312,12 +312,12 @@ async fn an_endpoint_without_a_secret_or_with_https_is_refused_at_start() {
         ..Settings::default()
     };
     assert!(confab_webhooks::start(&db, no_secret).await.is_err());
-    let https = Settings {
-        urls: vec!["https://example.com/".into()],
+    let ftp = Settings {
+        urls: vec!["ftp://example.com/".into()],
         secret: Some(WebhookSecret::parse(SECRET).unwrap()),
         ..Settings::default()
     };
-    assert!(confab_webhooks::start(&db, https).await.is_err());
+    assert!(confab_webhooks::start(&db, ftp).await.is_err());
     // Webhooks off: nothing is written for an event.
     let (hooks, worker) = confab_webhooks::start(&db, Settings::default())
         .await

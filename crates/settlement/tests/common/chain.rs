@@ -152,6 +152,7 @@ impl Chain {
             )
             .await
             .unwrap();
+        confab_store::ensure_crypto_provider();
         let provider = ProviderBuilder::new()
             .wallet(EthereumWallet::from(signer))
             .connect_http(self.anvil.url.parse().unwrap())

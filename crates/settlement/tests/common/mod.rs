@@ -140,6 +140,7 @@ pub fn wallet_key(i: usize) -> WalletKey {
 /// A provider signing as default account `i` (test-side actors: deployer, student, tutor).
 pub fn wallet_provider(url: &str, i: usize) -> DynProvider {
     let signer: PrivateKeySigner = KEYS[i].parse().unwrap();
+    confab_store::ensure_crypto_provider();
     ProviderBuilder::new()
         .wallet(EthereumWallet::from(signer))
         .connect_http(url.parse().unwrap())

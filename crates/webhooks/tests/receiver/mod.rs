@@ -1,4 +1,5 @@
-//! A webhook receiver for the tests: a plain HTTP/1.1 server on a raw TCP listener that records
+//! A webhook receiver for the tests: an HTTP/1.1 server (plain, or HTTPS with a self-signed
+//! certificate: [`Receiver::start_tls`]) on a raw TCP listener that records
 //! every request, verifies its Standard Webhooks signature with the `standardwebhooks` library, and
 //! can be down (503), hanging (never answers) or up (200 after an optional delay). It also notices
 //! two requests for the same (event id, path) in flight at once.
@@ -13,8 +14,8 @@ use std::{
 };
 
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::TcpListener,
 };
 
 /// What the receiver does with a request.
@@ -54,11 +55,35 @@ pub struct Receiver {
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
     secret: String,
+    tls: bool,
 }
 
 impl Receiver {
     /// Starts on 127.0.0.1 (free port) in `mode`, verifying with `secret` (`whsec_…`).
     pub async fn start(mode: Mode, secret: &str) -> Self {
+        Self::start_with(mode, secret, None).await
+    }
+
+    /// As [`start`](Self::start), but HTTPS with a fresh self-signed certificate for `localhost`
+    /// (use [`url`](Self::url): it names `localhost`). Returns the certificate, PEM, for the
+    /// client's trust store.
+    pub async fn start_tls(mode: Mode, secret: &str) -> (Self, String) {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let pem = cert.cert.pem();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        (Self::start_with(mode, secret, Some(acceptor)).await, pem)
+    }
+
+    async fn start_with(mode: Mode, secret: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let r = Receiver {
             addr: listener.local_addr().unwrap(),
@@ -67,20 +92,34 @@ impl Receiver {
                 ..State::default()
             })),
             secret: secret.to_owned(),
+            tls: tls.is_some(),
         };
         let me = r.clone();
         tokio::spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
                 let me = me.clone();
-                tokio::spawn(async move { me.serve(sock).await });
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    match tls {
+                        None => me.serve(sock).await,
+                        Some(a) => {
+                            if let Ok(s) = a.accept(sock).await {
+                                me.serve(s).await
+                            }
+                        }
+                    }
+                });
             }
         });
         r
     }
 
-    /// The URL of `path` on this receiver.
+    /// The URL of `path` on this receiver (`https://localhost:port` when it speaks TLS).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        match self.tls {
+            false => format!("http://{}{path}", self.addr),
+            true => format!("https://localhost:{}{path}", self.addr.port()),
+        }
     }
 
     pub fn set_mode(&self, mode: Mode) {
@@ -115,7 +154,7 @@ impl Receiver {
         self.state.lock().unwrap().overlaps.clone()
     }
 
-    async fn serve(&self, mut sock: TcpStream) {
+    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(&self, mut sock: S) {
         let mut buf = Vec::new();
         loop {
             let Some((head_len, headers, path, len)) = read_head(&mut sock, &mut buf).await else {
@@ -207,8 +246,8 @@ impl Receiver {
 }
 
 /// Reads up to the end of a request head: (head length, headers, path, content-length).
-async fn read_head(
-    sock: &mut TcpStream,
+async fn read_head<S: AsyncRead + Unpin>(
+    sock: &mut S,
     buf: &mut Vec<u8>,
 ) -> Option<(usize, Vec<(String, String)>, String, usize)> {
     loop {
