@@ -123,11 +123,13 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("webhooks: {e}"))?;
         let PaidSessions {
             paid,
+            chain: paid_chain,
             backlog,
             shutdown: settlement_shutdown,
         } = start_paid_sessions(&args, &db).await?;
         let state = AppState {
             paid,
+            paid_chain,
             settlement_backlog: backlog,
             webhooks,
             guest_limiter: std::sync::Arc::new(crate::http::auth::IpLimiter::new(
@@ -295,6 +297,8 @@ fn start_media_thread(
 struct PaidSessions {
     /// The paid-session task.
     paid: Option<PaidHandle>,
+    /// The contract and its chain id (learnt from the node in the background).
+    chain: Option<crate::paid::ChainInfo>,
     /// The settlement worker's backlog, for `/metrics`.
     backlog: Option<BacklogReader>,
     /// Stops the settlement worker, and the worker's task.
@@ -324,7 +328,9 @@ async fn start_paid_sessions(args: &ServeArgs, db: &Db) -> anyhow::Result<PaidSe
     let sender =
         ChainClient::new(config.clone(), &key).map_err(|e| anyhow::anyhow!("chain client: {e}"))?;
     let reader =
-        ChainClient::new(config, &key).map_err(|e| anyhow::anyhow!("chain client: {e}"))?;
+        ChainClient::new(config.clone(), &key).map_err(|e| anyhow::anyhow!("chain client: {e}"))?;
+    let probe = ChainClient::new(config, &key).map_err(|e| anyhow::anyhow!("chain client: {e}"))?;
+    let chain = crate::paid::ChainInfo::learn(probe);
     tracing::info!(wallet = %sender.wallet_address(), %contract, "paid sessions enabled");
     let backoff = Backoff {
         initial: std::time::Duration::from_millis(args.settlement_retry_ms.max(10)),
@@ -351,6 +357,7 @@ async fn start_paid_sessions(args: &ServeArgs, db: &Db) -> anyhow::Result<PaidSe
         .map_err(|e| anyhow::anyhow!("paid sessions: {e}"))?;
     Ok(PaidSessions {
         paid: Some(paid),
+        chain: Some(chain),
         backlog: Some(backlog),
         shutdown: Some((stop_tx, task)),
     })

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, oneshot, Notify};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Capacity of the command queue; senders wait when it is full.
 pub const PAID_COMMANDS: usize = 256;
@@ -144,6 +144,47 @@ pub struct PaidHandle {
     tx: mpsc::Sender<Command>,
     events: broadcast::Sender<PaidEnded>,
     db: Db,
+}
+
+/// The LangDAO contract the server settles on and its chain's id, for the room page (which must
+/// send `startSession` to the same contract on the same chain). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ChainInfo {
+    /// The contract's address.
+    pub contract: Address,
+    chain_id: Arc<std::sync::OnceLock<u64>>,
+}
+
+impl ChainInfo {
+    /// Starts asking `client`'s node for the chain id in the background (every 5 s until it
+    /// answers: the chain may be down at start-up) and returns at once.
+    pub fn learn(client: ChainClient) -> Self {
+        let info = Self {
+            contract: client.contract_address(),
+            chain_id: Arc::new(std::sync::OnceLock::new()),
+        };
+        let cell = info.chain_id.clone();
+        tokio::spawn(async move {
+            loop {
+                match client.chain_id().await {
+                    Ok(id) => {
+                        let _ = cell.set(id);
+                        return;
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "chain id not known yet; asking again in 5 s");
+                        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                    }
+                }
+            }
+        });
+        info
+    }
+
+    /// The chain id (EIP-155), once the node has told it.
+    pub fn chain_id(&self) -> Option<u64> {
+        self.chain_id.get().copied()
+    }
 }
 
 /// Parses `0x…` (any case).

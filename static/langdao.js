@@ -16,7 +16,8 @@ import { keccak256, checksumAddress } from '/wallet.js';
  * for that language), `tutor_busy` (the tutor has a running session on chain),
  * `insufficient_funds` (the student's tokens do not cover the prepaid time), `reverted` (a
  * transaction or its simulation reverted; `message` has the contract's reason), `timeout` (no
- * receipt in time).
+ * receipt in time), `wrong_chain` (the wallet is on another chain than the contract's and did not
+ * switch).
  */
 export class ChainError extends Error {
   /** @param {string} code @param {string} message */
@@ -43,6 +44,7 @@ export const MIN_PREPAID_SECONDS = 60;
  * @param {{
  *   provider: Eip1193Provider,
  *   contract: string,       // the LangDAO contract address
+ *   chainId?: number|null,  // the contract's chain (EIP-155 id): the wallet is asked to switch to it
  *   tutor: string,
  *   language: number,       // 0–255
  *   prepaySeconds?: number, // how long the deposit must last at the tutor's rate (at least 60; default 3600)
@@ -63,6 +65,7 @@ export async function startOnChain(opts) {
 
   step('check');
   const accounts = await wallet(provider, 'eth_requestAccounts', []);
+  if (opts.chainId) await onChain(provider, Number(opts.chainId));
   const student = address(Array.isArray(accounts) ? String(accounts[0] || '') : '', 'account');
   if (student.toLowerCase() === tutor.toLowerCase()) throw new ChainError('bad_address', 'you cannot tutor yourself');
 
@@ -179,6 +182,27 @@ function address(a, what) {
  * @param {Eip1193Provider} provider @param {string} method @param {unknown[]} params
  * @returns {Promise<any>}
  */
+/**
+ * Makes sure the wallet is on chain `want` (EIP-155 id), asking it to switch (EIP-3326
+ * `wallet_switchEthereumChain`) when it is not: a transaction signed for another chain would go to
+ * whatever lives at the contract's address there. Throws {@link ChainError} `wrong_chain`, or
+ * `rejected` when the user declines the switch.
+ * @param {Eip1193Provider} provider @param {number} want
+ */
+async function onChain(provider, want) {
+  const current = async () => Number(BigInt(String(await wallet(provider, 'eth_chainId', []))));
+  if (await current() === want) return;
+  try {
+    await wallet(provider, 'wallet_switchEthereumChain', [{ chainId: `0x${want.toString(16)}` }]);
+  } catch (e) {
+    if (/** @type {any} */ (e)?.code === 'rejected') throw e;
+  }
+  const now = await current();
+  if (now !== want) {
+    throw new ChainError('wrong_chain', `your wallet is on chain ${now}; switch it to chain ${want}, where the LangDAO contract is`);
+  }
+}
+
 async function wallet(provider, method, params) {
   try {
     return await provider.request({ method, params });

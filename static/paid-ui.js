@@ -9,9 +9,10 @@
 //
 // Starting from the page: a participant signed in with a wallet (token `sub` = an address) whose
 // browser has an EIP-1193 provider gets "Start paid session" when the page knows the contract
-// (`&contract=0x…`, or a `contract` field in the REST answer). The dialog (tutor, language, prepaid
-// minutes; `&tutor=` and `&language=` prefill it) runs langdao.js's `startOnChain` (approve and
-// deposit when needed, then `startSession`, each receipt awaited) and then sends `session_started`.
+// (the `contract` of the REST answer, the one the server settles on; else `&contract=0x…`). The
+// dialog (tutor, language, prepaid minutes; `&tutor=` and `&language=` prefill it) runs langdao.js's
+// `startOnChain` (the wallet switched to the answer's `chain_id` first, then approve and deposit
+// when needed, then `startSession`, each receipt awaited) and then sends `session_started`.
 // The other party learns of a running session by polling the same REST route every few seconds
 // while it has a wallet identity and sees none (the server answers `paid_session` to the student only).
 
@@ -57,6 +58,8 @@ export function initPaidUI({ session, toast, provider = null }) {
   const ended = new Set();
   /** the LangDAO contract address, for starting a session from the page */
   let contract = /^0x[0-9a-fA-F]{40}$/.test(params.get('contract') || '') ? String(params.get('contract')) : '';
+  /** @type {number|null} the contract's chain (EIP-155), from the server: the wallet must be on it */
+  let chainId = null;
 
   $('paid-icon').innerHTML = icon('coin', 'icon icon-sm');
   endBtn.addEventListener('click', () => {
@@ -111,7 +114,9 @@ export function initPaidUI({ session, toast, provider = null }) {
   async function checkRunning() {
     const { status, body } = await session.fetchPaidSession();
     if (status !== 200 || !body) return;
-    if (!contract && typeof body.contract === 'string' && isAddress(body.contract)) { contract = body.contract; renderStart(); }
+    // The server's contract is the one it settles on: it wins over the link's.
+    if (typeof body.contract === 'string' && isAddress(body.contract) && body.contract !== contract) { contract = body.contract; renderStart(); }
+    if (Number.isSafeInteger(body.chain_id) && body.chain_id > 0) chainId = body.chain_id;
     if (body.running && body.session && !current && !ended.has(String(body.session.id))) {
       show({ ...body.session, rate_per_second: body.session.rate_per_second ?? '' });
     }
@@ -226,7 +231,7 @@ export function initPaidUI({ session, toast, provider = null }) {
       const { startOnChain } = await import('/langdao.js');
       try {
         await startOnChain({
-          provider, contract, tutor, language,
+          provider, contract, chainId, tutor, language,
           prepaySeconds: Math.max(1, Math.floor(Number(minutesIn.value) || 60)) * 60,
           onStep: (step) => setStatus(STEPS[step] || step),
         });

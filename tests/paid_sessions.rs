@@ -246,6 +246,9 @@ async fn the_end_button_ends_the_session_on_chain_and_pays_the_tutor() {
         + chain.deposited(chainkit::address(TUTOR)).await;
     let s = status(&app, &room).await;
     assert_eq!(s["running"], true);
+    // The page is told where to start sessions: this contract, on anvil's chain.
+    assert_eq!(s["contract"], chain.dao.to_checksum(None), "{s}");
+    assert_eq!(s["chain_id"], 31337, "{s}");
     chainkit::advance_time(&chain.wallet(0), 60).await;
 
     tutor.send(&ClientMessage::EndSession).await.unwrap();

@@ -23,6 +23,8 @@ pub struct AppState {
     pub chat: ChatService,
     /// Paid sessions (None without chain settings).
     pub paid: Option<crate::paid::PaidHandle>,
+    /// The LangDAO contract and its chain, for the page (None without chain settings).
+    pub paid_chain: Option<crate::paid::ChainInfo>,
     /// Shared secret of other backends (None: their endpoints answer 401).
     pub api_secret: Option<secrecy::SecretString>,
     /// Token signing and checking.

@@ -195,8 +195,9 @@ struct TokenQuery {
     token: Option<String>,
 }
 
-/// `GET /api/rooms/{room}/paid-session` (room token): the running paid session, or the latest
-/// one with its settlement (`state`: pending, submitted, settled, ended_elsewhere, failed).
+/// `GET /api/rooms/{room}/paid-session` (room token): the contract (`contract`, EIP-55) and its
+/// chain (`chain_id`, null until the node has answered), and the running paid session, or the
+/// latest one with its settlement (`state`: pending, submitted, settled, ended_elsewhere, failed).
 /// A room without one (or a server without chain settings, `enabled: false`) answers 200 with
 /// `session: null`, so every room page can ask once without an error.
 async fn room_paid_session(
@@ -211,16 +212,26 @@ async fn room_paid_session(
         return Ok(HttpResponse::Ok()
             .json(serde_json::json!({"enabled": false, "running": false, "session": null})));
     };
+    // Where the page sends `startSession`: the wallet must be on this chain.
+    let (contract, chain_id) = match &state.paid_chain {
+        Some(c) => (Some(c.contract.to_checksum(None)), c.chain_id()),
+        None => (None, None),
+    };
     if let Some(i) = paid.current(room).await {
-        return Ok(HttpResponse::Ok().json(
-            serde_json::json!({"enabled": true, "running": true, "session": info_json(&i)}),
-        ));
+        return Ok(HttpResponse::Ok().json(serde_json::json!({
+            "enabled": true, "contract": contract, "chain_id": chain_id,
+            "running": true, "session": info_json(&i),
+        })));
     }
     match paid.latest(room).await.map_err(api_error)? {
-        None => Ok(HttpResponse::Ok()
-            .json(serde_json::json!({"enabled": true, "running": false, "session": null}))),
+        None => Ok(HttpResponse::Ok().json(serde_json::json!({
+            "enabled": true, "contract": contract, "chain_id": chain_id,
+            "running": false, "session": null,
+        }))),
         Some((p, s)) => Ok(HttpResponse::Ok().json(serde_json::json!({
             "enabled": true,
+            "contract": contract,
+            "chain_id": chain_id,
             "running": p.ended_at.is_none(),
             "session": {
                 "id": p.id.to_string(),

@@ -98,12 +98,14 @@ async function rpc(method, params) {
 /**
  * A browser context whose pages have `window.ethereum`, backed by a viem wallet for `account`.
  * `wallet.rejectNextSign = true` makes the next `personal_sign` a user's rejection (4001).
+ * `wallet.chainId = n` makes the wallet say it is on chain n until a `wallet_switchEthereumChain`
+ * (refused, 4902, while `wallet.refuseSwitch`); `null`: anvil's chain.
  */
 async function walletContext(account) {
   const context = await fx.browser.newContext({ viewport: { width: 1280, height: 720 } });
   await capCamera(context, 640);
   const client = walletOf(account);
-  const wallet = { account, context, rejectNextSign: false, calls: [] };
+  const wallet = { account, context, rejectNextSign: false, chainId: null, refuseSwitch: false, calls: [] };
   await context.exposeFunction('__confabTestWallet', async (method, params) => {
     wallet.calls.push(method);
     try {
@@ -111,6 +113,14 @@ async function walletContext(account) {
         case 'eth_requestAccounts':
         case 'eth_accounts':
           return { result: [account.address] };
+        case 'eth_chainId':
+          return { result: wallet.chainId === null ? await rpc(method, params) : `0x${wallet.chainId.toString(16)}` };
+        case 'wallet_switchEthereumChain': {
+          if (wallet.refuseSwitch) return { error: { code: 4902, message: 'Unrecognized chain ID.' } };
+          const want = Number(BigInt(params[0].chainId));
+          wallet.chainId = want === Number(BigInt(await rpc('eth_chainId', []))) ? null : want;
+          return { result: null };
+        }
         case 'personal_sign': {
           if (wallet.rejectNextSign) {
             wallet.rejectNextSign = false;
@@ -309,8 +319,13 @@ test('the student starts the paid session on chain from the page, the tutor pres
     await connectedAs(tutor, TUTOR.address); // rejoined (a reload) as the wallet's address
     assert.equal(await tutor.textContent('#wallet-label'), `${TUTOR.address.slice(0, 6)}…${TUTOR.address.slice(-4)}`);
 
-    // approve + deposit + startSession, each signed by the student's wallet, then `session_started`.
+    // The student's wallet is on mainnet: the page asks it to switch to the contract's chain
+    // (the server's `chain_id`), then approve + deposit + startSession, each signed by the
+    // student's wallet, then `session_started`.
+    s.chainId = 1;
     const paid = await startFromPage(student);
+    assert.ok(s.calls.includes('wallet_switchEthereumChain'), 'the wallet was asked to switch chains');
+    assert.equal(s.chainId, null, 'and is on the contract chain');
     assert.equal(paid.student, STUDENT.address);
     assert.equal(paid.tutor, TUTOR.address);
     assert.equal(paid.rate_per_second, String(RATE));
@@ -347,6 +362,18 @@ test('a second paid session that both parties leave is settled on chain within s
     await signInOnOverlay(student, 'Student', STUDENT);
     const tutor = await open(t.context, 'tutor', `/rooms/${room}`);
     await signInOnOverlay(tutor, 'Tutor', TUTOR);
+
+    // A wallet on another chain that will not switch: nothing is sent, the code says why.
+    s.chainId = 1;
+    s.refuseSwitch = true;
+    await student.locator('#paid-start').waitFor({ state: 'visible', timeout: 15_000 });
+    await student.click('#paid-start');
+    const sendsBefore = s.calls.filter((m) => m === 'eth_sendTransaction').length;
+    await student.click('#paid-submit');
+    await student.locator('#paid-status[data-code="wrong_chain"]').waitFor({ timeout: 15_000 });
+    assert.equal(s.calls.filter((m) => m === 'eth_sendTransaction').length, sendsBefore, 'no transaction on the wrong chain');
+    await student.keyboard.press('Escape');
+    s.refuseSwitch = false;
 
     // The escrow left over from the first session went back to the student's balance: the page
     // tops it up (approve + deposit) to the prepaid time again and starts.

@@ -316,6 +316,13 @@ impl ChainClient {
         &self.provider
     }
 
+    /// The chain's id (`eth_chainId`, EIP-695), e.g. 31337 for anvil. Errors: the node's, or a
+    /// timeout.
+    pub async fn chain_id(&self) -> Result<u64, ChainError> {
+        self.within("eth_chainId", self.provider.get_chain_id())
+            .await
+    }
+
     /// Whether the backend wallet is the contract's `owner`, the only non-party allowed to end sessions.
     /// Check at start-up: if not, every settlement fails with a permanent revert.
     pub async fn wallet_is_owner(&self) -> Result<bool, ChainError> {
