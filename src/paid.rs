@@ -93,6 +93,16 @@ pub struct PaidEnded {
     pub reason: EndReason,
 }
 
+/// A paid session started or ended: what signaling sessions tell their clients.
+#[derive(Debug, Clone)]
+pub enum PaidEvent {
+    /// A session started (from a party's `session_started` or another backend's
+    /// `POST /api/sessions`): its parties in the room get `paid_session`.
+    Started(PaidInfo),
+    /// A session ended: everyone in the room gets `paid_session_ended`.
+    Ended(PaidEnded),
+}
+
 /// What a participant did, as far as a paid session cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Presence {
@@ -142,7 +152,7 @@ pub enum Who {
 #[derive(Clone)]
 pub struct PaidHandle {
     tx: mpsc::Sender<Command>,
-    events: broadcast::Sender<PaidEnded>,
+    events: broadcast::Sender<PaidEvent>,
     db: Db,
 }
 
@@ -281,8 +291,8 @@ impl PaidHandle {
         Ok(Some((p, s)))
     }
 
-    /// Ended-session notices (for signaling sessions to tell their clients).
-    pub fn subscribe(&self) -> broadcast::Receiver<PaidEnded> {
+    /// Started- and ended-session notices (for signaling sessions to tell their clients).
+    pub fn subscribe(&self) -> broadcast::Receiver<PaidEvent> {
         self.events.subscribe()
     }
 }
@@ -297,7 +307,7 @@ struct Task {
     chain: ChainClient,
     policy: EndPolicy,
     waker: Arc<Notify>,
-    events: broadcast::Sender<PaidEnded>,
+    events: broadcast::Sender<PaidEvent>,
     running: HashMap<String, Running>,
     /// Ends decided but not yet stored (database down): retried.
     unsaved: Vec<PaidEnded>,
@@ -495,6 +505,7 @@ impl Task {
             started_at: active.start_time,
         };
         info!(room = %room, id = %id, tutor = %tutor, "paid session started");
+        let _ = self.events.send(PaidEvent::Started(info.clone()));
         self.running.insert(
             room,
             Running {
@@ -524,7 +535,7 @@ impl Task {
             match repo::end_paid_session(&self.db, e.id, e.reason, Utc::now()).await {
                 Ok(_) => {
                     self.waker.notify_one();
-                    let _ = self.events.send(e);
+                    let _ = self.events.send(PaidEvent::Ended(e));
                 }
                 Err(err) => {
                     warn!(id = %e.id, "paid session end not stored yet (retrying): {err}");

@@ -13,17 +13,15 @@
 // dialog (tutor, language, prepaid minutes; `&tutor=` and `&language=` prefill it) runs langdao.js's
 // `startOnChain` (the wallet switched to the answer's `chain_id` first, then approve and deposit
 // when needed, then `startSession`, each receipt awaited) and then sends `session_started`.
-// The other party learns of a running session by polling the same REST route every few seconds
-// while it has a wallet identity and sees none (the server answers `paid_session` to the student only).
+// Both parties get `paid_session` when a session starts (the server pushes it to every party in the
+// room); a page asks the REST route on join and after each reconnect for one it may have missed.
 
 import { icon } from '/icons.js';
 
 /** @typedef {import('/types.js').PaidSession} PaidSession */
 
 /** How often the settlement is polled, and for how long at most. */
-export const PAID_TIMING = Object.freeze({ pollMs: 2000, pollForMs: 15 * 60_000, tickMs: 1000,
-  /** a wallet participant without a paid session on screen asks whether one started this often */
-  watchMs: 3000 });
+export const PAID_TIMING = Object.freeze({ pollMs: 2000, pollForMs: 15 * 60_000, tickMs: 1000 });
 /** Settlement states after which polling stops. */
 const FINAL = new Set(['settled', 'ended_elsewhere', 'failed']);
 
@@ -92,6 +90,9 @@ export function initPaidUI({ session, toast, provider = null }) {
   });
   session.addEventListener('statechange', (ev) => {
     const { state } = /** @type {CustomEvent} */ (ev).detail;
+    // A session that started while this page was away (a reconnect, a resume) was pushed to a
+    // socket it no longer had: ask.
+    if (state === 'connected' && !current && !firstJoin && isAddress(session.userId)) checkRunning();
     if (state === 'connected' && !announced) {
       announced = true;
       // The URL hook of integrations: the student's page announces the on-chain session once the
@@ -103,13 +104,8 @@ export function initPaidUI({ session, toast, provider = null }) {
     renderStart();
     if (state !== 'left') return;
     hideBadge();
-    clearInterval(watch);
     if (seen) startPolling();
   });
-  // The other party (a tutor in the room already) hears of a started session only by asking.
-  const watch = setInterval(() => {
-    if (!current && session.state === 'connected' && isAddress(session.userId)) checkRunning();
-  }, PAID_TIMING.watchMs);
 
   async function checkRunning() {
     const { status, body } = await session.fetchPaidSession();

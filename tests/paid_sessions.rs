@@ -241,7 +241,24 @@ fn room() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_end_button_ends_the_session_on_chain_and_pays_the_tutor() {
     // The student's startSession escrows only the student's funds: the tutor's are untouched.
-    let (chain, app, room, mut student, tutor, id) = paid_room(30, 120).await;
+    let (chain, app, room, mut student, mut tutor, id) = paid_room(30, 120).await;
+    // The tutor is told at once (pushed, no polling); the student, who asked, only once.
+    let pushed = tutor
+        .wait_event(WAIT, |e| matches!(e, ServerMessage::PaidSession { .. }))
+        .await;
+    assert!(
+        matches!(&pushed, Some(ServerMessage::PaidSession { session }) if session.id == id),
+        "{pushed:?}"
+    );
+    let again = student
+        .wait_event(Duration::from_millis(500), |e| {
+            matches!(e, ServerMessage::PaidSession { .. })
+        })
+        .await;
+    assert!(
+        again.is_none(),
+        "a second paid_session for the student: {again:?}"
+    );
     let tutor_before = chain.token_balance(chainkit::address(TUTOR)).await
         + chain.deposited(chainkit::address(TUTOR)).await;
     let s = status(&app, &room).await;

@@ -17,7 +17,7 @@ use super::protocol::{
 use super::ratelimit::TokenBucket;
 use crate::auth::Claims;
 use crate::chat::{ChatParticipant, ChatService, CHAT_LABEL};
-use crate::paid::{parse_address, PaidError, PaidHandle, Presence};
+use crate::paid::{parse_address, PaidError, PaidEvent, PaidHandle, Presence};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
 use confab_sfu::{
     Attachment, MediaKind, ParticipantId, ParticipantInfo, PublishTrack, RoomId, SfuEvent,
@@ -65,6 +65,9 @@ struct Joined {
     chat: ChatParticipant,
     /// This socket's claim on the participant (a resume elsewhere ends it).
     attachment: Attachment,
+    /// The paid session this socket already answered `paid_session` for (its own
+    /// `session_started`): the broadcast of the same start is not sent twice.
+    paid_announced: Option<confab_store::Uuid>,
 }
 
 /// Runs one signaling session to its end.
@@ -79,7 +82,7 @@ pub async fn run(
     ice: std::sync::Arc<crate::ice::IceServers>,
     hooks: confab_webhooks::Emitter,
 ) {
-    let mut paid_ended = paid.as_ref().map(|p| p.subscribe());
+    let mut paid_events = paid.as_ref().map(|p| p.subscribe());
     let mut joined: Option<Joined> = None;
     let mut last_heard = Instant::now();
     let mut limiter = TokenBucket::new(RATE_PER_S, RATE_BURST, Instant::now());
@@ -93,8 +96,8 @@ pub async fn run(
                 None => std::future::pending().await,
             }
         };
-        let next_paid_end = async {
-            match paid_ended.as_mut() {
+        let next_paid_event = async {
+            match paid_events.as_mut() {
                 Some(rx) => rx.recv().await.ok(),
                 None => std::future::pending().await,
             }
@@ -183,12 +186,23 @@ pub async fn run(
                     }
                 }
             }
-            Some(ended) = next_paid_end => {
-                if joined.as_ref().is_some_and(|j| j.room.as_str() == ended.room) {
-                    let m = ServerMessage::PaidSessionEnded { id: ended.id.to_string(), reason: ended.reason.as_str().to_owned() };
-                    send(&mut session, &m).await;
+            Some(event) = next_paid_event => match event {
+                PaidEvent::Ended(ended) => {
+                    if joined.as_ref().is_some_and(|j| j.room.as_str() == ended.room) {
+                        let m = ServerMessage::PaidSessionEnded { id: ended.id.to_string(), reason: ended.reason.as_str().to_owned() };
+                        send(&mut session, &m).await;
+                    }
                 }
-            }
+                PaidEvent::Started(info) => {
+                    // Both parties see the badge at once (no polling); others in the room do not
+                    // learn of the payment.
+                    let party = parse_address(&claims.sub).is_ok_and(|a| a == info.student || a == info.tutor);
+                    if let Some(j) = joined.as_mut().filter(|j| party && j.room.as_str() == info.room && j.paid_announced != Some(info.id)) {
+                        j.paid_announced = Some(info.id);
+                        send(&mut session, &paid_session_msg(&info)).await;
+                    }
+                }
+            },
             _ = ping.tick() => {
                 if last_heard.elapsed() > IDLE_TIMEOUT {
                     info!("signaling socket idle: closing");
@@ -265,6 +279,21 @@ pub async fn run(
     info!(room = %j.room, participant = %j.participant, "signaling session ended");
 }
 
+/// `paid_session` for `info`.
+fn paid_session_msg(info: &crate::paid::PaidInfo) -> ServerMessage {
+    ServerMessage::PaidSession {
+        session: confab_protocol::PaidSessionMsg {
+            id: info.id.to_string(),
+            student: info.student.to_checksum(None),
+            tutor: info.tutor.to_checksum(None),
+            language: info.language,
+            chain_session_id: info.chain_session_id.to_string(),
+            rate_per_second: info.rate_per_second.to_string(),
+            started_at: info.started_at,
+        },
+    }
+}
+
 /// Waits on a detached participant's old event queue: `true` when it resumed on another socket,
 /// `false` when the grace period ended (or the media plane went away). Other events are
 /// dropped: the resumed session gets the room as it is then.
@@ -328,7 +357,7 @@ async fn handle(
     claims: &Claims,
     joined: &mut Option<Joined>,
 ) -> Flow {
-    let reply = match (m, joined.as_ref()) {
+    let reply = match (m, joined.as_mut()) {
         (ClientMessage::Ping { ts }, j) => {
             if let (Some(p), Some(j)) = (paid, j) {
                 p.presence(&j.room, &claims.sub, Presence::Heartbeat).await;
@@ -386,6 +415,7 @@ async fn handle(
                             events: rx,
                             chat: cp,
                             attachment: info.attachment.clone(),
+                            paid_announced: None,
                         });
                         None
                     }
@@ -434,6 +464,7 @@ async fn handle(
                         events: rx,
                         chat: cp,
                         attachment: info.join.attachment,
+                        paid_announced: None,
                     });
                     None
                 }
@@ -528,17 +559,10 @@ async fn handle(
                 (_, Err(e)) => ServerMessage::error(ErrorCode::BadJson, e.to_string()),
                 (Ok(student), Ok(tutor)) => {
                     match p.start(&j.room, student, tutor, language).await {
-                        Ok(info) => ServerMessage::PaidSession {
-                            session: confab_protocol::PaidSessionMsg {
-                                id: info.id.to_string(),
-                                student: info.student.to_checksum(None),
-                                tutor: info.tutor.to_checksum(None),
-                                language: info.language,
-                                chain_session_id: info.chain_session_id.to_string(),
-                                rate_per_second: info.rate_per_second.to_string(),
-                                started_at: info.started_at,
-                            },
-                        },
+                        Ok(info) => {
+                            j.paid_announced = Some(info.id);
+                            paid_session_msg(&info)
+                        }
                         Err(e) => ServerMessage::error(paid_error_code(&e), e.to_string()),
                     }
                 }
