@@ -172,6 +172,9 @@ pub struct SignedIn {
     /// The message's EIP-155 chain id. Any chain is accepted: the signature proves control of the
     /// key whatever the chain, and confab binds nothing to a chain at sign-in.
     pub chain_id: u64,
+    /// The message's `Expiration Time` (EIP-4361), Unix ms: a token minted from it must not
+    /// outlive it.
+    pub expires_at_unix_ms: Option<i64>,
 }
 
 /// `0x1234…abcd`: the first four and last four hex digits of an address, for display names.
@@ -466,6 +469,7 @@ fn check(
     Ok(SignedIn {
         address: siwe::eip55(&m.address),
         chain_id: m.chain_id,
+        expires_at_unix_ms: m.expiration_time.as_ref().map(ms),
     })
 }
 

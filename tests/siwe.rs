@@ -265,6 +265,15 @@ async fn expired_and_not_yet_valid_messages_are_refused() {
     let text = m.text();
     let (status, body) = post(&app, &text, &sign(KEY_0, &text).await).await;
     assert_eq!(status, 200, "body: {body}");
+    // The token does not outlive the message it was minted from.
+    let left = body["expires_in"].as_u64().unwrap();
+    assert!((295..=300).contains(&left), "expires_in {left}");
+    let claims = app
+        .tokens
+        .verify(body["token"].as_str().unwrap())
+        .expect("a valid token");
+    let exp_in = claims.exp as i64 - chrono::Utc::now().timestamp();
+    assert!((290..=300).contains(&exp_in), "token exp in {exp_in} s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -189,7 +189,9 @@ struct SignInRequest {
 
 /// `POST /api/auth/siwe` `{"message", "signature", "name"?}` →
 /// `200 {"token": "<jwt>", "expires_in": 7200, "address": "0x<EIP-55>"}`; the token's `sub` is the
-/// address, its name `name` or the short address (`0x1234…abcd`). Errors: see [`SignInError`].
+/// address, its name `name` or the short address (`0x1234…abcd`); it expires after
+/// [`WALLET_TOKEN_TTL_S`] or at the message's `Expiration Time`, whichever is sooner (s, at
+/// least 1). Errors: see [`SignInError`].
 async fn sign_in(
     req: HttpRequest,
     payload: web::Payload,
@@ -227,16 +229,18 @@ async fn sign_in(
         )
         .inspect_err(|e| tracing::debug!(code = e.code(), "wallet sign-in refused"))?;
     let short = short_address(&signed.address);
-    let token = state.tokens.mint(
-        &signed.address,
-        name.unwrap_or(&short),
-        WALLET_TOKEN_TTL_S,
-        None,
-    );
+    // The token lives WALLET_TOKEN_TTL_S, or less when the signed message expires sooner.
+    let ttl_s = signed
+        .expires_at_unix_ms
+        .map(|exp| u64::try_from(exp.saturating_sub(now_ms) / 1000).unwrap_or(0))
+        .map_or(WALLET_TOKEN_TTL_S, |left| left.clamp(1, WALLET_TOKEN_TTL_S));
+    let token = state
+        .tokens
+        .mint(&signed.address, name.unwrap_or(&short), ttl_s, None);
     tracing::info!(address = %signed.address, chain_id = signed.chain_id, "wallet sign-in");
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "token": token,
-        "expires_in": WALLET_TOKEN_TTL_S,
+        "expires_in": ttl_s,
         "address": signed.address,
     })))
 }
