@@ -1028,6 +1028,12 @@ export class ConfabSession extends EventTarget {
   async _onSubscribeOffer(gen, msg) {
     if (gen !== this._gen) return;
     const pc = this._ensureSubscriber(gen);
+    // The same offer again (sent anew after a resume, or after the server's answer timeout): it
+    // is applied already; send the same answer again (the server ignores one it has).
+    if (pc.signalingState === 'stable' && pc.currentRemoteDescription?.sdp === msg.sdp && pc.currentLocalDescription) {
+      this._send({ type: 'subscribe_answer', sdp: pc.currentLocalDescription.sdp });
+      return;
+    }
     /** @type {Map<string, RemoteBinding>} */
     const next = new Map();
     for (const t of msg.tracks || []) {

@@ -7,8 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-/// How long the server waits for a `subscribe_answer` before it gives up on that offer and
-/// sends a fresh one.
+/// How long the server waits for a `subscribe_answer` before it sends the same offer again.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// State of one subscriber transport's negotiation.
@@ -77,15 +76,13 @@ impl NegotiationState {
         }
     }
 
-    /// Called when [`Self::deadline`] passed: returns `true` when the caller must roll back and
-    /// send a fresh offer (the state restarts its clock).
+    /// Called when [`Self::deadline`] passed: returns `true` when the caller must send the
+    /// offer in flight again (the state restarts its clock; changes queued meanwhile still get
+    /// their offer after the answer).
     pub fn timed_out(&mut self, now: Instant) -> bool {
-        match self.deadline() {
-            Some(d) if d <= now => {
-                *self = Self::AwaitingAnswer {
-                    since: now,
-                    again: false,
-                };
+        match *self {
+            Self::AwaitingAnswer { since, again } if since + ANSWER_TIMEOUT <= now => {
+                *self = Self::AwaitingAnswer { since: now, again };
                 true
             }
             _ => false,

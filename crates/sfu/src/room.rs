@@ -233,6 +233,9 @@ pub(crate) struct Participant {
     /// track of that kind takes one over instead of adding an m-line.
     pub free_slots: Vec<(RTCRtpSenderId, MediaKind)>,
     pub negotiation: NegotiationState,
+    /// An ICE restart of the subscriber was asked for while an offer awaited its answer: the
+    /// offer that follows that answer restarts ICE.
+    pub ice_restart_wanted: bool,
     /// Set when the participant must be removed after the current operation.
     pub closing: Option<CloseReason>,
     /// DataChannels of the publisher transport: id → label.
@@ -457,6 +460,7 @@ impl Room {
             downtracks: Vec::new(),
             free_slots: Vec::new(),
             negotiation: NegotiationState::Stable,
+            ice_restart_wanted: false,
             closing: None,
             channels: Vec::new(),
             resume_token: hex_token(),
@@ -649,7 +653,9 @@ impl Room {
         Ok(sdp_answer)
     }
 
-    /// Applies the answer to the subscriber transport's pending offer.
+    /// Applies the answer to the subscriber transport's pending offer. The very answer already
+    /// applied, sent again (a client answering an offer it got twice, after a resume or a
+    /// resend), changes nothing: it is never taken for the answer to a later offer.
     pub fn subscribe_answer(
         &mut self,
         id: ParticipantId,
@@ -663,6 +669,13 @@ impl Room {
                 "no subscribe offer is awaiting an answer".into(),
             ));
         };
+        if sub
+            .pc
+            .current_remote_description()
+            .is_some_and(|d| d.sdp == sdp)
+        {
+            return Ok(());
+        }
         if p.negotiation == NegotiationState::Stable {
             return Err(SfuError::NegotiationFailed(
                 "no subscribe offer is awaiting an answer".into(),
@@ -695,7 +708,8 @@ impl Room {
             }
         }
         if again {
-            Self::send_offer(p, now);
+            let ice_restart = std::mem::take(&mut p.ice_restart_wanted);
+            Self::send_offer_with(p, now, ice_restart);
         }
         self.refresh_mappings();
         for t in need_keyframes {
@@ -867,11 +881,22 @@ impl Room {
             return;
         };
         if p.negotiation != NegotiationState::Stable {
-            if let Ok(rb) = RTCSessionDescription::rollback(None) {
-                let _ = sub.pc.set_local_description(now, rb);
+            if sub.pc.pending_local_description().is_some() {
+                // Never roll back an offer the client may have applied already: a new one would
+                // order its m-lines differently, which a browser refuses (JSEP, RFC 8829
+                // section 5.2.2).
+                // The client has that offer (on this socket, or sent again by `resume`): the
+                // restart follows its answer.
+                if ice_restart {
+                    p.ice_restart_wanted = true;
+                    p.negotiation.request_offer(now);
+                } else {
+                    Self::resend_offer(p);
+                }
+                return;
             }
+            p.negotiation = NegotiationState::Stable;
         }
-        p.negotiation = NegotiationState::Stable;
         p.negotiation.request_offer(now);
         Self::send_offer_with(p, now, ice_restart);
     }

@@ -405,16 +405,19 @@ impl Core {
                     p.closing.get_or_insert(CloseReason::GraceExpired);
                 }
                 if p.negotiation.timed_out(now) {
-                    warn!(participant = %p.id, "subscribe offer not answered in time: offering again");
-                    if let Some(sub) = p.subscriber.as_mut() {
-                        if let Ok(rb) =
-                            rtc::peer_connection::sdp::RTCSessionDescription::rollback(None)
-                        {
-                            let _ = sub.pc.set_local_description(now, rb);
-                        }
+                    // The same offer again, never a rollback and a new one: the client may have
+                    // applied it (its answer lost), and a new offer's m-line order may differ.
+                    warn!(participant = %p.id, "subscribe offer not answered in time: sending it again");
+                    let pending = p
+                        .subscriber
+                        .as_ref()
+                        .is_some_and(|s| s.pc.pending_local_description().is_some());
+                    if pending {
+                        Room::resend_offer(p);
+                    } else {
+                        Room::send_offer(p, now);
+                        sync_ufrags(room, &mut self.ufrags);
                     }
-                    Room::send_offer(p, now);
-                    sync_ufrags(room, &mut self.ufrags);
                 }
             }
             flush(room, &mut self.transmits);

@@ -666,6 +666,11 @@ fn an_unanswered_subscribe_offer_is_offered_again_and_then_media_flows() {
         "offered again after the 10 s answer timeout: {:?}",
         net.client("bob").offers
     );
+    let sdps = &net.client("bob").offer_sdps;
+    assert_eq!(
+        sdps[1], sdps[0],
+        "the same offer, not a rolled-back new one"
+    );
     net.release_answer("bob");
     net.run(Duration::from_secs(2));
     net.mark();
@@ -1083,4 +1088,46 @@ fn a_resume_while_a_subscribe_offer_awaits_its_answer_sends_that_same_offer_agai
         2,
         "answered: no further offer (no rollback, no renegotiation)"
     );
+}
+
+fn ufrag(sdp: &str) -> &str {
+    sdp.lines()
+        .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+        .expect("an ice-ufrag")
+}
+
+#[test]
+fn an_ice_restart_asked_while_an_offer_awaits_its_answer_follows_that_answer() {
+    let mut net = Net::new();
+    net.join("ada", None);
+    net.join_with("bob", None, true);
+    net.run(Duration::from_millis(300));
+    let bob = net.client("bob").id;
+    net.core.restart_ice(bob, net.now).expect("restart");
+    net.pump();
+    assert_eq!(
+        net.client("bob").offer_sdps.len(),
+        1,
+        "no rollback, no second offer while one is in flight"
+    );
+    // Bob answers; his answer to the restart offer is held back.
+    let answer = net.client_mut("bob").held.take().expect("held answer");
+    let now = net.now;
+    net.core
+        .subscribe_answer(bob, answer.clone(), now)
+        .expect("answer");
+    net.pump();
+    let sdps = net.client("bob").offer_sdps.clone();
+    assert_eq!(sdps.len(), 2, "the restart offer follows the answer");
+    assert_ne!(ufrag(&sdps[1]), ufrag(&sdps[0]), "with new ICE credentials");
+    // The first answer arriving again (a client that got its offer twice) is not taken for the
+    // answer to the restart offer.
+    net.core
+        .subscribe_answer(bob, answer, now)
+        .expect("a repeated answer is ignored");
+    net.release_answer("bob");
+    net.run(Duration::from_secs(2));
+    net.mark();
+    net.run(Duration::from_secs(3));
+    net.assert_flowing("bob", "ada", Duration::from_secs(3), STEP);
 }
