@@ -137,6 +137,10 @@ impl Application {
                 crate::http::GUEST_TOKEN_BURST,
             )),
             api_secret: crate::config::load_api_secret(),
+            calls: crate::calls::CallService::spawn(
+                db.clone(),
+                std::time::Duration::from_secs(args.call_ring_timeout_s.max(1)),
+            ),
             chat: ChatService::new(db, sfu.clone()),
             sfu: sfu.clone(),
             tokens: TokenAuthority::new(secret),

@@ -148,6 +148,9 @@ pub struct ServeArgs {
     /// can choose: set it on the internet.
     #[arg(long, env = "CONFAB_PUBLIC_ORIGIN")]
     pub public_origin: Option<String>,
+    /// How long a 1:1 call rings before it ends unanswered (`missed`), seconds.
+    #[arg(long, env = "CONFAB_CALL_RING_TIMEOUT_S", default_value_t = 30)]
+    pub call_ring_timeout_s: u64,
     /// Webhooks to other backends (`docs/protocol.md`, "Webhooks").
     #[command(flatten)]
     pub webhooks: WebhookArgs,

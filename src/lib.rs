@@ -30,6 +30,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod calls;
 pub mod chat;
 pub mod config;
 pub mod front;

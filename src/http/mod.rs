@@ -7,6 +7,7 @@ pub mod metrics;
 use crate::auth::{AuthError, TokenAuthority, GUEST_TOKEN_TTL_S};
 use crate::chat::ChatService;
 
+mod calls;
 mod paid;
 use crate::signaling::protocol::MAX_FRAME_BYTES;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -23,6 +24,8 @@ pub struct AppState {
     pub chat: ChatService,
     /// Paid sessions (None without chain settings).
     pub paid: Option<crate::paid::PaidHandle>,
+    /// Presence and 1:1 calls.
+    pub calls: crate::calls::CallService,
     /// The LangDAO contract and its chain, for the page (None without chain settings).
     pub paid_chain: Option<crate::paid::ChainInfo>,
     /// Shared secret of other backends (None: their endpoints answer 401).
@@ -128,6 +131,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, static_dir: PathBuf) {
         .route("/api/rooms/{room}/messages", web::get().to(room_messages))
         .configure(paid::routes)
         .configure(auth::routes)
+        .configure(calls::routes)
         .service(actix_files::Files::new("/", static_dir).index_file("index.html"));
 }
 
@@ -197,6 +201,7 @@ async fn websocket(
         claims,
         state.ice.clone(),
         state.webhooks.emitter(),
+        state.calls.clone(),
     ));
     Ok(response)
 }

@@ -16,6 +16,7 @@ use super::protocol::{
 };
 use super::ratelimit::TokenBucket;
 use crate::auth::Claims;
+use crate::calls::{CallAction, CallService};
 use crate::chat::{ChatParticipant, ChatService, CHAT_LABEL};
 use crate::paid::{parse_address, PaidError, PaidEvent, PaidHandle, Presence};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
@@ -81,8 +82,14 @@ pub async fn run(
     claims: Claims,
     ice: std::sync::Arc<crate::ice::IceServers>,
     hooks: confab_webhooks::Emitter,
+    calls: CallService,
 ) {
     let mut paid_events = paid.as_ref().map(|p| p.subscribe());
+    // Online from now: presence and call events come on `calls_rx`.
+    let (socket_id, mut calls_rx) = match calls.connect(&claims.sub, &claims.name).await {
+        Some(r) => (Some(r.socket), Some(r.events)),
+        None => (None, None),
+    };
     let mut joined: Option<Joined> = None;
     let mut last_heard = Instant::now();
     let mut limiter = TokenBucket::new(RATE_PER_S, RATE_BURST, Instant::now());
@@ -102,6 +109,12 @@ pub async fn run(
                 None => std::future::pending().await,
             }
         };
+        let next_call_event = async {
+            match calls_rx.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             msg = stream.recv() => {
                 let Some(msg) = msg else { break None };
@@ -114,6 +127,13 @@ pub async fn run(
                             continue;
                         }
                         match parse_client_message(&text) {
+                            Ok(m) if is_call_message(&m) => {
+                                let reply = match socket_id {
+                                    Some(socket) => call_message(m, &calls, &claims.sub, socket).await,
+                                    None => ServerMessage::error(ErrorCode::Internal, "calls are not available"),
+                                };
+                                send_with(&mut session, &reply, rid.as_ref()).await;
+                            }
                             Ok(m) => {
                                 let joining = joined.is_none() && matches!(m, ClientMessage::Join { .. });
                                 let mut out = Reply { session: &mut session, rid: rid.as_ref() };
@@ -203,6 +223,7 @@ pub async fn run(
                     }
                 }
             },
+            Some(m) = next_call_event => send(&mut session, &m).await,
             _ = ping.tick() => {
                 if last_heard.elapsed() > IDLE_TIMEOUT {
                     info!("signaling socket idle: closing");
@@ -215,6 +236,9 @@ pub async fn run(
         }
     };
     let _ = tokio::time::timeout(SEND_TIMEOUT, session.close(close)).await;
+    if let Some(socket) = socket_id {
+        calls.disconnect(&claims.sub, socket).await;
+    }
     let Some(mut j) = joined.take() else {
         return;
     };
@@ -246,9 +270,13 @@ pub async fn run(
             // Not resumed in time: the media plane has removed it (or, if its answer never came,
             // this makes sure).
             sfu.leave(j.participant).await;
+            calls.left_room(&claims.sub, j.room.as_str(), false).await;
         }
         Exit::Left | Exit::MediaClosed(_) | Exit::Gone => {
             sfu.leave(j.participant).await;
+            calls
+                .left_room(&claims.sub, j.room.as_str(), matches!(exit, Exit::Left))
+                .await;
             if let Some(p) = &paid {
                 // Only a `leave` is on purpose (when every party has left so, the paid session
                 // ends at once); a removal by the server is a disconnect and gets the grace.
@@ -277,6 +305,45 @@ pub async fn run(
         why,
     );
     info!(room = %j.room, participant = %j.participant, "signaling session ended");
+}
+
+/// Presence and call messages: allowed with or without a room.
+fn is_call_message(m: &ClientMessage) -> bool {
+    matches!(
+        m,
+        ClientMessage::WatchPresence
+            | ClientMessage::CallInvite { .. }
+            | ClientMessage::CallAccept { .. }
+            | ClientMessage::CallReject { .. }
+            | ClientMessage::CallCancel { .. }
+            | ClientMessage::CallHangup { .. }
+    )
+}
+
+/// The answer to a presence or call message ([`is_call_message`]) from `socket` of `user`.
+async fn call_message(
+    m: ClientMessage,
+    calls: &CallService,
+    user: &str,
+    socket: u64,
+) -> ServerMessage {
+    match m {
+        ClientMessage::WatchPresence => calls.watch(user, socket).await,
+        ClientMessage::CallInvite { callee } => calls.invite(user, socket, &callee).await,
+        ClientMessage::CallAccept { call_id } => {
+            calls.act(user, socket, &call_id, CallAction::Accept).await
+        }
+        ClientMessage::CallReject { call_id } => {
+            calls.act(user, socket, &call_id, CallAction::Reject).await
+        }
+        ClientMessage::CallCancel { call_id } => {
+            calls.act(user, socket, &call_id, CallAction::Cancel).await
+        }
+        ClientMessage::CallHangup { call_id } => {
+            calls.act(user, socket, &call_id, CallAction::Hangup).await
+        }
+        _ => ServerMessage::error(ErrorCode::Internal, "not a call message"),
+    }
 }
 
 /// `paid_session` for `info`.
@@ -578,6 +645,16 @@ async fn handle(
             sfu.mute(j.participant, source_in(source), muted).await;
             None
         }
+        // Answered by the session loop before it gets here (`call_message`).
+        (
+            ClientMessage::WatchPresence
+            | ClientMessage::CallInvite { .. }
+            | ClientMessage::CallAccept { .. }
+            | ClientMessage::CallReject { .. }
+            | ClientMessage::CallCancel { .. }
+            | ClientMessage::CallHangup { .. },
+            Some(_),
+        ) => None,
     };
     if let Some(r) = reply {
         out.send(&r).await;

@@ -97,6 +97,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeArgs)) -> TestApp {
         turn_ttl_s: 86_400,
         public_origin: None,
         webhooks: Default::default(),
+        call_ring_timeout_s: 30,
     };
     adjust(&mut args);
     let app = Application::build(args).await.expect("the server builds");

@@ -135,6 +135,37 @@ pub enum ClientMessage {
     },
     /// Leave the room.
     Leave,
+    /// Follow who is online: answered by `presence_snapshot`, then a `presence` on each change.
+    /// Allowed before `join` (a lobby socket).
+    WatchPresence,
+    /// Ring `callee` (a user id, the `sub` of their token). Answered by `call_ringing`, or at once
+    /// by `call_ended` (`missed`/`offline`: nobody of that user is connected; `rejected`/`busy`:
+    /// they are in a call). Allowed before `join`.
+    CallInvite {
+        /// The user to call.
+        callee: String,
+    },
+    /// The callee takes the call: both sides get `call_accepted` with the call's room.
+    CallAccept {
+        /// From `call_incoming`.
+        call_id: String,
+    },
+    /// The callee declines: both sides get `call_ended` (`rejected`).
+    CallReject {
+        /// From `call_incoming`.
+        call_id: String,
+    },
+    /// The caller gives up before an answer: both sides get `call_ended` (`missed`/`cancelled`).
+    CallCancel {
+        /// From `call_ringing`.
+        call_id: String,
+    },
+    /// Either side ends an answered call (`ended`/`hangup`); while it still rings, it is a
+    /// cancel (caller) or a reject (callee).
+    CallHangup {
+        /// The call.
+        call_id: String,
+    },
     /// Heartbeat.
     Ping {
         /// Echoed in the `pong`.
@@ -293,6 +324,58 @@ pub enum ServerMessage {
         /// `participant_ended`, `disconnected`, `heartbeat_timeout` or `shutdown`.
         reason: String,
     },
+    /// Who is online now (answer to `watch_presence`), the watcher's own user left out.
+    PresenceSnapshot {
+        /// Online users.
+        users: Vec<PresenceMsg>,
+    },
+    /// A user came online, went offline, or became (un)available.
+    Presence {
+        /// The user.
+        user: PresenceMsg,
+        /// `false`: its last socket closed.
+        online: bool,
+    },
+    /// Your call rings at the callee (sent to each of the caller's sockets).
+    CallRinging {
+        /// The call.
+        call_id: String,
+        /// The callee's user id.
+        callee: String,
+    },
+    /// Someone calls you (sent to each of the callee's sockets): answer with `call_accept` or
+    /// `call_reject`; unanswered, it ends as `missed`/`no_answer` after the ring timeout.
+    CallIncoming {
+        /// The call.
+        call_id: String,
+        /// The caller's user id.
+        caller: String,
+        /// The caller's display name (from their token).
+        caller_name: String,
+    },
+    /// The call was answered: both sides join `room` (a fresh one for this call).
+    CallAccepted {
+        /// The call.
+        call_id: String,
+        /// The room to `join`.
+        room: String,
+    },
+    /// The call is over (sent to every socket of both sides).
+    CallEnded {
+        /// The call.
+        call_id: String,
+        /// The record's final status: `ended`, `rejected` or `missed`.
+        status: String,
+        /// Why: `hangup`, `disconnected` (ended); `rejected`, `busy` (rejected); `no_answer`,
+        /// `cancelled`, `offline`, `caller_gone`, `callee_gone` (missed).
+        reason: String,
+        /// Who ended it (a user id), when someone did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+        /// Answered calls: from the answer to the end, s.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        duration_s: Option<u64>,
+    },
     /// A refusal.
     Error {
         /// Stable code (`docs/protocol.md`).
@@ -306,6 +389,17 @@ pub enum ServerMessage {
         #[serde(skip_serializing_if = "Option::is_none")]
         ts: Option<f64>,
     },
+}
+
+/// An online user as sent to clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceMsg {
+    /// User id (the `sub` of their token).
+    pub user_id: String,
+    /// Display name (from their token).
+    pub name: String,
+    /// Online and not in a call (ringing or answered).
+    pub available: bool,
 }
 
 /// A paid session as sent to clients.
@@ -381,6 +475,13 @@ pub enum ErrorCode {
     /// A transport of this participant failed (no ICE consent for 30 s, RFC 7675, or ICE or DTLS
     /// never completed): the server closes the socket; rejoin.
     TransportFailed,
+    /// No call with that id is yours in a state that allows this (it ended, it is not ringing,
+    /// you are not the side that may do this).
+    CallNotFound,
+    /// `call_invite` named no valid user (empty, over 128 bytes, or yourself).
+    InvalidCallee,
+    /// You are in a call already (ringing or answered): hang up first.
+    InCall,
 }
 
 impl ServerMessage {
@@ -447,7 +548,7 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, (ErrorCode, Str
     match serde_json::from_str::<ClientMessage>(text) {
         Ok(m) => Ok(m),
         Err(e) => {
-            const KNOWN: [&str; 11] = [
+            const KNOWN: [&str; 17] = [
                 "join",
                 "resume",
                 "restart_ice",
@@ -459,6 +560,12 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, (ErrorCode, Str
                 "end_session",
                 "leave",
                 "ping",
+                "watch_presence",
+                "call_invite",
+                "call_accept",
+                "call_reject",
+                "call_cancel",
+                "call_hangup",
             ];
             match serde_json::from_str::<serde_json::Value>(text) {
                 Ok(serde_json::Value::Object(o)) => match o.get("type").and_then(|t| t.as_str()) {
@@ -499,6 +606,17 @@ mod tests {
         assert_eq!(
             parse_client_message(r#"{"type":"dance"}"#).unwrap_err().0,
             ErrorCode::UnknownType
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"call_invite","callee":"bob"}"#),
+            Ok(ClientMessage::CallInvite {
+                callee: "bob".into()
+            })
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"call_accept"}"#).unwrap_err().0,
+            ErrorCode::BadJson,
+            "a known type without its fields"
         );
         assert_eq!(
             parse_client_message(r#"{"type":"join"}"#).unwrap_err().0,

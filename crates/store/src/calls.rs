@@ -201,7 +201,8 @@ const TRANSITION: &str = concat!(
 const CALLS_OF_USER: &str = concat!(
     "SELECT ",
     call_cols!(),
-    " FROM calls WHERE caller_id = $1 OR callee_id = $1 ORDER BY id DESC LIMIT $2"
+    " FROM calls WHERE (caller_id = $1 OR callee_id = $1) AND ($3 IS NULL OR id < $3) \
+     ORDER BY id DESC LIMIT $2"
 );
 
 /// Most records one [`Db::calls_of_user`] call returns.
@@ -304,7 +305,7 @@ impl Db {
     }
 
     /// A user's calls (placed or received), newest first, at most `limit` (capped at
-    /// [`CALLS_MAX_LIMIT`]).
+    /// [`CALLS_MAX_LIMIT`]), only those placed before call `before` when given (the next page).
     ///
     /// # Errors
     /// [`StoreError::Unavailable`].
@@ -312,6 +313,7 @@ impl Db {
         &self,
         user_id: &str,
         limit: u32,
+        before: Option<Uuid>,
     ) -> Result<Vec<CallRecord>, StoreError> {
         let limit = i64::from(limit.min(CALLS_MAX_LIMIT));
         self.run(async {
@@ -319,6 +321,7 @@ impl Db {
                 sqlx::query_as(CALLS_OF_USER)
                     .bind(user_id)
                     .bind(limit)
+                    .bind(before)
                     .fetch_all(pool)
                     .await
             })

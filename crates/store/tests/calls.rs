@@ -140,15 +140,28 @@ async fn a_users_call_history_lists_placed_and_received_calls_newest_first() {
         let c2 = place(&db, "carol", "alice").await;
         place(&db, "bob", "carol").await;
         let ids: Vec<Uuid> = db
-            .calls_of_user("alice", 10)
+            .calls_of_user("alice", 10, None)
             .await
             .unwrap()
             .iter()
             .map(|c| c.id)
             .collect();
         assert_eq!(ids, [c2.id, c1.id]);
-        assert_eq!(db.calls_of_user("alice", 1).await.unwrap().len(), 1);
-        assert!(db.calls_of_user("nobody", 10).await.unwrap().is_empty());
+        assert_eq!(db.calls_of_user("alice", 1, None).await.unwrap().len(), 1);
+        // The next page starts after the last id of the previous one.
+        let next: Vec<Uuid> = db
+            .calls_of_user("alice", 10, Some(c2.id))
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(next, [c1.id]);
+        assert!(db
+            .calls_of_user("nobody", 10, None)
+            .await
+            .unwrap()
+            .is_empty());
     })
     .await;
 }
