@@ -32,20 +32,33 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct TokenArgs {
     /// User id (the JWT `sub`).
-    #[arg(long)]
+    #[arg(long, alias = "identity")]
     pub user: String,
     /// Display name.
     #[arg(long)]
     pub name: String,
-    /// Lifetime, seconds.
-    #[arg(long, default_value_t = 7200)]
+    /// Lifetime: seconds, or with a unit (`90s`, `30m`, `2h`, `1d`).
+    #[arg(long, default_value = "2h", value_parser = parse_ttl)]
     pub ttl: u64,
+    /// What the holder may do: `host`, `participant` or `viewer` (subscribe only).
+    #[arg(long, default_value = "participant")]
+    pub role: crate::auth::Role,
     /// Restrict the token to one room.
     #[arg(long)]
     pub room: Option<String>,
     /// Where the secret lives when CONFAB_JWT_SECRET is unset.
     #[arg(long, env = "CONFAB_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+}
+
+/// A lifetime in seconds from `7200`, `90s`, `30m`, `2h` or `1d` (humantime's grammar).
+fn parse_ttl(s: &str) -> Result<u64, String> {
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(n);
+    }
+    humantime::parse_duration(s)
+        .map(|d| d.as_secs())
+        .map_err(|e| format!("not a lifetime ({e}): e.g. 7200, 30m, 2h"))
 }
 
 /// `confab serve`.

@@ -19,7 +19,10 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Token(t)) => {
             let secret = load_token_secret(&t.data_dir)?;
             let authority = confab::auth::TokenAuthority::new(secret);
-            println!("{}", authority.mint(&t.user, &t.name, t.ttl, t.room));
+            println!(
+                "{}",
+                authority.mint_role(&t.user, &t.name, t.ttl, t.room, t.role)
+            );
             Ok(())
         }
         Some(Command::Serve(args)) => serve(args).await,

@@ -105,6 +105,7 @@ impl ResponseError for ApiError {
     }
     fn error_response(&self) -> HttpResponse {
         let code = match self {
+            ApiError::Unauthorized(AuthError::Expired) => "token_expired",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Forbidden(_) => "forbidden",
@@ -125,6 +126,7 @@ impl ResponseError for ApiError {
 pub fn routes(cfg: &mut web::ServiceConfig, static_dir: PathBuf) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/metrics", web::get().to(metrics::metrics))
+        .route("/api/guests", web::post().to(guest_token))
         .route("/api/guest-token", web::post().to(guest_token))
         .route("/ws", web::get().to(websocket))
         .route("/rooms/{room}", web::get().to(room_page))
@@ -149,8 +151,10 @@ struct GuestTokenRequest {
     name: String,
 }
 
-/// `POST /api/guest-token` `{"name"}` → `{"token", "expires_in"}`. Errors: 400 bad name, 429
-/// `rate_limited` past the per-IP budget ([`GUEST_TOKEN_BURST`], [`GUEST_TOKEN_RATE_PER_S`]).
+/// `POST /api/guests` (and its older name `POST /api/guest-token`) `{"name"}` →
+/// `{"identity": "guest-<uuid>", "token", "expires_in": 7200}`: a new guest identity and a
+/// `participant` token for it (s). Errors: 400 bad name, 429 `rate_limited` past the per-IP
+/// budget ([`GUEST_TOKEN_BURST`], [`GUEST_TOKEN_RATE_PER_S`]).
 async fn guest_token(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -166,8 +170,9 @@ async fn guest_token(
         .ok_or_else(|| ApiError::BadRequest("a name has 1 to 64 printable characters".into()))?;
     let sub = format!("guest-{}", uuid::Uuid::new_v4());
     let token = state.tokens.mint(&sub, name, GUEST_TOKEN_TTL_S, None);
-    Ok(HttpResponse::Ok()
-        .json(serde_json::json!({"token": token, "expires_in": GUEST_TOKEN_TTL_S})))
+    Ok(HttpResponse::Ok().json(
+        serde_json::json!({"identity": sub, "token": token, "expires_in": GUEST_TOKEN_TTL_S}),
+    ))
 }
 
 async fn room_page(state: web::Data<AppState>) -> actix_web::Result<actix_files::NamedFile> {

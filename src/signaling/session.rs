@@ -543,6 +543,14 @@ async fn handle(
             ErrorCode::NotJoined,
             "send join first",
         )),
+        (ClientMessage::PublishOffer { .. }, Some(_))
+            if claims.role == crate::auth::Role::Viewer =>
+        {
+            Some(ServerMessage::error(
+                ErrorCode::NotAllowed,
+                "a viewer token may not publish",
+            ))
+        }
         (ClientMessage::PublishOffer { sdp, tracks }, Some(j)) => {
             if sdp.len() > MAX_SDP_BYTES {
                 Some(ServerMessage::error(

@@ -482,6 +482,8 @@ pub enum ErrorCode {
     InvalidCallee,
     /// You are in a call already (ringing or answered): hang up first.
     InCall,
+    /// Your token's role does not allow this (a `viewer` publishing).
+    NotAllowed,
 }
 
 impl ServerMessage {
@@ -614,7 +616,9 @@ mod tests {
             })
         );
         assert_eq!(
-            parse_client_message(r#"{"type":"call_accept"}"#).unwrap_err().0,
+            parse_client_message(r#"{"type":"call_accept"}"#)
+                .unwrap_err()
+                .0,
             ErrorCode::BadJson,
             "a known type without its fields"
         );
