@@ -30,6 +30,10 @@ pub const RING_TIMEOUT: Duration = Duration::from_secs(30);
 /// Events queued per socket before the excess is dropped.
 pub const SOCKET_QUEUE: usize = 64;
 
+/// Users whose last match partner is remembered (kept across reconnects, so a reload does not
+/// pair the same two again); past it the memory starts afresh.
+pub const LAST_PARTNERS: usize = 100_000;
+
 /// Longest user id `call_invite` accepts, bytes.
 pub const MAX_USER_ID: usize = 128;
 
@@ -101,6 +105,12 @@ enum Cmd {
         room: String,
         on_purpose: bool,
     },
+    Match {
+        user: String,
+        socket: u64,
+        start: bool,
+        reply: oneshot::Sender<ServerMessage>,
+    },
 }
 
 impl CallService {
@@ -117,6 +127,8 @@ impl CallService {
             users: HashMap::new(),
             calls: HashMap::new(),
             next_socket: 1,
+            queue: std::collections::VecDeque::new(),
+            last_partner: HashMap::new(),
         };
         tokio::spawn(task.run(rx));
         Self { tx }
@@ -180,6 +192,18 @@ impl CallService {
                 on_purpose,
             })
             .await;
+    }
+
+    /// `match_start` (`start`) or `match_stop` from `socket` of `user`: the answer for that socket.
+    pub async fn matching(&self, user: &str, socket: u64, start: bool) -> ServerMessage {
+        let (reply, rx) = oneshot::channel();
+        let cmd = Cmd::Match {
+            user: user.to_owned(),
+            socket,
+            start,
+            reply,
+        };
+        self.ask(cmd, rx).await.unwrap_or_else(stopped)
     }
 
     /// `call_invite` from `socket` of `user`: the answer for that socket.
@@ -283,6 +307,10 @@ struct Task {
     users: HashMap<String, User>,
     calls: HashMap<Uuid, Live>,
     next_socket: u64,
+    /// Users waiting to be paired, oldest first: (user, the socket that asked).
+    queue: std::collections::VecDeque<(String, u64)>,
+    /// Each user's partner of their last match (never paired twice in a row).
+    last_partner: HashMap<String, String>,
 }
 
 impl Task {
@@ -321,9 +349,14 @@ impl Task {
                     return;
                 };
                 u.sockets.remove(&socket);
-                if !u.sockets.is_empty() {
+                let empty = u.sockets.is_empty();
+                self.queue.retain(|(_, s)| *s != socket);
+                if !empty {
                     return;
                 }
+                let Some(u) = self.users.get(&user) else {
+                    return;
+                };
                 if let Some(call) = u.call {
                     self.gone(call, &user).await;
                 }
@@ -366,6 +399,20 @@ impl Task {
                 reply,
             } => {
                 let answer = self.act(&user, socket, &call, action).await;
+                let _ = reply.send(answer);
+            }
+            Cmd::Match {
+                user,
+                socket,
+                start,
+                reply,
+            } => {
+                let answer = if start {
+                    self.match_start(&user, socket)
+                } else {
+                    self.queue.retain(|(u, _)| *u != user);
+                    ServerMessage::MatchStopped
+                };
                 let _ = reply.send(answer);
             }
             Cmd::LeftRoom {
@@ -443,6 +490,61 @@ impl Task {
                 }
             }
         }
+    }
+
+    /// Pairs `user` with the longest-waiting eligible user (not themselves, not the partner of
+    /// either's last match), or queues them.
+    fn match_start(&mut self, user: &str, socket: u64) -> ServerMessage {
+        if self.users.get(user).is_some_and(|u| u.call.is_some()) {
+            return ServerMessage::error(ErrorCode::InCall, "you are in a call: hang up first");
+        }
+        if let Some(entry) = self.queue.iter_mut().find(|(u, _)| u == user) {
+            entry.1 = socket;
+            return ServerMessage::MatchWaiting;
+        }
+        let eligible = |other: &str| {
+            other != user
+                && self.last_partner.get(user).map(String::as_str) != Some(other)
+                && self.last_partner.get(other).map(String::as_str) != Some(user)
+        };
+        let Some(at) = self.queue.iter().position(|(u, _)| eligible(u)) else {
+            self.queue.push_back((user.to_owned(), socket));
+            return ServerMessage::MatchWaiting;
+        };
+        let Some((partner, partner_socket)) = self.queue.remove(at) else {
+            return ServerMessage::MatchWaiting;
+        };
+        let room = format!("match-{}", Uuid::new_v4().simple());
+        let name_of = |u: &str| {
+            self.users
+                .get(u)
+                .map(|x| x.name.clone())
+                .unwrap_or_default()
+        };
+        let to_partner = ServerMessage::MatchFound {
+            room: room.clone(),
+            partner: user.to_owned(),
+            partner_name: name_of(user),
+        };
+        let to_user = ServerMessage::MatchFound {
+            room,
+            partner: partner.clone(),
+            partner_name: name_of(&partner),
+        };
+        if let Some(s) = self
+            .users
+            .get(&partner)
+            .and_then(|u| u.sockets.get(&partner_socket))
+        {
+            let _ = s.events.try_send(to_partner);
+        }
+        if self.last_partner.len() >= LAST_PARTNERS {
+            // Bounded memory: forgetting every last partner at once is rare and harmless.
+            self.last_partner.clear();
+        }
+        self.last_partner.insert(user.to_owned(), partner.clone());
+        self.last_partner.insert(partner, user.to_owned());
+        to_user
     }
 
     async fn invite(&mut self, caller: &str, socket: u64, callee: &str) -> ServerMessage {

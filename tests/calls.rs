@@ -398,3 +398,50 @@ async fn presence_and_call_history_need_a_token() {
         .unwrap();
     assert_eq!(r.status(), 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matching_pairs_two_searchers_never_oneself_never_the_same_partner_twice_in_a_row() {
+    let app = common::spawn_app(4).await;
+    let mut a = Ws::open(&app, "ann").await;
+    let mut a2 = Ws::open(&app, "ann").await; // Ann's second tab
+    let mut b = Ws::open(&app, "ben").await;
+    let mut c = Ws::open(&app, "cy").await;
+    let mut d = Ws::open(&app, "dee").await;
+    let start = json!({"type": "match_start"});
+
+    a.ask(start.clone(), "match_waiting").await;
+    // Ann's other tab is not a partner for Ann.
+    a2.ask(start.clone(), "match_waiting").await;
+    let found = b.ask(start.clone(), "match_found").await;
+    assert_eq!(found["partner"], "ann");
+    assert_eq!(found["partner_name"], "ann");
+    let theirs = a2.expect("match_found").await;
+    assert_eq!(theirs["partner"], "ben");
+    assert_eq!(theirs["room"], found["room"]);
+    assert!(found["room"].as_str().unwrap().starts_with("match-"));
+
+    // Again: Ann and Ben are not paired twice in a row; Cy takes Ann, Dee takes Ben.
+    a.ask(start.clone(), "match_waiting").await;
+    b.ask(start.clone(), "match_waiting").await;
+    let f = c.ask(start.clone(), "match_found").await;
+    assert_eq!(f["partner"], "ann");
+    assert_eq!(a.expect("match_found").await["partner"], "cy");
+    let f = d.ask(start.clone(), "match_found").await;
+    assert_eq!(f["partner"], "ben");
+    assert_eq!(b.expect("match_found").await["partner"], "dee");
+
+    // Leaving the queue is immediate: nobody is paired with a user who left it.
+    a.ask(start.clone(), "match_waiting").await;
+    a.ask(json!({"type": "match_stop"}), "match_stopped").await;
+    b.ask(start.clone(), "match_waiting").await;
+    assert!(
+        a.try_expect("match_found", Duration::from_millis(500))
+            .await
+            .is_none(),
+        "Ann left the queue"
+    );
+    // A socket that closes leaves the queue too.
+    drop(b);
+    let mut e = Ws::open(&app, "eve").await;
+    e.ask(start.clone(), "match_waiting").await;
+}

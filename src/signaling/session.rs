@@ -317,6 +317,8 @@ fn is_call_message(m: &ClientMessage) -> bool {
             | ClientMessage::CallReject { .. }
             | ClientMessage::CallCancel { .. }
             | ClientMessage::CallHangup { .. }
+            | ClientMessage::MatchStart
+            | ClientMessage::MatchStop
     )
 }
 
@@ -342,6 +344,8 @@ async fn call_message(
         ClientMessage::CallHangup { call_id } => {
             calls.act(user, socket, &call_id, CallAction::Hangup).await
         }
+        ClientMessage::MatchStart => calls.matching(user, socket, true).await,
+        ClientMessage::MatchStop => calls.matching(user, socket, false).await,
         _ => ServerMessage::error(ErrorCode::Internal, "not a call message"),
     }
 }
@@ -660,7 +664,9 @@ async fn handle(
             | ClientMessage::CallAccept { .. }
             | ClientMessage::CallReject { .. }
             | ClientMessage::CallCancel { .. }
-            | ClientMessage::CallHangup { .. },
+            | ClientMessage::CallHangup { .. }
+            | ClientMessage::MatchStart
+            | ClientMessage::MatchStop,
             Some(_),
         ) => None,
     };

@@ -166,6 +166,12 @@ pub enum ClientMessage {
         /// The call.
         call_id: String,
     },
+    /// "Talk to someone": wait to be paired with another user who asked the same (never
+    /// yourself, never the partner of your last match). Answered by `match_waiting` or, when
+    /// someone waits already, `match_found` (to both). Allowed before `join`.
+    MatchStart,
+    /// Leave the matching queue at once: answered by `match_stopped`.
+    MatchStop,
     /// Heartbeat.
     Ping {
         /// Echoed in the `pong`.
@@ -376,6 +382,19 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         duration_s: Option<u64>,
     },
+    /// You wait in the matching queue (answer to `match_start`).
+    MatchWaiting,
+    /// You were paired: both `join` `room`, a fresh one for the two of you.
+    MatchFound {
+        /// The room to `join`.
+        room: String,
+        /// The partner's user id.
+        partner: String,
+        /// The partner's display name.
+        partner_name: String,
+    },
+    /// You left the matching queue (answer to `match_stop`).
+    MatchStopped,
     /// A refusal.
     Error {
         /// Stable code (`docs/protocol.md`).
@@ -550,7 +569,7 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, (ErrorCode, Str
     match serde_json::from_str::<ClientMessage>(text) {
         Ok(m) => Ok(m),
         Err(e) => {
-            const KNOWN: [&str; 17] = [
+            const KNOWN: [&str; 19] = [
                 "join",
                 "resume",
                 "restart_ice",
@@ -568,6 +587,8 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, (ErrorCode, Str
                 "call_reject",
                 "call_cancel",
                 "call_hangup",
+                "match_start",
+                "match_stop",
             ];
             match serde_json::from_str::<serde_json::Value>(text) {
                 Ok(serde_json::Value::Object(o)) => match o.get("type").and_then(|t| t.as_str()) {
