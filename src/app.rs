@@ -137,6 +137,7 @@ impl Application {
                 crate::http::GUEST_TOKEN_BURST,
             )),
             api_secret: crate::config::load_api_secret(),
+            directory: Default::default(),
             calls: crate::calls::CallService::spawn(
                 db.clone(),
                 std::time::Duration::from_secs(args.call_ring_timeout_s.max(1)),

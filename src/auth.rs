@@ -28,6 +28,9 @@ pub enum Role {
     Participant,
     /// Subscribes only: a `publish_offer` is refused (`not_allowed`).
     Viewer,
+    /// An operator: may read the admin views (`GET /api/rooms`, `GET /api/rooms/{id}`); in a
+    /// room, a participant.
+    Admin,
 }
 
 impl Role {
@@ -37,6 +40,7 @@ impl Role {
             Role::Host => "host",
             Role::Participant => "participant",
             Role::Viewer => "viewer",
+            Role::Admin => "admin",
         }
     }
 }
@@ -48,8 +52,9 @@ impl std::str::FromStr for Role {
             "host" => Ok(Role::Host),
             "participant" => Ok(Role::Participant),
             "viewer" => Ok(Role::Viewer),
+            "admin" => Ok(Role::Admin),
             other => Err(format!(
-                "unknown role {other:?}: host, participant or viewer"
+                "unknown role {other:?}: host, participant, viewer or admin"
             )),
         }
     }
@@ -247,7 +252,7 @@ mod tests {
         }
         // A role it does not know is refused; no role is a participant.
         let json = serde_json::json!({"sub": "u", "name": "n", "exp": now_s() + 60, "iat": now_s(),
-                                      "iss": ISSUER, "aud": AUDIENCE, "role": "admin"});
+                                      "iss": ISSUER, "aud": AUDIENCE, "role": "root"});
         let t = encode(
             &Header::default(),
             &json,

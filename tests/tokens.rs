@@ -86,7 +86,7 @@ async fn each_token_failure_has_its_code_on_websocket_and_rest() {
         ),
         (
             "unknown role",
-            forge(secret, with("role", json!("admin"))),
+            forge(secret, with("role", json!("root"))),
             "unauthorized",
         ),
     ];
@@ -213,15 +213,7 @@ fn confab_token_mints_a_role_and_a_lifetime() {
     );
     assert_eq!(c.exp - c.iat, 7200);
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_confab"))
-        .args([
-            "token",
-            "--identity",
-            "u1",
-            "--name",
-            "N",
-            "--role",
-            "admin",
-        ])
+        .args(["token", "--identity", "u1", "--name", "N", "--role", "root"])
         .env("CONFAB_JWT_SECRET", secret)
         .output()
         .unwrap();

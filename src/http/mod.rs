@@ -9,6 +9,7 @@ use crate::chat::ChatService;
 
 mod calls;
 mod paid;
+pub mod rooms;
 use crate::signaling::protocol::MAX_FRAME_BYTES;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use confab_sfu::{SfuHandle, SfuMetrics};
@@ -26,6 +27,8 @@ pub struct AppState {
     pub paid: Option<crate::paid::PaidHandle>,
     /// Presence and 1:1 calls.
     pub calls: crate::calls::CallService,
+    /// The room directory (listed rooms and their titles).
+    pub directory: rooms::Directory,
     /// The LangDAO contract and its chain, for the page (None without chain settings).
     pub paid_chain: Option<crate::paid::ChainInfo>,
     /// Shared secret of other backends (None: their endpoints answer 401).
@@ -134,6 +137,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, static_dir: PathBuf) {
         .configure(paid::routes)
         .configure(auth::routes)
         .configure(calls::routes)
+        .configure(rooms::routes)
         .service(actix_files::Files::new("/", static_dir).index_file("index.html"));
 }
 

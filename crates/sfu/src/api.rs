@@ -73,6 +73,46 @@ pub struct ParticipantInfo {
     pub tracks: Vec<TrackInfo>,
 }
 
+/// A room as operators see it ([`SfuHandle::snapshot`]): never a token or an ICE credential.
+#[derive(Debug, Clone)]
+pub struct RoomSnapshot {
+    /// The room.
+    pub id: RoomId,
+    /// Its participants, in join order.
+    pub participants: Vec<ParticipantSnapshot>,
+}
+
+/// One participant of a [`RoomSnapshot`].
+#[derive(Debug, Clone)]
+pub struct ParticipantSnapshot {
+    /// Its id.
+    pub id: ParticipantId,
+    /// Display name.
+    pub name: String,
+    /// The access token's subject that joined.
+    pub user: String,
+    /// Its signaling socket is gone and it waits to be resumed.
+    pub detached: bool,
+    /// What it publishes, with its mute state.
+    pub tracks: Vec<TrackInfo>,
+    /// Its publisher transport.
+    pub publisher: TransportSnapshot,
+    /// Its subscriber transport, once there is one.
+    pub subscriber: Option<TransportSnapshot>,
+}
+
+/// One transport of a [`ParticipantSnapshot`].
+#[derive(Debug, Clone)]
+pub struct TransportSnapshot {
+    /// `rtc`'s peer connection state: `new`, `connecting`, `connected`, `failed`, `closed`…
+    pub state: String,
+    /// ICE consent (RFC 7675) as the core tracks it: `new`, `checking`, `connected`,
+    /// `disconnected`, `failed`.
+    pub consent: String,
+    /// The selected candidate pair media goes to: (`udp`/`tcp`, local address, remote address).
+    pub selected: Option<(String, std::net::SocketAddr, std::net::SocketAddr)>,
+}
+
 /// The answer to a successful join.
 #[derive(Debug, Clone)]
 pub struct JoinInfo {
@@ -461,6 +501,10 @@ pub(crate) enum Command {
         participant: ParticipantId,
         reply: oneshot::Sender<Result<(), SfuError>>,
     },
+    Snapshot {
+        room: Option<RoomId>,
+        reply: oneshot::Sender<Result<Vec<RoomSnapshot>, SfuError>>,
+    },
     AdoptTcp {
         stream: std::net::TcpStream,
         local_ip: IpAddr,
@@ -484,6 +528,7 @@ impl Command {
             Self::Detach { .. } => "detach",
             Self::Resume { .. } => "resume",
             Self::RestartIce { .. } => "restart_ice",
+            Self::Snapshot { .. } => "snapshot",
             Self::AdoptTcp { .. } => "adopt_tcp",
             Self::Shutdown => "shutdown",
         }
@@ -678,6 +723,12 @@ impl SfuHandle {
     pub async fn restart_ice(&self, participant: ParticipantId) -> Result<(), SfuError> {
         self.call(|reply| Command::RestartIce { participant, reply })
             .await
+    }
+
+    /// Every room (`room: None`) or that one room, as operators see it, by room id.
+    /// Errors: [`SfuError::Stopped`].
+    pub async fn snapshot(&self, room: Option<RoomId>) -> Result<Vec<RoomSnapshot>, SfuError> {
+        self.call(|reply| Command::Snapshot { room, reply }).await
     }
 
     /// Hands the worker an ICE-TCP connection (RFC 6544 passive, RFC 4571 framing) accepted

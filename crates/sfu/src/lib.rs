@@ -48,9 +48,9 @@ mod worker;
 pub use crate::core::{Core, Transmit};
 pub use crate::room::LocalCandidates;
 pub use api::{
-    Attachment, CloseReason, JoinInfo, MediaConfig, MediaInterface, ParticipantInfo, PublishTrack,
-    ResumeInfo, RoomEvent, SfuError, SfuEvent, SfuHandle, SfuMetrics, SubscribedTrack, TrackInfo,
-    EVENT_QUEUE,
+    Attachment, CloseReason, JoinInfo, MediaConfig, MediaInterface, ParticipantInfo,
+    ParticipantSnapshot, PublishTrack, ResumeInfo, RoomEvent, RoomSnapshot, SfuError, SfuEvent,
+    SfuHandle, SfuMetrics, SubscribedTrack, TrackInfo, TransportSnapshot, EVENT_QUEUE,
 };
 pub use ids::{MediaKind, ParticipantId, RoomId, RoomIdError, TrackId, TrackSource, TransportRole};
 pub use worker::{spawn_media_worker, ROOM_EVENTS};

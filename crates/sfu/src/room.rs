@@ -251,7 +251,44 @@ pub(crate) struct Participant {
     pub detached_since: Option<Instant>,
 }
 
+impl Transport {
+    /// What operators see of it.
+    pub fn snapshot(&self) -> crate::TransportSnapshot {
+        let consent = match self.paths.state() {
+            ConsentState::New => "new",
+            ConsentState::Checking => "checking",
+            ConsentState::Connected => "connected",
+            ConsentState::Disconnected => "disconnected",
+            ConsentState::Failed => "failed",
+        };
+        crate::TransportSnapshot {
+            state: self.state.to_string(),
+            consent: consent.to_owned(),
+            selected: self.paths.destination().map(|t| {
+                let proto = match t.transport_protocol {
+                    rtc::shared::TransportProtocol::UDP => "udp",
+                    _ => "tcp",
+                };
+                (proto.to_owned(), t.local_addr, t.peer_addr)
+            }),
+        }
+    }
+}
+
 impl Participant {
+    /// What operators see of it.
+    pub fn snapshot(&self) -> crate::ParticipantSnapshot {
+        crate::ParticipantSnapshot {
+            id: self.id,
+            name: self.name.clone(),
+            user: self.user.clone(),
+            detached: self.detached_since.is_some(),
+            tracks: self.info().tracks,
+            publisher: self.publisher.snapshot(),
+            subscriber: self.subscriber.as_ref().map(Transport::snapshot),
+        }
+    }
+
     pub fn info(&self) -> ParticipantInfo {
         ParticipantInfo {
             id: self.id,

@@ -665,6 +665,21 @@ impl Core {
         })
     }
 
+    /// Every room (`None`) or one, as operators see it ([`crate::RoomSnapshot`]), by room id.
+    pub fn snapshot(&self, room: Option<&RoomId>) -> Vec<crate::RoomSnapshot> {
+        let mut rooms: Vec<crate::RoomSnapshot> = self
+            .rooms
+            .values()
+            .filter(|r| room.is_none_or(|id| *id == r.id))
+            .map(|r| crate::RoomSnapshot {
+                id: r.id.clone(),
+                participants: r.participants.iter().map(|p| p.snapshot()).collect(),
+            })
+            .collect();
+        rooms.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+        rooms
+    }
+
     /// Offers the subscriber transport again with an ICE restart (the client saw it fail).
     pub fn restart_ice(
         &mut self,
