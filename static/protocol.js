@@ -69,7 +69,8 @@ export const TIMING = Object.freeze({
 });
 
 /** Server error codes after which retrying the same join is pointless. */
-const FATAL_JOIN_ERRORS = new Set(['room_full', 'invalid_room', 'invalid_name', 'unauthorized', 'already_joined']);
+const FATAL_JOIN_ERRORS = new Set(['room_full', 'invalid_room', 'invalid_name', 'unauthorized', 'already_joined',
+  'room_locked', 'removed', 'token_expired']);
 /** Server error codes that refuse our last publisher offer. */
 const OFFER_ERRORS = new Set(['invalid_sdp', 'sdp_too_large', 'negotiation_failed']);
 /** Server error codes that answer `session_started`. */
@@ -693,6 +694,16 @@ export class ConfabSession extends EventTarget {
         if (changed) this._emit('media', { participantId: msg.participant_id });
         return;
       }
+      case 'muted_by_host':
+        // The server forwards none of it now; mute it here too so the buttons say so, and the
+        // user unmutes it as usual.
+        this._emit('muted-by-host', { source: String(msg.source) });
+        if (msg.source === 'microphone') this.setMicMuted(true);
+        else if (msg.source === 'camera') this.setCameraOff(true);
+        return;
+      case 'room_locked':
+        this._emit('room-locked', { locked: !!msg.locked });
+        return;
       case 'track_muted': {
         const p = this.participants.get(msg.participant_id);
         const t = p?.tracks.get(msg.track_id);

@@ -274,6 +274,8 @@ function start(name) {
   s.addEventListener('local-media', () => { renderLocal(); renderControls(); });
   s.addEventListener('server-error', (ev) => toast(`${detail(ev).message}`, 'error', detail(ev).code));
   s.addEventListener('notice', (ev) => toast(detail(ev).message, detail(ev).level, '', 10_000));
+  s.addEventListener('muted-by-host', (ev) => toast(`A host muted your ${detail(ev).source}. Unmute it when you want to speak.`, 'warning', '', 10_000));
+  s.addEventListener('room-locked', (ev) => toast(detail(ev).locked ? 'A host locked the room: nobody new can join.' : 'A host unlocked the room.', 'info'));
   renderControls();
   s.start().catch((e) => showState('failed', e?.message || String(e)));
   setInterval(pollLevels, LEVEL_POLL_MS);

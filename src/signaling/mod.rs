@@ -25,5 +25,7 @@ pub fn error_code(e: &SfuError) -> ErrorCode {
         SfuError::NegotiationFailed(_) => ErrorCode::NegotiationFailed,
         SfuError::Stopped | SfuError::Internal => ErrorCode::Internal,
         SfuError::ResumeFailed => ErrorCode::ResumeFailed,
+        SfuError::RoomLocked => ErrorCode::RoomLocked,
+        SfuError::Removed => ErrorCode::Removed,
     }
 }

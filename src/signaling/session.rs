@@ -175,6 +175,7 @@ pub async fn run(
                             break Some(CloseReason { code: CloseCode::Away, description: Some("server shutting down".into()) });
                         }
                         let (code, why) = match reason {
+                            confab_sfu::CloseReason::Removed => (ErrorCode::Removed, "a host removed you from this room"),
                             confab_sfu::CloseReason::TransportFailed => (ErrorCode::TransportFailed, "a transport failed (no ICE consent for 30 s, or ICE/DTLS never completed)"),
                             confab_sfu::CloseReason::InternalError => (ErrorCode::Internal, "the server failed handling your connection; rejoin"),
                             _ => (ErrorCode::Internal, "the server could not deliver events to this participant fast enough"),
@@ -305,6 +306,25 @@ pub async fn run(
         why,
     );
     info!(room = %j.room, participant = %j.participant, "signaling session ended");
+}
+
+/// A host's action on the participant named `participant_id`: `None` when done, else the error.
+async fn host_action(
+    sfu: &SfuHandle,
+    host: ParticipantId,
+    participant_id: &str,
+    action: impl FnOnce(ParticipantId) -> confab_sfu::HostAction,
+) -> Option<ServerMessage> {
+    let Some(target) = ParticipantId::parse(participant_id) else {
+        return Some(ServerMessage::error(
+            ErrorCode::BadJson,
+            "participant_id is not a participant id",
+        ));
+    };
+    match sfu.host(host, action(target)).await {
+        Ok(()) => None,
+        Err(e) => Some(ServerMessage::error(super::error_code(&e), e.to_string())),
+    }
 }
 
 /// Presence and call messages: allowed with or without a room.
@@ -547,6 +567,45 @@ async fn handle(
             ErrorCode::NotJoined,
             "send join first",
         )),
+        (
+            ClientMessage::HostMute { .. }
+            | ClientMessage::HostRemove { .. }
+            | ClientMessage::HostLock { .. },
+            Some(_),
+        ) if claims.role != crate::auth::Role::Host => Some(ServerMessage::error(
+            ErrorCode::NotAllowed,
+            "only a host token may do this",
+        )),
+        (
+            ClientMessage::HostMute {
+                participant_id,
+                source,
+            },
+            Some(j),
+        ) => {
+            host_action(sfu, j.participant, &participant_id, |p| {
+                confab_sfu::HostAction::Mute {
+                    participant: p,
+                    source: source_in(source),
+                }
+            })
+            .await
+        }
+        (ClientMessage::HostRemove { participant_id }, Some(j)) => {
+            host_action(sfu, j.participant, &participant_id, |p| {
+                confab_sfu::HostAction::Remove { participant: p }
+            })
+            .await
+        }
+        (ClientMessage::HostLock { locked }, Some(j)) => {
+            match sfu
+                .host(j.participant, confab_sfu::HostAction::Lock(locked))
+                .await
+            {
+                Ok(()) => None,
+                Err(e) => Some(ServerMessage::error(super::error_code(&e), e.to_string())),
+            }
+        }
         (ClientMessage::PublishOffer { .. }, Some(_))
             if claims.role == crate::auth::Role::Viewer =>
         {
@@ -769,6 +828,10 @@ fn event_message(ev: SfuEvent) -> Option<ServerMessage> {
         SfuEvent::ParticipantReconnected(id) => ServerMessage::ParticipantReconnected {
             participant_id: id.to_string(),
         },
+        SfuEvent::MutedByHost(source) => ServerMessage::MutedByHost {
+            source: source_out(source),
+        },
+        SfuEvent::RoomLocked(locked) => ServerMessage::RoomLocked { locked },
         SfuEvent::DataMessage { .. } | SfuEvent::DataChannelOpen { .. } => return None,
         SfuEvent::Closed(_) => return None,
     })

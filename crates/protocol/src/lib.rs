@@ -166,6 +166,25 @@ pub enum ClientMessage {
         /// The call.
         call_id: String,
     },
+    /// A host (a `host` token) mutes another participant's track in its room: the server
+    /// forwards none of it until that participant unmutes it itself.
+    HostMute {
+        /// Whose track.
+        participant_id: String,
+        /// Which one.
+        source: Source,
+    },
+    /// A host removes a participant from its room; that user may not join it again while it is
+    /// open.
+    HostRemove {
+        /// Who.
+        participant_id: String,
+    },
+    /// A host locks (`true`) or unlocks its room: while locked, nobody new joins.
+    HostLock {
+        /// Locked or not.
+        locked: bool,
+    },
     /// "Talk to someone": wait to be paired with another user who asked the same (never
     /// yourself, never the partner of your last match). Answered by `match_waiting` or, when
     /// someone waits already, `match_found` (to both). Allowed before `join`.
@@ -382,6 +401,17 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         duration_s: Option<u64>,
     },
+    /// A host muted your `source`: the server forwards none of it until you unmute it (a
+    /// `mute` with `muted: false`).
+    MutedByHost {
+        /// Which of your tracks.
+        source: Source,
+    },
+    /// A host locked or unlocked the room (to everyone in it).
+    RoomLocked {
+        /// Locked or not.
+        locked: bool,
+    },
     /// You wait in the matching queue (answer to `match_start`).
     MatchWaiting,
     /// You were paired: both `join` `room`, a fresh one for the two of you.
@@ -501,8 +531,12 @@ pub enum ErrorCode {
     InvalidCallee,
     /// You are in a call already (ringing or answered): hang up first.
     InCall,
-    /// Your token's role does not allow this (a `viewer` publishing).
+    /// Your token's role does not allow this (a `viewer` publishing, a non-host's host control).
     NotAllowed,
+    /// The room is locked by a host: nobody new joins.
+    RoomLocked,
+    /// A host removed you from this room: you may not join it again while it is open.
+    Removed,
 }
 
 impl ServerMessage {
@@ -569,7 +603,7 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, (ErrorCode, Str
     match serde_json::from_str::<ClientMessage>(text) {
         Ok(m) => Ok(m),
         Err(e) => {
-            const KNOWN: [&str; 19] = [
+            const KNOWN: [&str; 22] = [
                 "join",
                 "resume",
                 "restart_ice",
@@ -589,6 +623,9 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, (ErrorCode, Str
                 "call_hangup",
                 "match_start",
                 "match_stop",
+                "host_mute",
+                "host_remove",
+                "host_lock",
             ];
             match serde_json::from_str::<serde_json::Value>(text) {
                 Ok(serde_json::Value::Object(o)) => match o.get("type").and_then(|t| t.as_str()) {

@@ -73,6 +73,28 @@ pub struct ParticipantInfo {
     pub tracks: Vec<TrackInfo>,
 }
 
+/// What a room's host does to the room or to another participant in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostAction {
+    /// Stop forwarding `source` of `participant` and tell it (it may unmute itself).
+    Mute {
+        /// Whose track.
+        participant: ParticipantId,
+        /// Which one.
+        source: TrackSource,
+    },
+    /// Remove `participant`; its user may not join the room again while the room is open.
+    Remove {
+        /// Who.
+        participant: ParticipantId,
+    },
+    /// Lock (`true`) or unlock the room to new joins (resumes still come back).
+    Lock(bool),
+}
+
+/// Most users one room remembers as removed (the oldest is forgotten past it).
+pub const MAX_REMOVED_USERS: usize = 256;
+
 /// A room as operators see it ([`SfuHandle::snapshot`]): never a token or an ICE credential.
 #[derive(Debug, Clone)]
 pub struct RoomSnapshot {
@@ -219,6 +241,8 @@ pub enum CloseReason {
     Resumed,
     /// The participant's socket was gone for longer than the resume grace period: it has left.
     GraceExpired,
+    /// A host of the room removed it; its user may not join that room again while it is open.
+    Removed,
 }
 
 /// An event for one participant's signaling session.
@@ -267,6 +291,11 @@ pub enum SfuEvent {
     },
     /// The media plane removed the participant; the session should close.
     Closed(CloseReason),
+    /// A host muted this participant's `source`: the server forwards none of it until the
+    /// participant unmutes it itself ([`SfuHandle::mute`]).
+    MutedByHost(TrackSource),
+    /// A host locked (`true`) or unlocked the room: while locked, nobody new joins.
+    RoomLocked(bool),
 }
 
 /// Room lifecycle, for the subsystems that hook into it (chat history, paid sessions).
@@ -322,6 +351,12 @@ pub enum SfuError {
     /// No participant with that id and resume token (it left, or the grace period expired).
     #[error("nothing to resume: the participant is gone or the token is wrong")]
     ResumeFailed,
+    /// A host locked the room: nobody new joins.
+    #[error("the room is locked")]
+    RoomLocked,
+    /// A host removed this user from the room: they may not join it again while it is open.
+    #[error("a host removed you from this room")]
+    Removed,
 }
 
 /// Counters of the media plane, updated by the worker with relaxed atomics (no lock on the
@@ -505,6 +540,11 @@ pub(crate) enum Command {
         room: Option<RoomId>,
         reply: oneshot::Sender<Result<Vec<RoomSnapshot>, SfuError>>,
     },
+    Host {
+        host: ParticipantId,
+        action: HostAction,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
     AdoptTcp {
         stream: std::net::TcpStream,
         local_ip: IpAddr,
@@ -529,6 +569,7 @@ impl Command {
             Self::Resume { .. } => "resume",
             Self::RestartIce { .. } => "restart_ice",
             Self::Snapshot { .. } => "snapshot",
+            Self::Host { .. } => "host",
             Self::AdoptTcp { .. } => "adopt_tcp",
             Self::Shutdown => "shutdown",
         }
@@ -723,6 +764,18 @@ impl SfuHandle {
     pub async fn restart_ice(&self, participant: ParticipantId) -> Result<(), SfuError> {
         self.call(|reply| Command::RestartIce { participant, reply })
             .await
+    }
+
+    /// `host` (a participant the signaling layer knows holds a `host` token) acts on its room.
+    /// Errors: [`SfuError::UnknownParticipant`] when either is not in a room, or the target is
+    /// in another room (or is the host itself, for a removal); [`SfuError::Stopped`].
+    pub async fn host(&self, host: ParticipantId, action: HostAction) -> Result<(), SfuError> {
+        self.call(|reply| Command::Host {
+            host,
+            action,
+            reply,
+        })
+        .await
     }
 
     /// Every room (`room: None`) or that one room, as operators see it, by room id.

@@ -48,7 +48,7 @@ mod worker;
 pub use crate::core::{Core, Transmit};
 pub use crate::room::LocalCandidates;
 pub use api::{
-    Attachment, CloseReason, JoinInfo, MediaConfig, MediaInterface, ParticipantInfo,
+    Attachment, CloseReason, HostAction, JoinInfo, MediaConfig, MediaInterface, ParticipantInfo,
     ParticipantSnapshot, PublishTrack, ResumeInfo, RoomEvent, RoomSnapshot, SfuError, SfuEvent,
     SfuHandle, SfuMetrics, SubscribedTrack, TrackInfo, TransportSnapshot, EVENT_QUEUE,
 };

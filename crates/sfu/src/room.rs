@@ -178,6 +178,8 @@ pub(crate) struct Published {
     pub mid: String,
     pub source: TrackSource,
     pub muted: bool,
+    /// A host muted it: its RTP is not forwarded until its publisher unmutes it.
+    pub host_muted: bool,
     pub receiver: Option<RTCRtpReceiverId>,
     /// SSRCs seen for it (from `a=ssrc` and from the first packets).
     pub ssrcs: Vec<u32>,
@@ -454,6 +456,11 @@ pub(crate) struct ForwardOutcome {
 pub(crate) struct Room {
     pub id: RoomId,
     pub participants: Vec<Participant>,
+    /// A host locked it: nobody new joins.
+    pub locked: bool,
+    /// Users a host removed: they may not join again while the room is open (at most
+    /// [`crate::api::MAX_REMOVED_USERS`], oldest forgotten first).
+    pub removed_users: std::collections::VecDeque<String>,
 }
 
 impl Room {
@@ -461,6 +468,8 @@ impl Room {
         Self {
             id,
             participants: Vec::new(),
+            locked: false,
+            removed_users: std::collections::VecDeque::new(),
         }
     }
 
@@ -626,13 +635,14 @@ impl Room {
                 .published
                 .iter()
                 .position(|o| o.mid == t.mid && o.source == t.source);
-            let (muted, mut ssrcs, last) = match old {
+            let (muted, host_muted, mut ssrcs, last) = match old {
                 Some(i) => (
                     p.published[i].muted,
+                    p.published[i].host_muted,
                     p.published[i].ssrcs.clone(),
                     p.published[i].last_keyframe_request,
                 ),
-                None => (false, vec![], None),
+                None => (false, false, vec![], None),
             };
             for s in ssrcs_by_mid
                 .iter()
@@ -647,6 +657,7 @@ impl Room {
                 mid: t.mid.clone(),
                 source: t.source,
                 muted,
+                host_muted,
                 receiver: Some(receiver),
                 ssrcs,
                 codecs,
@@ -1135,6 +1146,9 @@ impl Room {
             return outcome;
         };
         SfuMetrics::inc(&metrics.rtp_in);
+        if self.participants[idx].published[mid_idx].host_muted {
+            return outcome;
+        }
         if self.participants[idx].published[mid_idx]
             .keyframe_pending
             .is_some()

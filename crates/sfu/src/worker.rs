@@ -499,6 +499,13 @@ fn apply(core: &mut Core, cmd: Command, now: Instant) {
         Command::RestartIce { participant, reply } => {
             let _ = reply.send(core.restart_ice(participant, now));
         }
+        Command::Host {
+            host,
+            action,
+            reply,
+        } => {
+            let _ = reply.send(core.host(host, action, now));
+        }
         Command::Snapshot { room, reply } => {
             let _ = reply.send(Ok(core.snapshot(room.as_ref())));
         }

@@ -503,6 +503,15 @@ impl Core {
             let Some(t) = p.published.iter_mut().find(|t| t.source == source) else {
                 return Ok(());
             };
+            if !muted && t.host_muted {
+                // The participant unmutes itself: forwarding resumes, from a fresh keyframe.
+                t.host_muted = false;
+                let mid = t.mid.clone();
+                p.request_keyframe_now(&mid, now);
+            }
+            let Some(t) = p.published.iter_mut().find(|t| t.source == source) else {
+                return Ok(());
+            };
             if t.muted == muted {
                 return Ok(());
             }
@@ -665,6 +674,80 @@ impl Core {
         })
     }
 
+    /// `host` acts on its room ([`crate::HostAction`]). Errors: [`SfuError::UnknownParticipant`]
+    /// when the host or the target is in no room, the target is in another room, or a host
+    /// would remove itself.
+    pub fn host(
+        &mut self,
+        host: ParticipantId,
+        action: crate::HostAction,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        let room_id = self
+            .where_is
+            .get(&host)
+            .cloned()
+            .ok_or(SfuError::UnknownParticipant)?;
+        let same_room = |p: &ParticipantId| self.where_is.get(p) == Some(&room_id);
+        match action {
+            crate::HostAction::Lock(locked) => {
+                let room = self
+                    .rooms
+                    .get_mut(&room_id)
+                    .ok_or(SfuError::UnknownParticipant)?;
+                if room.locked != locked {
+                    room.locked = locked;
+                    for p in &mut room.participants {
+                        p.send(SfuEvent::RoomLocked(locked));
+                    }
+                    info!(room = %room_id, locked, "room lock changed by a host");
+                }
+                Ok(())
+            }
+            crate::HostAction::Remove { participant } => {
+                if participant == host || !same_room(&participant) {
+                    return Err(SfuError::UnknownParticipant);
+                }
+                if let Some(room) = self.rooms.get_mut(&room_id) {
+                    if let Some(user) = room
+                        .index_of(participant)
+                        .map(|i| room.participants[i].user.clone())
+                    {
+                        if room.removed_users.len() >= crate::api::MAX_REMOVED_USERS {
+                            room.removed_users.pop_front();
+                        }
+                        room.removed_users.push_back(user);
+                    }
+                }
+                info!(room = %room_id, %participant, "removed by a host");
+                self.remove(participant, Some(CloseReason::Removed), now);
+                Ok(())
+            }
+            crate::HostAction::Mute {
+                participant,
+                source,
+            } => {
+                if !same_room(&participant) {
+                    return Err(SfuError::UnknownParticipant);
+                }
+                let muted_now = self.with_participant(participant, now, |room, idx| {
+                    let p = &mut room.participants[idx];
+                    let Some(t) = p.published.iter_mut().find(|t| t.source == source) else {
+                        return Ok(false);
+                    };
+                    t.host_muted = true;
+                    p.send(SfuEvent::MutedByHost(source));
+                    Ok(true)
+                })?;
+                if muted_now {
+                    // The others see it muted, as if the participant had said so.
+                    self.mute(participant, source, true, now);
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Every room (`None`) or one, as operators see it ([`crate::RoomSnapshot`]), by room id.
     pub fn snapshot(&self, room: Option<&RoomId>) -> Vec<crate::RoomSnapshot> {
         let mut rooms: Vec<crate::RoomSnapshot> = self
@@ -741,6 +824,12 @@ impl Core {
             .rooms
             .entry(room_id.clone())
             .or_insert_with(|| Room::new(room_id.clone()));
+        if room.locked {
+            return Err(SfuError::RoomLocked);
+        }
+        if room.removed_users.contains(&user) {
+            return Err(SfuError::Removed);
+        }
         if room.participants.len() >= max {
             let empty = room.participants.is_empty();
             if empty {
