@@ -34,7 +34,7 @@ status=0
 # lacks the flag and runs one file per spare core anyway.
 CONCURRENCY=""
 if node --test-concurrency=1 -e 0 >/dev/null 2>&1; then CONCURRENCY="--test-concurrency=1"; fi
-CONFAB_URL="http://127.0.0.1:$PORT" CONFAB_BIN="$BIN" node --test $CONCURRENCY tests/browser/ || status=$?
+CONFAB_URL="http://127.0.0.1:$PORT" CONFAB_BIN="$BIN" CONFAB_DATA_DIR="$DATA" node --test $CONCURRENCY tests/browser/ || status=$?
 if [ "$status" -ne 0 ]; then
     echo "test-browser: failed; server log tail:"
     tail -80 "$LOG"

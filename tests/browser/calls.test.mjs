@@ -75,3 +75,44 @@ test('A calls B from the calls page: B rings and accepts, both see each other, A
       await browser.close();
     }
   });
+
+test('the landing page lists a room its host put in the directory, with its head count, and Join opens it',
+  { timeout: 60_000 }, async () => {
+    const { execFileSync } = await import('node:child_process');
+    const browser = await launch();
+    const pages = [];
+    try {
+      // A host (token minted like another backend would) joins and lists the room.
+      const room = `study-${Math.random().toString(36).slice(2, 8)}`;
+      const host = await browser.newContext();
+      const hp = await host.newPage();
+      pages.push(hp);
+      const dataDir = process.env.CONFAB_DATA_DIR;
+      assert.ok(dataDir && process.env.CONFAB_BIN, 'scripts/test-browser.sh sets CONFAB_DATA_DIR and CONFAB_BIN (the server\'s token secret)');
+      const token = execFileSync(process.env.CONFAB_BIN, ['token', '--identity', 'hana', '--name', 'Hana', '--role', 'host', '--room', room, '--data-dir', dataDir],
+        { env: Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CONFAB_JWT_SECRET'))) }).toString().trim();
+      await hp.goto(`${BASE}/rooms/${room}#token=${token}`);
+      await eventually(() => hp.evaluate(() => window.confab?.state === 'connected'), 20_000, 'the host in the room');
+      const r = await hp.evaluate(async ({ room, token }) => (await fetch(`/api/rooms/${room}/listing`, {
+        method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+        body: JSON.stringify({ listed: true, title: 'Spanish B1' }),
+      })).status, { room, token });
+      assert.equal(r, 200);
+
+      const visitor = await browser.newContext();
+      const vp = await visitor.newPage();
+      pages.push(vp);
+      await vp.goto(`${BASE}/`);
+      const row = vp.locator(`#listed-rooms li[data-room="${room}"]`);
+      await row.waitFor({ timeout: 15_000 });
+      assert.match(await row.textContent(), /Spanish B1 · 1 person/);
+      await vp.fill('#name', 'Vic');
+      await row.locator('button').click();
+      await vp.waitForURL(new RegExp(`/rooms/${room}`), { timeout: 10_000 });
+    } catch (e) {
+      await diagnose(pages);
+      throw e;
+    } finally {
+      await browser.close();
+    }
+  });
