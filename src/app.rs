@@ -138,6 +138,7 @@ impl Application {
             )),
             api_secret: crate::config::load_api_secret(),
             directory: Default::default(),
+            max_total_participants: args.max_total_participants.max(1),
             calls: crate::calls::CallService::spawn(
                 db.clone(),
                 std::time::Duration::from_secs(args.call_ring_timeout_s.max(1)),

@@ -161,6 +161,10 @@ pub struct ServeArgs {
     /// can choose: set it on the internet.
     #[arg(long, env = "CONFAB_PUBLIC_ORIGIN")]
     pub public_origin: Option<String>,
+    /// Most participants this server holds in all its rooms together: a join past it is refused
+    /// with `server_full` (a soft cap: joins racing at the limit may pass it by a few).
+    #[arg(long, env = "CONFAB_MAX_TOTAL_PARTICIPANTS", default_value_t = 1000)]
+    pub max_total_participants: usize,
     /// How long a 1:1 call rings before it ends unanswered (`missed`), seconds.
     #[arg(long, env = "CONFAB_CALL_RING_TIMEOUT_S", default_value_t = 30)]
     pub call_ring_timeout_s: u64,

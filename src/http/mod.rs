@@ -27,6 +27,9 @@ pub struct AppState {
     pub paid: Option<crate::paid::PaidHandle>,
     /// Presence and 1:1 calls.
     pub calls: crate::calls::CallService,
+    /// The server-wide participant cap (`--max-total-participants`): joins past it get
+    /// `server_full`.
+    pub max_total_participants: usize,
     /// The room directory (listed rooms and their titles).
     pub directory: rooms::Directory,
     /// The LangDAO contract and its chain, for the page (None without chain settings).
@@ -211,6 +214,7 @@ async fn websocket(
         state.ice.clone(),
         state.webhooks.emitter(),
         state.calls.clone(),
+        state.max_total_participants,
     ));
     Ok(response)
 }

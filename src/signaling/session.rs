@@ -32,6 +32,10 @@ use tracing::{debug, info};
 pub const PING_INTERVAL: Duration = Duration::from_secs(10);
 /// A socket that sends nothing (no message, no pong) for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A socket that has neither joined (or resumed) a room nor used presence, calls or matching
+/// this long after it opened is closed (`join_timeout`): a socket costs the server memory and a
+/// task, and a client that opens many and never uses them hurts only itself.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Signaling rate limit: average messages per second per socket.
 pub const RATE_PER_S: f64 = 5.0;
 /// Signaling rate limit: burst.
@@ -83,6 +87,7 @@ pub async fn run(
     ice: std::sync::Arc<crate::ice::IceServers>,
     hooks: confab_webhooks::Emitter,
     calls: CallService,
+    max_total_participants: usize,
 ) {
     let mut paid_events = paid.as_ref().map(|p| p.subscribe());
     // Online from now: presence and call events come on `calls_rx`.
@@ -96,7 +101,18 @@ pub async fn run(
     let mut ping = tokio::time::interval(PING_INTERVAL);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut exit = Exit::Lost;
+    // Cleared by the first join, resume, or presence/call/matching message.
+    let mut join_deadline = Some(tokio::time::Instant::now() + JOIN_TIMEOUT);
     let close: Option<CloseReason> = loop {
+        if joined.is_some() {
+            join_deadline = None;
+        }
+        let idle_socket = async {
+            match join_deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         let next_event = async {
             match joined.as_mut() {
                 Some(j) => j.events.recv().await,
@@ -128,6 +144,7 @@ pub async fn run(
                         }
                         match parse_client_message(&text) {
                             Ok(m) if is_call_message(&m) => {
+                                join_deadline = None;
                                 let reply = match socket_id {
                                     Some(socket) => call_message(m, &calls, &claims.sub, socket).await,
                                     None => ServerMessage::error(ErrorCode::Internal, "calls are not available"),
@@ -137,7 +154,7 @@ pub async fn run(
                             Ok(m) => {
                                 let joining = joined.is_none() && matches!(m, ClientMessage::Join { .. });
                                 let mut out = Reply { session: &mut session, rid: rid.as_ref() };
-                                if let Flow::Stop = handle(m, &mut out, &ice, &sfu, &chat, paid.as_ref(), &claims, &mut joined).await {
+                                if let Flow::Stop = handle(m, &mut out, &ice, &sfu, &chat, paid.as_ref(), &claims, &mut joined, max_total_participants).await {
                                     exit = Exit::Left;
                                     break Some(CloseCode::Normal.into());
                                 }
@@ -225,6 +242,11 @@ pub async fn run(
                 }
             },
             Some(m) = next_call_event => send(&mut session, &m).await,
+            () = idle_socket => {
+                info!("socket neither joined nor used calls within {JOIN_TIMEOUT:?}: closing");
+                send(&mut session, &ServerMessage::error(ErrorCode::JoinTimeout, "send join (or resume) within 10 s of opening the socket")).await;
+                break Some(CloseReason { code: CloseCode::Policy, description: Some("join timeout".into()) });
+            }
             _ = ping.tick() => {
                 if last_heard.elapsed() > IDLE_TIMEOUT {
                     info!("signaling socket idle: closing");
@@ -447,6 +469,7 @@ async fn handle(
     paid: Option<&PaidHandle>,
     claims: &Claims,
     joined: &mut Option<Joined>,
+    max_total_participants: usize,
 ) -> Flow {
     let reply = match (m, joined.as_mut()) {
         (ClientMessage::Ping { ts }, j) => {
@@ -468,6 +491,15 @@ async fn handle(
                 ErrorCode::InvalidName,
                 "a name has 1 to 64 printable characters",
             )),
+            Ok(_)
+                if confab_sfu::SfuMetrics::get(&sfu.metrics().participants)
+                    >= max_total_participants as u64 =>
+            {
+                Some(ServerMessage::error(
+                    ErrorCode::ServerFull,
+                    "this server has as many participants as it takes; try again later",
+                ))
+            }
             Ok(room_id) => {
                 let (tx, rx) = mpsc::channel(EVENT_QUEUE);
                 match sfu

@@ -98,6 +98,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeArgs)) -> TestApp {
         public_origin: None,
         webhooks: Default::default(),
         call_ring_timeout_s: 30,
+        max_total_participants: 1000,
     };
     adjust(&mut args);
     let app = Application::build(args).await.expect("the server builds");

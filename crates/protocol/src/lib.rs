@@ -537,6 +537,11 @@ pub enum ErrorCode {
     RoomLocked,
     /// A host removed you from this room: you may not join it again while it is open.
     Removed,
+    /// The socket neither joined a room nor used presence, calls or matching within 10 s of
+    /// opening: it is closed.
+    JoinTimeout,
+    /// The server holds `--max-total-participants` already: try later.
+    ServerFull,
 }
 
 impl ServerMessage {
