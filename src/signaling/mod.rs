@@ -1,6 +1,9 @@
 //! WebSocket signaling: the wire protocol ([`protocol`]), one task per socket ([`session`]),
-//! and the single place where media-plane errors become protocol error codes.
+//! presence and call messages ([`lobby`]), host controls ([`host`]), and the single place where
+//! media-plane errors become protocol error codes.
 
+pub mod host;
+pub mod lobby;
 pub mod protocol;
 pub mod ratelimit;
 pub mod session;

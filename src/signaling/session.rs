@@ -16,7 +16,7 @@ use super::protocol::{
 };
 use super::ratelimit::TokenBucket;
 use crate::auth::Claims;
-use crate::calls::{CallAction, CallService};
+use crate::calls::CallService;
 use crate::chat::{ChatParticipant, ChatService, CHAT_LABEL};
 use crate::paid::{parse_address, PaidError, PaidEvent, PaidHandle, Presence};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
@@ -143,10 +143,10 @@ pub async fn run(
                             continue;
                         }
                         match parse_client_message(&text) {
-                            Ok(m) if is_call_message(&m) => {
+                            Ok(m) if super::lobby::is_lobby_message(&m) => {
                                 join_deadline = None;
                                 let reply = match socket_id {
-                                    Some(socket) => call_message(m, &calls, &claims.sub, socket).await,
+                                    Some(socket) => super::lobby::answer(m, &calls, &claims.sub, socket).await,
                                     None => ServerMessage::error(ErrorCode::Internal, "calls are not available"),
                                 };
                                 send_with(&mut session, &reply, rid.as_ref()).await;
@@ -328,68 +328,6 @@ pub async fn run(
         why,
     );
     info!(room = %j.room, participant = %j.participant, "signaling session ended");
-}
-
-/// A host's action on the participant named `participant_id`: `None` when done, else the error.
-async fn host_action(
-    sfu: &SfuHandle,
-    host: ParticipantId,
-    participant_id: &str,
-    action: impl FnOnce(ParticipantId) -> confab_sfu::HostAction,
-) -> Option<ServerMessage> {
-    let Some(target) = ParticipantId::parse(participant_id) else {
-        return Some(ServerMessage::error(
-            ErrorCode::BadJson,
-            "participant_id is not a participant id",
-        ));
-    };
-    match sfu.host(host, action(target)).await {
-        Ok(()) => None,
-        Err(e) => Some(ServerMessage::error(super::error_code(&e), e.to_string())),
-    }
-}
-
-/// Presence and call messages: allowed with or without a room.
-fn is_call_message(m: &ClientMessage) -> bool {
-    matches!(
-        m,
-        ClientMessage::WatchPresence
-            | ClientMessage::CallInvite { .. }
-            | ClientMessage::CallAccept { .. }
-            | ClientMessage::CallReject { .. }
-            | ClientMessage::CallCancel { .. }
-            | ClientMessage::CallHangup { .. }
-            | ClientMessage::MatchStart
-            | ClientMessage::MatchStop
-    )
-}
-
-/// The answer to a presence or call message ([`is_call_message`]) from `socket` of `user`.
-async fn call_message(
-    m: ClientMessage,
-    calls: &CallService,
-    user: &str,
-    socket: u64,
-) -> ServerMessage {
-    match m {
-        ClientMessage::WatchPresence => calls.watch(user, socket).await,
-        ClientMessage::CallInvite { callee } => calls.invite(user, socket, &callee).await,
-        ClientMessage::CallAccept { call_id } => {
-            calls.act(user, socket, &call_id, CallAction::Accept).await
-        }
-        ClientMessage::CallReject { call_id } => {
-            calls.act(user, socket, &call_id, CallAction::Reject).await
-        }
-        ClientMessage::CallCancel { call_id } => {
-            calls.act(user, socket, &call_id, CallAction::Cancel).await
-        }
-        ClientMessage::CallHangup { call_id } => {
-            calls.act(user, socket, &call_id, CallAction::Hangup).await
-        }
-        ClientMessage::MatchStart => calls.matching(user, socket, true).await,
-        ClientMessage::MatchStop => calls.matching(user, socket, false).await,
-        _ => ServerMessage::error(ErrorCode::Internal, "not a call message"),
-    }
 }
 
 /// `paid_session` for `info`.
@@ -599,44 +537,8 @@ async fn handle(
             ErrorCode::NotJoined,
             "send join first",
         )),
-        (
-            ClientMessage::HostMute { .. }
-            | ClientMessage::HostRemove { .. }
-            | ClientMessage::HostLock { .. },
-            Some(_),
-        ) if claims.role != crate::auth::Role::Host => Some(ServerMessage::error(
-            ErrorCode::NotAllowed,
-            "only a host token may do this",
-        )),
-        (
-            ClientMessage::HostMute {
-                participant_id,
-                source,
-            },
-            Some(j),
-        ) => {
-            host_action(sfu, j.participant, &participant_id, |p| {
-                confab_sfu::HostAction::Mute {
-                    participant: p,
-                    source: source_in(source),
-                }
-            })
-            .await
-        }
-        (ClientMessage::HostRemove { participant_id }, Some(j)) => {
-            host_action(sfu, j.participant, &participant_id, |p| {
-                confab_sfu::HostAction::Remove { participant: p }
-            })
-            .await
-        }
-        (ClientMessage::HostLock { locked }, Some(j)) => {
-            match sfu
-                .host(j.participant, confab_sfu::HostAction::Lock(locked))
-                .await
-            {
-                Ok(()) => None,
-                Err(e) => Some(ServerMessage::error(super::error_code(&e), e.to_string())),
-            }
+        (m, Some(j)) if super::host::is_host_message(&m) => {
+            super::host::control(m, claims, sfu, j.participant).await
         }
         (ClientMessage::PublishOffer { .. }, Some(_))
             if claims.role == crate::auth::Role::Viewer =>
@@ -748,18 +650,13 @@ async fn handle(
             sfu.mute(j.participant, source_in(source), muted).await;
             None
         }
-        // Answered by the session loop before it gets here (`call_message`).
-        (
-            ClientMessage::WatchPresence
-            | ClientMessage::CallInvite { .. }
-            | ClientMessage::CallAccept { .. }
-            | ClientMessage::CallReject { .. }
-            | ClientMessage::CallCancel { .. }
-            | ClientMessage::CallHangup { .. }
-            | ClientMessage::MatchStart
-            | ClientMessage::MatchStop,
-            Some(_),
-        ) => None,
+        // Answered by the session loop before it gets here (`lobby::answer`).
+        // Presence, call and matching messages (`lobby`) are answered by the session loop
+        // before they get here, host controls above: nothing else reaches this arm.
+        (m, Some(_)) => {
+            debug_assert!(super::lobby::is_lobby_message(&m) || super::host::is_host_message(&m));
+            None
+        }
     };
     if let Some(r) = reply {
         out.send(&r).await;
@@ -774,7 +671,7 @@ fn kind_of(s: Source) -> Kind {
     }
 }
 
-fn source_in(s: Source) -> TrackSource {
+pub(super) fn source_in(s: Source) -> TrackSource {
     match s {
         Source::Microphone => TrackSource::Microphone,
         Source::Camera => TrackSource::Camera,

@@ -923,7 +923,8 @@ impl Room {
 
     /// Offers `p`'s subscriber transport again, with an ICE restart when asked (RFC 8445
     /// section 9: new credentials, fresh checks; the client saw the transport fail). An offer
-    /// still in flight is rolled back first (its answer will never come).
+    /// still in flight is never rolled back: it is sent again unchanged, and a restart waits for
+    /// its answer ([`Participant::ice_restart_wanted`]).
     pub(crate) fn reoffer(p: &mut Participant, now: Instant, ice_restart: bool) {
         let Some(sub) = p.subscriber.as_mut() else {
             return;
@@ -933,8 +934,9 @@ impl Room {
                 // Never roll back an offer the client may have applied already: a new one would
                 // order its m-lines differently, which a browser refuses (JSEP, RFC 8829
                 // section 5.2.2).
-                // The client has that offer (on this socket, or sent again by `resume`): the
-                // restart follows its answer.
+                // An ICE restart follows the answer to the offer the client has (on this socket,
+                // or sent again by `resume`); otherwise that offer goes out again unchanged
+                // (the answer timeout, a resume).
                 if ice_restart {
                     p.ice_restart_wanted = true;
                     p.negotiation.request_offer(now);

@@ -408,16 +408,8 @@ impl Core {
                     // The same offer again, never a rollback and a new one: the client may have
                     // applied it (its answer lost), and a new offer's m-line order may differ.
                     warn!(participant = %p.id, "subscribe offer not answered in time: sending it again");
-                    let pending = p
-                        .subscriber
-                        .as_ref()
-                        .is_some_and(|s| s.pc.pending_local_description().is_some());
-                    if pending {
-                        Room::resend_offer(p);
-                    } else {
-                        Room::send_offer(p, now);
-                        sync_ufrags(room, &mut self.ufrags);
-                    }
+                    Room::reoffer(p, now, false);
+                    sync_ufrags(room, &mut self.ufrags);
                 }
             }
             flush(room, &mut self.transmits);
@@ -640,15 +632,7 @@ impl Core {
             // leaves media untouched); the client asks with `restart_ice` (and restarts its
             // publisher itself) when its transports failed.
             if p.negotiation != crate::negotiation::NegotiationState::Stable {
-                let pending = p
-                    .subscriber
-                    .as_ref()
-                    .is_some_and(|s| s.pc.pending_local_description().is_some());
-                if pending {
-                    Room::resend_offer(p);
-                } else {
-                    Room::reoffer(p, now, false);
-                }
+                Room::reoffer(p, now, false);
             }
             let info = ResumeInfo {
                 room: room.id.clone(),
