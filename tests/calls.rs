@@ -63,6 +63,19 @@ impl Ws {
     }
 }
 
+/// Alice rings Bob: her `call_ringing` (after his `call_incoming` arrived).
+async fn ring(alice: &mut Ws, bob: &mut Ws) -> Value {
+    let ringing = alice
+        .ask(
+            json!({"type": "call_invite", "callee": "bob"}),
+            "call_ringing",
+        )
+        .await;
+    let incoming = bob.expect("call_incoming").await;
+    assert_eq!(incoming["call_id"], ringing["call_id"]);
+    ringing
+}
+
 async fn calls_of(app: &TestApp, user: &str) -> Vec<Value> {
     let v = app.get_json("/api/calls", user).await;
     v["calls"].as_array().cloned().unwrap_or_default()
@@ -165,13 +178,7 @@ async fn the_whole_call_flow(app: TestApp) {
 
     // Leaving the call's room ends the call too: both join it (real webrtc-rs peers) and bob
     // leaves.
-    let c = alice
-        .ask(
-            json!({"type": "call_invite", "callee": "bob"}),
-            "call_ringing",
-        )
-        .await;
-    bob.expect("call_incoming").await;
+    let c = ring(&mut alice, &mut bob).await;
     let a = bob
         .ask(
             json!({"type": "call_accept", "call_id": c["call_id"]}),
@@ -196,13 +203,7 @@ async fn the_whole_call_flow(app: TestApp) {
     alice_media.leave().await;
 
     // Reject.
-    let c = alice
-        .ask(
-            json!({"type": "call_invite", "callee": "bob"}),
-            "call_ringing",
-        )
-        .await;
-    bob.expect("call_incoming").await;
+    let c = ring(&mut alice, &mut bob).await;
     let r = bob
         .ask(
             json!({"type": "call_reject", "call_id": c["call_id"]}),
@@ -216,13 +217,7 @@ async fn the_whole_call_flow(app: TestApp) {
     assert_eq!(alice.expect("call_ended").await["status"], "rejected");
 
     // Cancel.
-    let c = alice
-        .ask(
-            json!({"type": "call_invite", "callee": "bob"}),
-            "call_ringing",
-        )
-        .await;
-    bob.expect("call_incoming").await;
+    let c = ring(&mut alice, &mut bob).await;
     let r = alice
         .ask(
             json!({"type": "call_cancel", "call_id": c["call_id"]}),
@@ -236,13 +231,7 @@ async fn the_whole_call_flow(app: TestApp) {
     assert_eq!(bob.expect("call_ended").await["reason"], "cancelled");
 
     // No answer: the ring timeout of this server is 1 s.
-    let c = alice
-        .ask(
-            json!({"type": "call_invite", "callee": "bob"}),
-            "call_ringing",
-        )
-        .await;
-    bob.expect("call_incoming").await;
+    let c = ring(&mut alice, &mut bob).await;
     let r = alice.expect("call_ended").await;
     assert_eq!(r["call_id"], c["call_id"]);
     assert_eq!(
@@ -251,13 +240,7 @@ async fn the_whole_call_flow(app: TestApp) {
     );
 
     // The callee's only socket drops while it rings.
-    let c = alice
-        .ask(
-            json!({"type": "call_invite", "callee": "bob"}),
-            "call_ringing",
-        )
-        .await;
-    bob.expect("call_incoming").await;
+    let c = ring(&mut alice, &mut bob).await;
     drop(bob);
     let r = alice.expect("call_ended").await;
     assert_eq!(r["call_id"], c["call_id"]);

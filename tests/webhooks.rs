@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use confab::auth::TokenAuthority;
 use confab_client::Client;
-use receiver::{Mode, Receiver};
+use receiver::{wait_for, Mode, Receiver};
 
 const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 
@@ -83,17 +83,6 @@ async fn rows(pg: &sqlx::PgPool) -> Vec<(String, String, i64)> {
         .fetch_all(pg)
         .await
         .expect("read the outbox")
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut cond: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !cond().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

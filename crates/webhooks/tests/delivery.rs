@@ -9,7 +9,7 @@ use confab_store::{Db, DbOptions, EndpointKind, WebhookEvent};
 use confab_webhooks::{
     Backoff, DeliveryConfig, DeliveryWorker, LeaveReason, Settings, WebhookSecret,
 };
-use receiver::{Mode, Receiver};
+use receiver::{wait_for, Mode, Receiver};
 
 const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 
@@ -50,17 +50,6 @@ fn fast() -> Backoff {
         initial: Duration::from_millis(50),
         max_delay: Duration::from_millis(400),
         jitter: 0.2,
-    }
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut cond: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !cond().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -245,6 +245,18 @@ impl Receiver {
     }
 }
 
+/// Polls `cond` every 50 ms until it holds; panics naming `what` after `timeout`.
+pub async fn wait_for(what: &str, timeout: Duration, mut cond: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Reads up to the end of a request head: (head length, headers, path, content-length).
 async fn read_head<S: AsyncRead + Unpin>(
     sock: &mut S,
