@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Browser tests: starts the real confab server on free ports, runs `node --test tests/browser/`
 # (headless Debian Chromium with fake camera and microphone) against it, stops the server.
-# Exit code: the tests'. On failure the server log's tail is printed.
+# Exit code: the tests'. On failure the server log's tail is printed. Arguments, if any, name
+# the test files to run instead of all of tests/browser/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/browser-deps.sh
@@ -34,7 +35,7 @@ status=0
 # lacks the flag and runs one file per spare core anyway.
 CONCURRENCY=""
 if node --test-concurrency=1 -e 0 >/dev/null 2>&1; then CONCURRENCY="--test-concurrency=1"; fi
-CONFAB_URL="http://127.0.0.1:$PORT" CONFAB_BIN="$BIN" CONFAB_DATA_DIR="$DATA" node --test $CONCURRENCY tests/browser/ || status=$?
+CONFAB_URL="http://127.0.0.1:$PORT" CONFAB_BIN="$BIN" CONFAB_DATA_DIR="$DATA" node --test $CONCURRENCY "${@:-tests/browser/}" || status=$?
 if [ "$status" -ne 0 ]; then
     echo "test-browser: failed; server log tail:"
     tail -80 "$LOG"

@@ -103,6 +103,7 @@ impl Application {
             tcp_port: args.media_tcp_port,
             tcp_shared_port: front_port,
             resume_grace: std::time::Duration::from_secs(args.resume_grace_s),
+            connect_timeout: std::time::Duration::from_secs(args.connect_timeout_s.max(1)),
             interfaces,
             max_participants: args.max_participants,
         };
@@ -132,13 +133,14 @@ impl Application {
             paid_chain,
             settlement_backlog: backlog,
             webhooks,
-            guest_limiter: std::sync::Arc::new(crate::http::auth::IpLimiter::new(
+            guest_limiter: std::sync::Arc::new(crate::limits::IpLimiter::new(
                 crate::http::GUEST_TOKEN_RATE_PER_S,
                 crate::http::GUEST_TOKEN_BURST,
             )),
             api_secret: crate::config::load_api_secret(),
             directory: Default::default(),
             max_total_participants: args.max_total_participants.max(1),
+            socket_limits: crate::limits::SocketLimits::new(args.socket_limits()),
             calls: crate::calls::CallService::spawn(
                 db.clone(),
                 std::time::Duration::from_secs(args.call_ring_timeout_s.max(1)),
@@ -152,9 +154,12 @@ impl Application {
         let static_dir = state.static_dir.clone();
         let data = web::Data::new(state);
         let wallet = web::Data::new(crate::http::auth::WalletAuth::new(args.public_site()?));
+        let client_addrs = web::Data::new(crate::limits::ClientAddrs::default());
+        let front_addrs = client_addrs.clone().into_inner();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
+                .app_data(client_addrs.clone())
                 .app_data(wallet.clone())
                 .app_data(web::JsonConfig::default().limit(16 * 1024))
                 .configure(|cfg| routes(cfg, static_dir.clone()))
@@ -172,6 +177,7 @@ impl Application {
                     tls: tokio_rustls::TlsAcceptor::from(tls),
                     backend,
                     sfu: sfu.clone(),
+                    client_addrs: front_addrs,
                 });
                 Some(tokio::spawn(crate::front::run(l, front)))
             }

@@ -165,6 +165,28 @@ pub struct ServeArgs {
     /// with `server_full` (a soft cap: joins racing at the limit may pass it by a few).
     #[arg(long, env = "CONFAB_MAX_TOTAL_PARTICIPANTS", default_value_t = 1000)]
     pub max_total_participants: usize,
+    /// Signaling sockets one client address may hold open at once (past it the upgrade is
+    /// refused: 429 `too_many_connections`); new sockets per address are also limited to this
+    /// many at once and a tenth of it a second (429 `rate_limited`). 0: no limit (a load
+    /// generator on one machine).
+    #[arg(long, env = "CONFAB_MAX_SOCKETS_PER_IP", default_value_t = 64)]
+    pub max_sockets_per_ip: u32,
+    /// Signaling sockets one token subject may hold open at once (several tabs, the calls page
+    /// and its call). 0: no limit.
+    #[arg(long, env = "CONFAB_MAX_SOCKETS_PER_USER", default_value_t = 8)]
+    pub max_sockets_per_user: u32,
+    /// `join` and `resume` messages one client address may send per minute (also the burst: a
+    /// study group behind one NAT joining together); past it `rate_limited`. 0: no limit.
+    #[arg(long, env = "CONFAB_JOINS_PER_IP_PER_MIN", default_value_t = 120)]
+    pub joins_per_ip_per_min: u32,
+    /// `join` and `resume` messages one token subject may send per minute (also the burst);
+    /// past it `rate_limited`. 0: no limit.
+    #[arg(long, env = "CONFAB_JOINS_PER_USER_PER_MIN", default_value_t = 20)]
+    pub joins_per_user_per_min: u32,
+    /// Seconds a participant's publisher transport has, from its `join`, to connect (ICE and
+    /// DTLS up); past it the participant is removed with `connect_timeout`, freeing its place.
+    #[arg(long, env = "CONFAB_CONNECT_TIMEOUT_S", default_value_t = 20)]
+    pub connect_timeout_s: u64,
     /// How long a 1:1 call rings before it ends unanswered (`missed`), seconds.
     #[arg(long, env = "CONFAB_CALL_RING_TIMEOUT_S", default_value_t = 30)]
     pub call_ring_timeout_s: u64,
@@ -283,6 +305,16 @@ pub enum ConfigError {
 }
 
 impl ServeArgs {
+    /// The signaling entry point's budgets.
+    pub fn socket_limits(&self) -> crate::limits::SocketLimitSettings {
+        crate::limits::SocketLimitSettings {
+            sockets_per_ip: self.max_sockets_per_ip,
+            sockets_per_user: self.max_sockets_per_user,
+            joins_per_ip_per_min: self.joins_per_ip_per_min,
+            joins_per_user_per_min: self.joins_per_user_per_min,
+        }
+    }
+
     /// Checks ranges and paths.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(2..=100).contains(&self.max_participants) {

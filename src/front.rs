@@ -78,6 +78,8 @@ pub struct Front {
     pub backend: SocketAddr,
     /// The media worker, for ICE-TCP.
     pub sfu: SfuHandle,
+    /// Where each spliced connection's client is recorded for the HTTP server's limits.
+    pub client_addrs: Arc<crate::limits::ClientAddrs>,
 }
 
 /// Accepts on `listener` until the task is dropped.
@@ -127,6 +129,9 @@ async fn handle(stream: TcpStream, remote: SocketAddr, front: &Front) {
                 return;
             };
             let _ = backend.set_nodelay(true);
+            let _client = backend
+                .local_addr()
+                .map(|internal| front.client_addrs.register(internal, remote.ip()));
             let _ = tokio::io::copy_bidirectional(&mut tls, &mut backend).await;
         }
         Kind::IceTcp => {

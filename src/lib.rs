@@ -36,6 +36,7 @@ pub mod config;
 pub mod front;
 pub mod http;
 pub mod ice;
+pub mod limits;
 pub mod paid;
 pub mod signaling;
 pub mod siwe;

@@ -17,20 +17,6 @@ use std::time::Duration;
 
 const RFC_7675_INTERVAL: Duration = Duration::from_secs(5);
 
-async fn metric(app: &common::TestApp, name: &str) -> f64 {
-    let text = common::http()
-        .get(format!("http://{}/metrics", app.addr))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} in /metrics"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_checking_consent_every_five_seconds_get_a_minute_of_media_without_a_gap() {
     let app = spawn_app(16).await;
@@ -99,7 +85,7 @@ async fn clients_checking_consent_every_five_seconds_get_a_minute_of_media_witho
         "confab_ice_path_switches_total",
     ] {
         assert_eq!(
-            metric(&app, name).await,
+            app.metric(name).await,
             0.0,
             "{name}: no transport flapped: {report:?}"
         );

@@ -4,15 +4,12 @@
 //! error has: `{"code": "<stable code>", "message": "<human text>"}`.
 
 use super::AppState;
-use crate::signaling::ratelimit::TokenBucket;
+use crate::limits::IpLimiter;
 use crate::siwe::{short_address, Site, Siwe, SiweError, NONCE_TTL};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde::Deserialize;
-use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Lifetime of a token minted by a wallet sign-in, seconds (2 h, as a guest token).
 pub const WALLET_TOKEN_TTL_S: u64 = crate::auth::GUEST_TOKEN_TTL_S;
@@ -25,11 +22,6 @@ pub const RATE_PER_S: f64 = 1.0;
 
 /// Requests one IP address may make at once before [`RATE_PER_S`] applies (a sign-in is two).
 pub const RATE_BURST: u32 = 30;
-
-/// Most IP addresses with a rate-limit bucket. Past it, buckets idle long enough to be full again
-/// are dropped (no loss); if every one is busy, all are dropped, which loosens the limit for a
-/// moment rather than refusing newcomers.
-pub const MAX_TRACKED_IPS: usize = 10_000;
 
 /// What the sign-in routes hold: the SIWE service and the per-IP limiter. Registered as its own
 /// `web::Data` by [`crate::app::Application::build`].
@@ -47,57 +39,6 @@ impl WalletAuth {
             siwe: Siwe::new(public_origin),
             limiter: IpLimiter::new(RATE_PER_S, RATE_BURST),
         }
-    }
-}
-
-/// Per-IP token buckets, one budget per limiter (the sign-in routes share one; the guest-token
-/// route has its own). The client address is the TCP peer: behind the TLS front door or a
-/// reverse proxy every client shares the proxy's address, and so one bucket.
-#[derive(Debug)]
-pub struct IpLimiter {
-    /// Sustained requests per second per address.
-    rate_per_s: f64,
-    /// Requests at once per address.
-    burst: u32,
-    /// Each address's bucket and when it was last used (to forget idle ones).
-    buckets: Mutex<HashMap<IpAddr, (TokenBucket, Instant)>>,
-}
-
-impl IpLimiter {
-    /// `burst` requests at once per address, then `rate_per_s` a second.
-    pub fn new(rate_per_s: f64, burst: u32) -> Self {
-        Self {
-            rate_per_s,
-            burst,
-            buckets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Takes one request from the peer's budget: `false` when it is spent. A request without a
-    /// peer address (not over TCP) counts against `0.0.0.0`.
-    pub fn allow_request(&self, req: &HttpRequest) -> bool {
-        let ip = req
-            .peer_addr()
-            .map(|a| a.ip())
-            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        self.allow(ip, Instant::now())
-    }
-
-    fn allow(&self, ip: IpAddr, now: Instant) -> bool {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() >= MAX_TRACKED_IPS && !buckets.contains_key(&ip) {
-            // A bucket idle for burst/rate seconds is full again: forgetting it changes nothing.
-            let refill = Duration::from_secs_f64(f64::from(self.burst) / self.rate_per_s);
-            buckets.retain(|_, (_, last)| now.saturating_duration_since(*last) < refill);
-            if buckets.len() >= MAX_TRACKED_IPS {
-                buckets.clear();
-            }
-        }
-        let (bucket, last) = buckets
-            .entry(ip)
-            .or_insert_with(|| (TokenBucket::new(self.rate_per_s, self.burst, now), now));
-        *last = now;
-        bucket.allow(now)
     }
 }
 

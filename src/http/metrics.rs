@@ -43,6 +43,11 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             .map(|b| (b.latest(), state.webhooks.dropped_events())),
         chrono::Utc::now(),
     ));
+    families.push(gauge(
+        "confab_signaling_sockets",
+        "Signaling WebSockets open now.",
+        state.socket_limits.open_sockets() as f64,
+    ));
     match prometheus::TextEncoder::new().encode_to_string(&families) {
         Ok(body) => HttpResponse::Ok().content_type(CONTENT_TYPE).body(body),
         Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
@@ -132,6 +137,11 @@ pub fn families(m: &SfuMetrics) -> Vec<MetricFamily> {
             "confab_resume_grace_expiries_total",
             "Detached participants removed because the resume grace period ended.",
             get(&m.resume_grace_expiries),
+        ),
+        counter(
+            "confab_connect_timeouts_total",
+            "Participants removed because their publisher transport did not connect within the connect timeout of joining.",
+            get(&m.connect_timeouts),
         ),
         counter(
             "confab_ice_restarts_total",

@@ -50,7 +50,9 @@ pub struct AppState {
     pub webhooks: confab_webhooks::Webhooks,
     /// `POST /api/guest-token`'s own per-IP budget ([`GUEST_TOKEN_RATE_PER_S`],
     /// [`GUEST_TOKEN_BURST`]).
-    pub guest_limiter: std::sync::Arc<auth::IpLimiter>,
+    pub guest_limiter: std::sync::Arc<crate::limits::IpLimiter>,
+    /// Open signaling sockets per address and subject, and the join budgets.
+    pub socket_limits: std::sync::Arc<crate::limits::SocketLimits>,
 }
 
 /// Sustained guest tokens per second one IP address may ask for (one every 2 s).
@@ -86,6 +88,10 @@ pub enum ApiError {
         /// Human text.
         message: String,
     },
+    /// 429 `too_many_connections`: this address or token subject already holds its most open
+    /// signaling sockets (`--max-sockets-per-ip`, `--max-sockets-per-user`).
+    #[error("{0}")]
+    TooManyConnections(String),
     /// 429 `rate_limited`: this client is over its budget; `Retry-After` says when to retry (s).
     #[error("{message}")]
     RateLimited {
@@ -106,7 +112,9 @@ impl ResponseError for ApiError {
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::TooManyConnections(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
         }
     }
     fn error_response(&self) -> HttpResponse {
@@ -119,12 +127,27 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict { code, .. } => code,
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::TooManyConnections(_) => "too_many_connections",
         };
         let mut r = HttpResponse::build(self.status_code());
         if let ApiError::RateLimited { retry_after_s, .. } = self {
             r.insert_header(("retry-after", retry_after_s.to_string()));
         }
         r.json(serde_json::json!({"code": code, "message": self.to_string()}))
+    }
+}
+
+impl From<crate::limits::LimitError> for ApiError {
+    fn from(e: crate::limits::LimitError) -> Self {
+        match e {
+            crate::limits::LimitError::TooManyConnections(_) => {
+                ApiError::TooManyConnections(e.to_string())
+            }
+            crate::limits::LimitError::RateLimited(_) => ApiError::RateLimited {
+                retry_after_s: 10,
+                message: e.to_string(),
+            },
+        }
     }
 }
 
@@ -199,6 +222,14 @@ async fn websocket(
     query: web::Query<WsQuery>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let claims = state.tokens.verify(&query.token).map_err(ApiError::from)?;
+    let slot = state
+        .socket_limits
+        .open_socket(
+            crate::limits::client_ip(&req),
+            &claims.sub,
+            std::time::Instant::now(),
+        )
+        .map_err(ApiError::from)?;
     let (response, session, stream) = actix_ws::handle(&req, body)?;
     let stream = stream
         .max_frame_size(MAX_FRAME_BYTES)
@@ -215,6 +246,7 @@ async fn websocket(
         state.webhooks.emitter(),
         state.calls.clone(),
         state.max_total_participants,
+        slot,
     ));
     Ok(response)
 }

@@ -88,6 +88,7 @@ pub async fn run(
     hooks: confab_webhooks::Emitter,
     calls: CallService,
     max_total_participants: usize,
+    slot: crate::limits::SocketSlot,
 ) {
     let mut paid_events = paid.as_ref().map(|p| p.subscribe());
     // Online from now: presence and call events come on `calls_rx`.
@@ -151,6 +152,12 @@ pub async fn run(
                                 };
                                 send_with(&mut session, &reply, rid.as_ref()).await;
                             }
+                            Ok(m) if joined.is_none()
+                                && matches!(m, ClientMessage::Join { .. } | ClientMessage::Resume { .. })
+                                && slot.allow_join(Instant::now()).is_err() =>
+                            {
+                                send_with(&mut session, &ServerMessage::error(ErrorCode::RateLimited, "too many joins from your address or account; retry in a few seconds"), rid.as_ref()).await;
+                            }
                             Ok(m) => {
                                 let joining = joined.is_none() && matches!(m, ClientMessage::Join { .. });
                                 let mut out = Reply { session: &mut session, rid: rid.as_ref() };
@@ -194,6 +201,7 @@ pub async fn run(
                         let (code, why) = match reason {
                             confab_sfu::CloseReason::Removed => (ErrorCode::Removed, "a host removed you from this room"),
                             confab_sfu::CloseReason::TransportFailed => (ErrorCode::TransportFailed, "a transport failed (no ICE consent for 30 s, or ICE/DTLS never completed)"),
+                            confab_sfu::CloseReason::ConnectTimeout => (ErrorCode::ConnectTimeout, "your publisher transport did not connect in time after joining; rejoin"),
                             confab_sfu::CloseReason::InternalError => (ErrorCode::Internal, "the server failed handling your connection; rejoin"),
                             _ => (ErrorCode::Internal, "the server could not deliver events to this participant fast enough"),
                         };
@@ -315,9 +323,10 @@ pub async fn run(
         .await;
     let why = match exit {
         Exit::Left => confab_webhooks::LeaveReason::Left,
-        Exit::Lost | Exit::MediaClosed(confab_sfu::CloseReason::TransportFailed) => {
-            confab_webhooks::LeaveReason::Disconnected
-        }
+        Exit::Lost
+        | Exit::MediaClosed(
+            confab_sfu::CloseReason::TransportFailed | confab_sfu::CloseReason::ConnectTimeout,
+        ) => confab_webhooks::LeaveReason::Disconnected,
         _ => confab_webhooks::LeaveReason::Closed,
     };
     hooks.participant_left(

@@ -48,6 +48,23 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// The value of an unlabelled metric in `GET /metrics` (panics when it is missing).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = http()
+            .get(format!("http://{}/metrics", self.addr))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in /metrics"))
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.data_dir);
@@ -99,6 +116,11 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeArgs)) -> TestApp {
         webhooks: Default::default(),
         call_ring_timeout_s: 30,
         max_total_participants: 1000,
+        max_sockets_per_ip: 64,
+        max_sockets_per_user: 8,
+        joins_per_ip_per_min: 120,
+        joins_per_user_per_min: 20,
+        connect_timeout_s: 20,
     };
     adjust(&mut args);
     let app = Application::build(args).await.expect("the server builds");

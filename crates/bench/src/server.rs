@@ -93,6 +93,9 @@ impl LocalServer {
             .arg(&static_dir)
             .arg("--max-participants")
             .arg(max_participants.clamp(2, 100).to_string())
+            // Every simulated participant comes from this one machine: per-address and
+            // per-user admission limits would measure themselves, not forwarding.
+            .args(["--max-sockets-per-ip", "0", "--joins-per-ip-per-min", "0"])
             .env("RUST_LOG", log)
             .env_remove("DATABASE_URL")
             .stdin(Stdio::null())

@@ -542,6 +542,9 @@ pub enum ErrorCode {
     JoinTimeout,
     /// The server holds `--max-total-participants` already: try later.
     ServerFull,
+    /// The participant's publisher transport did not connect (ICE and DTLS up) within
+    /// `--connect-timeout-s` (20 s) of its `join`: it was removed to free its place; rejoin.
+    ConnectTimeout,
 }
 
 impl ServerMessage {

@@ -38,6 +38,10 @@ pub struct MediaConfig {
     /// How long a participant whose signaling socket is gone stays in its room, media
     /// untouched, waiting to be resumed (default 20 s).
     pub resume_grace: Duration,
+    /// How long a participant's publisher transport has from its join to connect (ICE and DTLS
+    /// up) before the participant is removed with [`CloseReason::ConnectTimeout`] (default
+    /// 20 s).
+    pub connect_timeout: Duration,
 }
 
 /// One media socket: where it binds and what it announces.
@@ -243,6 +247,9 @@ pub enum CloseReason {
     GraceExpired,
     /// A host of the room removed it; its user may not join that room again while it is open.
     Removed,
+    /// Its publisher transport never connected (ICE and DTLS up) within the connect timeout of
+    /// its join ([`MediaConfig::connect_timeout`]): a place in a room held by nobody is freed.
+    ConnectTimeout,
 }
 
 /// An event for one participant's signaling session.
@@ -420,6 +427,8 @@ pub struct SfuMetrics {
     pub resumes: AtomicU64,
     /// Detached participants removed because the resume grace period ended.
     pub resume_grace_expiries: AtomicU64,
+    /// Participants removed because their publisher transport never connected in time.
+    pub connect_timeouts: AtomicU64,
     /// Subscriber transports offered again with an ICE restart at the client's request.
     pub ice_restarts: AtomicU64,
     /// Binding requests that did not authenticate: a USERNAME naming no current transport

@@ -251,6 +251,9 @@ pub(crate) struct Participant {
     /// Its signaling socket is gone since then: it leaves when the grace period ends unless
     /// it resumes.
     pub detached_since: Option<Instant>,
+    /// Until its publisher transport first connects: when it is removed if that has not
+    /// happened ([`crate::CloseReason::ConnectTimeout`]).
+    pub connect_by: Option<Instant>,
 }
 
 impl Transport {
@@ -485,6 +488,7 @@ impl Room {
         events: mpsc::Sender<SfuEvent>,
         local: &LocalCandidates,
         now: Instant,
+        connect_by: Instant,
     ) -> Result<(), SfuError> {
         let publisher = Transport::new(id, TransportRole::Publisher, local, now)?;
         let info = ParticipantInfo {
@@ -512,6 +516,7 @@ impl Room {
             resume_token: hex_token(),
             attachment: crate::api::Attachment::first(),
             detached_since: None,
+            connect_by: Some(connect_by),
         });
         // Subscribe at once: the others' tracks are offered with `joined`, not after this
         // participant has published (which waits for its devices and its own transport).
@@ -1287,7 +1292,7 @@ fn sub_connected(p: &Participant) -> bool {
 }
 
 impl DownTrack {
-    fn track_is_video(&self) -> bool {
+    pub(crate) fn track_is_video(&self) -> bool {
         self.source.kind() == MediaKind::Video
     }
 

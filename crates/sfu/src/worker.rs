@@ -43,10 +43,14 @@ const SLOW_COMMAND: Duration = Duration::from_millis(5);
 /// Most ICE-TCP connections held at once; a connection past it is closed at once (counted).
 pub const MAX_TCP_CONNECTIONS: usize = 4096;
 
-/// Frames queued towards one ICE-TCP connection. When it is full the newest frame is dropped and
+/// Video frames queued towards one ICE-TCP connection. When it is full the newest frame is dropped and
 /// counted (`drops_tcp_queue_full`): the slow peer loses its own packets (NACK and keyframes
 /// repair them), the loop never waits.
 pub const TCP_WRITE_QUEUE: usize = 512;
+
+/// Frames other than video queued towards one ICE-TCP connection (~5 s of Opus with its RTCP);
+/// when full the newest is dropped and counted like a full video queue.
+pub const TCP_URGENT_QUEUE: usize = 256;
 
 /// Frames queued towards one ICE-TCP connection past which it counts as backed up: video to it
 /// stops (to the next keyframe) so audio is never queued behind it (RFC 6544 leaves the policy
@@ -168,7 +172,8 @@ pub fn spawn_media_worker(
         room_events.clone(),
         Instant::now(),
     )
-    .with_resume_grace(config.resume_grace);
+    .with_resume_grace(config.resume_grace)
+    .with_connect_timeout(config.connect_timeout);
     let worker = Worker {
         sockets,
         listeners,
@@ -194,17 +199,22 @@ pub fn spawn_media_worker(
     ))
 }
 
-/// One ICE-TCP connection as the loop sees it.
+/// One ICE-TCP connection as the loop sees it: two write queues, drained by its writer task
+/// urgent first.
 struct TcpConn {
-    /// Frames for its writer task, each with the µs (since [`Worker::epoch`]) it was queued at.
-    tx: mpsc::Sender<(u64, Bytes)>,
-    /// When the frame its writer is writing now was queued (µs since [`Worker::epoch`], at
-    /// least 1), or 0 when the writer is idle: how long the head of the queue has waited.
+    /// Everything but video RTP (audio, RTCP, STUN, DTLS, DataChannel data): written before any
+    /// queued video, so audio never waits behind a keyframe burst on a slow link.
+    urgent: mpsc::Sender<Bytes>,
+    /// Video RTP frames, each with the µs (since [`Worker::epoch`]) it was queued at. Its
+    /// backlog decides whether the connection is backed up.
+    video: mpsc::Sender<(u64, Bytes)>,
+    /// When the video frame its writer took last was queued (µs since [`Worker::epoch`], at
+    /// least 1), or 0 when no video is queued: how long the head of the video queue has waited.
     head: Arc<AtomicU64>,
 }
 
 impl TcpConn {
-    /// Frames queued, and how long the head frame has waited as of `now_us`.
+    /// Video frames queued, and how long the head video frame has waited as of `now_us`.
     fn backlog(&self, now_us: u64) -> (usize, Duration) {
         let head = self.head.load(Ordering::Relaxed);
         let waited = if head == 0 {
@@ -213,7 +223,7 @@ impl TcpConn {
             now_us.saturating_sub(head)
         };
         (
-            TCP_WRITE_QUEUE - self.tx.capacity(),
+            TCP_WRITE_QUEUE - self.video.capacity(),
             Duration::from_micros(waited),
         )
     }
@@ -375,17 +385,19 @@ impl Worker {
             transport_protocol: TransportProtocol::TCP,
         };
         let (rd, wr) = stream.into_split();
-        let (tx, rx) = mpsc::channel(TCP_WRITE_QUEUE);
+        let (urgent, urgent_rx) = mpsc::channel(TCP_URGENT_QUEUE);
+        let (video, video_rx) = mpsc::channel(TCP_WRITE_QUEUE);
         let head = Arc::new(AtomicU64::new(0));
         self.tcp_conns.insert(
             tuple,
             TcpConn {
-                tx,
+                urgent,
+                video,
                 head: head.clone(),
             },
         );
         tokio::spawn(read_frames(rd, tuple, self.tcp_tx.clone()));
-        tokio::spawn(write_frames(wr, rx, head));
+        tokio::spawn(write_frames(wr, urgent_rx, video_rx, head));
     }
 
     /// Writes everything the core produced. A full socket buffer drops the datagram (counted);
@@ -396,10 +408,11 @@ impl Worker {
             local,
             remote,
             data,
+            video,
         }) = self.core.poll_transmit()
         {
             if protocol == TransportProtocol::TCP {
-                self.send_tcp(local, remote, &data);
+                self.send_tcp(local, remote, &data, video);
                 continue;
             }
             let Some(s) = self
@@ -514,8 +527,9 @@ fn apply(core: &mut Core, cmd: Command, now: Instant) {
 }
 
 impl Worker {
-    /// Queues one RFC 4571 frame (2-byte length, then the packet) for a TCP connection.
-    fn send_tcp(&mut self, local: SocketAddr, remote: SocketAddr, data: &[u8]) {
+    /// Queues one RFC 4571 frame (2-byte length, then the packet) for a TCP connection: video
+    /// RTP on its video queue, the rest on its urgent queue.
+    fn send_tcp(&mut self, local: SocketAddr, remote: SocketAddr, data: &[u8], video: bool) {
         let tuple = FiveTuple {
             local_addr: local,
             peer_addr: remote,
@@ -530,44 +544,54 @@ impl Worker {
         let mut frame = BytesMut::with_capacity(2 + data.len());
         frame.extend_from_slice(&len.to_be_bytes());
         frame.extend_from_slice(data);
-        let now_us = self.epoch.elapsed().as_micros() as u64;
-        match conn.tx.try_send((now_us.max(1), frame.freeze())) {
+        let now = Instant::now();
+        let now_us = now.saturating_duration_since(self.epoch).as_micros() as u64;
+        let queued = if video {
+            conn.video
+                .try_send((now_us.max(1), frame.freeze()))
+                .map_err(|e| matches!(e, mpsc::error::TrySendError::Closed(_)))
+        } else {
+            conn.urgent
+                .try_send(frame.freeze())
+                .map_err(|e| matches!(e, mpsc::error::TrySendError::Closed(_)))
+        };
+        match queued {
             Ok(()) => SfuMetrics::inc(&self.metrics.datagrams_out),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                SfuMetrics::inc(&self.metrics.drops_tcp_queue_full)
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(false) => SfuMetrics::inc(&self.metrics.drops_tcp_queue_full),
+            Err(true) => {
                 self.tcp_conns.remove(&tuple);
                 self.tcp_congested.retain(|t| *t != tuple);
                 return;
             }
         }
-        let (queued, waited) = conn.backlog(now_us);
-        let backed_up = queued > TCP_CONGESTED_ABOVE || waited > TCP_CONGESTED_AFTER;
-        let drained = queued < TCP_DRAINED_BELOW && waited < TCP_DRAINED_AFTER;
-        if backed_up && !self.tcp_congested.contains(&tuple) {
-            self.tcp_congested.push(tuple);
-            self.core.set_congested(tuple, true, Instant::now());
-        } else if drained && self.tcp_congested.contains(&tuple) {
+        self.update_congestion(tuple, now);
+    }
+
+    /// Tells the core when a connection backs up (video off, [`TCP_CONGESTED_ABOVE`],
+    /// [`TCP_CONGESTED_AFTER`]) or has drained (video restarts on a keyframe).
+    fn update_congestion(&mut self, tuple: FiveTuple, now: Instant) {
+        let Some(conn) = self.tcp_conns.get(&tuple) else {
             self.tcp_congested.retain(|t| *t != tuple);
-            self.core.set_congested(tuple, false, Instant::now());
+            return;
+        };
+        let now_us = now.saturating_duration_since(self.epoch).as_micros() as u64;
+        let (queued, waited) = conn.backlog(now_us);
+        let congested = self.tcp_congested.contains(&tuple);
+        if !congested && (queued > TCP_CONGESTED_ABOVE || waited > TCP_CONGESTED_AFTER) {
+            self.tcp_congested.push(tuple);
+            self.core.set_congested(tuple, true, now);
+        } else if congested && queued < TCP_DRAINED_BELOW && waited < TCP_DRAINED_AFTER {
+            self.tcp_congested.retain(|t| *t != tuple);
+            self.core.set_congested(tuple, false, now);
         }
     }
 
     /// Tells the core about backed-up connections that drained while nothing was sent to them.
     fn check_drained(&mut self, now: Instant) {
         let mut k = 0;
-        while k < self.tcp_congested.len() {
-            let tuple = self.tcp_congested[k];
-            let now_us = now.saturating_duration_since(self.epoch).as_micros() as u64;
-            let (queued, waited) = self
-                .tcp_conns
-                .get(&tuple)
-                .map_or((0, Duration::ZERO), |c| c.backlog(now_us));
-            if queued < TCP_DRAINED_BELOW && waited < TCP_DRAINED_AFTER {
-                self.tcp_congested.swap_remove(k);
-                self.core.set_congested(tuple, false, now);
-            } else {
+        while let Some(&tuple) = self.tcp_congested.get(k) {
+            self.update_congestion(tuple, now);
+            if self.tcp_congested.get(k) == Some(&tuple) {
                 k += 1;
             }
         }
@@ -609,19 +633,34 @@ async fn read_frames(
     let _ = to_loop.send(TcpEvent::Closed { tuple }).await;
 }
 
-/// Writes queued frames to one ICE-TCP connection until the loop drops the queue or a write
-/// fails (then the connection closes).
-async fn write_frames(
-    mut wr: tokio::net::tcp::OwnedWriteHalf,
-    mut frames: mpsc::Receiver<(u64, Bytes)>,
+/// Writes queued frames to one ICE-TCP connection, urgent ones before any video (between
+/// frames: RFC 4571 framing keeps each whole), until the loop drops the queues or a write fails
+/// (then the connection closes). `head` follows the video queue (see [`TcpConn::head`]).
+async fn write_frames<W: tokio::io::AsyncWrite + Unpin>(
+    mut wr: W,
+    mut urgent: mpsc::Receiver<Bytes>,
+    mut video: mpsc::Receiver<(u64, Bytes)>,
     head: Arc<AtomicU64>,
 ) {
-    while let Some((queued_at, frame)) = frames.recv().await {
-        head.store(queued_at, Ordering::Relaxed);
+    loop {
+        let frame = tokio::select! {
+            biased;
+            f = urgent.recv() => match f {
+                Some(f) => f,
+                None => return,
+            },
+            f = video.recv() => match f {
+                Some((queued_at, f)) => {
+                    head.store(queued_at, Ordering::Relaxed);
+                    f
+                }
+                None => return,
+            },
+        };
         if wr.write_all(&frame).await.is_err() {
             return;
         }
-        if frames.is_empty() {
+        if video.is_empty() {
             head.store(0, Ordering::Relaxed);
         }
     }
@@ -681,5 +720,61 @@ fn try_recv(socket: &UdpSocket, buf: &mut BytesMut) -> Option<(usize, SocketAddr
             Some((n, peer))
         }
         Err(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn frame(tag: u8, len: usize) -> Bytes {
+        let mut f = vec![tag; 2 + len];
+        f[..2].copy_from_slice(&(len as u16).to_be_bytes());
+        Bytes::from(f)
+    }
+
+    /// A keyframe's worth of video is queued on a connection whose reader is slow; an audio
+    /// frame queued after it is written before all but the video frames already taken.
+    #[tokio::test]
+    async fn urgent_frames_overtake_queued_video() {
+        let (wr, mut rd) = tokio::io::duplex(4096);
+        let (urgent_tx, urgent_rx) = mpsc::channel(TCP_URGENT_QUEUE);
+        let (video_tx, video_rx) = mpsc::channel(TCP_WRITE_QUEUE);
+        let head = Arc::new(AtomicU64::new(0));
+        for _ in 0..40 {
+            video_tx.try_send((1, frame(b'v', 1100))).unwrap();
+        }
+        let writer = tokio::spawn(write_frames(wr, urgent_rx, video_rx, head.clone()));
+        // The writer has taken what fits in the pipe (under 4 video frames) and waits.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            head.load(Ordering::Relaxed),
+            1,
+            "a video frame is being written"
+        );
+        urgent_tx.try_send(frame(b'a', 120)).unwrap();
+        let mut order = Vec::new();
+        let mut buf = BytesMut::new();
+        while order.len() < 41 {
+            rd.read_buf(&mut buf).await.unwrap();
+            while buf.len() >= 2 {
+                let n = u16::from_be_bytes([buf[0], buf[1]]) as usize;
+                if buf.len() < 2 + n {
+                    break;
+                }
+                order.push(buf[2]);
+                buf.advance(2 + n);
+            }
+        }
+        let audio_at = order.iter().position(|t| *t == b'a').unwrap();
+        assert!(
+            audio_at <= 5,
+            "audio written after {audio_at} video frames: {order:?}"
+        );
+        assert_eq!(head.load(Ordering::Relaxed), 0, "no video left queued");
+        drop(urgent_tx);
+        drop(video_tx);
+        writer.await.unwrap();
     }
 }

@@ -45,6 +45,11 @@ use tracing::{debug, error, info, warn};
 /// How long a participant whose signaling socket is gone stays, by default.
 pub const DEFAULT_RESUME_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 
+/// How long a participant's publisher transport has from its join to connect, by default: a
+/// participant whose media never comes (a client that joins and stops there, or one whose network
+/// lets neither UDP nor TCP through) stops holding a place in its room.
+pub const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// A datagram for the I/O shell to send.
 #[derive(Debug)]
 pub struct Transmit {
@@ -56,6 +61,12 @@ pub struct Transmit {
     pub remote: SocketAddr,
     /// The bytes (already SRTP/DTLS-protected where that applies).
     pub data: BytesMut,
+    /// SRTP of a video downtrack (media or retransmission; any RTP that is not a forwarded
+    /// audio track's SSRC). On a backed-up ICE-TCP connection it waits behind everything else
+    /// (audio, RTCP, STUN, DTLS and DataChannel data), so a keyframe burst never holds audio
+    /// (issue "reach", part 2: "never audio first"). The RTP header is in the clear under
+    /// SRTP (RFC 3711 section 3.1), which is what this is read from.
+    pub video: bool,
 }
 
 /// The media core. See the module docs for the run-loop contract.
@@ -65,6 +76,7 @@ pub struct Core {
     max_participants: usize,
     /// How long a detached participant waits to be resumed ([`Core::detach`]).
     resume_grace: std::time::Duration,
+    connect_timeout: std::time::Duration,
     rooms: HashMap<RoomId, Room>,
     where_is: HashMap<ParticipantId, RoomId>,
     routes: RouteTable,
@@ -110,6 +122,7 @@ impl Core {
             local,
             max_participants: max_participants.max(1),
             resume_grace: DEFAULT_RESUME_GRACE,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             rooms: HashMap::new(),
             where_is: HashMap::new(),
             routes: RouteTable::default(),
@@ -128,6 +141,13 @@ impl Core {
     /// [`DEFAULT_RESUME_GRACE`]).
     pub fn with_resume_grace(mut self, grace: std::time::Duration) -> Self {
         self.resume_grace = grace;
+        self
+    }
+
+    /// Sets how long a participant's publisher transport has from its join to connect (default
+    /// [`DEFAULT_CONNECT_TIMEOUT`]).
+    pub fn with_connect_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.connect_timeout = timeout;
         self
     }
 
@@ -158,6 +178,7 @@ impl Core {
                 consider(p.negotiation.deadline());
                 consider(p.keyframe_retry_deadline());
                 consider(p.detached_since.map(|t| t + self.resume_grace));
+                consider(p.connect_by);
             }
         }
         consider(Some(self.last_sweep + ROUTE_IDLE));
@@ -393,6 +414,16 @@ impl Core {
                         if state == ConsentState::Failed {
                             p.closing.get_or_insert(CloseReason::TransportFailed);
                         }
+                    }
+                }
+                if let Some(by) = p.connect_by {
+                    if p.publisher.state == RTCPeerConnectionState::Connected {
+                        p.connect_by = None;
+                    } else if now >= by {
+                        info!(participant = %p.id, "publisher transport not connected {} s after joining: removed", self.connect_timeout.as_secs());
+                        SfuMetrics::inc(&self.metrics.connect_timeouts);
+                        p.closing.get_or_insert(CloseReason::ConnectTimeout);
+                        p.connect_by = None;
                     }
                 }
                 if p.detached_since
@@ -824,7 +855,15 @@ impl Core {
         let pid = ParticipantId(self.next_id);
         self.next_id += 1;
         let others = room.participants.iter().map(|p| p.info()).collect();
-        if let Err(e) = room.add_participant(pid, name.clone(), user, events, &self.local, now) {
+        if let Err(e) = room.add_participant(
+            pid,
+            name.clone(),
+            user,
+            events,
+            &self.local,
+            now,
+            now + self.connect_timeout,
+        ) {
             if room.participants.is_empty() {
                 self.rooms.remove(&room_id);
             }
@@ -1301,6 +1340,7 @@ fn sync_ufrags(room: &mut Room, table: &mut HashMap<String, TransportKey>) {
 /// Queues every dirty transport's pending datagrams as [`Transmit`]s.
 fn flush(room: &mut Room, out: &mut VecDeque<Transmit>) {
     for p in &mut room.participants {
+        let downtracks = &p.downtracks;
         for t in std::iter::once(&mut p.publisher).chain(p.subscriber.as_mut()) {
             if !t.dirty {
                 continue;
@@ -1322,16 +1362,54 @@ fn flush(room: &mut Room, out: &mut VecDeque<Transmit>) {
                         msg.transport.transport_protocol,
                     ),
                 };
+                // Only a subscriber transport sends RTP (a publisher transport is receive-only).
+                let video = rtp_ssrc(&msg.message).is_some_and(|ssrc| {
+                    !downtracks
+                        .iter()
+                        .any(|dt| !dt.track_is_video() && dt.rewriter.out_ssrc() == ssrc)
+                });
                 out.push_back(Transmit {
                     protocol,
                     local,
                     remote,
                     data: msg.message,
+                    video,
                 });
             }
             t.dirty = false;
             t.deadline = t.pc.poll_timeout();
         }
+    }
+}
+
+/// The SSRC of an RTP (or SRTP) packet, `None` for anything else: STUN, DTLS (RFC 7983
+/// section 7: first byte 128..=191 is RTP/RTCP) and RTCP (RFC 5761 section 4: second byte
+/// 192..=223).
+fn rtp_ssrc(data: &[u8]) -> Option<u32> {
+    if data.len() < 12 || !(128..=191).contains(&data[0]) || (192..=223).contains(&data[1]) {
+        return None;
+    }
+    Some(u32::from_be_bytes([data[8], data[9], data[10], data[11]]))
+}
+
+#[cfg(test)]
+mod rtp_ssrc_tests {
+    #[test]
+    fn reads_rtp_only() {
+        let mut rtp = [0u8; 20];
+        rtp[0] = 0x80;
+        rtp[1] = 96 | 0x80; // marker bit set, payload type 96
+        rtp[8..12].copy_from_slice(&0xdead_beef_u32.to_be_bytes());
+        assert_eq!(super::rtp_ssrc(&rtp), Some(0xdead_beef));
+        let mut rtcp = rtp;
+        rtcp[1] = 200; // sender report
+        assert_eq!(super::rtp_ssrc(&rtcp), None);
+        assert_eq!(
+            super::rtp_ssrc(&[0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42, 0, 0, 0, 0]),
+            None
+        );
+        assert_eq!(super::rtp_ssrc(&[23u8; 40]), None, "DTLS application data");
+        assert_eq!(super::rtp_ssrc(&rtp[..11]), None, "too short");
     }
 }
 
