@@ -151,6 +151,21 @@ async fn each_token_failure_has_its_code_on_websocket_and_rest() {
             break;
         }
     }
+    let track = json!({"mid": "0", "kind": "audio", "source": "microphone"});
+    ws.send(Message::text(
+        json!({"type": "publish_offer", "sdp": "v=0", "tracks": [track]}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let reply = loop {
+        let m = next_json(&mut ws).await;
+        if m["type"] == "error" {
+            break m;
+        }
+    };
+    assert_eq!(reply["code"], "not_allowed", "{reply}");
+    // An offer declaring no track (the chat DataChannel only) passes the role check: this one
+    // then fails on its SDP.
     ws.send(Message::text(
         json!({"type": "publish_offer", "sdp": "v=0", "tracks": []}).to_string(),
     ))
@@ -162,7 +177,7 @@ async fn each_token_failure_has_its_code_on_websocket_and_rest() {
             break m;
         }
     };
-    assert_eq!(reply["code"], "not_allowed", "{reply}");
+    assert_eq!(reply["code"], "invalid_sdp", "{reply}");
 }
 
 async fn next_json<S>(ws: &mut S) -> Value

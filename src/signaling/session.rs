@@ -549,12 +549,14 @@ async fn handle(
         (m, Some(j)) if super::host::is_host_message(&m) => {
             super::host::control(m, claims, sfu, j.participant).await
         }
-        (ClientMessage::PublishOffer { .. }, Some(_))
-            if claims.role == crate::auth::Role::Viewer =>
+        // A viewer still connects its publisher transport, for the chat DataChannel (and the
+        // connect timeout): an offer that declares no track publishes nothing.
+        (ClientMessage::PublishOffer { tracks, .. }, Some(_))
+            if claims.role == crate::auth::Role::Viewer && !tracks.is_empty() =>
         {
             Some(ServerMessage::error(
                 ErrorCode::NotAllowed,
-                "a viewer token may not publish",
+                "a viewer token may not publish tracks",
             ))
         }
         (ClientMessage::PublishOffer { sdp, tracks }, Some(j)) => {
