@@ -202,19 +202,21 @@ pub fn spawn_media_worker(
 /// One ICE-TCP connection as the loop sees it: two write queues, drained by its writer task
 /// urgent first.
 struct TcpConn {
-    /// Everything but video RTP (audio, RTCP, STUN, DTLS, DataChannel data): written before any
-    /// queued video, so audio never waits behind a keyframe burst on a slow link.
-    urgent: mpsc::Sender<Bytes>,
-    /// Video RTP frames, each with the µs (since [`Worker::epoch`]) it was queued at. Its
-    /// backlog decides whether the connection is backed up.
+    /// Everything but video RTP (audio, RTCP, STUN, DTLS, DataChannel data), each frame with
+    /// the µs (since [`Worker::epoch`]) it was queued at: written before any queued video, so
+    /// audio never waits behind a keyframe burst on a slow link.
+    urgent: mpsc::Sender<(u64, Bytes)>,
+    /// Video RTP frames, likewise. Its length counts towards the backlog.
     video: mpsc::Sender<(u64, Bytes)>,
-    /// When the video frame its writer took last was queued (µs since [`Worker::epoch`], at
-    /// least 1), or 0 when no video is queued: how long the head of the video queue has waited.
+    /// When the frame its writer is writing now (of either queue) was queued (µs since
+    /// [`Worker::epoch`], at least 1), or 0 when both queues are empty: how long the head of
+    /// the connection has waited. A writer stuck on an audio frame behind a full kernel buffer
+    /// is as backed up as one stuck on video.
     head: Arc<AtomicU64>,
 }
 
 impl TcpConn {
-    /// Video frames queued, and how long the head video frame has waited as of `now_us`.
+    /// Video frames queued, and how long the frame being written has waited as of `now_us`.
     fn backlog(&self, now_us: u64) -> (usize, Duration) {
         let head = self.head.load(Ordering::Relaxed);
         let waited = if head == 0 {
@@ -552,7 +554,7 @@ impl Worker {
                 .map_err(|e| matches!(e, mpsc::error::TrySendError::Closed(_)))
         } else {
             conn.urgent
-                .try_send(frame.freeze())
+                .try_send((now_us.max(1), frame.freeze()))
                 .map_err(|e| matches!(e, mpsc::error::TrySendError::Closed(_)))
         };
         match queued {
@@ -635,32 +637,31 @@ async fn read_frames(
 
 /// Writes queued frames to one ICE-TCP connection, urgent ones before any video (between
 /// frames: RFC 4571 framing keeps each whole), until the loop drops the queues or a write fails
-/// (then the connection closes). `head` follows the video queue (see [`TcpConn::head`]).
+/// (then the connection closes), publishing in `head` when the frame it writes was queued
+/// (see [`TcpConn::head`]).
 async fn write_frames<W: tokio::io::AsyncWrite + Unpin>(
     mut wr: W,
-    mut urgent: mpsc::Receiver<Bytes>,
+    mut urgent: mpsc::Receiver<(u64, Bytes)>,
     mut video: mpsc::Receiver<(u64, Bytes)>,
     head: Arc<AtomicU64>,
 ) {
     loop {
-        let frame = tokio::select! {
+        let (queued_at, frame) = tokio::select! {
             biased;
             f = urgent.recv() => match f {
                 Some(f) => f,
                 None => return,
             },
             f = video.recv() => match f {
-                Some((queued_at, f)) => {
-                    head.store(queued_at, Ordering::Relaxed);
-                    f
-                }
+                Some(f) => f,
                 None => return,
             },
         };
+        head.store(queued_at, Ordering::Relaxed);
         if wr.write_all(&frame).await.is_err() {
             return;
         }
-        if video.is_empty() {
+        if urgent.is_empty() && video.is_empty() {
             head.store(0, Ordering::Relaxed);
         }
     }
@@ -753,7 +754,7 @@ mod tests {
             1,
             "a video frame is being written"
         );
-        urgent_tx.try_send(frame(b'a', 120)).unwrap();
+        urgent_tx.try_send((2, frame(b'a', 120))).unwrap();
         let mut order = Vec::new();
         let mut buf = BytesMut::new();
         while order.len() < 41 {
