@@ -23,7 +23,7 @@
 //   paid-session-ended {id, reason}        the room's paid session ended; settlement follows (fetchPaidSession)
 
 import { acquireDevices, deviceTrack, describeMediaError } from '/media.js';
-import { toParticipant, toTrack, msidBindings, jwtSubject } from '/wire.js';
+import { toParticipant, toTrack, msidBindings, jwtSubject, jwtRole } from '/wire.js';
 import { participantStats, sendStats, pairStats } from '/stats.js';
 
 export { describeMediaError };
@@ -150,6 +150,10 @@ export class ConfabSession extends EventTarget {
     this.userId = '';
     /** @type {Set<string>} every `sub` this session had (a token renewed on reconnect may change it) */
     this.userIds = new Set();
+    /** @type {string} the token's `role`: `host` shows the host controls */
+    this.role = 'participant';
+    /** a host locked the room (from `room_locked`) */
+    this.locked = false;
     this._tokenExpiresAt = 0;
     /** @type {PaidSession|null} the room's running paid session, if the server told us */
     this.paidSession = null;
@@ -538,6 +542,7 @@ export class ConfabSession extends EventTarget {
       this.token = given.token;
       this._tokenExpiresAt = given.expiresAt - 60_000;
       this.userId = jwtSubject(given.token);
+      this.role = jwtRole(given.token);
       if (this.userId) this.userIds.add(this.userId);
       return given.token;
     }
@@ -564,6 +569,7 @@ export class ConfabSession extends EventTarget {
     const ttl = Number(body.expires_in) || 0;
     this._tokenExpiresAt = ttl > 120 ? Date.now() + (ttl - 60) * 1000 : 0;
     this.userId = jwtSubject(body.token);
+    this.role = jwtRole(body.token);
     if (this.userId) this.userIds.add(this.userId);
     return body.token;
   }
@@ -702,7 +708,8 @@ export class ConfabSession extends EventTarget {
         else if (msg.source === 'camera') this.setCameraOff(true);
         return;
       case 'room_locked':
-        this._emit('room-locked', { locked: !!msg.locked });
+        this.locked = !!msg.locked;
+        this._emit('room-locked', { locked: this.locked });
         return;
       case 'track_muted': {
         const p = this.participants.get(msg.participant_id);
@@ -904,6 +911,10 @@ export class ConfabSession extends EventTarget {
       return;
     }
     if (!this.participantId && FATAL_JOIN_ERRORS.has(code)) {
+      this._connectionLost(gen, new FatalError(`${code}: ${message}`));
+    } else if (code === 'removed') {
+      // A host removed us: the server closes the socket; coming back is not ours to try.
+      this._resume = null;
       this._connectionLost(gen, new FatalError(`${code}: ${message}`));
     } else if (this._pendingAnswer && OFFER_ERRORS.has(code)) {
       this._pendingAnswer.reject(new Error(`the server refused our offer: ${code}: ${message}`));
@@ -1121,6 +1132,19 @@ export class ConfabSession extends EventTarget {
   _send(msg) {
     if (this._ws && this._ws.readyState === WebSocket.OPEN) this._ws.send(JSON.stringify(msg));
   }
+
+  /**
+   * Host controls (docs/protocol.md, `host_mute`, `host_remove`, `host_lock`): only a `host` token
+   * may use them; the server checks and answers anyone else with `not_allowed` (a `server-error`).
+   * @param {string} participantId @param {Source} source
+   */
+  hostMute(participantId, source) { this._send({ type: 'host_mute', participant_id: participantId, source }); }
+
+  /** Removes a participant from the room; its user may not come back while the room is open. @param {string} participantId */
+  hostRemove(participantId) { this._send({ type: 'host_remove', participant_id: participantId }); }
+
+  /** Locks (or unlocks) the room: nobody new joins. @param {boolean} locked */
+  hostLock(locked) { this._send({ type: 'host_lock', locked }); }
 
   /** `mute` is only valid once joined; before that the state goes out with the next join. @param {Source} source @param {boolean} muted */
   _sendMute(source, muted) {

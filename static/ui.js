@@ -275,7 +275,10 @@ function start(name) {
   s.addEventListener('server-error', (ev) => toast(`${detail(ev).message}`, 'error', detail(ev).code));
   s.addEventListener('notice', (ev) => toast(detail(ev).message, detail(ev).level, '', 10_000));
   s.addEventListener('muted-by-host', (ev) => toast(`A host muted your ${detail(ev).source}. Unmute it when you want to speak.`, 'warning', '', 10_000));
-  s.addEventListener('room-locked', (ev) => toast(detail(ev).locked ? 'A host locked the room: nobody new can join.' : 'A host unlocked the room.', 'info'));
+  s.addEventListener('room-locked', (ev) => {
+    toast(detail(ev).locked ? 'A host locked the room: nobody new can join.' : 'A host unlocked the room.', 'info');
+    renderPeople();
+  });
   renderControls();
   s.start().catch((e) => showState('failed', e?.message || String(e)));
   setInterval(pollLevels, LEVEL_POLL_MS);
@@ -546,23 +549,47 @@ function renderPeople() {
   /** @type {string[]} */
   const rows = [];
   const row = (/** @type {string} */ name, /** @type {boolean} */ micOff, /** @type {boolean} */ camOff,
-    /** @type {string} */ extra) => `
+    /** @type {string} */ extra, controls = '') => `
     <li class="person">
       <span class="person-avatar" style="background:${colorFor(name)}">${escapeHtml(initialOf(name))}</span>
       <span class="person-name">${escapeHtml(name)}${extra}</span>
       <span class="person-icons">${icon(micOff ? 'micOff' : 'mic', `icon icon-sm${micOff ? ' off' : ''}`)}${
-        icon(camOff ? 'camOff' : 'cam', `icon icon-sm${camOff ? ' off' : ''}`)}</span>
+        icon(camOff ? 'camOff' : 'cam', `icon icon-sm${camOff ? ' off' : ''}`)}</span>${controls}
     </li>`;
   const l = session.local;
+  const host = session.role === 'host';
+  if (host) {
+    rows.push(`<li class="host-row"><button type="button" class="host-btn" data-host="lock" aria-pressed="${session.locked}">${
+      session.locked ? 'Unlock room' : 'Lock room'}</button></li>`);
+  }
   rows.push(row(session.name, l.micMuted || !l.microphone, l.cameraOff || !l.camera, ' <span class="you">(You)</span>'));
   const others = [...session.participants.values()].sort((a, b) => a.name.localeCompare(b.name));
   for (const p of others) {
     const m = session.mediaOf(p.id);
     const presenting = !!m.screen && !isMuted(p.id, 'screen');
-    rows.push(row(p.name, !m.microphone || isMuted(p.id, 'microphone'), !m.camera || isMuted(p.id, 'camera'),
-      presenting ? ' <span class="you">· presenting</span>' : ''));
+    const micOff = !m.microphone || isMuted(p.id, 'microphone');
+    const camOff = !m.camera || isMuted(p.id, 'camera');
+    // A host's controls for each of the others: what the server enforces (docs/protocol.md).
+    const controls = host ? `<span class="host-controls" data-pid="${escapeHtml(p.id)}">${
+      micOff ? '' : '<button type="button" class="host-btn" data-host="mute-mic">Mute</button>'}${
+      camOff ? '' : '<button type="button" class="host-btn" data-host="mute-cam">Stop video</button>'}<button type="button" class="host-btn danger" data-host="remove">Remove</button></span>` : '';
+    rows.push(row(p.name, micOff, camOff, presenting ? ' <span class="you">· presenting</span>' : '', controls));
   }
   list.innerHTML = rows.join('');
+}
+
+/** A click on one of the host controls in the people panel. @param {MouseEvent} ev */
+function onHostControl(ev) {
+  const btn = /** @type {HTMLElement|null} */ (/** @type {HTMLElement} */ (ev.target).closest('[data-host]'));
+  if (!btn || !session) return;
+  const action = btn.dataset.host;
+  if (action === 'lock') { session.hostLock(!session.locked); return; }
+  const pid = /** @type {HTMLElement|null} */ (btn.closest('[data-pid]'))?.dataset.pid;
+  if (!pid) return;
+  const who = session.participants.get(pid)?.name || 'them';
+  if (action === 'mute-mic') session.hostMute(pid, 'microphone');
+  else if (action === 'mute-cam') session.hostMute(pid, 'camera');
+  else if (action === 'remove') { session.hostRemove(pid); toast(`You removed ${who} from the room.`, 'info'); }
 }
 
 // ------------------------------------------------------------------ controls
@@ -575,6 +602,7 @@ function wireControls() {
   $('leave-btn').addEventListener('click', leave);
   $('people-btn').addEventListener('click', togglePeople);
   $('people-close').addEventListener('click', togglePeople);
+  $('people-list').addEventListener('click', onHostControl);
   $('help-btn').addEventListener('click', () => /** @type {HTMLDialogElement} */ ($('help-dialog')).showModal());
   $('copy-link').addEventListener('click', copyLink);
   $('wallet-btn').addEventListener('click', walletFromTopBar);

@@ -31,13 +31,28 @@ export function msidBindings(sdp) {
   return out;
 }
 
-/** The `sub` claim of a JWT (not verified: only to recognise our own chat messages). @param {string} jwt */
-export function jwtSubject(jwt) {
+/**
+ * The claims of a JWT, not verified (the server checks every token; the page only reads who it is
+ * and which controls to show). `{}` when it does not decode.
+ * @param {string} jwt @returns {Record<string, unknown>}
+ */
+export function jwtClaims(jwt) {
   try {
     const b64 = jwt.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
     const json = new TextDecoder().decode(Uint8Array.from(atob(b64 + '='.repeat((4 - b64.length % 4) % 4)), (c) => c.charCodeAt(0)));
-    return String(JSON.parse(json).sub || '');
+    const claims = JSON.parse(json);
+    return claims && typeof claims === 'object' ? claims : {};
   } catch {
-    return '';
+    return {};
   }
+}
+
+/** The `sub` claim of a JWT (not verified: only to recognise our own chat messages). @param {string} jwt */
+export function jwtSubject(jwt) {
+  return String(jwtClaims(jwt).sub || '');
+}
+
+/** The `role` claim of a JWT (`participant` when absent, as the server reads it). @param {string} jwt */
+export function jwtRole(jwt) {
+  return String(jwtClaims(jwt).role || 'participant');
 }

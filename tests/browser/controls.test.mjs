@@ -1,6 +1,7 @@
 // The call controls as another participant sees them, and the client's recovery paths: mute and
-// camera-off indicators, a screen share as its own tile, a dropped WebSocket that resumes, and a
-// page without camera or microphone that joins receive-only.
+// camera-off indicators, a screen share as its own tile, a host's controls in the people panel
+// (mute, remove, lock), a dropped WebSocket that resumes, and a page without camera or microphone
+// that joins receive-only.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { launch, openRoom, eventually, stats, randomRoom, diagnose } from './helpers.mjs';
@@ -51,6 +52,54 @@ test('mute, camera off and a screen share show on the other page', { timeout: 90
     await ada.keyboard.press('s');
     await eventually(async () => (await bob.locator('#screens .tile').count()) === 0, 15_000,
       "Bob to drop Ada's screen tile");
+  } catch (e) {
+    await diagnose(pages);
+    throw e;
+  } finally {
+    await browser.close();
+  }
+});
+
+test('a host mutes a participant, removes them and locks the room from the people panel', { timeout: 90_000 }, async () => {
+  const { execFileSync } = await import('node:child_process');
+  const browser = await launch();
+  const pages = [];
+  try {
+    const room = randomRoom('host');
+    assert.ok(process.env.CONFAB_DATA_DIR && process.env.CONFAB_BIN, 'scripts/test-browser.sh sets CONFAB_DATA_DIR and CONFAB_BIN');
+    // A host token, minted as another backend would (`confab token`), handed over in the link.
+    const token = execFileSync(process.env.CONFAB_BIN, ['token', '--identity', 'hana', '--name', 'Hana', '--role', 'host',
+      '--room', room, '--data-dir', process.env.CONFAB_DATA_DIR],
+    { env: Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CONFAB_JWT_SECRET'))) }).toString().trim();
+    const hana = await openRoom(browser, room, 'Hana', { hash: `#token=${token}` });
+    const ada = await openRoom(browser, room, 'Ada');
+    pages.push(hana, ada);
+    await eventually(async () => (await fromAda(hana))?.framesDecoded > 5, 30_000, 'Hana to decode Ada');
+    assert.equal(await ada.locator('[data-host]').count(), 0, 'a participant sees no host controls');
+
+    // Mute: Ada's page is told and shows her microphone off; Hana sees the indicator.
+    await hana.click('#people-btn');
+    const adaRow = hana.locator('#people-list li.person', { hasText: 'Ada' });
+    await adaRow.locator('[data-host="mute-mic"]').click();
+    await eventually(async () => /\boff\b/.test((await ada.locator('#mic-btn').getAttribute('class')) || ''), 10_000,
+      "Ada's mic button to show off after the host's mute");
+    await eventually(async () => ((await adaTile(hana).getAttribute('class')) || '').includes('mic-off'), 10_000,
+      "Hana to see Ada's microphone off");
+
+    // Lock: a newcomer is refused with room_locked.
+    await hana.locator('[data-host="lock"]').click();
+    await eventually(() => hana.evaluate(() => window.confab.locked), 10_000, 'the room to be locked');
+    assert.match(await hana.locator('[data-host="lock"]').textContent(), /Unlock room/);
+    const bo = await openRoom(browser, room, 'Bo');
+    pages.push(bo);
+    await eventually(() => bo.evaluate(() => window.confab?.state === 'failed'), 20_000, 'Bo to be refused');
+    assert.match(await bo.evaluate(() => window.confab.reason), /lock/i);
+
+    // Remove: Ada's page ends, saying why; her tile leaves Hana's page.
+    await adaRow.locator('[data-host="remove"]').click();
+    await eventually(() => ada.evaluate(() => window.confab?.state === 'failed'), 20_000, "Ada's page to end");
+    assert.match(await ada.evaluate(() => window.confab.reason), /remov/i);
+    await eventually(async () => (await hana.locator('.tile-remote').count()) === 0, 15_000, "Ada's tile to leave Hana's page");
   } catch (e) {
     await diagnose(pages);
     throw e;

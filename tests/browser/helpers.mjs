@@ -33,12 +33,12 @@ export async function launch({ executablePath, secureOrigin, ignoreCertificateEr
 }
 
 /**
- * Opens `/rooms/{room}?name={name}` (plus `query`, e.g. `&paid=1`) of the server at `base` in a fresh
- * context; keeps the page's console for diagnostics. `captureWidth` caps the camera the page asks
+ * Opens `/rooms/{room}?name={name}` (plus `query`, e.g. `&paid=1`, and `hash`, e.g. `#token=…`) of the
+ * server at `base` in a fresh context; keeps the page's console for diagnostics. `captureWidth` caps the camera the page asks
  * for (16:9): long calls cap it at 640 so three 720p encoders and six decoders do not starve the
  * 2-core machine (the fake camera then keeps its 20 fps; forwarding does not depend on the size).
  */
-export async function openRoom(browser, room, name, { query = '', base = BASE, captureWidth, tcpOnly = false } = {}) {
+export async function openRoom(browser, room, name, { query = '', hash = '', base = BASE, captureWidth, tcpOnly = false } = {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
   if (tcpOnly) await context.addInitScript(TCP_ONLY);
   if (captureWidth) await capCamera(context, captureWidth);
@@ -46,7 +46,7 @@ export async function openRoom(browser, room, name, { query = '', base = BASE, c
   page.logs = [];
   page.on('console', (m) => page.logs.push(`[${name}] ${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => page.logs.push(`[${name}] pageerror: ${e.message}`));
-  await page.goto(`${base}/rooms/${encodeURIComponent(room)}?name=${encodeURIComponent(name)}${query}`);
+  await page.goto(`${base}/rooms/${encodeURIComponent(room)}?name=${encodeURIComponent(name)}${query}${hash}`);
   return page;
 }
 
