@@ -463,6 +463,17 @@ export class ConfabSession extends EventTarget {
   // ---------------------------------------------------------------- connection internals
 
   async _acquireLocalMedia() {
+    // A view-only token (a `viewer` link) never publishes: no devices are asked for, and the
+    // publisher transport carries only the chat DataChannel (the server refuses any track).
+    const given = this._tokenSource ? this._tokenSource() : null;
+    if (given && typeof given.token === 'string' && jwtRole(given.token) === 'viewer') {
+      this.role = 'viewer';
+      Object.assign(this.local, { microphone: null, camera: null, cameraOff: true,
+        mediaError: 'You joined view-only: you see, hear and chat; the others do not see or hear you.' });
+      this._notice(this.local.mediaError, 'info');
+      this._emit('local-media', {});
+      return;
+    }
     const { microphone, camera, error } = await acquireDevices();
     Object.assign(this.local, { microphone, camera, mediaError: error, cameraOff: !camera });
     if (error) this._notice(`${error}${!camera && !microphone ? ' You joined receive-only.' : ''}`, 'warning');

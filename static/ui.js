@@ -610,9 +610,7 @@ function wireControls() {
     if (session) session.retry(); else location.reload();
   });
   $('rejoin-btn').addEventListener('click', () => location.reload());
-  if (!navigator.mediaDevices || !('getDisplayMedia' in navigator.mediaDevices)) {
-    /** @type {HTMLButtonElement} */ ($('screen-btn')).disabled = true;
-  }
+  if (!canShareScreen()) /** @type {HTMLButtonElement} */ ($('screen-btn')).disabled = true;
   document.addEventListener('keydown', onKey);
 }
 
@@ -632,11 +630,14 @@ function onKey(ev) {
   action();
 }
 
-function toggleMic() { session?.toggleMic(); }
+/** A view-only page (a `viewer` token) publishes nothing: its device buttons stay off. */
+function viewOnly() { return session?.role === 'viewer'; }
 
-function toggleCam() { session?.toggleCamera(); }
+function toggleMic() { if (!viewOnly()) session?.toggleMic(); }
 
-function toggleScreen() { session?.toggleScreenShare(); }
+function toggleCam() { if (!viewOnly()) session?.toggleCamera(); }
+
+function toggleScreen() { if (!viewOnly()) session?.toggleScreenShare(); }
 
 function togglePeople() {
   setPeopleOpen($('people-panel').hidden);
@@ -685,8 +686,12 @@ function renderControls() {
   scr.dataset.tip = l.screen ? 'Stop presenting (S)' : 'Present your screen (S)';
   scr.setAttribute('aria-label', scr.dataset.tip);
   $('leave-btn').setAttribute('aria-label', 'Leave the call (L)');
+  for (const b of [mic, cam, scr]) /** @type {HTMLButtonElement} */ (b).disabled = viewOnly() || (b === scr && !canShareScreen());
   renderPeople();
 }
+
+/** The browser can capture a screen. */
+function canShareScreen() { return !!navigator.mediaDevices && 'getDisplayMedia' in navigator.mediaDevices; }
 
 async function copyLink() {
   const url = `${location.origin}/rooms/${encodeURIComponent(roomId)}`;

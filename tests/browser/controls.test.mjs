@@ -108,6 +108,41 @@ test('a host mutes a participant, removes them and locks the room from the peopl
   }
 });
 
+test('a viewer link joins view-only: it sees and chats, publishes nothing, and stays past the connect timeout', { timeout: 90_000 }, async () => {
+  const { execFileSync } = await import('node:child_process');
+  const browser = await launch();
+  const pages = [];
+  try {
+    const room = randomRoom('viewer');
+    const token = execFileSync(process.env.CONFAB_BIN, ['token', '--identity', 'vera', '--name', 'Vera', '--role', 'viewer',
+      '--room', room, '--data-dir', process.env.CONFAB_DATA_DIR],
+    { env: Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CONFAB_JWT_SECRET'))) }).toString().trim();
+    const ada = await openRoom(browser, room, 'Ada');
+    const vera = await openRoom(browser, room, 'Vera', { hash: `#token=${token}` });
+    pages.push(ada, vera);
+    await eventually(async () => (await fromAda(vera))?.framesDecoded > 5, 30_000, 'Vera to decode Ada');
+    assert.equal(await vera.evaluate(() => window.confab.role), 'viewer');
+    assert.ok(await vera.locator('#mic-btn').isDisabled(), 'the microphone button is disabled');
+    assert.ok(await vera.locator('#cam-btn').isDisabled(), 'the camera button is disabled');
+    // Ada sees Vera's tile without video or microphone; nothing was refused.
+    const veraTile = ada.locator('.tile-remote', { hasText: 'Vera' });
+    await veraTile.waitFor({ timeout: 10_000 });
+    // Past the server's 20 s connect timeout, Vera is still in the room, still decoding Ada.
+    await new Promise((r) => setTimeout(r, 22_000));
+    assert.equal(await vera.evaluate(() => window.confab.state), 'connected');
+    const before = (await fromAda(vera)).framesDecoded;
+    await eventually(async () => (await fromAda(vera)).framesDecoded > before + 20, 10_000, 'Vera still decoding Ada');
+    assert.match((await veraTile.getAttribute('class')) || '', /video-off/);
+    assert.ok(!vera.logs.some((l) => /not_allowed/.test(l)), 'no publish was refused');
+    assert.equal(await vera.evaluate(() => window.confab.chatChannel?.readyState), 'open', 'its chat DataChannel is open');
+  } catch (e) {
+    await diagnose(pages);
+    throw e;
+  } finally {
+    await browser.close();
+  }
+});
+
 test('a dropped WebSocket resumes the same participant: media never stops, nobody sees a leave', { timeout: 90_000 }, async () => {
   const browser = await launch();
   const pages = [];
