@@ -9,11 +9,10 @@ mod common;
 
 use std::time::Duration;
 
-use confab_client::{Client, ClientError, RemoteTrackStats, SyntheticTrack};
+use confab_client::{Client, ClientError, SyntheticTrack};
 use confab_protocol::{ErrorCode, ServerMessage, Source};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use std::sync::Arc;
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,38 +126,37 @@ async fn a_participant_whose_publisher_never_connects_is_removed_and_its_place_f
         Err(ClientError::Refused { code, .. }) => assert_eq!(code, ErrorCode::RoomFull),
         other => panic!("a third participant: {:?}", other.map(|_| ())),
     }
-    let ev = ghost
-        .wait_event(Duration::from_secs(8), |m| {
-            matches!(
-                m,
-                ServerMessage::Error {
-                    code: ErrorCode::ConnectTimeout,
-                    ..
-                }
-            )
-        })
-        .await;
-    assert!(ev.is_some(), "the ghost is told connect_timeout");
+    assert!(
+        told_connect_timeout(&mut ghost).await,
+        "the ghost is told connect_timeout"
+    );
     let mut third = Client::join(&app.ws_url("third"), "ghost-room", "Third")
         .await
         .expect("the freed place admits a third");
     // The third never publishes either, and goes the same way; the participant that connected
     // stays, well past the timeout.
-    let ev = third
-        .wait_event(Duration::from_secs(8), |m| {
-            matches!(
-                m,
-                ServerMessage::Error {
-                    code: ErrorCode::ConnectTimeout,
-                    ..
-                }
-            )
-        })
-        .await;
-    assert!(ev.is_some(), "the third is told connect_timeout");
+    assert!(
+        told_connect_timeout(&mut third).await,
+        "the third is told connect_timeout"
+    );
     assert_eq!(app.metric("confab_participants").await, 1.0);
     assert_eq!(app.metric("confab_connect_timeouts_total").await, 2.0);
     real.leave().await;
+}
+
+/// Whether `c` gets `connect_timeout` within 8 s.
+async fn told_connect_timeout(c: &mut Client) -> bool {
+    c.wait_event(Duration::from_secs(8), |m| {
+        matches!(
+            m,
+            ServerMessage::Error {
+                code: ErrorCode::ConnectTimeout,
+                ..
+            }
+        )
+    })
+    .await
+    .is_some()
 }
 
 /// Opens a signaling socket from `source` (an address of the loopback network other than the
@@ -181,20 +179,6 @@ async fn open_from(
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(Some(r.status())),
         Err(_) => Err(None),
     }
-}
-
-fn av() -> Vec<(Source, SyntheticTrack)> {
-    vec![
-        (Source::Camera, SyntheticTrack::video()),
-        (Source::Microphone, SyntheticTrack::audio()),
-    ]
-}
-
-fn tracks_from(c: &Client, participant: &str) -> Vec<Arc<RemoteTrackStats>> {
-    c.remote_tracks()
-        .into_iter()
-        .filter(|t| t.participant == participant)
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -318,7 +302,9 @@ async fn a_client_with_500_sockets_and_a_join_flood_cannot_keep_its_neighbours_o
         let mut c = Client::join(&ws, "neighbours", name)
             .await
             .expect("a neighbour joins during the flood");
-        c.publish(&av()).await.expect("a neighbour publishes");
+        c.publish(&common::av())
+            .await
+            .expect("a neighbour publishes");
         neighbours.push(c);
     }
     let ids: Vec<String> = neighbours
@@ -327,8 +313,8 @@ async fn a_client_with_500_sockets_and_a_join_flood_cannot_keep_its_neighbours_o
         .collect();
     assert!(
         common::eventually(Duration::from_secs(20), || {
-            tracks_from(&neighbours[0], &ids[1]).len() == 2
-                && tracks_from(&neighbours[1], &ids[0]).len() == 2
+            common::received_from(&neighbours[0], &ids[1]).len() == 2
+                && common::received_from(&neighbours[1], &ids[0]).len() == 2
         })
         .await,
         "each neighbour receives the other's two tracks"
@@ -337,7 +323,7 @@ async fn a_client_with_500_sockets_and_a_join_flood_cannot_keep_its_neighbours_o
     let window = Duration::from_secs(20);
     let before: Vec<Vec<u64>> = (0..2)
         .map(|i| {
-            tracks_from(&neighbours[i], &ids[1 - i])
+            common::received_from(&neighbours[i], &ids[1 - i])
                 .iter()
                 .map(|t| t.stats.lock().unwrap().received)
                 .collect()
@@ -345,7 +331,7 @@ async fn a_client_with_500_sockets_and_a_join_flood_cannot_keep_its_neighbours_o
         .collect();
     tokio::time::sleep(window).await;
     for i in 0..2 {
-        for (t, b) in tracks_from(&neighbours[i], &ids[1 - i])
+        for (t, b) in common::received_from(&neighbours[i], &ids[1 - i])
             .iter()
             .zip(&before[i])
         {

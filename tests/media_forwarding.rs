@@ -4,27 +4,12 @@
 
 mod common;
 
-use common::{eventually, spawn_app};
-use confab_client::{Client, RemoteTrackStats, SyntheticTrack};
-use confab_protocol::{ServerMessage, Source};
-use std::sync::Arc;
+use common::{av, eventually, received_from, spawn_app};
+use confab_client::Client;
+use confab_protocol::ServerMessage;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn av() -> Vec<(Source, SyntheticTrack)> {
-    vec![
-        (Source::Camera, SyntheticTrack::video()),
-        (Source::Microphone, SyntheticTrack::audio()),
-    ]
-}
-
-fn received_from(c: &Client, participant: &str) -> Vec<Arc<RemoteTrackStats>> {
-    c.remote_tracks()
-        .into_iter()
-        .filter(|t| t.participant == participant)
-        .collect()
-}
 
 /// Every other participant's two tracks reached `c` with at least `min` packets each.
 fn has_all(c: &Client, others: &[&str], min: u64) -> bool {

@@ -152,32 +152,37 @@ async fn each_token_failure_has_its_code_on_websocket_and_rest() {
         }
     }
     let track = json!({"mid": "0", "kind": "audio", "source": "microphone"});
-    ws.send(Message::text(
-        json!({"type": "publish_offer", "sdp": "v=0", "tracks": [track]}).to_string(),
-    ))
-    .await
-    .unwrap();
-    let reply = loop {
-        let m = next_json(&mut ws).await;
-        if m["type"] == "error" {
-            break m;
-        }
-    };
+    let reply = error_reply(
+        &mut ws,
+        json!({"type": "publish_offer", "sdp": "v=0", "tracks": [track]}),
+    )
+    .await;
     assert_eq!(reply["code"], "not_allowed", "{reply}");
     // An offer declaring no track (the chat DataChannel only) passes the role check: this one
     // then fails on its SDP.
-    ws.send(Message::text(
-        json!({"type": "publish_offer", "sdp": "v=0", "tracks": []}).to_string(),
-    ))
-    .await
-    .unwrap();
-    let reply = loop {
-        let m = next_json(&mut ws).await;
-        if m["type"] == "error" {
-            break m;
-        }
-    };
+    let reply = error_reply(
+        &mut ws,
+        json!({"type": "publish_offer", "sdp": "v=0", "tracks": []}),
+    )
+    .await;
     assert_eq!(reply["code"], "invalid_sdp", "{reply}");
+}
+
+/// Sends `m` and returns the next `error` the server answers.
+async fn error_reply<S>(ws: &mut S, m: Value) -> Value
+where
+    S: SinkExt<Message>
+        + StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
+        + Unpin,
+    <S as futures_util::Sink<Message>>::Error: std::fmt::Debug,
+{
+    ws.send(Message::text(m.to_string())).await.unwrap();
+    loop {
+        let m = next_json(ws).await;
+        if m["type"] == "error" {
+            return m;
+        }
+    }
 }
 
 async fn next_json<S>(ws: &mut S) -> Value

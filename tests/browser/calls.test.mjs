@@ -4,7 +4,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BASE, launch, capCamera, eventually, diagnose } from './helpers.mjs';
+import { BASE, launch, capCamera, eventually, diagnose, mintToken } from './helpers.mjs';
 
 /** A page of its own context on the calls page, online as `name`. */
 async function lobby(browser, name) {
@@ -80,7 +80,6 @@ test('A calls B from the calls page: B rings and accepts, both see each other, A
 
 test('the landing page lists a room its host put in the directory, with its head count, and Join opens it',
   { timeout: 60_000 }, async () => {
-    const { execFileSync } = await import('node:child_process');
     const browser = await launch();
     const pages = [];
     try {
@@ -89,10 +88,7 @@ test('the landing page lists a room its host put in the directory, with its head
       const host = await browser.newContext();
       const hp = await host.newPage();
       pages.push(hp);
-      const dataDir = process.env.CONFAB_DATA_DIR;
-      assert.ok(dataDir && process.env.CONFAB_BIN, 'scripts/test-browser.sh sets CONFAB_DATA_DIR and CONFAB_BIN (the server\'s token secret)');
-      const token = execFileSync(process.env.CONFAB_BIN, ['token', '--identity', 'hana', '--name', 'Hana', '--role', 'host', '--room', room, '--data-dir', dataDir],
-        { env: Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CONFAB_JWT_SECRET'))) }).toString().trim();
+      const token = await mintToken({ identity: 'hana', name: 'Hana', role: 'host', room });
       await hp.goto(`${BASE}/rooms/${room}#token=${token}`);
       await eventually(() => hp.evaluate(() => window.confab?.state === 'connected'), 20_000, 'the host in the room');
       const r = await hp.evaluate(async ({ room, token }) => (await fetch(`/api/rooms/${room}/listing`, {

@@ -4,7 +4,7 @@
 // that joins receive-only.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { launch, openRoom, eventually, stats, randomRoom, diagnose } from './helpers.mjs';
+import { launch, openRoom, eventually, stats, randomRoom, diagnose, mintToken } from './helpers.mjs';
 
 /** Ada's tile on Bob's page: its classes say mic-off / video-off. */
 const adaTile = (page) => page.locator('.tile-remote', { hasText: 'Ada' });
@@ -61,16 +61,12 @@ test('mute, camera off and a screen share show on the other page', { timeout: 90
 });
 
 test('a host mutes a participant, removes them and locks the room from the people panel', { timeout: 90_000 }, async () => {
-  const { execFileSync } = await import('node:child_process');
   const browser = await launch();
   const pages = [];
   try {
     const room = randomRoom('host');
-    assert.ok(process.env.CONFAB_DATA_DIR && process.env.CONFAB_BIN, 'scripts/test-browser.sh sets CONFAB_DATA_DIR and CONFAB_BIN');
-    // A host token, minted as another backend would (`confab token`), handed over in the link.
-    const token = execFileSync(process.env.CONFAB_BIN, ['token', '--identity', 'hana', '--name', 'Hana', '--role', 'host',
-      '--room', room, '--data-dir', process.env.CONFAB_DATA_DIR],
-    { env: Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CONFAB_JWT_SECRET'))) }).toString().trim();
+    // A host token, minted as another backend would, handed over in the link.
+    const token = await mintToken({ identity: 'hana', name: 'Hana', role: 'host', room });
     const hana = await openRoom(browser, room, 'Hana', { hash: `#token=${token}` });
     const ada = await openRoom(browser, room, 'Ada');
     pages.push(hana, ada);
@@ -109,14 +105,11 @@ test('a host mutes a participant, removes them and locks the room from the peopl
 });
 
 test('a viewer link joins view-only: it sees and chats, publishes nothing, and stays past the connect timeout', { timeout: 90_000 }, async () => {
-  const { execFileSync } = await import('node:child_process');
   const browser = await launch();
   const pages = [];
   try {
     const room = randomRoom('viewer');
-    const token = execFileSync(process.env.CONFAB_BIN, ['token', '--identity', 'vera', '--name', 'Vera', '--role', 'viewer',
-      '--room', room, '--data-dir', process.env.CONFAB_DATA_DIR],
-    { env: Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CONFAB_JWT_SECRET'))) }).toString().trim();
+    const token = await mintToken({ identity: 'vera', name: 'Vera', role: 'viewer', room });
     const ada = await openRoom(browser, room, 'Ada');
     const vera = await openRoom(browser, room, 'Vera', { hash: `#token=${token}` });
     pages.push(ada, vera);

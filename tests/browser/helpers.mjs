@@ -50,6 +50,21 @@ export async function openRoom(browser, room, name, { query = '', hash = '', bas
   return page;
 }
 
+/**
+ * An access token minted the way another backend would (`confab token` with the server's secret
+ * in CONFAB_DATA_DIR, which scripts/test-browser.sh sets along with CONFAB_BIN).
+ * @param {{identity: string, name: string, role: string, room: string}} claims
+ */
+export async function mintToken({ identity, name, role, room }) {
+  const { execFileSync } = await import('node:child_process');
+  if (!process.env.CONFAB_DATA_DIR || !process.env.CONFAB_BIN) {
+    throw new Error('scripts/test-browser.sh sets CONFAB_DATA_DIR and CONFAB_BIN (the server\'s token secret)');
+  }
+  return execFileSync(process.env.CONFAB_BIN, ['token', '--identity', identity, '--name', name, '--role', role,
+    '--room', room, '--data-dir', process.env.CONFAB_DATA_DIR],
+  { env: Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CONFAB_JWT_SECRET'))) }).toString().trim();
+}
+
 /** Caps the camera every page of `context` asks for at `width` px wide (16:9). */
 export async function capCamera(context, width) {
   await context.addInitScript((w) => {

@@ -135,6 +135,31 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeArgs)) -> TestApp {
     }
 }
 
+/// A synthetic camera (VP8) and microphone (Opus) to publish.
+pub fn av() -> Vec<(confab_protocol::Source, confab_client::SyntheticTrack)> {
+    vec![
+        (
+            confab_protocol::Source::Camera,
+            confab_client::SyntheticTrack::video(),
+        ),
+        (
+            confab_protocol::Source::Microphone,
+            confab_client::SyntheticTrack::audio(),
+        ),
+    ]
+}
+
+/// The tracks `c` receives from `participant`.
+pub fn received_from(
+    c: &confab_client::Client,
+    participant: &str,
+) -> Vec<std::sync::Arc<confab_client::RemoteTrackStats>> {
+    c.remote_tracks()
+        .into_iter()
+        .filter(|t| t.participant == participant)
+        .collect()
+}
+
 /// Polls `cond` every 50 ms until it holds or `timeout` passes; returns whether it held.
 pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + timeout;
