@@ -61,8 +61,8 @@ pub struct Transmit {
     pub remote: SocketAddr,
     /// The bytes (already SRTP/DTLS-protected where that applies).
     pub data: BytesMut,
-    /// SRTP of a video downtrack (media or retransmission; any RTP that is not a forwarded
-    /// audio track's SSRC). On a backed-up ICE-TCP connection it waits behind everything else
+    /// On ICE-TCP only (always `false` on UDP): SRTP of a video downtrack (media or
+    /// retransmission; any RTP that is not a forwarded audio track's SSRC). On a backed-up ICE-TCP connection it waits behind everything else
     /// (audio, RTCP, STUN, DTLS and DataChannel data), so a keyframe burst never holds audio
     /// (issue "reach", part 2: "never audio first"). The RTP header is in the clear under
     /// SRTP (RFC 3711 section 3.1), which is what this is read from.
@@ -1362,12 +1362,14 @@ fn flush(room: &mut Room, out: &mut VecDeque<Transmit>) {
                         msg.transport.transport_protocol,
                     ),
                 };
-                // Only a subscriber transport sends RTP (a publisher transport is receive-only).
-                let video = rtp_ssrc(&msg.message).is_some_and(|ssrc| {
-                    !downtracks
-                        .iter()
-                        .any(|dt| !dt.track_is_video() && dt.rewriter.out_ssrc() == ssrc)
-                });
+                // Only ICE-TCP writers read it (UDP has no queue to reorder), and only a
+                // subscriber transport sends RTP (a publisher transport is receive-only).
+                let video = protocol == TransportProtocol::TCP
+                    && rtp_ssrc(&msg.message).is_some_and(|ssrc| {
+                        !downtracks
+                            .iter()
+                            .any(|dt| !dt.track_is_video() && dt.rewriter.out_ssrc() == ssrc)
+                    });
                 out.push_back(Transmit {
                     protocol,
                     local,
