@@ -69,6 +69,16 @@ pub fn families(m: &SfuMetrics) -> Vec<MetricFamily> {
             get(&m.bytes_forwarded),
         ),
         counter(
+            "confab_rtp_retransmitted_packets_total",
+            "RTP packets sent again to subscribers that NACKed them (at most once per 200 ms per packet).",
+            get(&m.rtp_retransmitted),
+        ),
+        counter(
+            "confab_rtp_nacked_packets_total",
+            "Distinct RTP packets subscribers NACKed while the server still held them.",
+            get(&m.rtp_nacked),
+        ),
+        counter(
             "confab_rtp_received_packets_total",
             "RTP packets received from publishers.",
             get(&m.rtp_in),

@@ -11,8 +11,8 @@
 //! reports the leave (paid-session presence, the chat's "left" line).
 
 use super::protocol::{
-    parse_client_message, reply_text, request_id, ClientMessage, ErrorCode, Kind, ParticipantMsg,
-    ServerMessage, Source, SubscribedTrackMsg, Target, TrackMsg, MAX_SDP_BYTES,
+    parse_client_message, reply_text, request_id, ActiveSpeakerMsg, ClientMessage, ErrorCode, Kind,
+    ParticipantMsg, ServerMessage, Source, SubscribedTrackMsg, Target, TrackMsg, MAX_SDP_BYTES,
 };
 use super::ratelimit::TokenBucket;
 use crate::auth::Claims;
@@ -772,6 +772,16 @@ fn event_message(ev: SfuEvent) -> Option<ServerMessage> {
             source: source_out(source),
         },
         SfuEvent::RoomLocked(locked) => ServerMessage::RoomLocked { locked },
+        SfuEvent::ActiveSpeakers(list) => ServerMessage::ActiveSpeakers {
+            speakers: list
+                .iter()
+                .map(|s| ActiveSpeakerMsg {
+                    participant_id: s.participant.to_string(),
+                    // Two decimals are all a client shows.
+                    level: (s.level * 100.0).round() / 100.0,
+                })
+                .collect(),
+        },
         SfuEvent::DataMessage { .. } | SfuEvent::DataChannelOpen { .. } => return None,
         SfuEvent::Closed(_) => return None,
     })

@@ -223,6 +223,15 @@ pub struct ParticipantMsg {
     pub tracks: Vec<TrackMsg>,
 }
 
+/// One entry of `active_speakers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActiveSpeakerMsg {
+    /// The speaking participant (`p<n>`).
+    pub participant_id: String,
+    /// Smoothed loudness of their speech, 0..1 (1 = 0 dBov, the loudest; 0 = -127 dBov).
+    pub level: f32,
+}
+
 /// One m-line of a `subscribe_offer`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubscribedTrackMsg {
@@ -411,6 +420,13 @@ pub enum ServerMessage {
     RoomLocked {
         /// Locked or not.
         locked: bool,
+    },
+    /// Who is speaking, from the microphones' RFC 6464 audio levels: the dominant speaker
+    /// first, at most 3, empty when nobody speaks. Sent to everyone in the room when the list
+    /// changes (at most every 500 ms).
+    ActiveSpeakers {
+        /// The speakers, dominant first.
+        speakers: Vec<ActiveSpeakerMsg>,
     },
     /// You wait in the matching queue (answer to `match_start`).
     MatchWaiting,

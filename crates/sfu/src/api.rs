@@ -303,6 +303,10 @@ pub enum SfuEvent {
     MutedByHost(TrackSource),
     /// A host locked (`true`) or unlocked the room: while locked, nobody new joins.
     RoomLocked(bool),
+    /// Who is speaking now, the dominant speaker first (at most
+    /// [`crate::speakers::MAX_SPEAKERS`]; empty when nobody is). Sent to everyone in the room
+    /// when the list changes, at most every [`crate::speakers::MIN_ANNOUNCE_INTERVAL`].
+    ActiveSpeakers(Vec<crate::speakers::ActiveSpeaker>),
 }
 
 /// Room lifecycle, for the subsystems that hook into it (chat history, paid sessions).
@@ -380,6 +384,11 @@ pub struct SfuMetrics {
     pub rtp_forwarded: AtomicU64,
     /// RTP payload+header bytes handed to subscriber transports.
     pub bytes_forwarded: AtomicU64,
+    /// RTP packets sent again to a subscriber that NACKed them (RFC 4585 section 6.2.1).
+    pub rtp_retransmitted: AtomicU64,
+    /// Distinct RTP packets subscribers NACKed (each counted at its first NACK, while the
+    /// server still holds it).
+    pub rtp_nacked: AtomicU64,
     /// Video packets dropped because the subscriber waits for a keyframe.
     pub drops_keyframe_wait: AtomicU64,
     /// Packets dropped because the subscriber leg has no such payload type.

@@ -43,10 +43,12 @@ pub mod peer;
 pub mod rewrite;
 pub(crate) mod room;
 pub mod routing;
+pub mod speakers;
 mod worker;
 
 pub use crate::core::{Core, Transmit};
 pub use crate::room::LocalCandidates;
+pub use crate::speakers::ActiveSpeaker;
 pub use api::{
     Attachment, CloseReason, HostAction, JoinInfo, MediaConfig, MediaInterface, ParticipantInfo,
     ParticipantSnapshot, PublishTrack, ResumeInfo, RoomEvent, RoomSnapshot, SfuError, SfuEvent,

@@ -2,6 +2,7 @@
 //! it (ICE-lite, DTLS server, AEAD-GCM SRTP first, the codecs and header extensions we forward,
 //! NACK/RTCP-report/TWCC interceptors, and a tap that lets keyframe requests reach us).
 
+use crate::api::SfuMetrics;
 use crate::ids::{ParticipantId, TransportRole};
 use rtc::interceptor::{
     Attribute, Interceptor, Packet as InterceptorPacket, Registry, Slot, StreamInfo, TaggedPacket,
@@ -26,6 +27,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Header extensions negotiated besides `transport-cc` (which each leg stamps itself) — the ones
@@ -155,6 +157,7 @@ impl IceCredentials {
 pub fn build_peer_connection(
     _participant: ParticipantId,
     role: TransportRole,
+    metrics: Arc<SfuMetrics>,
     now: Instant,
 ) -> Result<RTCPeerConnection, Error> {
     let setting_engine = SettingEngineBuilder::new()
@@ -193,7 +196,10 @@ pub fn build_peer_connection(
     };
     let registry = registry
         .with(Slot::Custom(14_000), KeyframeRequestTap::default())
-        .with(Slot::Custom(NACK_AGE_FILTER_SLOT), NackAgeFilter::default());
+        .with(
+            Slot::Custom(NACK_AGE_FILTER_SLOT),
+            NackAgeFilter::new(metrics),
+        );
     RTCPeerConnectionBuilder::new()
         .with_setting_engine(setting_engine)
         .with_media_engine(me)
@@ -272,6 +278,14 @@ const NACK_AGE_FILTER_SLOT: usize = 3_500;
 /// than that arrives after the receiver has given the frame up.
 pub const MAX_RETRANSMIT_AGE: Duration = Duration::from_millis(1_000);
 
+/// Least time between two retransmissions of one packet to one subscriber. A receiver NACKs a
+/// missing packet again after about one round trip when the retransmission has not arrived
+/// (Chromium's `NackRequester`); on a short path that is a few ms, so without this every NACK
+/// repeated before the first retransmission lands would be answered again (DEPENDENCY-NOTES: up to
+/// 60 retransmissions per lost packet). A retransmission that is itself lost is repaired after
+/// this long.
+pub const RETRANSMIT_HOLDOFF: Duration = Duration::from_millis(200);
+
 /// Departure times remembered per outgoing stream (a power of two above
 /// [`NACK_HISTORY_PACKETS`]: a sequence number not found here is not in the responder's buffer
 /// either).
@@ -285,36 +299,72 @@ const SENT_RING: usize = 512;
 /// first keyframe decoded at once, the next frames 3 s later, all at once). Per departing packet:
 /// one lookup in a short list of streams and one store, no allocation; a NACK is rebuilt only
 /// when it names stale packets.
+///
+/// It also answers each lost packet once per [`RETRANSMIT_HOLDOFF`] at most (a NACK repeated
+/// before the retransmission could arrive is not answered again), and counts the
+/// retransmissions that leave (`confab_rtp_retransmitted_packets_total`).
 #[derive(Default)]
 pub struct NackAgeFilter {
-    /// Per local SSRC: `(sequence number, departure)` at `seq % SENT_RING`.
-    streams: Vec<(u32, Box<[(u16, Option<Instant>)]>)>,
+    /// Per local SSRC, at `seq % SENT_RING`: the sequence number, its first departure and its
+    /// latest retransmission.
+    streams: Vec<(u32, Box<[SentPacket]>)>,
     reads: VecDeque<TaggedPacket>,
     writes: VecDeque<TaggedPacket>,
+    /// Where retransmissions are counted (`None` in unit tests).
+    metrics: Option<Arc<SfuMetrics>>,
+}
+
+/// What [`NackAgeFilter`] remembers of one departed packet.
+#[derive(Debug, Clone, Copy, Default)]
+struct SentPacket {
+    seq: u16,
+    first: Option<Instant>,
+    resent: Option<Instant>,
+    /// A NACK named it (counted once in `confab_rtp_nacked_packets_total`).
+    nacked: bool,
 }
 
 impl NackAgeFilter {
-    fn sent_at(&self, ssrc: u32, seq: u16) -> Option<Instant> {
-        let (_, ring) = self.streams.iter().find(|(s, _)| *s == ssrc)?;
-        match ring[usize::from(seq) % SENT_RING] {
-            (s, Some(at)) if s == seq => Some(at),
-            _ => None,
+    /// A filter counting its retransmissions in `metrics`.
+    pub fn new(metrics: Arc<SfuMetrics>) -> Self {
+        Self {
+            metrics: Some(metrics),
+            ..Self::default()
         }
     }
 
-    /// The NACK with only the sequence numbers still worth resending at `now`, or `None` when
-    /// it names none. Streams this filter does not know pass untouched.
-    fn fresh(&self, nack: &TransportLayerNack, now: Instant) -> Option<TransportLayerNack> {
-        if !self.streams.iter().any(|(s, _)| *s == nack.media_ssrc) {
+    fn sent(&self, ssrc: u32, seq: u16) -> Option<SentPacket> {
+        let (_, ring) = self.streams.iter().find(|(s, _)| *s == ssrc)?;
+        let p = ring[usize::from(seq) % SENT_RING];
+        (p.seq == seq && p.first.is_some()).then_some(p)
+    }
+
+    /// The NACK with only the sequence numbers still worth resending at `now` (first sent at
+    /// most [`MAX_RETRANSMIT_AGE`] ago, not resent in the last [`RETRANSMIT_HOLDOFF`]), or
+    /// `None` when it names none. Streams this filter does not know pass untouched.
+    fn fresh(&mut self, nack: &TransportLayerNack, now: Instant) -> Option<TransportLayerNack> {
+        let Some(i) = self.streams.iter().position(|(s, _)| *s == nack.media_ssrc) else {
             return Some(nack.clone());
-        }
+        };
         let mut keep = Vec::new();
         for pair in &nack.nacks {
             for seq in pair.packet_list() {
-                if self
-                    .sent_at(nack.media_ssrc, seq)
-                    .is_some_and(|at| now.saturating_duration_since(at) <= MAX_RETRANSMIT_AGE)
-                {
+                let Some(p) = self.sent(nack.media_ssrc, seq) else {
+                    continue;
+                };
+                if !p.nacked {
+                    self.streams[i].1[usize::from(seq) % SENT_RING].nacked = true;
+                    if let Some(m) = &self.metrics {
+                        SfuMetrics::inc(&m.rtp_nacked);
+                    }
+                }
+                let young = p
+                    .first
+                    .is_some_and(|at| now.saturating_duration_since(at) <= MAX_RETRANSMIT_AGE);
+                let rested = p
+                    .resent
+                    .is_none_or(|at| now.saturating_duration_since(at) >= RETRANSMIT_HOLDOFF);
+                if young && rested {
                     keep.push(seq);
                 }
             }
@@ -361,8 +411,21 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackAgeFilter {
         if let InterceptorPacket::Rtp(rtp) = &msg.message.packet {
             let (ssrc, seq) = (rtp.header.ssrc, rtp.header.sequence_number);
             if let Some((_, ring)) = self.streams.iter_mut().find(|(s, _)| *s == ssrc) {
+                let slot = &mut ring[usize::from(seq) % SENT_RING];
                 if !msg.message.has(&Attribute::Retransmission) {
-                    ring[usize::from(seq) % SENT_RING] = (seq, Some(msg.now));
+                    *slot = SentPacket {
+                        seq,
+                        first: Some(msg.now),
+                        resent: None,
+                        nacked: false,
+                    };
+                } else {
+                    if slot.seq == seq {
+                        slot.resent = Some(msg.now);
+                    }
+                    if let Some(m) = &self.metrics {
+                        SfuMetrics::inc(&m.rtp_retransmitted);
+                    }
                 }
             }
         }
@@ -374,8 +437,10 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackAgeFilter {
 impl Interceptor for NackAgeFilter {
     fn bind_local_stream(&mut self, info: &StreamInfo) {
         if !self.streams.iter().any(|(s, _)| *s == info.ssrc) {
-            self.streams
-                .push((info.ssrc, vec![(0, None); SENT_RING].into_boxed_slice()));
+            self.streams.push((
+                info.ssrc,
+                vec![SentPacket::default(); SENT_RING].into_boxed_slice(),
+            ));
         }
     }
     fn unbind_local_stream(&mut self, info: &StreamInfo) {
@@ -438,6 +503,50 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_packet_is_resent_once_per_holdoff_however_often_it_is_nacked() {
+        let t0 = Instant::now();
+        let metrics = Arc::new(SfuMetrics::default());
+        let mut f = NackAgeFilter::new(metrics.clone());
+        f.bind_local_stream(&StreamInfo {
+            ssrc: 1,
+            ..Default::default()
+        });
+        for seq in 1..=10 {
+            f.handle_write(tagged(t0, rtp(1, seq))).unwrap();
+        }
+        // The receiver NACKs 5; the responder resends it.
+        let t1 = t0 + Duration::from_millis(20);
+        f.handle_read(tagged(t1, nack(1, &[5]))).unwrap();
+        assert_eq!(nacked(f.poll_read()), vec![5]);
+        let mut resent = tagged(t1, rtp(1, 5));
+        resent.message.add(Attribute::Retransmission);
+        f.handle_write(resent).unwrap();
+        assert_eq!(
+            metrics
+                .rtp_retransmitted
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        assert_eq!(
+            metrics
+                .rtp_nacked
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        // NACKed again a round trip later (the retransmission is on its way): not resent; 6 is.
+        f.handle_read(tagged(t1 + Duration::from_millis(5), nack(1, &[5, 6])))
+            .unwrap();
+        assert_eq!(nacked(f.poll_read()), vec![6]);
+        f.handle_read(tagged(t1 + RETRANSMIT_HOLDOFF / 2, nack(1, &[5])))
+            .unwrap();
+        assert!(f.poll_read().is_none(), "still within the holdoff");
+        // The retransmission was lost too: after the holdoff it is resent once more.
+        f.handle_read(tagged(t1 + RETRANSMIT_HOLDOFF, nack(1, &[5])))
+            .unwrap();
+        assert_eq!(nacked(f.poll_read()), vec![5]);
+    }
+
+    #[test]
     fn nacks_for_packets_older_than_the_retransmit_age_never_reach_the_responder() {
         let t0 = Instant::now();
         let mut f = NackAgeFilter::default();
@@ -481,7 +590,12 @@ mod tests {
 
     #[test]
     fn a_peer_connection_builds_with_the_sfu_configuration() {
-        build_peer_connection(ParticipantId(1), TransportRole::Publisher, Instant::now())
-            .expect("builds");
+        build_peer_connection(
+            ParticipantId(1),
+            TransportRole::Publisher,
+            Arc::default(),
+            Instant::now(),
+        )
+        .expect("builds");
     }
 }

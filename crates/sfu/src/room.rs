@@ -12,9 +12,10 @@ use crate::api::{
 use crate::codec::{is_keyframe_start, CodecFamily};
 use crate::ids::{MediaKind, ParticipantId, RoomId, TrackId, TrackSource, TransportRole};
 use crate::negotiation::NegotiationState;
-use crate::peer::{build_peer_connection, IceCredentials, MID_URI};
+use crate::peer::{build_peer_connection, IceCredentials, AUDIO_LEVEL_URI, MID_URI};
 use crate::rewrite::{RtpRewriter, Verdict};
 use crate::routing::{ConsentState, IcePaths};
+use crate::speakers::{LevelMeter, SpeakerDetector};
 use rtc::ice::tcp_type::TcpType;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -119,9 +120,10 @@ impl Transport {
         participant: ParticipantId,
         role: TransportRole,
         local: &LocalCandidates,
+        metrics: &Arc<SfuMetrics>,
         now: Instant,
     ) -> Result<Self, SfuError> {
-        let mut pc = build_peer_connection(participant, role, now)
+        let mut pc = build_peer_connection(participant, role, metrics.clone(), now)
             .map_err(|e| SfuError::NegotiationFailed(e.to_string()))?;
         // UDP host candidates, then passive TCP ones (RFC 6544): browsers only make active TCP
         // candidates, so they connect over TCP only to a peer that offers passive ones. `rtc`
@@ -193,6 +195,11 @@ pub(crate) struct Published {
     /// [`KEYFRAME_RETRY`] until one arrives, at most [`KEYFRAME_RETRIES`] times in all: the first
     /// request often reaches a peer that is still switching pairs and is lost.
     pub keyframe_pending: Option<(Instant, u8)>,
+    /// The publisher leg's id of the `ssrc-audio-level` header extension (RFC 6464), when a
+    /// microphone negotiated it.
+    pub audio_level_ext: Option<u8>,
+    /// This track's audio levels since the room's last speaker tick.
+    pub levels: LevelMeter,
 }
 
 /// How long a forced keyframe request waits for the keyframe before asking again.
@@ -208,14 +215,35 @@ pub(crate) struct DownTrack {
     /// The subscriber transport's mid, once negotiated.
     pub mid: Option<String>,
     pub rewriter: RtpRewriter,
-    /// The subscriber has answered an offer carrying this track.
-    pub negotiated: bool,
+    /// Where it stands in the subscriber transport's offer/answer: media flows only when
+    /// [`DownTrackState::Open`].
+    pub state: DownTrackState,
     /// Video packets held while the subscriber transport connects for the first time, from
     /// the publisher's latest keyframe on (a newer keyframe starts it again), at most
     /// [`EARLY_RTP_PACKETS`]: sent the moment it connects, so the first frame does not wait
     /// for a keyframe request to reach the publisher, its encoder and its pacer (the request
     /// goes out with the subscribe offer instead). Empty once connected.
     pub early: Vec<rtc::rtp::Packet>,
+}
+
+/// A downtrack's place in the subscriber transport's offer/answer exchange (JSEP, RFC 8829
+/// section 5.2): added → carried by an offer → answered. A track added while an offer is in
+/// flight is not in that offer, so that offer's answer leaves it [`Self::ToOpen`]; it opens with
+/// the answer to the next offer, which carries it (and its keyframe is asked for then, not
+/// before: a keyframe forwarded on an m-line the browser has not applied yet is lost, and video
+/// would wait for the publisher's next one). A gone track's downtrack is removed at once: its
+/// transceiver stops sending and the next offer marks its m-line inactive (free for reuse).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DownTrackState {
+    /// On the subscriber transport, not yet in any offer sent.
+    ToOpen,
+    /// In the offer with this number ([`Participant::offers_sent`]), which is not answered yet.
+    Negotiating {
+        /// The offer that first carried it.
+        offer: u64,
+    },
+    /// The subscriber answered an offer that carried it: media flows.
+    Open,
 }
 
 /// Most video packets a downtrack holds before its subscriber transport first connects (about
@@ -235,6 +263,9 @@ pub(crate) struct Participant {
     /// track of that kind takes one over instead of adding an m-line.
     pub free_slots: Vec<(RTCRtpSenderId, MediaKind)>,
     pub negotiation: NegotiationState,
+    /// Subscribe offers created so far (not counting resends of the same offer): numbers the
+    /// offers for [`DownTrackState::Negotiating`].
+    pub offers_sent: u64,
     /// An ICE restart of the subscriber was asked for while an offer awaited its answer: the
     /// offer that follows that answer restarts ICE.
     pub ice_restart_wanted: bool,
@@ -326,6 +357,14 @@ impl Participant {
                     self.closing.get_or_insert(CloseReason::SignalingBacklog);
                 }
             }
+        }
+    }
+
+    /// Sends `ev` if its queue has room, else drops it: for events another one soon replaces
+    /// (active speakers), so noise others make never fills this participant's queue.
+    pub fn send_lossy(&mut self, ev: SfuEvent) {
+        if let Err(mpsc::error::TrySendError::Closed(_)) = self.events.try_send(ev) {
+            self.closing.get_or_insert(CloseReason::SignalingBacklog);
         }
     }
 
@@ -464,15 +503,21 @@ pub(crate) struct Room {
     /// Users a host removed: they may not join again while the room is open (at most
     /// [`crate::api::MAX_REMOVED_USERS`], oldest forgotten first).
     pub removed_users: std::collections::VecDeque<String>,
+    /// Who is speaking, from the microphones' audio levels ([`crate::speakers`]).
+    pub speakers: SpeakerDetector,
+    /// The media plane's counters (the transports' interceptors count into them).
+    metrics: Arc<SfuMetrics>,
 }
 
 impl Room {
-    pub fn new(id: RoomId) -> Self {
+    pub fn new(id: RoomId, metrics: Arc<SfuMetrics>, now: Instant) -> Self {
         Self {
+            metrics,
             id,
             participants: Vec::new(),
             locked: false,
             removed_users: std::collections::VecDeque::new(),
+            speakers: SpeakerDetector::new(now),
         }
     }
 
@@ -490,7 +535,7 @@ impl Room {
         now: Instant,
         connect_by: Instant,
     ) -> Result<(), SfuError> {
-        let publisher = Transport::new(id, TransportRole::Publisher, local, now)?;
+        let publisher = Transport::new(id, TransportRole::Publisher, local, &self.metrics, now)?;
         let info = ParticipantInfo {
             id,
             name: name.clone(),
@@ -510,6 +555,7 @@ impl Room {
             downtracks: Vec::new(),
             free_slots: Vec::new(),
             negotiation: NegotiationState::Stable,
+            offers_sent: 0,
             ice_restart_wanted: false,
             closing: None,
             channels: Vec::new(),
@@ -666,9 +712,18 @@ impl Room {
                 receiver: Some(receiver),
                 ssrcs,
                 codecs,
-                extensions,
                 last_keyframe_request: last,
                 keyframe_pending: None,
+                audio_level_ext: (t.source == TrackSource::Microphone)
+                    .then(|| {
+                        extensions
+                            .iter()
+                            .find(|e| e.uri == AUDIO_LEVEL_URI)
+                            .and_then(|e| u8::try_from(e.id).ok())
+                    })
+                    .flatten(),
+                levels: LevelMeter::default(),
+                extensions,
             });
         }
         let removed: Vec<TrackId> = p
@@ -746,17 +801,21 @@ impl Room {
             .negotiation
             .answer_received(now)
             .map_err(|e| SfuError::NegotiationFailed(e.to_string()))?;
-        // Everything offered so far is now negotiated. Video needs a keyframe to start; ask for
-        // it now only if the transport already carries media (a renegotiation). Before its
-        // first connection the keyframe was asked for with the offer and is held
-        // (`DownTrack::early`); the connection sends it, or asks again if none came.
+        // This answers the latest offer sent (one at a time; a resend is the same offer): what
+        // it carried opens. Tracks added since (`ToOpen`) wait for the next offer. Video needs
+        // a keyframe to start; ask for it now only if the transport already carries media (a
+        // renegotiation). Before its first connection the keyframe was asked for with the offer
+        // and is held (`DownTrack::early`); the connection sends it, or asks again if none came.
         let connected = sub_connected(p);
+        let answered = p.offers_sent;
         let mut need_keyframes: Vec<TrackId> = Vec::new();
         for dt in &mut p.downtracks {
-            if !dt.negotiated {
-                dt.negotiated = true;
-                if dt.track_is_video() && connected {
-                    need_keyframes.push(dt.track.clone());
+            if let DownTrackState::Negotiating { offer } = dt.state {
+                if offer <= answered {
+                    dt.state = DownTrackState::Open;
+                    if dt.track_is_video() && connected {
+                        need_keyframes.push(dt.track.clone());
+                    }
                 }
             }
         }
@@ -767,10 +826,41 @@ impl Room {
         self.refresh_mappings();
         for t in need_keyframes {
             if let Some(pi) = self.index_of(t.participant) {
-                self.participants[pi].request_keyframe(&t.mid, now);
+                let sent = self.participants[pi].request_keyframe(&t.mid, now);
+                SfuMetrics::add(&self.metrics.plis_sent, u64::from(sent));
             }
         }
         Ok(())
+    }
+
+    /// Whether anyone publishes a microphone with audio levels (the speaker tick runs only then).
+    pub fn has_audio(&self) -> bool {
+        self.participants
+            .iter()
+            .any(|p| p.published.iter().any(|t| t.audio_level_ext.is_some()))
+    }
+
+    /// The speaker tick ([`crate::speakers::TICK`]): takes every microphone's levels and, when
+    /// the list of active speakers changed, tells everyone in the room
+    /// ([`SfuEvent::ActiveSpeakers`]).
+    pub fn tick_speakers(&mut self, now: Instant) {
+        let window: Vec<_> = self
+            .participants
+            .iter_mut()
+            .map(|p| {
+                let mic = p.published.iter_mut().find(|t| t.audio_level_ext.is_some());
+                let obs = mic.map(|t| {
+                    let w = t.levels.take();
+                    (!t.muted && !t.host_muted).then_some(w)
+                });
+                (p.id, obs.flatten())
+            })
+            .collect();
+        if let Some(list) = self.speakers.tick(now, window) {
+            for p in &mut self.participants {
+                p.send_lossy(SfuEvent::ActiveSpeakers(list.clone()));
+            }
+        }
     }
 
     /// What every participant publishes, with the publisher leg's negotiated parameters: a
@@ -830,7 +920,8 @@ impl Room {
                     continue;
                 }
                 if p.subscriber.is_none() {
-                    match Transport::new(p.id, TransportRole::Subscriber, local, now) {
+                    match Transport::new(p.id, TransportRole::Subscriber, local, &self.metrics, now)
+                    {
                         Ok(t) => p.subscriber = Some(t),
                         Err(e) => {
                             warn!(participant = %p.id, "cannot build subscriber transport: {e}");
@@ -905,7 +996,7 @@ impl Room {
                         CodecFamily::from_mime(&first.mime_type),
                         first.clock_rate,
                     ),
-                    negotiated: false,
+                    state: DownTrackState::ToOpen,
                     early: Vec::new(),
                 });
                 if !sub.connected_once && source.kind() == MediaKind::Video {
@@ -921,7 +1012,8 @@ impl Room {
         warm.dedup();
         for t in warm {
             if let Some(pi) = self.index_of(t.participant) {
-                self.participants[pi].request_keyframe_now(&t.mid, now);
+                let sent = self.participants[pi].request_keyframe_now(&t.mid, now);
+                SfuMetrics::add(&self.metrics.plis_sent, u64::from(sent));
             }
         }
     }
@@ -1011,11 +1103,17 @@ impl Room {
         let Some(sdp) = sub.pc.local_description().map(|d| d.sdp) else {
             return;
         };
-        // Learn each forwarding's mid on this transport.
+        p.offers_sent += 1;
+        let offer_no = p.offers_sent;
+        // Learn each forwarding's mid on this transport; what this offer carries for the first
+        // time is now being negotiated.
         let mut tracks = Vec::new();
         for dt in &mut p.downtracks {
             if let Some(t) = sub.pc.rtp_transceiver(dt.sender.into()) {
                 dt.mid = t.mid().clone();
+            }
+            if dt.state == DownTrackState::ToOpen && dt.mid.is_some() {
+                dt.state = DownTrackState::Negotiating { offer: offer_no };
             }
             if let Some(mid) = &dt.mid {
                 tracks.push(SubscribedTrack {
@@ -1038,7 +1136,7 @@ impl Room {
                 continue;
             };
             for dt in &mut p.downtracks {
-                if !dt.negotiated {
+                if dt.state != DownTrackState::Open {
                     continue;
                 }
                 let Some(PublishedTrack {
@@ -1121,7 +1219,7 @@ impl Room {
             TransportRole::Subscriber => self.participants[idx]
                 .downtracks
                 .iter()
-                .filter(|d| d.negotiated && d.track_is_video())
+                .filter(|d| d.is_open() && d.track_is_video())
                 .map(|d| d.track.clone())
                 .collect(),
         };
@@ -1153,8 +1251,22 @@ impl Room {
             return outcome;
         };
         SfuMetrics::inc(&metrics.rtp_in);
-        if self.participants[idx].published[mid_idx].host_muted {
-            return outcome;
+        {
+            let t = &mut self.participants[idx].published[mid_idx];
+            if let Some(ext) = t.audio_level_ext {
+                if let Some(&level) = packet
+                    .header
+                    .extensions
+                    .iter()
+                    .find(|e| e.id == ext)
+                    .and_then(|e| e.payload.first())
+                {
+                    t.levels.observe(level);
+                }
+            }
+            if t.host_muted {
+                return outcome;
+            }
         }
         if self.participants[idx].published[mid_idx]
             .keyframe_pending
@@ -1204,7 +1316,7 @@ impl Room {
                     dt.hold_early(packet, primary_pt);
                     continue;
                 }
-                if !dt.negotiated {
+                if dt.state != DownTrackState::Open {
                     continue;
                 }
                 if !can_send {
@@ -1244,7 +1356,7 @@ impl Room {
             sub.connected_once = true;
             for dt in &mut p.downtracks {
                 let held = std::mem::take(&mut dt.early);
-                if !dt.negotiated || !dt.track_is_video() {
+                if !dt.is_open() || !dt.track_is_video() {
                     continue;
                 }
                 let sent = held
@@ -1292,6 +1404,11 @@ fn sub_connected(p: &Participant) -> bool {
 }
 
 impl DownTrack {
+    /// The subscriber answered an offer carrying it: media may flow.
+    pub(crate) fn is_open(&self) -> bool {
+        self.state == DownTrackState::Open
+    }
+
     pub(crate) fn track_is_video(&self) -> bool {
         self.source.kind() == MediaKind::Video
     }

@@ -180,6 +180,9 @@ impl Core {
                 consider(p.detached_since.map(|t| t + self.resume_grace));
                 consider(p.connect_by);
             }
+            if room.has_audio() {
+                consider(Some(room.speakers.deadline()));
+            }
         }
         consider(Some(self.last_sweep + ROUTE_IDLE));
         min
@@ -442,6 +445,9 @@ impl Core {
                     Room::reoffer(p, now, false);
                     sync_ufrags(room, &mut self.ufrags);
                 }
+            }
+            if room.speakers.deadline() <= now {
+                room.tick_speakers(now);
             }
             flush(room, &mut self.transmits);
             if room.participants.is_empty() || room.participants.iter().any(|p| p.closing.is_some())
@@ -838,7 +844,7 @@ impl Core {
         let room = self
             .rooms
             .entry(room_id.clone())
-            .or_insert_with(|| Room::new(room_id.clone()));
+            .or_insert_with(|| Room::new(room_id.clone(), self.metrics.clone(), now));
         if room.locked {
             return Err(SfuError::RoomLocked);
         }
@@ -1248,12 +1254,13 @@ fn on_pc_event(
                     let wanted: Vec<crate::ids::TrackId> = p
                         .downtracks
                         .iter()
-                        .filter(|d| d.negotiated && d.source.kind() == crate::ids::MediaKind::Video)
+                        .filter(|d| d.is_open() && d.source.kind() == crate::ids::MediaKind::Video)
                         .map(|d| d.track.clone())
                         .collect();
                     for t in wanted {
                         if let Some(pi) = room.index_of(t.participant) {
-                            room.participants[pi].request_keyframe_now(&t.mid, now);
+                            let sent = room.participants[pi].request_keyframe_now(&t.mid, now);
+                            SfuMetrics::add(&metrics.plis_sent, u64::from(sent));
                         }
                     }
                 }

@@ -655,6 +655,79 @@ fn a_track_published_while_an_offer_is_in_flight_arrives_after_the_answer_that_c
     );
 }
 
+/// `to`'s downtrack of `from`'s camera, as the core sees it.
+fn downtrack_state(net: &Net, to: &str, from: &str) -> Option<crate::room::DownTrackState> {
+    let (to, from) = (net.client(to).id, net.client(from).id);
+    let room = net.core.rooms.get(&net.room)?;
+    let p = &room.participants[room.index_of(to)?];
+    p.downtracks
+        .iter()
+        .find(|d| d.track.participant == from)
+        .map(|d| d.state)
+}
+
+#[test]
+fn a_track_added_while_an_offer_is_in_flight_opens_only_with_the_answer_to_the_offer_carrying_it() {
+    use crate::room::DownTrackState;
+    let mut net = Net::ada_and_bob();
+    // Bob's next answers are held: Cy's track is offered to him, and Dee publishes meanwhile.
+    net.client_mut("bob").hold_answers = true;
+    net.join("cy", None);
+    net.run(Duration::from_millis(100));
+    assert!(matches!(
+        downtrack_state(&net, "bob", "cy"),
+        Some(DownTrackState::Negotiating { .. })
+    ));
+    net.join("dee", None);
+    net.run(Duration::from_millis(100));
+    assert_eq!(
+        downtrack_state(&net, "bob", "dee"),
+        Some(DownTrackState::ToOpen),
+        "not in the offer in flight"
+    );
+    // Bob answers the offer carrying Cy only. Dee's track goes out in the next offer (held
+    // again): it is negotiating, and nothing of Dee reaches Bob before he answers that one
+    // (his client has applied the offer already, so it would decode anything sent).
+    let (id, sdp) = {
+        let c = net.client_mut("bob");
+        (c.id, c.held.take().expect("a held answer"))
+    };
+    net.core.subscribe_answer(id, sdp, net.now).expect("answer");
+    net.pump();
+    assert_eq!(
+        downtrack_state(&net, "bob", "cy"),
+        Some(DownTrackState::Open)
+    );
+    assert!(matches!(
+        downtrack_state(&net, "bob", "dee"),
+        Some(DownTrackState::Negotiating { .. })
+    ));
+    net.run(Duration::from_millis(1_500));
+    assert_eq!(
+        net.received("bob", "dee").packets,
+        0,
+        "nothing forwarded on an m-line Bob has not answered"
+    );
+    assert!(net.received("bob", "cy").packets > 0);
+    // The answer carrying Dee opens it and asks Dee for a keyframe then.
+    let plis = net.metric(|m| &m.plis_sent);
+    net.release_answer("bob");
+    assert_eq!(
+        downtrack_state(&net, "bob", "dee"),
+        Some(DownTrackState::Open)
+    );
+    assert!(
+        net.metric(|m| &m.plis_sent) > plis,
+        "a keyframe is asked for when the downtrack opens"
+    );
+    net.run(Duration::from_millis(1_100));
+    net.mark();
+    net.run(Duration::from_secs(2));
+    for from in ["ada", "cy", "dee"] {
+        net.assert_flowing("bob", from, Duration::from_secs(2), STEP);
+    }
+}
+
 #[test]
 fn an_unanswered_subscribe_offer_is_offered_again_and_then_media_flows() {
     let mut net = Net::new();
