@@ -154,6 +154,8 @@ export class ConfabSession extends EventTarget {
     this.role = 'participant';
     /** a host locked the room (from `room_locked`) */
     this.locked = false;
+    /** @type {string[]} who speaks now, dominant first (from `active_speakers`; may hold our own id) */
+    this.activeSpeakers = [];
     this._tokenExpiresAt = 0;
     /** @type {PaidSession|null} the room's running paid session, if the server told us */
     this.paidSession = null;
@@ -717,6 +719,13 @@ export class ConfabSession extends EventTarget {
         this._emit('muted-by-host', { source: String(msg.source) });
         if (msg.source === 'microphone') this.setMicMuted(true);
         else if (msg.source === 'camera') this.setCameraOff(true);
+        return;
+      case 'active_speakers':
+        // The server's list from the microphones' audio levels, dominant speaker first.
+        this.activeSpeakers = Array.isArray(msg.speakers)
+          ? msg.speakers.map((/** @type {any} */ x) => String(x?.participant_id || '')).filter(Boolean).slice(0, 8)
+          : [];
+        this._emit('active-speakers', { speakers: this.activeSpeakers });
         return;
       case 'room_locked':
         this.locked = !!msg.locked;

@@ -31,6 +31,8 @@ import { signInWithWallet, shortAddress, tokenClaims, WalletError } from '/walle
 const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
 const LEVEL_POLL_MS = 300;
 const SPEAKING_LEVEL = 0.04;
+/** from this many tiles on, the dominant speaker is shown large (a 3×3 grid and more) */
+const SPOTLIGHT_FROM = 7;
 
 /** @param {string} id */
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
@@ -275,6 +277,7 @@ function start(name) {
   s.addEventListener('server-error', (ev) => toast(`${detail(ev).message}`, 'error', detail(ev).code));
   s.addEventListener('notice', (ev) => toast(detail(ev).message, detail(ev).level, '', 10_000));
   s.addEventListener('muted-by-host', (ev) => toast(`A host muted your ${detail(ev).source}. Unmute it when you want to speak.`, 'warning', '', 10_000));
+  s.addEventListener('active-speakers', () => showActiveSpeakers());
   s.addEventListener('room-locked', (ev) => {
     toast(detail(ev).locked ? 'A host locked the room: nobody new can join.' : 'A host unlocked the room.', 'info');
     renderPeople();
@@ -502,9 +505,9 @@ function fitTiles(box, n) {
     let h = w * 9 / 16;
     const maxH = (H - gap * (rows - 1)) / rows;
     if (h > maxH) { h = maxH; w = h * 16 / 9; }
-    return { w, h };
+    return { w, h, cols };
   };
-  let best = { w: 0, h: 0 };
+  let best = { w: 0, h: 0, cols: 1 };
   if (W >= H && box.id === 'grid') {
     // Landscape: Meet's grid — 2 side by side, 3–4 as 2×2, 5–9 as 3 columns, 10–16 as 4×4 —
     // unless another column count gives clearly larger tiles (a very wide or very flat stage).
@@ -522,6 +525,7 @@ function fitTiles(box, n) {
   }
   box.style.setProperty('--tile-w', `${Math.max(60, Math.floor(best.w))}px`);
   box.style.setProperty('--tile-h', `${Math.max(34, Math.floor(best.h))}px`);
+  box.style.setProperty('--cols', String(Math.max(2, best.cols)));
 }
 
 let layoutQueued = false;
@@ -533,9 +537,24 @@ function layout() {
     const presenting = screenTiles.size > 0;
     $('stage').classList.toggle('presenting', presenting);
     $('grid').dataset.count = String(tiles.size);
-    fitTiles($('grid'), tiles.size);
+    // Past a screenful of small tiles, the dominant speaker's tile takes four cells.
+    const spotlight = !presenting && tiles.size >= SPOTLIGHT_FROM && [...tiles.values()].some((t) => t.el.classList.contains('dominant'));
+    $('grid').classList.toggle('spotlight', spotlight);
+    fitTiles($('grid'), spotlight ? tiles.size + 3 : tiles.size);
     if (presenting) fitTiles($('screens'), screenTiles.size);
   });
+}
+
+/** Marks the tiles of the server's active speakers (`active-speaker`; the first `dominant`). */
+function showActiveSpeakers() {
+  if (!session) return;
+  const list = session.activeSpeakers.map((id) => (id === session?.participantId ? 'local' : id));
+  for (const [key, tile] of tiles) {
+    const at = list.indexOf(key);
+    tile.el.classList.toggle('active-speaker', at >= 0);
+    tile.el.classList.toggle('dominant', at === 0);
+  }
+  layout();
 }
 
 // ------------------------------------------------------------------ people panel
