@@ -2,7 +2,7 @@
 // and microphone, opening room pages, polling with timeouts.
 import { chromium } from 'playwright-core';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, createWriteStream } from 'node:fs';
+import { mkdtempSync, rmSync, createWriteStream, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import http from 'node:http';
 import https from 'node:https';
@@ -16,7 +16,7 @@ export const BASE = process.env.CONFAB_URL || 'http://127.0.0.1:8080';
  * wrapper that runs it in a network namespace); `secureOrigin` is an `http://host:port` origin other
  * than localhost to treat as secure (getUserMedia needs it).
  */
-export async function launch({ executablePath, secureOrigin, ignoreCertificateErrors = false } = {}) {
+export async function launch({ executablePath, secureOrigin, ignoreCertificateErrors = false, audioFile } = {}) {
   return chromium.launch({
     executablePath: executablePath || process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
@@ -28,6 +28,8 @@ export async function launch({ executablePath, secureOrigin, ignoreCertificateEr
       ...(secureOrigin && secureOrigin.startsWith('http:') ? [`--unsafely-treat-insecure-origin-as-secure=${secureOrigin}`] : []),
       // A test server's self-signed certificate (`--tls self-signed`).
       ...(ignoreCertificateErrors ? ['--ignore-certificate-errors'] : []),
+      // Every fake microphone plays this WAV (looped) instead of Chromium's short beeps.
+      ...(audioFile ? [`--use-file-for-fake-audio-capture=${audioFile}`] : []),
     ],
   });
 }
@@ -63,6 +65,25 @@ export async function mintToken({ identity, name, role, room }) {
   return execFileSync(process.env.CONFAB_BIN, ['token', '--identity', identity, '--name', name, '--role', role,
     '--room', room, '--data-dir', process.env.CONFAB_DATA_DIR],
   { env: Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CONFAB_JWT_SECRET'))) }).toString().trim();
+}
+
+/**
+ * Writes a WAV file of a steady `hz` sine at `amplitude` (0..1 of full scale), mono 16-bit 48 kHz,
+ * `seconds` long, and returns its path: a fake microphone that "speaks" all the time (its
+ * RFC 6464 audio level is about -13 dBov at amplitude 0.3).
+ */
+export function toneWav(dir, { hz = 440, amplitude = 0.3, seconds = 2 } = {}) {
+  const rate = 48_000;
+  const n = rate * seconds;
+  const buf = Buffer.alloc(44 + n * 2);
+  buf.write('RIFF', 0); buf.writeUInt32LE(36 + n * 2, 4); buf.write('WAVE', 8);
+  buf.write('fmt ', 12); buf.writeUInt32LE(16, 16); buf.writeUInt16LE(1, 20); buf.writeUInt16LE(1, 22);
+  buf.writeUInt32LE(rate, 24); buf.writeUInt32LE(rate * 2, 28); buf.writeUInt16LE(2, 32); buf.writeUInt16LE(16, 34);
+  buf.write('data', 36); buf.writeUInt32LE(n * 2, 40);
+  for (let i = 0; i < n; i += 1) buf.writeInt16LE(Math.round(Math.sin((2 * Math.PI * hz * i) / rate) * amplitude * 32767), 44 + i * 2);
+  const path = join(dir, `tone-${hz}.wav`);
+  writeFileSync(path, buf);
+  return path;
 }
 
 /** Caps the camera every page of `context` asks for at `width` px wide (16:9). */

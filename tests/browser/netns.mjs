@@ -163,3 +163,24 @@ export function throttle(i, kbit) {
   tryRun('tc', 'qdisc', 'del', 'dev', `cfs${i}`, 'root');
   if (kbit > 0) run('tc', 'qdisc', 'add', 'dev', `cfs${i}`, 'root', 'tbf', 'rate', `${kbit}kbit`, 'burst', '16kb', 'latency', '400ms');
 }
+
+/** The iptables rule of `udpLoss` (inside the namespace). */
+const lossRule = (i, percent) => ['INPUT', '-i', `cfc${i}`, '-p', 'udp', '-m', 'statistic', '--mode', 'random',
+  '--probability', String(percent / 100), '-j', 'DROP'];
+
+/**
+ * Drops `percent` % of the UDP datagrams that reach the client's end of link `i`, at random (the
+ * iptables `statistic` match; this kernel has no netem), as a lossy Wi-Fi does to everything the
+ * server sends there: media, RTCP, STUN. TCP (the page, signaling) passes. Returns a function that
+ * lifts it and returns how many datagrams it dropped.
+ */
+export function udpLoss(ns, i, percent) {
+  const rule = lossRule(i, percent);
+  run('ip', 'netns', 'exec', ns, 'iptables', '-I', ...rule);
+  return () => {
+    const listing = run('ip', 'netns', 'exec', ns, 'iptables', '-L', 'INPUT', '-v', '-x', '-n');
+    const line = listing.split('\n').find((l) => l.includes('statistic mode random'));
+    run('ip', 'netns', 'exec', ns, 'iptables', '-D', ...rule);
+    return Number(line?.trim().split(/\s+/)[0] ?? NaN);
+  };
+}
