@@ -156,6 +156,10 @@ export class ConfabSession extends EventTarget {
     this.locked = false;
     /** @type {string[]} who speaks now, dominant first (from `active_speakers`; may hold our own id) */
     this.activeSpeakers = [];
+    /** @type {Map<string, {enabled: boolean, w: number, h: number}>} what we last asked per remote track (`track_settings`) */
+    this._wants = new Map();
+    /** @type {Record<string, boolean>} the server asked us to stop encoding this source (`publisher_paused`) */
+    this.publisherPaused = {};
     this._tokenExpiresAt = 0;
     /** @type {PaidSession|null} the room's running paid session, if the server told us */
     this.paidSession = null;
@@ -661,6 +665,8 @@ export class ConfabSession extends EventTarget {
     this.chatChannel = null;
     this.participantId = null;
     this.remote.clear();
+    this._wants.clear();
+    this.publisherPaused = {};
     const gone = [...this.participants.values()];
     this.participants.clear();
     for (const p of gone) this._emit('participant-left', { participantId: p.id, name: p.name, silent: true });
@@ -726,6 +732,9 @@ export class ConfabSession extends EventTarget {
           ? msg.speakers.map((/** @type {any} */ x) => String(x?.participant_id || '')).filter(Boolean).slice(0, 8)
           : [];
         this._emit('active-speakers', { speakers: this.activeSpeakers });
+        return;
+      case 'publisher_paused':
+        if (msg.source === 'camera' || msg.source === 'screen') this._onPublisherPaused(msg.source, !!msg.paused);
         return;
       case 'room_locked':
         this.locked = !!msg.locked;
@@ -1165,6 +1174,42 @@ export class ConfabSession extends EventTarget {
 
   /** Locks (or unlocks) the room: nobody new joins. @param {boolean} locked */
   hostLock(locked) { this._send({ type: 'host_lock', locked }); }
+
+  /**
+   * Whether we want a remote track forwarded to us, and the size (CSS px) we render it at: a hidden
+   * tile or audio-only mode turns a camera off, and the server stops sending it (video comes back
+   * on a keyframe when turned on). Sent only on a change (the size when it moves by a quarter).
+   * @param {string} trackId @param {boolean} enabled @param {number} [width] @param {number} [height]
+   */
+  setTrackWanted(trackId, enabled, width = 0, height = 0) {
+    const w = Math.round(width);
+    const h = Math.round(height);
+    const prev = this._wants.get(trackId);
+    const moved = !prev || Math.abs(prev.w - w) > prev.w / 4 || Math.abs(prev.h - h) > prev.h / 4;
+    if (prev && prev.enabled === enabled && !moved) return;
+    this._wants.set(trackId, { enabled, w, h });
+    if (!this.participantId) return;
+    this._send({ type: 'track_settings', track_id: trackId, enabled, ...(w > 0 && h > 0 ? { width: w, height: h } : {}) });
+  }
+
+  /**
+   * The server says nobody receives our `source` now (everyone turned it off): stop encoding it, or
+   * start again. Only the sender's encodings change (no renegotiation); the preview stays.
+   * @param {Source} source @param {boolean} paused
+   */
+  async _onPublisherPaused(source, paused) {
+    this.publisherPaused[source] = paused;
+    const sender = this._slots[source]?.sender;
+    if (!sender) return;
+    try {
+      const params = sender.getParameters();
+      if (!params.encodings?.length) return;
+      for (const e of params.encodings) e.active = !paused;
+      await sender.setParameters(params);
+    } catch (e) {
+      console.warn('confab: could not pause the sender', e);
+    }
+  }
 
   /** `mute` is only valid once joined; before that the state goes out with the next join. @param {Source} source @param {boolean} muted */
   _sendMute(source, muted) {

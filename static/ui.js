@@ -397,7 +397,10 @@ function renderParticipant(id) {
     tile.el.dataset.participantId = id;
     tiles.set(id, tile);
     $('grid').append(tile.el);
+    tileObserver?.observe(tile.el);
+    tileSizes?.observe(tile.el);
   }
+  applyWants(id);
   const media = session.mediaOf(id);
   setTileName(tile, p.reconnecting ? `${p.name} · reconnecting…` : p.name, p.name);
   tile.el.classList.toggle('reconnecting', !!p.reconnecting);
@@ -427,8 +430,10 @@ function isMuted(id, source) {
 
 /** @param {string} id */
 function removeParticipant(id) {
-  tiles.get(id)?.el.remove();
+  const el = tiles.get(id)?.el;
+  if (el) { tileObserver?.unobserve(el); tileSizes?.unobserve(el); el.remove(); }
   tiles.delete(id);
+  tileVisible.delete(id);
   dropScreenTile(id);
   setAudio(id, null);
   renderPeople();
@@ -545,6 +550,55 @@ function layout() {
   });
 }
 
+// ------------------------------------------------------------------ what we receive
+
+/** Audio-only mode: the others' cameras are turned off at the server (screen shares stay). */
+let audioOnly = false;
+/** @type {Map<string, boolean>} remote participant id → its tile is on screen */
+const tileVisible = new Map();
+
+/** Tiles scrolled out of view (the presenter's strip) or gone: their cameras are not needed. */
+const tileObserver = typeof IntersectionObserver === 'function'
+  ? new IntersectionObserver((entries) => {
+    for (const e of entries) {
+      const id = /** @type {HTMLElement} */ (e.target).dataset.participantId;
+      if (!id) continue;
+      tileVisible.set(id, e.isIntersecting);
+      applyWants(id);
+    }
+  }, { threshold: 0 })
+  : null;
+/** A tile's new size goes to the server (for layer choice), when it moved by a quarter. */
+const tileSizes = typeof ResizeObserver === 'function'
+  ? new ResizeObserver((entries) => {
+    for (const e of entries) {
+      const id = /** @type {HTMLElement} */ (e.target).dataset.participantId;
+      if (id) applyWants(id);
+    }
+  })
+  : null;
+
+/** Tells the server whether we want participant `id`'s camera, and its tile's size. @param {string} id */
+function applyWants(id) {
+  const p = session?.participants.get(id);
+  const tile = tiles.get(id);
+  if (!session || !p || !tile) return;
+  const want = !audioOnly && tileVisible.get(id) !== false;
+  tile.el.classList.toggle('not-received', audioOnly);
+  for (const [trackId, t] of p.tracks) {
+    if (t.source === 'camera') session.setTrackWanted(trackId, want, tile.el.clientWidth, tile.el.clientHeight);
+  }
+}
+
+function toggleAudioOnly() {
+  audioOnly = !audioOnly;
+  const btn = $('audio-only-btn');
+  btn.setAttribute('aria-pressed', String(audioOnly));
+  btn.classList.toggle('active', audioOnly);
+  for (const id of tiles.keys()) if (id !== 'local') applyWants(id);
+  toast(audioOnly ? "Audio only: you no longer receive the others' cameras." : "You receive the others' cameras again.", 'info');
+}
+
 /** Marks the tiles of the server's active speakers (`active-speaker`; the first `dominant`). */
 function showActiveSpeakers() {
   if (!session) return;
@@ -623,6 +677,7 @@ function wireControls() {
   $('people-close').addEventListener('click', togglePeople);
   $('people-list').addEventListener('click', onHostControl);
   $('help-btn').addEventListener('click', () => /** @type {HTMLDialogElement} */ ($('help-dialog')).showModal());
+  $('audio-only-btn').addEventListener('click', toggleAudioOnly);
   $('copy-link').addEventListener('click', copyLink);
   $('wallet-btn').addEventListener('click', walletFromTopBar);
   $('banner-retry').addEventListener('click', () => {
@@ -640,7 +695,7 @@ function onKey(ev) {
   if (t.closest('input, textarea, select, [contenteditable="true"]')) return;
   if (/** @type {HTMLDialogElement} */ ($('help-dialog')).open && ev.key !== '?') return;
   /** @type {Record<string, () => void>} */
-  const actions = { m: toggleMic, v: toggleCam, s: toggleScreen, l: leave, p: togglePeople, c: copyLink,
+  const actions = { m: toggleMic, v: toggleCam, s: toggleScreen, l: leave, p: togglePeople, c: copyLink, a: toggleAudioOnly,
     h: () => chatUI?.toggle(),
     '?': () => /** @type {HTMLDialogElement} */ ($('help-dialog')).showModal() };
   const action = actions[ev.key.toLowerCase()];

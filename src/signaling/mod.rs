@@ -30,5 +30,6 @@ pub fn error_code(e: &SfuError) -> ErrorCode {
         SfuError::ResumeFailed => ErrorCode::ResumeFailed,
         SfuError::RoomLocked => ErrorCode::RoomLocked,
         SfuError::Removed => ErrorCode::Removed,
+        SfuError::UnknownTrack => ErrorCode::UnknownTrack,
     }
 }

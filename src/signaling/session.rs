@@ -22,7 +22,7 @@ use crate::paid::{parse_address, PaidError, PaidEvent, PaidHandle, Presence};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
 use confab_sfu::{
     Attachment, MediaKind, ParticipantId, ParticipantInfo, PublishTrack, RoomId, SfuEvent,
-    SfuHandle, TrackInfo, TrackSource, TransportRole, EVENT_QUEUE,
+    SfuHandle, TrackId, TrackInfo, TrackSettings, TrackSource, TransportRole, EVENT_QUEUE,
 };
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -661,6 +661,30 @@ async fn handle(
             sfu.mute(j.participant, source_in(source), muted).await;
             None
         }
+        (
+            ClientMessage::TrackSettings {
+                track_id,
+                enabled,
+                width,
+                height,
+            },
+            Some(j),
+        ) => match TrackId::parse(&track_id) {
+            None => Some(ServerMessage::error(
+                ErrorCode::BadJson,
+                "track_id is not a track id",
+            )),
+            Some(track) => {
+                let settings = TrackSettings {
+                    enabled,
+                    size: width.zip(height),
+                };
+                match sfu.track_settings(j.participant, track, settings).await {
+                    Ok(()) => None,
+                    Err(e) => Some(ServerMessage::error(super::error_code(&e), e.to_string())),
+                }
+            }
+        },
         // Answered by the session loop before it gets here (`lobby::answer`).
         // Presence, call and matching messages (`lobby`) are answered by the session loop
         // before they get here, host controls above: nothing else reaches this arm.
@@ -772,6 +796,10 @@ fn event_message(ev: SfuEvent) -> Option<ServerMessage> {
             source: source_out(source),
         },
         SfuEvent::RoomLocked(locked) => ServerMessage::RoomLocked { locked },
+        SfuEvent::PublisherPaused { source, paused } => ServerMessage::PublisherPaused {
+            source: source_out(source),
+            paused,
+        },
         SfuEvent::ActiveSpeakers(list) => ServerMessage::ActiveSpeakers {
             speakers: list
                 .iter()

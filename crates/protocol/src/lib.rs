@@ -104,6 +104,22 @@ pub enum ClientMessage {
         /// Muted or not.
         muted: bool,
     },
+    /// How the client wants one track it receives: `enabled: false` stops the server forwarding
+    /// it to this client (a hidden tile, audio-only mode) until it is enabled again (video then
+    /// restarts on a keyframe). `width`/`height`: the size in CSS px of the tile it renders in,
+    /// for layer selection.
+    TrackSettings {
+        /// The remote track (`<participant>-<mid>`, as in `subscribe_offer`).
+        track_id: String,
+        /// Forward it (`true`, the default for every track) or not.
+        enabled: bool,
+        /// Rendered width in px, if known.
+        #[serde(default)]
+        width: Option<u32>,
+        /// Rendered height in px, if known.
+        #[serde(default)]
+        height: Option<u32>,
+    },
     /// The student started a paid session on chain (`startSession(tutor, language)` mined): the
     /// server checks `activeSessions(tutor)` and tracks the session in this room. The student's
     /// address is the `sub` of their token.
@@ -416,6 +432,15 @@ pub enum ServerMessage {
         /// Which of your tracks.
         source: Source,
     },
+    /// Nobody receives your `source` now (every subscriber disabled it with `track_settings`):
+    /// stop encoding it (`paused: true`) until told otherwise. Only sent to a publisher whose
+    /// track has subscribers; a participant alone in a room is never paused.
+    PublisherPaused {
+        /// Your track's source.
+        source: Source,
+        /// Stop (`true`) or resume sending it.
+        paused: bool,
+    },
     /// A host locked or unlocked the room (to everyone in it).
     RoomLocked {
         /// Locked or not.
@@ -561,6 +586,8 @@ pub enum ErrorCode {
     /// The participant's publisher transport did not connect (ICE and DTLS up) within
     /// `--connect-timeout-s` (20 s) of its `join`: it was removed to free its place; rejoin.
     ConnectTimeout,
+    /// `track_settings` named a track you do not receive.
+    UnknownTrack,
 }
 
 impl ServerMessage {

@@ -303,6 +303,14 @@ pub enum SfuEvent {
     MutedByHost(TrackSource),
     /// A host locked (`true`) or unlocked the room: while locked, nobody new joins.
     RoomLocked(bool),
+    /// Every subscriber of this participant's `source` disabled it (`true`): stop encoding it;
+    /// or someone wants it again (`false`).
+    PublisherPaused {
+        /// The participant's own track.
+        source: TrackSource,
+        /// Stop or resume.
+        paused: bool,
+    },
     /// Who is speaking now, the dominant speaker first (at most
     /// [`crate::speakers::MAX_SPEAKERS`]; empty when nobody is). Sent to everyone in the room
     /// when the list changes, at most every [`crate::speakers::MIN_ANNOUNCE_INTERVAL`].
@@ -368,6 +376,29 @@ pub enum SfuError {
     /// A host removed this user from the room: they may not join it again while it is open.
     #[error("a host removed you from this room")]
     Removed,
+    /// The participant receives no such track.
+    #[error("you receive no such track")]
+    UnknownTrack,
+}
+
+/// How a subscriber wants one track it receives (`track_settings` on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrackSettings {
+    /// Forward it (the default) or not: a hidden tile, audio-only mode. Video turned back on
+    /// restarts on a keyframe asked for at once.
+    pub enabled: bool,
+    /// The size it is rendered at, CSS px `(width, height)`, if the client said (for choosing a
+    /// simulcast layer).
+    pub size: Option<(u32, u32)>,
+}
+
+impl Default for TrackSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            size: None,
+        }
+    }
 }
 
 /// Counters of the media plane, updated by the worker with relaxed atomics (no lock on the
@@ -512,6 +543,12 @@ pub(crate) enum Command {
         sdp: String,
         reply: oneshot::Sender<Result<(), SfuError>>,
     },
+    TrackSettings {
+        participant: ParticipantId,
+        track: TrackId,
+        settings: TrackSettings,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
     Candidate {
         participant: ParticipantId,
         role: TransportRole,
@@ -578,6 +615,7 @@ impl Command {
             Self::Join { .. } => "join",
             Self::PublishOffer { .. } => "publish_offer",
             Self::SubscribeAnswer { .. } => "subscribe_answer",
+            Self::TrackSettings { .. } => "track_settings",
             Self::Candidate { .. } => "candidate",
             Self::Mute { .. } => "mute",
             Self::SendData { .. } => "send_data",
@@ -649,6 +687,23 @@ impl SfuHandle {
             participant,
             sdp,
             tracks,
+            reply,
+        })
+        .await
+    }
+
+    /// How `participant` wants one track it receives ([`TrackSettings`]). Errors:
+    /// [`SfuError::UnknownTrack`] (it receives no such track), [`SfuError::UnknownParticipant`].
+    pub async fn track_settings(
+        &self,
+        participant: ParticipantId,
+        track: TrackId,
+        settings: TrackSettings,
+    ) -> Result<(), SfuError> {
+        self.call(|reply| Command::TrackSettings {
+            participant,
+            track,
+            settings,
             reply,
         })
         .await

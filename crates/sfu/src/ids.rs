@@ -78,6 +78,20 @@ pub struct TrackId {
     pub mid: String,
 }
 
+impl TrackId {
+    /// Parses the wire form `<participant>-<mid>` (the participant part never holds a `-`).
+    pub fn parse(s: &str) -> Option<Self> {
+        let (p, mid) = s.split_once('-')?;
+        if mid.is_empty() || mid.len() > 32 {
+            return None;
+        }
+        Some(Self {
+            participant: ParticipantId::parse(p)?,
+            mid: mid.to_owned(),
+        })
+    }
+}
+
 impl fmt::Display for TrackId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}-{}", self.participant, self.mid)

@@ -52,7 +52,8 @@ pub use crate::speakers::ActiveSpeaker;
 pub use api::{
     Attachment, CloseReason, HostAction, JoinInfo, MediaConfig, MediaInterface, ParticipantInfo,
     ParticipantSnapshot, PublishTrack, ResumeInfo, RoomEvent, RoomSnapshot, SfuError, SfuEvent,
-    SfuHandle, SfuMetrics, SubscribedTrack, TrackInfo, TransportSnapshot, EVENT_QUEUE,
+    SfuHandle, SfuMetrics, SubscribedTrack, TrackInfo, TrackSettings, TransportSnapshot,
+    EVENT_QUEUE,
 };
 pub use ids::{MediaKind, ParticipantId, RoomId, RoomIdError, TrackId, TrackSource, TransportRole};
 pub use worker::{spawn_media_worker, ROOM_EVENTS};

@@ -7,7 +7,7 @@
 
 use crate::api::{
     CloseReason, ParticipantInfo, PublishTrack, SfuError, SfuEvent, SfuMetrics, SubscribedTrack,
-    TrackInfo,
+    TrackInfo, TrackSettings,
 };
 use crate::codec::{is_keyframe_start, CodecFamily};
 use crate::ids::{MediaKind, ParticipantId, RoomId, TrackId, TrackSource, TransportRole};
@@ -200,6 +200,9 @@ pub(crate) struct Published {
     pub audio_level_ext: Option<u8>,
     /// This track's audio levels since the room's last speaker tick.
     pub levels: LevelMeter,
+    /// The publisher was told to stop encoding it: every subscriber disabled it
+    /// ([`Room::update_publisher_pauses`]).
+    pub paused: bool,
 }
 
 /// How long a forced keyframe request waits for the keyframe before asking again.
@@ -218,6 +221,8 @@ pub(crate) struct DownTrack {
     /// Where it stands in the subscriber transport's offer/answer: media flows only when
     /// [`DownTrackState::Open`].
     pub state: DownTrackState,
+    /// What the subscriber asked for it (`track_settings`): disabled, nothing is forwarded.
+    pub settings: TrackSettings,
     /// Video packets held while the subscriber transport connects for the first time, from
     /// the publisher's latest keyframe on (a newer keyframe starts it again), at most
     /// [`EARLY_RTP_PACKETS`]: sent the moment it connects, so the first frame does not wait
@@ -723,6 +728,7 @@ impl Room {
                     })
                     .flatten(),
                 levels: LevelMeter::default(),
+                paused: false,
                 extensions,
             });
         }
@@ -831,6 +837,74 @@ impl Room {
             }
         }
         Ok(())
+    }
+
+    /// Participant `id`'s settings for `track`, which it receives (`track_settings`). Turning
+    /// video back on asks its publisher for a keyframe at once (past the throttle, repeated until
+    /// it comes). Errors: `UnknownParticipant`, `UnknownTrack`.
+    pub fn set_track_settings(
+        &mut self,
+        id: ParticipantId,
+        track: &TrackId,
+        settings: TrackSettings,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        let idx = self.index_of(id).ok_or(SfuError::UnknownParticipant)?;
+        let p = &mut self.participants[idx];
+        let connected = sub_connected(p);
+        let dt = p
+            .downtracks
+            .iter_mut()
+            .find(|d| d.track == *track)
+            .ok_or(SfuError::UnknownTrack)?;
+        let resumed = settings.enabled && !dt.settings.enabled;
+        dt.settings = settings;
+        if resumed && dt.track_is_video() && dt.is_open() && connected {
+            if let Some(pi) = self.index_of(track.participant) {
+                let sent = self.participants[pi].request_keyframe_now(&track.mid, now);
+                SfuMetrics::add(&self.metrics.plis_sent, u64::from(sent));
+            }
+        }
+        self.update_publisher_pauses();
+        Ok(())
+    }
+
+    /// Tells each publisher whose video track has subscribers, all of which disabled it, to stop
+    /// encoding it, and to start again once one enables it or a new subscriber comes
+    /// ([`SfuEvent::PublisherPaused`], sent on change only). A track nobody subscribes to (a
+    /// participant alone) is never paused: the next subscriber would wait for the encoder.
+    pub fn update_publisher_pauses(&mut self) {
+        for i in 0..self.participants.len() {
+            let pid = self.participants[i].id;
+            for ti in 0..self.participants[i].published.len() {
+                let (mid, source, was) = {
+                    let t = &self.participants[i].published[ti];
+                    if t.source.kind() != MediaKind::Video {
+                        continue;
+                    }
+                    (t.mid.clone(), t.source, t.paused)
+                };
+                let mut subscribers = 0;
+                let mut wanted = false;
+                for (j, q) in self.participants.iter().enumerate() {
+                    if j == i {
+                        continue;
+                    }
+                    for d in &q.downtracks {
+                        if d.track.participant == pid && d.track.mid == mid {
+                            subscribers += 1;
+                            wanted |= d.settings.enabled;
+                        }
+                    }
+                }
+                let paused = subscribers > 0 && !wanted;
+                if paused != was {
+                    let p = &mut self.participants[i];
+                    p.published[ti].paused = paused;
+                    p.send(SfuEvent::PublisherPaused { source, paused });
+                }
+            }
+        }
     }
 
     /// Whether anyone publishes a microphone with audio levels (the speaker tick runs only then).
@@ -997,6 +1071,7 @@ impl Room {
                         first.clock_rate,
                     ),
                     state: DownTrackState::ToOpen,
+                    settings: TrackSettings::default(),
                     early: Vec::new(),
                 });
                 if !sub.connected_once && source.kind() == MediaKind::Video {
@@ -1008,6 +1083,7 @@ impl Room {
                 Self::send_offer(p, now);
             }
         }
+        self.update_publisher_pauses();
         warm.sort_by_key(|t| t.to_string());
         warm.dedup();
         for t in warm {
@@ -1310,6 +1386,14 @@ impl Room {
             let warming = !sub.connected_once;
             for dt in &mut sub_p.downtracks {
                 if dt.track.participant != publisher_id || dt.track.mid.as_bytes() != mid {
+                    continue;
+                }
+                if !dt.settings.enabled {
+                    // The subscriber turned it off: its leg renumbers past this, and video
+                    // restarts on a keyframe when it is turned on again.
+                    if dt.is_open() {
+                        dt.rewriter.skip(&packet.header);
+                    }
                     continue;
                 }
                 if warming && dt.track_is_video() {

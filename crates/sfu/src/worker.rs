@@ -457,6 +457,14 @@ fn apply(core: &mut Core, cmd: Command, now: Instant) {
         } => {
             let _ = reply.send(core.publish_offer(participant, sdp, tracks, now));
         }
+        Command::TrackSettings {
+            participant,
+            track,
+            settings,
+            reply,
+        } => {
+            let _ = reply.send(core.track_settings(participant, &track, settings, now));
+        }
         Command::SubscribeAnswer {
             participant,
             sdp,

@@ -501,6 +501,23 @@ impl Core {
         })
     }
 
+    /// How `participant` wants one track it receives ([`crate::api::TrackSettings`]): a
+    /// disabled downtrack forwards nothing (its leg's sequence numbers skip nothing), an enabled
+    /// video one restarts on a keyframe asked for at once. When every subscriber of a video
+    /// track disabled it, its publisher is told to stop encoding it. Errors:
+    /// [`SfuError::UnknownTrack`], [`SfuError::UnknownParticipant`].
+    pub fn track_settings(
+        &mut self,
+        participant: ParticipantId,
+        track: &crate::ids::TrackId,
+        settings: crate::api::TrackSettings,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        self.with_room(participant, now, |room| {
+            room.set_track_settings(participant, track, settings, now)
+        })
+    }
+
     /// A trickled ICE candidate of the client (RFC 8838; empty: end of candidates).
     pub fn add_candidate(
         &mut self,
