@@ -38,6 +38,28 @@ export { describeMediaError };
 /** @typedef {import('/types.js').PaidSession} PaidSession */
 /** @typedef {import('/types.js').ParticipantStats} ParticipantStats */
 
+/**
+ * Camera video goes out as three simulcast layers (RFC 8853; RIDs `l`, `m`, `h`: a quarter, half
+ * and the full capture size) so the server can send each subscriber the one its tile needs; the
+ * browser itself leaves out layers its resolution cannot fill. `?simulcast=0` in the page's URL
+ * sends one stream instead. Microphone and screen share are always one stream.
+ */
+const SIMULCAST = typeof location === 'undefined' || new URLSearchParams(location.search).get('simulcast') !== '0';
+
+/** @param {Source} source @param {MediaStream[]} streams @returns {RTCRtpTransceiverInit} */
+function sendInit(source, streams) {
+  /** @type {RTCRtpTransceiverInit} */
+  const init = { direction: 'sendonly', streams };
+  if (source === 'camera' && SIMULCAST) {
+    init.sendEncodings = [
+      { rid: 'l', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+      { rid: 'm', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+      { rid: 'h', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+    ];
+  }
+  return init;
+}
+
 /** Why each timer exists and how long it waits. */
 export const TIMING = Object.freeze({
   /** client heartbeat period: each heartbeat is a probe (see `heartbeatProbeMs`) */
@@ -979,7 +1001,7 @@ export class ConfabSession extends EventTarget {
       const track = this.local[source];
       if (!track) continue;
       stream.addTrack(track);
-      this._slots[source] = pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+      this._slots[source] = pc.addTransceiver(track, sendInit(source, [stream]));
     }
     if (this.local.screen) {
       this._slots.screen = pc.addTransceiver(this.local.screen, { direction: 'sendonly' });
@@ -998,7 +1020,7 @@ export class ConfabSession extends EventTarget {
       await slot.sender.replaceTrack(track);
       if (slot.direction !== 'sendonly') { slot.direction = 'sendonly'; await this._renegotiate(); }
     } else {
-      this._slots[source] = pc.addTransceiver(track, { direction: 'sendonly' });
+      this._slots[source] = pc.addTransceiver(track, sendInit(source, []));
       await this._renegotiate();
     }
   }

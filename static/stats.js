@@ -19,7 +19,7 @@ export function participantStats(report, participants, remote) {
   const out = new Map();
   for (const p of participants.values()) {
     out.set(p.id, {
-      participantId: p.id, name: p.name, framesDecoded: 0, videoPacketsReceived: 0,
+      participantId: p.id, name: p.name, framesDecoded: 0, frameWidth: 0, videoPacketsReceived: 0,
       videoPacketsLost: 0, freezeCount: 0, totalFreezesDuration: 0,
       screenFramesDecoded: 0, audioPacketsReceived: 0, audioPacketsLost: 0, audioLevel: 0, audioStatsAt: 0,
     });
@@ -35,6 +35,7 @@ export function participantStats(report, participants, remote) {
     if (!b || !row) return;
     if (b.source === 'camera') {
       row.framesDecoded += s.framesDecoded || 0;
+      row.frameWidth = Math.max(row.frameWidth, s.frameWidth || 0);
       row.videoPacketsReceived += s.packetsReceived || 0;
       row.videoPacketsLost += s.packetsLost || 0;
       row.freezeCount += s.freezeCount || 0;

@@ -48,6 +48,7 @@
  * @property {string} participantId
  * @property {string} name
  * @property {number} framesDecoded          camera video
+ * @property {number} frameWidth             width of the camera frames decoded last, px (0: none yet)
  * @property {number} videoPacketsReceived   camera video
  * @property {number} videoPacketsLost       camera video, as the receiver counts it (RFC 3550 A.3)
  * @property {number} freezeCount            camera video freezes (webrtc-stats: a frame later than max(3 × mean, mean + 150 ms))

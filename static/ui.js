@@ -586,7 +586,9 @@ function applyWants(id) {
   const want = !audioOnly && tileVisible.get(id) !== false;
   tile.el.classList.toggle('not-received', audioOnly);
   for (const [trackId, t] of p.tracks) {
-    if (t.source === 'camera') session.setTrackWanted(trackId, want, tile.el.clientWidth, tile.el.clientHeight);
+    // Device pixels: what the subscriber's screen can show decides the simulcast layer.
+    const dpr = window.devicePixelRatio || 1;
+    if (t.source === 'camera') session.setTrackWanted(trackId, want, tile.el.clientWidth * dpr, tile.el.clientHeight * dpr);
   }
 }
 

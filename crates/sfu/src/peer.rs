@@ -33,6 +33,10 @@ use std::time::{Duration, Instant};
 /// Header extensions negotiated besides `transport-cc` (which each leg stamps itself) — the ones
 /// an SFU forwards, translated by URI per subscriber (RFC 8285).
 pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+/// RTP stream id (RFC 8852 section 3.1): names a simulcast layer.
+pub const RID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
+/// Repaired RTP stream id (RFC 8852 section 3.2).
+pub const REPAIRED_RID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id";
 /// RFC 8843 section 15: the m-line a packet belongs to.
 pub const MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
 /// 3GPP TS 26.114 coordination of video orientation.
@@ -99,6 +103,9 @@ fn media_engine() -> Result<MediaEngine, Error> {
         (AUDIO_LEVEL_URI, RtpCodecKind::Audio),
         (VIDEO_ORIENTATION_URI, RtpCodecKind::Video),
         (ABS_SEND_TIME_URI, RtpCodecKind::Video),
+        // Simulcast (RFC 8852, RFC 8853): the publisher names each layer's stream by RID.
+        (RID_URI, RtpCodecKind::Video),
+        (REPAIRED_RID_URI, RtpCodecKind::Video),
     ] {
         me.register_header_extension(
             RTCRtpHeaderExtensionCapability {

@@ -7,8 +7,8 @@
 //! forwarder drops packets (waiting for a keyframe). [`RtpRewriter`] owns that state. It is pure
 //! (no I/O, time passed in) and allocation-free per packet.
 
-use crate::codec::{is_keyframe_start, CodecFamily};
-use bytes::Bytes;
+use crate::codec::{is_keyframe_start, vp8_ids, vp8_write_ids, CodecFamily, Vp8Ids};
+use bytes::{Bytes, BytesMut};
 use rtc::rtp::header::Header;
 use std::time::Instant;
 
@@ -49,6 +49,21 @@ pub struct RtpRewriter {
     /// [`Self::undo_forward`]).
     last_advanced: bool,
     waiting_for_keyframe: bool,
+    /// VP8 picture-id and TL0PICIDX continuity across source switches (simulcast layers).
+    vp8: Option<Vp8State>,
+    /// What [`Self::rewrite_payload`] must write into the packet just rewritten.
+    vp8_pending: Option<(Vp8Ids, u16, u8)>,
+}
+
+/// Offsets that map one source's VP8 picture ids (and TL0PICIDX) into the leg's continuous
+/// space (RFC 7741 section 4.2; RFC 9626 calls picture-id gaps a loss).
+#[derive(Debug, Clone, Copy)]
+struct Vp8State {
+    in_ssrc: u32,
+    pic_offset: u16,
+    tl0_offset: u8,
+    last_out_pic: Option<u16>,
+    last_out_tl0: Option<u8>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -74,6 +89,72 @@ impl RtpRewriter {
             state: None,
             last_advanced: false,
             waiting_for_keyframe: codec.needs_keyframe(),
+            vp8: None,
+            vp8_pending: None,
+        }
+    }
+
+    /// The payload to send for the packet [`Self::rewrite`] just forwarded: `None` to send it
+    /// unchanged (the common case: no source switch yet, so no picture-id offset), else a copy
+    /// with the VP8 picture id and TL0PICIDX moved into this leg's continuous space (one
+    /// allocation per packet on a leg that switched simulcast layers).
+    pub fn rewrite_payload(&mut self, payload: &Bytes) -> Option<Bytes> {
+        let (ids, pic, tl0) = self.vp8_pending.take()?;
+        let mut b = BytesMut::from(&payload[..]);
+        vp8_write_ids(&mut b, &ids, pic, tl0);
+        Some(b.freeze())
+    }
+
+    /// VP8: the leg's picture id and TL0PICIDX for this packet, continuing after the last ones
+    /// sent when the source changed (a simulcast layer switch starts on a keyframe).
+    fn map_vp8(&mut self, ssrc: u32, payload: &[u8]) {
+        self.vp8_pending = None;
+        let ids = vp8_ids(payload);
+        let Some((_, wide, in_pic)) = ids.picture_id else {
+            return;
+        };
+        let in_tl0 = ids.tl0picidx.map(|(_, t)| t);
+        let mask: u16 = if wide { 0x7fff } else { 0x7f };
+        let st = match self.vp8 {
+            Some(s) if s.in_ssrc == ssrc => s,
+            Some(prev) => Vp8State {
+                in_ssrc: ssrc,
+                pic_offset: prev
+                    .last_out_pic
+                    .map_or(0, |l| l.wrapping_add(1).wrapping_sub(in_pic) & mask),
+                tl0_offset: match (prev.last_out_tl0, in_tl0) {
+                    (Some(l), Some(t)) => l.wrapping_add(1).wrapping_sub(t),
+                    _ => 0,
+                },
+                ..prev
+            },
+            None => Vp8State {
+                in_ssrc: ssrc,
+                pic_offset: 0,
+                tl0_offset: 0,
+                last_out_pic: None,
+                last_out_tl0: None,
+            },
+        };
+        let out_pic = in_pic.wrapping_add(st.pic_offset) & mask;
+        let out_tl0 = in_tl0.map(|t| t.wrapping_add(st.tl0_offset));
+        let newer = |last: Option<u16>| {
+            last.is_none_or(|l| {
+                let d = out_pic.wrapping_sub(l) & mask;
+                d != 0 && d < mask / 2
+            })
+        };
+        self.vp8 = Some(Vp8State {
+            last_out_pic: if newer(st.last_out_pic) {
+                Some(out_pic)
+            } else {
+                st.last_out_pic
+            },
+            last_out_tl0: out_tl0.or(st.last_out_tl0),
+            ..st
+        });
+        if st.pic_offset != 0 || st.tl0_offset != 0 {
+            self.vp8_pending = Some((ids, out_pic, out_tl0.unwrap_or(0)));
         }
     }
 
@@ -191,6 +272,9 @@ impl RtpRewriter {
             ..state
         });
 
+        if self.codec == CodecFamily::Vp8 {
+            self.map_vp8(header.ssrc, payload);
+        }
         header.ssrc = self.out_ssrc;
         header.payload_type = out_pt;
         header.sequence_number = out_seq;
@@ -348,6 +432,57 @@ mod tests {
             k.sequence_number.wrapping_add(1),
             "the dropped packet left no gap"
         );
+    }
+
+    /// A VP8 packet with a 15-bit picture id and TL0PICIDX (keyframe or not).
+    fn vp8(pic: u16, tl0: u8, key: bool) -> Bytes {
+        Bytes::from(vec![
+            0x90,
+            0xc0,
+            0x80 | (pic >> 8) as u8,
+            pic as u8,
+            tl0,
+            if key { 0x00 } else { 0x01 },
+        ])
+    }
+
+    fn ids_of(p: &[u8]) -> (u16, u8) {
+        let ids = vp8_ids(p);
+        (ids.picture_id.unwrap().2, ids.tl0picidx.unwrap().1)
+    }
+
+    #[test]
+    fn a_simulcast_layer_switch_keeps_vp8_picture_ids_and_tl0picidx_continuous() {
+        let mut r = RtpRewriter::new(9, CodecFamily::Vp8, 90_000);
+        r.set_payload_type(96, Some(100));
+        let now = Instant::now();
+        // Layer A (ssrc 1): picture ids 100, 101; sent unchanged (no offset, no copy).
+        for (seq, pic) in [(10u16, 100u16), (11, 101)] {
+            let p = vp8(pic, 5, pic == 100);
+            assert_eq!(
+                r.rewrite(&mut header(1, seq, 0, 96), &p, now),
+                Verdict::Forward
+            );
+            assert_eq!(r.rewrite_payload(&p), None);
+        }
+        // Switch to layer B (ssrc 2) on its keyframe, whose ids are elsewhere entirely.
+        let p = vp8(30_000, 77, true);
+        assert_eq!(
+            r.rewrite(&mut header(2, 500, 0, 96), &p, now),
+            Verdict::Forward
+        );
+        let out = r.rewrite_payload(&p).expect("rewritten");
+        assert_eq!(ids_of(&out), (102, 6), "continues after 101 and TL0 5");
+        let p = vp8(30_001, 77, false);
+        r.rewrite(&mut header(2, 501, 0, 96), &p, now);
+        assert_eq!(ids_of(&r.rewrite_payload(&p).unwrap()), (103, 6));
+        // Back to layer A: still continuous, across the 15-bit wrap too.
+        let p = vp8(0x7fff, 9, true);
+        r.rewrite(&mut header(1, 12, 0, 96), &p, now);
+        assert_eq!(ids_of(&r.rewrite_payload(&p).unwrap()), (104, 7));
+        let p = vp8(0, 9, false);
+        r.rewrite(&mut header(1, 13, 0, 96), &p, now);
+        assert_eq!(ids_of(&r.rewrite_payload(&p).unwrap()), (105, 7));
     }
 
     #[test]

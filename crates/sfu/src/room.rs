@@ -203,6 +203,77 @@ pub(crate) struct Published {
     /// The publisher was told to stop encoding it: every subscriber disabled it
     /// ([`Room::update_publisher_pauses`]).
     pub paused: bool,
+    /// Simulcast layers (RFC 8853), one per RID the publisher sends, lowest quality first;
+    /// empty for a track sent as one stream.
+    pub layers: Vec<Layer>,
+}
+
+/// One simulcast layer of a published video track.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Layer {
+    /// Its SSRC.
+    pub ssrc: u32,
+    /// Quality rank from its RID: `l`/`q` 0, `m`/`h`... see [`layer_rank`].
+    pub rank: u8,
+    /// Frame width in px, from its latest VP8 keyframe (0: not known yet).
+    pub width: u16,
+    /// Its latest packet: a layer silent for [`LAYER_IDLE`] is not chosen (the publisher's
+    /// encoder dropped it, e.g. for lack of bandwidth or CPU).
+    pub last_packet: Option<Instant>,
+}
+
+/// A simulcast layer with no packet for this long is treated as stopped.
+pub const LAYER_IDLE: Duration = Duration::from_millis(1_500);
+
+/// How often each room re-chooses its subscribers' simulcast layers.
+pub const LAYER_TICK: Duration = Duration::from_millis(500);
+
+/// The quality rank of a simulcast RID: the browser client sends `l`, `m`, `h` (low to high);
+/// `q` and `f` (quarter, full) of other clients' naming read as low and high (their `h`, half,
+/// then ties with `f`: [`choose_layer`] goes by the widths learnt from keyframes once known).
+/// Anything else ranks by the order its first packet came in (`fallback`), above those.
+pub(crate) fn layer_rank(rid: &str, fallback: u8) -> u8 {
+    match rid {
+        "l" | "q" | "lo" | "low" => 0,
+        "m" | "mid" => 1,
+        "h" | "hi" | "high" | "f" => 2,
+        _ => 3 + fallback,
+    }
+}
+
+/// Which layer to send a subscriber that renders the track `size` (device px, if known) wide:
+/// the smallest active one at least nine tenths of that width (by the widths learnt from
+/// keyframes, or by rank while unknown: up to 360 px the lowest, up to 720 px the middle one),
+/// else the largest active. `None` when no layer is active.
+pub(crate) fn choose_layer(layers: &[Layer], size: Option<(u32, u32)>, now: Instant) -> Option<u8> {
+    let mut active: Vec<&Layer> = layers
+        .iter()
+        .filter(|l| {
+            l.last_packet
+                .is_some_and(|t| now.saturating_duration_since(t) < LAYER_IDLE)
+        })
+        .collect();
+    active.sort_by_key(|l| l.rank);
+    let top = active.last()?.rank;
+    let Some((w, _)) = size else {
+        return Some(top);
+    };
+    if active.iter().all(|l| l.width > 0) {
+        return Some(
+            active
+                .iter()
+                .find(|l| u32::from(l.width) * 10 >= w * 9)
+                .map_or(top, |l| l.rank),
+        );
+    }
+    let pick = if w <= 360 {
+        0
+    } else if w <= 720 {
+        1
+    } else {
+        usize::MAX
+    };
+    Some(active.get(pick).map_or(top, |l| l.rank))
 }
 
 /// How long a forced keyframe request waits for the keyframe before asking again.
@@ -223,12 +294,42 @@ pub(crate) struct DownTrack {
     pub state: DownTrackState,
     /// What the subscriber asked for it (`track_settings`): disabled, nothing is forwarded.
     pub settings: TrackSettings,
+    /// For a simulcast track: the layer forwarded now (its SSRC and rank) and the one wanted;
+    /// a switch happens on a keyframe of the wanted layer.
+    pub layer: LayerChoice,
     /// Video packets held while the subscriber transport connects for the first time, from
     /// the publisher's latest keyframe on (a newer keyframe starts it again), at most
     /// [`EARLY_RTP_PACKETS`]: sent the moment it connects, so the first frame does not wait
     /// for a keyframe request to reach the publisher, its encoder and its pacer (the request
     /// goes out with the subscribe offer instead). Empty once connected.
     pub early: Vec<rtc::rtp::Packet>,
+}
+
+/// Which simulcast layer a downtrack forwards (RFC 8853 layers, one outgoing SSRC per
+/// downtrack whatever the layer: the rewriter keeps sequence numbers, timestamps and VP8
+/// picture ids continuous across a switch).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct LayerChoice {
+    /// `(ssrc, rank)` of the layer being forwarded; `None` before the first keyframe.
+    pub current: Option<(u32, u8)>,
+    /// The rank wanted ([`choose_layer`]); `None` until chosen (then the first keyframe of any
+    /// layer starts the forwarding).
+    pub target: Option<u8>,
+}
+
+impl LayerChoice {
+    /// Whether to forward a packet of layer `(ssrc, rank)`; switches to it when it is the
+    /// wanted layer and the packet starts a keyframe (or nothing is forwarded yet).
+    fn admit(&mut self, ssrc: u32, rank: u8, keyframe: bool) -> bool {
+        match self.current {
+            Some((s, _)) if s == ssrc => true,
+            _ if keyframe && (self.current.is_none() || self.target == Some(rank)) => {
+                self.current = Some((ssrc, rank));
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 /// A downtrack's place in the subscriber transport's offer/answer exchange (JSEP, RFC 8829
@@ -468,12 +569,26 @@ impl Participant {
             let n = p.keyframe_pending.map_or(0, |(_, n)| n);
             p.keyframe_pending = Some((now, n.saturating_add(1)));
         }
-        let pli = PictureLossIndication {
-            sender_ssrc: 0,
-            media_ssrc: ssrc,
+        // Simulcast: every layer's encoder is asked (a switch may be waiting on any of them;
+        // the lower layers' keyframes are small).
+        let plis: Vec<Box<dyn rtc::rtcp::Packet>> = if p.layers.is_empty() {
+            vec![Box::new(PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc: ssrc,
+            })]
+        } else {
+            p.layers
+                .iter()
+                .map(|l| {
+                    Box::new(PictureLossIndication {
+                        sender_ssrc: 0,
+                        media_ssrc: l.ssrc,
+                    }) as Box<dyn rtc::rtcp::Packet>
+                })
+                .collect()
         };
         if let Some(mut r) = self.publisher.pc.rtp_receiver(receiver) {
-            if let Err(e) = r.write_rtcp(now, vec![Box::new(pli)]) {
+            if let Err(e) = r.write_rtcp(now, plis) {
                 debug!(participant = %self.id, "PLI write failed: {e}");
                 return false;
             }
@@ -510,6 +625,8 @@ pub(crate) struct Room {
     pub removed_users: std::collections::VecDeque<String>,
     /// Who is speaking, from the microphones' audio levels ([`crate::speakers`]).
     pub speakers: SpeakerDetector,
+    /// When [`Room::select_layers`] runs next.
+    pub next_layer_tick: Instant,
     /// The media plane's counters (the transports' interceptors count into them).
     metrics: Arc<SfuMetrics>,
 }
@@ -523,6 +640,7 @@ impl Room {
             locked: false,
             removed_users: std::collections::VecDeque::new(),
             speakers: SpeakerDetector::new(now),
+            next_layer_tick: now + LAYER_TICK,
         }
     }
 
@@ -691,14 +809,15 @@ impl Room {
                 .published
                 .iter()
                 .position(|o| o.mid == t.mid && o.source == t.source);
-            let (muted, host_muted, mut ssrcs, last) = match old {
+            let (muted, host_muted, mut ssrcs, last, layers) = match old {
                 Some(i) => (
                     p.published[i].muted,
                     p.published[i].host_muted,
                     p.published[i].ssrcs.clone(),
                     p.published[i].last_keyframe_request,
+                    p.published[i].layers.clone(),
                 ),
-                None => (false, false, vec![], None),
+                None => (false, false, vec![], None, vec![]),
             };
             for s in ssrcs_by_mid
                 .iter()
@@ -729,6 +848,7 @@ impl Room {
                     .flatten(),
                 levels: LevelMeter::default(),
                 paused: false,
+                layers,
                 extensions,
             });
         }
@@ -907,6 +1027,68 @@ impl Room {
         }
     }
 
+    /// Whether anyone publishes a simulcast track (the layer tick runs only then).
+    pub fn has_simulcast(&self) -> bool {
+        self.participants
+            .iter()
+            .any(|p| p.published.iter().any(|t| !t.layers.is_empty()))
+    }
+
+    /// The layer tick ([`LAYER_TICK`]): for every downtrack of a simulcast track, the layer its
+    /// subscriber should get now ([`choose_layer`]: the tile size it reported, the layers the
+    /// publisher still sends); a downtrack whose wanted layer is not the one it forwards asks
+    /// for a keyframe (throttled per track) so the switch can happen.
+    pub fn select_layers(&mut self, now: Instant) {
+        let mut wanted: Vec<TrackId> = Vec::new();
+        for i in 0..self.participants.len() {
+            for d in 0..self.participants[i].downtracks.len() {
+                let (track, size) = {
+                    let dt = &self.participants[i].downtracks[d];
+                    (dt.track.clone(), dt.settings.size)
+                };
+                let Some(pi) = self.index_of(track.participant) else {
+                    continue;
+                };
+                let Some(layers) = self.participants[pi]
+                    .published
+                    .iter()
+                    .find(|t| t.mid == track.mid && !t.layers.is_empty())
+                    .map(|t| t.layers.clone())
+                else {
+                    continue;
+                };
+                let target = choose_layer(&layers, size, now);
+                let dt = &mut self.participants[i].downtracks[d];
+                dt.layer.target = target;
+                let stale = dt.layer.current.is_some_and(|(ssrc, _)| {
+                    !layers.iter().any(|l| {
+                        l.ssrc == ssrc
+                            && l.last_packet
+                                .is_some_and(|at| now.saturating_duration_since(at) < LAYER_IDLE)
+                    })
+                });
+                if stale {
+                    // Its layer stopped: any keyframe may restart it.
+                    dt.layer.current = None;
+                    dt.rewriter.request_resync();
+                }
+                let switching = target.is_some()
+                    && dt.layer.current.map(|(_, r)| r) != target
+                    && dt.settings.enabled
+                    && dt.is_open();
+                if switching && !wanted.contains(&track) {
+                    wanted.push(track);
+                }
+            }
+        }
+        for t in wanted {
+            if let Some(pi) = self.index_of(t.participant) {
+                let sent = self.participants[pi].request_keyframe(&t.mid, now);
+                SfuMetrics::add(&self.metrics.plis_sent, u64::from(sent));
+            }
+        }
+    }
+
     /// Whether anyone publishes a microphone with audio levels (the speaker tick runs only then).
     pub fn has_audio(&self) -> bool {
         self.participants
@@ -1072,6 +1254,7 @@ impl Room {
                     ),
                     state: DownTrackState::ToOpen,
                     settings: TrackSettings::default(),
+                    layer: LayerChoice::default(),
                     early: Vec::new(),
                 });
                 if !sub.connected_once && source.kind() == MediaKind::Video {
@@ -1253,6 +1436,10 @@ impl Room {
                     if e.uri == rtc::sdp::extmap::TRANSPORT_CC_URI {
                         continue;
                     }
+                    // A simulcast layer's RID means nothing on the subscriber's single stream.
+                    if e.uri == crate::peer::RID_URI || e.uri == crate::peer::REPAIRED_RID_URI {
+                        continue;
+                    }
                     if let Some(s) = params.header_extensions.iter().find(|s| s.uri == e.uri) {
                         if e.id > 0 && e.id < 256 && s.id > 0 && s.id < 256 {
                             dt.rewriter.set_extension(e.id as u8, s.id as u8);
@@ -1327,6 +1514,29 @@ impl Room {
             return outcome;
         };
         SfuMetrics::inc(&metrics.rtp_in);
+        // Simulcast: which layer this packet belongs to, and whether it starts a keyframe (a
+        // layer switch waits for one). Not simulcast: `None`, nothing to decide.
+        let layer = {
+            let t = &mut self.participants[idx].published[mid_idx];
+            match t.layers.iter_mut().find(|l| l.ssrc == ssrc) {
+                Some(l) => {
+                    l.last_packet = Some(now);
+                    let family = t
+                        .codecs
+                        .iter()
+                        .find(|c| c.payload_type == packet.header.payload_type)
+                        .map(|c| CodecFamily::from_mime(&c.rtp_codec.mime_type));
+                    let key = family.is_some_and(|f| is_keyframe_start(f, &packet.payload));
+                    if key && family == Some(CodecFamily::Vp8) {
+                        if let Some((w, _)) = crate::codec::vp8_keyframe_size(&packet.payload) {
+                            l.width = w;
+                        }
+                    }
+                    Some((l.rank, key))
+                }
+                None => None,
+            }
+        };
         {
             let t = &mut self.participants[idx].published[mid_idx];
             if let Some(ext) = t.audio_level_ext {
@@ -1387,6 +1597,13 @@ impl Room {
             for dt in &mut sub_p.downtracks {
                 if dt.track.participant != publisher_id || dt.track.mid.as_bytes() != mid {
                     continue;
+                }
+                if let Some((rank, key)) = layer {
+                    // Another simulcast layer than this subscriber's: not for it (and not
+                    // counted against its leg's sequence numbers).
+                    if !dt.layer.admit(ssrc, rank, key) {
+                        continue;
+                    }
                 }
                 if !dt.settings.enabled {
                     // The subscriber turned it off: its leg renumbers past this, and video
@@ -1528,6 +1745,9 @@ impl DownTrack {
     ) -> Sent {
         match self.rewriter.rewrite(&mut out.header, &out.payload, now) {
             Verdict::Forward => {
+                if let Some(p) = self.rewriter.rewrite_payload(&out.payload) {
+                    out.payload = p;
+                }
                 let len = out.payload.len() as u64 + 12;
                 match sub
                     .pc
@@ -1621,4 +1841,78 @@ fn validate_track_list(tracks: &[PublishTrack]) -> Result<(), SfuError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(ssrc: u32, rank: u8, width: u16, at: Option<Instant>) -> Layer {
+        Layer {
+            ssrc,
+            rank,
+            width,
+            last_packet: at,
+        }
+    }
+
+    #[test]
+    fn the_layer_chosen_is_the_smallest_that_fills_the_tile_among_those_still_sent() {
+        let now = Instant::now();
+        let live = Some(now);
+        let layers = [
+            layer(1, 0, 320, live),
+            layer(2, 1, 640, live),
+            layer(3, 2, 1280, live),
+        ];
+        assert_eq!(choose_layer(&layers, Some((250, 140)), now), Some(0));
+        assert_eq!(choose_layer(&layers, Some((600, 340)), now), Some(1));
+        assert_eq!(choose_layer(&layers, Some((940, 530)), now), Some(2));
+        assert_eq!(choose_layer(&layers, Some((2560, 1440)), now), Some(2));
+        assert_eq!(
+            choose_layer(&layers, None, now),
+            Some(2),
+            "no size: the best"
+        );
+        // The publisher stopped its high layer: the best still sent.
+        let gone = Some(now - LAYER_IDLE);
+        let layers = [
+            layer(1, 0, 320, live),
+            layer(2, 1, 640, live),
+            layer(3, 2, 1280, gone),
+        ];
+        assert_eq!(choose_layer(&layers, Some((940, 530)), now), Some(1));
+        // Widths not known yet: by rank.
+        let layers = [
+            layer(1, 0, 0, live),
+            layer(2, 1, 0, live),
+            layer(3, 2, 0, live),
+        ];
+        assert_eq!(choose_layer(&layers, Some((300, 170)), now), Some(0));
+        assert_eq!(choose_layer(&layers, Some((700, 400)), now), Some(1));
+        assert_eq!(choose_layer(&layers, Some((1000, 560)), now), Some(2));
+        assert_eq!(choose_layer(&[layer(1, 0, 0, None)], None, now), None);
+    }
+
+    #[test]
+    fn a_downtrack_switches_layers_only_on_a_keyframe_of_the_wanted_one() {
+        let mut c = LayerChoice::default();
+        // Nothing forwarded yet: the first keyframe of any layer starts it.
+        assert!(!c.admit(1, 0, false));
+        assert!(c.admit(2, 1, true));
+        assert!(c.admit(2, 1, false));
+        assert!(!c.admit(1, 0, true), "not wanted: stays on layer 1");
+        c.target = Some(2);
+        assert!(
+            c.admit(2, 1, false),
+            "the current layer flows until the switch"
+        );
+        assert!(!c.admit(3, 2, false), "the wanted layer's deltas wait");
+        assert!(c.admit(3, 2, true), "its keyframe switches");
+        assert!(
+            !c.admit(2, 1, false),
+            "the old layer is no longer forwarded"
+        );
+        assert_eq!(c.current, Some((3, 2)));
+    }
 }

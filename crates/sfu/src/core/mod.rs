@@ -183,6 +183,9 @@ impl Core {
             if room.has_audio() {
                 consider(Some(room.speakers.deadline()));
             }
+            if room.has_simulcast() {
+                consider(Some(room.next_layer_tick));
+            }
         }
         consider(Some(self.last_sweep + ROUTE_IDLE));
         min
@@ -448,6 +451,10 @@ impl Core {
             }
             if room.speakers.deadline() <= now {
                 room.tick_speakers(now);
+            }
+            if room.next_layer_tick <= now {
+                room.next_layer_tick = now + crate::room::LAYER_TICK;
+                room.select_layers(now);
             }
             flush(room, &mut self.transmits);
             if room.participants.is_empty() || room.participants.iter().any(|p| p.closing.is_some())
@@ -1235,6 +1242,20 @@ fn on_pc_event(
             {
                 if !t.ssrcs.contains(&init.ssrc) {
                     t.ssrcs.push(init.ssrc);
+                }
+                // A simulcast layer (RFC 8853): its RID names it.
+                if let Some(rid) = init.rid.as_deref() {
+                    if !t.layers.iter().any(|l| l.ssrc == init.ssrc) && t.layers.len() < 8 {
+                        let rank = crate::room::layer_rank(rid, t.layers.len() as u8);
+                        debug!(participant = %p.id, mid = %t.mid, rid, ssrc = init.ssrc, rank, "simulcast layer");
+                        t.layers.push(crate::room::Layer {
+                            ssrc: init.ssrc,
+                            rank,
+                            width: 0,
+                            last_packet: None,
+                        });
+                        t.layers.sort_by_key(|l| l.rank);
+                    }
                 }
             }
         }
