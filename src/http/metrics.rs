@@ -79,6 +79,11 @@ pub fn families(m: &SfuMetrics) -> Vec<MetricFamily> {
             get(&m.rtp_nacked),
         ),
         counter(
+            "confab_bandwidth_estimates_total",
+            "REMB bandwidth estimates received from subscribers.",
+            get(&m.bandwidth_estimates_in),
+        ),
+        counter(
             "confab_rtp_received_packets_total",
             "RTP packets received from publishers.",
             get(&m.rtp_in),

@@ -420,6 +420,8 @@ pub struct SfuMetrics {
     /// Distinct RTP packets subscribers NACKed (each counted at its first NACK, while the
     /// server still holds it).
     pub rtp_nacked: AtomicU64,
+    /// REMB bandwidth estimates received from subscribers (draft-alvestrand-rmcat-remb).
+    pub bandwidth_estimates_in: AtomicU64,
     /// Video packets dropped because the subscriber waits for a keyframe.
     pub drops_keyframe_wait: AtomicU64,
     /// Packets dropped because the subscriber leg has no such payload type.

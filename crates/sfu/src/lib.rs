@@ -35,6 +35,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod bwe;
 pub mod codec;
 pub mod core;
 pub mod ids;

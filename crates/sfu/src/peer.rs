@@ -18,6 +18,7 @@ use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
     nack_pairs_from_sequence_numbers, TransportLayerNack,
 };
@@ -69,7 +70,7 @@ fn codec(mime: &str, clock_rate: u32, channels: u16, fmtp: &str, pt: u8) -> RTCR
 /// The media engine both transports use: Opus; VP8, VP9 profile 0 and H.264 constrained
 /// baseline (packetization-mode 1); no RTX (retransmissions travel on the media SSRC), with
 /// NACK, PLI, FIR and transport-cc feedback.
-fn media_engine() -> Result<MediaEngine, Error> {
+fn media_engine(role: TransportRole) -> Result<MediaEngine, Error> {
     let mut me = MediaEngine::default();
     me.register_codec(
         codec(MIME_TYPE_OPUS, 48_000, 2, "minptime=10;useinbandfec=1", 111),
@@ -88,7 +89,16 @@ fn media_engine() -> Result<MediaEngine, Error> {
     ] {
         me.register_codec(c, RtpCodecKind::Video)?;
     }
-    for (typ, parameter) in [("nack", ""), ("nack", "pli"), ("ccm", "fir")] {
+    // Subscriber legs: the browser's receive-side bandwidth estimate comes back as REMB
+    // (draft-alvestrand-rmcat-remb), read by `crate::bwe` to size that subscriber's layers.
+    let remb: &[(&str, &str)] = match role {
+        TransportRole::Subscriber => &[("goog-remb", "")],
+        TransportRole::Publisher => &[],
+    };
+    for &(typ, parameter) in [("nack", ""), ("nack", "pli"), ("ccm", "fir")]
+        .iter()
+        .chain(remb)
+    {
         me.register_feedback(
             RTCPFeedback {
                 typ: typ.to_owned(),
@@ -178,7 +188,7 @@ pub fn build_peer_connection(
             rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
         ])
         .build();
-    let mut me = media_engine()?;
+    let mut me = media_engine(role)?;
     let registry = Registry::new()
         .with(
             Slot::NackResponder,
@@ -240,8 +250,10 @@ macro_rules! queued_io {
 }
 
 /// An interceptor that marks inbound RTCP carrying PLI or FIR (RFC 4585 section 6.3.1,
-/// RFC 5104 section 4.3.1) for delivery to the application, so the SFU can relay a
-/// subscriber's keyframe request to the publisher. Everything else passes untouched.
+/// RFC 5104 section 4.3.1), REMB (draft-alvestrand-rmcat-remb) or receiver reports (RFC 3550
+/// section 6.4.2) for delivery to the application, so the SFU can relay a subscriber's keyframe
+/// request to the publisher and read its bandwidth estimate and loss. Everything else passes
+/// untouched.
 #[derive(Default)]
 pub struct KeyframeRequestTap {
     reads: VecDeque<TaggedPacket>,
@@ -255,7 +267,10 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestTap {
         if let InterceptorPacket::Rtcp(packets) = &msg.message.packet {
             if packets.iter().any(|p| {
                 let any = p.as_any();
-                any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+                any.is::<PictureLossIndication>()
+                    || any.is::<FullIntraRequest>()
+                    || any.is::<ReceiverEstimatedMaximumBitrate>()
+                    || any.is::<rtc::rtcp::receiver_report::ReceiverReport>()
             }) {
                 msg.message.add(Attribute::DeliverToApplication);
             }

@@ -9,6 +9,7 @@ use crate::api::{
     CloseReason, ParticipantInfo, PublishTrack, SfuError, SfuEvent, SfuMetrics, SubscribedTrack,
     TrackInfo, TrackSettings,
 };
+use crate::bwe::SubscriberBandwidth;
 use crate::codec::{is_keyframe_start, CodecFamily};
 use crate::ids::{MediaKind, ParticipantId, RoomId, TrackId, TrackSource, TransportRole};
 use crate::negotiation::NegotiationState;
@@ -220,6 +221,45 @@ pub(crate) struct Layer {
     /// Its latest packet: a layer silent for [`LAYER_IDLE`] is not chosen (the publisher's
     /// encoder dropped it, e.g. for lack of bandwidth or CPU).
     pub last_packet: Option<Instant>,
+    /// RTP bytes received since the last layer tick.
+    pub bytes: u64,
+    /// Its bitrate, bits per second, averaged over the last layer ticks (0: not measured yet).
+    pub bitrate: u64,
+}
+
+impl Layer {
+    /// Whether the publisher still sends it.
+    fn active(&self, now: Instant) -> bool {
+        self.last_packet
+            .is_some_and(|t| now.saturating_duration_since(t) < LAYER_IDLE)
+    }
+
+    /// What it costs a subscriber, bits per second: measured, else the browser client's cap
+    /// for its rank (150, 500, 1 500 kbit/s).
+    fn cost(&self) -> u64 {
+        if self.bitrate > 0 {
+            self.bitrate
+        } else {
+            [150_000, 500_000, 1_500_000][usize::from(self.rank.min(2))]
+        }
+    }
+}
+
+/// The active layer of rank `want` or the next one below it (the lowest active one when none is
+/// below; the top one when `want` is `None`).
+fn layer_at_or_below(layers: &[Layer], want: Option<u8>, now: Instant) -> Option<&Layer> {
+    let active = layers.iter().filter(|l| l.active(now));
+    match want {
+        None => active.max_by_key(|l| l.rank),
+        Some(w) => {
+            let all: Vec<&Layer> = active.collect();
+            all.iter()
+                .filter(|l| l.rank <= w)
+                .max_by_key(|l| l.rank)
+                .or_else(|| all.iter().min_by_key(|l| l.rank))
+                .copied()
+        }
+    }
 }
 
 /// A simulcast layer with no packet for this long is treated as stopped.
@@ -369,6 +409,9 @@ pub(crate) struct Participant {
     /// track of that kind takes one over instead of adding an m-line.
     pub free_slots: Vec<(RTCRtpSenderId, MediaKind)>,
     pub negotiation: NegotiationState,
+    /// Its link's bandwidth, from the REMB estimates of its subscriber transport: how far its
+    /// simulcast layers come down ([`crate::bwe`]).
+    pub bandwidth: SubscriberBandwidth,
     /// Subscribe offers created so far (not counting resends of the same offer): numbers the
     /// offers for [`DownTrackState::Negotiating`].
     pub offers_sent: u64,
@@ -625,8 +668,9 @@ pub(crate) struct Room {
     pub removed_users: std::collections::VecDeque<String>,
     /// Who is speaking, from the microphones' audio levels ([`crate::speakers`]).
     pub speakers: SpeakerDetector,
-    /// When [`Room::select_layers`] runs next.
+    /// When [`Room::select_layers`] runs next, and when it last ran.
     pub next_layer_tick: Instant,
+    last_layer_tick: Instant,
     /// The media plane's counters (the transports' interceptors count into them).
     metrics: Arc<SfuMetrics>,
 }
@@ -641,6 +685,7 @@ impl Room {
             removed_users: std::collections::VecDeque::new(),
             speakers: SpeakerDetector::new(now),
             next_layer_tick: now + LAYER_TICK,
+            last_layer_tick: now,
         }
     }
 
@@ -678,6 +723,7 @@ impl Room {
             downtracks: Vec::new(),
             free_slots: Vec::new(),
             negotiation: NegotiationState::Stable,
+            bandwidth: SubscriberBandwidth::default(),
             offers_sent: 0,
             ice_restart_wanted: false,
             closing: None,
@@ -1034,38 +1080,95 @@ impl Room {
             .any(|p| p.published.iter().any(|t| !t.layers.is_empty()))
     }
 
-    /// The layer tick ([`LAYER_TICK`]): for every downtrack of a simulcast track, the layer its
-    /// subscriber should get now ([`choose_layer`]: the tile size it reported, the layers the
-    /// publisher still sends); a downtrack whose wanted layer is not the one it forwards asks
-    /// for a keyframe (throttled per track) so the switch can happen.
+    /// The layer tick ([`LAYER_TICK`]): measures each layer's bitrate, then for every
+    /// subscriber of simulcast tracks decides what its link allows ([`crate::bwe`]: its REMB
+    /// estimate against what the layers its tiles ask for cost) and, per downtrack, the layer it
+    /// should get: the one its tile size asks for ([`choose_layer`]), at most the bandwidth cap,
+    /// among those the publisher still sends. A downtrack whose wanted layer is not the one it
+    /// forwards asks for a keyframe (throttled per track) so the switch can happen; video that
+    /// resumes after a bandwidth pause asks for one too.
     pub fn select_layers(&mut self, now: Instant) {
+        let elapsed = now
+            .saturating_duration_since(self.last_layer_tick)
+            .as_secs_f64()
+            .max(0.05);
+        self.last_layer_tick = now;
+        let mut layered: Vec<(TrackId, Vec<Layer>)> = Vec::new();
+        for p in &mut self.participants {
+            for t in &mut p.published {
+                if t.layers.is_empty() {
+                    continue;
+                }
+                for l in &mut t.layers {
+                    let rate = (l.bytes as f64 * 8.0 / elapsed) as u64;
+                    l.bytes = 0;
+                    l.bitrate = if l.bitrate == 0 {
+                        rate
+                    } else {
+                        (l.bitrate + rate) / 2
+                    };
+                }
+                layered.push((
+                    TrackId {
+                        participant: p.id,
+                        mid: t.mid.clone(),
+                    },
+                    t.layers.clone(),
+                ));
+            }
+        }
+        if layered.is_empty() {
+            return;
+        }
         let mut wanted: Vec<TrackId> = Vec::new();
-        for i in 0..self.participants.len() {
-            for d in 0..self.participants[i].downtracks.len() {
-                let (track, size) = {
-                    let dt = &self.participants[i].downtracks[d];
-                    (dt.track.clone(), dt.settings.size)
-                };
-                let Some(pi) = self.index_of(track.participant) else {
-                    continue;
-                };
-                let Some(layers) = self.participants[pi]
-                    .published
+        for p in &mut self.participants {
+            // Per simulcast downtrack: its index, its track's layers, what its tile asks for.
+            let plans: Vec<(usize, &Vec<Layer>, Option<u8>)> = p
+                .downtracks
+                .iter()
+                .enumerate()
+                .filter_map(|(d, dt)| {
+                    let (_, layers) = layered.iter().find(|(t, _)| *t == dt.track)?;
+                    Some((d, layers, choose_layer(layers, dt.settings.size, now)))
+                })
+                .collect();
+            if plans.is_empty() {
+                continue;
+            }
+            let capped = |asked: Option<u8>, cap: Option<u8>| match (asked, cap) {
+                (Some(a), Some(c)) => Some(a.min(c)),
+                (a, None) => a,
+                (None, c) => c,
+            };
+            let mut ranks: Vec<u8> = plans
+                .iter()
+                .flat_map(|(_, layers, _)| layers.iter().filter(|l| l.active(now)).map(|l| l.rank))
+                .collect();
+            ranks.sort_unstable();
+            ranks.dedup();
+            let downtracks = &p.downtracks;
+            let cost = |cap: Option<u8>| -> u64 {
+                plans
                     .iter()
-                    .find(|t| t.mid == track.mid && !t.layers.is_empty())
-                    .map(|t| t.layers.clone())
-                else {
-                    continue;
-                };
-                let target = choose_layer(&layers, size, now);
-                let dt = &mut self.participants[i].downtracks[d];
+                    .filter(|(d, _, _)| downtracks[*d].settings.enabled)
+                    .filter_map(|(_, layers, asked)| {
+                        layer_at_or_below(layers, capped(*asked, cap), now).map(Layer::cost)
+                    })
+                    .sum()
+            };
+            let before = p.bandwidth.allowance();
+            let allowed = p.bandwidth.plan(now, &ranks, cost);
+            if allowed != before {
+                debug!(participant = %p.id, estimate = ?p.bandwidth.estimate(now), ?allowed, "subscriber bandwidth allowance");
+            }
+            let resumed = before.video_paused && !allowed.video_paused;
+            for (d, layers, asked) in plans {
+                let target =
+                    layer_at_or_below(layers, capped(asked, allowed.cap), now).map(|l| l.rank);
+                let dt = &mut p.downtracks[d];
                 dt.layer.target = target;
                 let stale = dt.layer.current.is_some_and(|(ssrc, _)| {
-                    !layers.iter().any(|l| {
-                        l.ssrc == ssrc
-                            && l.last_packet
-                                .is_some_and(|at| now.saturating_duration_since(at) < LAYER_IDLE)
-                    })
+                    !layers.iter().any(|l| l.ssrc == ssrc && l.active(now))
                 });
                 if stale {
                     // Its layer stopped: any keyframe may restart it.
@@ -1073,11 +1176,11 @@ impl Room {
                     dt.rewriter.request_resync();
                 }
                 let switching = target.is_some()
-                    && dt.layer.current.map(|(_, r)| r) != target
+                    && (dt.layer.current.map(|(_, r)| r) != target || resumed)
                     && dt.settings.enabled
                     && dt.is_open();
-                if switching && !wanted.contains(&track) {
-                    wanted.push(track);
+                if switching && !wanted.contains(&dt.track) {
+                    wanted.push(dt.track.clone());
                 }
             }
         }
@@ -1521,6 +1624,7 @@ impl Room {
             match t.layers.iter_mut().find(|l| l.ssrc == ssrc) {
                 Some(l) => {
                     l.last_packet = Some(now);
+                    l.bytes += packet.payload.len() as u64 + 12;
                     let family = t
                         .codecs
                         .iter()
@@ -1593,6 +1697,7 @@ impl Room {
             crate::core::blame(sub_p.id);
             let can_send = sub.can_send();
             let congested = sub.congested;
+            let video_paused = sub_p.bandwidth.allowance().video_paused;
             let warming = !sub.connected_once;
             for dt in &mut sub_p.downtracks {
                 if dt.track.participant != publisher_id || dt.track.mid.as_bytes() != mid {
@@ -1605,9 +1710,10 @@ impl Room {
                         continue;
                     }
                 }
-                if !dt.settings.enabled {
-                    // The subscriber turned it off: its leg renumbers past this, and video
-                    // restarts on a keyframe when it is turned on again.
+                if !dt.settings.enabled || (video_paused && dt.track_is_video()) {
+                    // The subscriber turned it off, or its link cannot take any video now
+                    // (`crate::bwe`): its leg renumbers past this, and video restarts on a
+                    // keyframe.
                     if dt.is_open() {
                         dt.rewriter.skip(&packet.header);
                     }
@@ -1853,6 +1959,8 @@ mod tests {
             rank,
             width,
             last_packet: at,
+            bytes: 0,
+            bitrate: 0,
         }
     }
 

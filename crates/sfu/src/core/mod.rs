@@ -1175,6 +1175,32 @@ fn drive(
                 }
             }
             RTCMessage::RtcpPacket(track_id, packets) if role == TransportRole::Subscriber => {
+                // The browser's receive-side estimate of this subscriber's link.
+                if let Some(remb) = packets.iter().find_map(|p| {
+                    p.as_any()
+                        .downcast_ref::<rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate>()
+                }) {
+                    if remb.bitrate.is_finite() && remb.bitrate >= 0.0 {
+                        room.participants[idx]
+                            .bandwidth
+                            .on_estimate(remb.bitrate as u64, now);
+                        SfuMetrics::inc(&metrics.bandwidth_estimates_in);
+                    }
+                }
+                // Loss the receiver reports for what it gets (RFC 3550 section 6.4.1).
+                let lost = packets
+                    .iter()
+                    .filter_map(|p| {
+                        p.as_any()
+                            .downcast_ref::<rtc::rtcp::receiver_report::ReceiverReport>()
+                    })
+                    .flat_map(|rr| rr.reports.iter().map(|b| b.fraction_lost))
+                    .max();
+                if let Some(lost) = lost {
+                    room.participants[idx]
+                        .bandwidth
+                        .on_loss(f64::from(lost) / 256.0);
+                }
                 let wants = packets.iter().any(|p| {
                     let any = p.as_any();
                     any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
@@ -1253,6 +1279,8 @@ fn on_pc_event(
                             rank,
                             width: 0,
                             last_packet: None,
+                            bytes: 0,
+                            bitrate: 0,
                         });
                         t.layers.sort_by_key(|l| l.rank);
                     }

@@ -1,0 +1,365 @@
+//! Per-subscriber bandwidth: how much video one subscriber's link takes, from the receiver's own
+//! estimate, and how far its simulcast layers must come down.
+//!
+//! Subscriber legs negotiate `goog-remb` (and no transport-wide congestion control), so the
+//! browser runs its receive-side estimator (delay-based, over the `abs-send-time` extension; see
+//! draft-alvestrand-rmcat-remb and draft-ietf-rmcat-gcc section 4) and reports its estimate in
+//! REMB messages, at least once a second and at once when it falls. That estimate follows what
+//! arrives (it grows to about 1.5 times the incoming rate, and falls to about 0.85 times it when
+//! the path's queues grow), so it is read as a congestion *signal*, not as a capacity:
+//!
+//! - **Congestion**: the estimate fell below [`CONGESTED`] of its peak since the last change of
+//!   plan, or the receiver reports more than [`LOSS_CONGESTED`] of the packets lost (RTCP
+//!   receiver reports, RFC 3550 section 6.4.2: a delay-based estimator stops falling once a
+//!   bottleneck's queue is full and drops, so loss is the second signal, as in
+//!   draft-ietf-rmcat-gcc section 6). Then the subscriber's cap comes down to the highest layer
+//!   rank whose cost fits in [`HEADROOM`] of the estimate (and, under loss, in what is sent now
+//!   times one minus half the loss); when the receiver still loses packets with the cap at the
+//!   bottom for [`PAUSE_AFTER`] already, its video pauses. Audio is never touched.
+//! - **Probing**: while the cap holds layers back and nothing is congested, the cap goes up one
+//!   rank (or video resumes) every `backoff`; a probe followed by congestion within
+//!   [`PROBE_WINDOW`] doubles the backoff (from [`PROBE_BACKOFF_MIN`] up to
+//!   [`PROBE_BACKOFF_MAX`]), a probe that holds resets it. With no cap left, nothing limits.
+//! - No estimate for [`ESTIMATE_STALE`] (a client without REMB): no limit.
+//!
+//! The caller measures what each choice costs (the layers' measured bitrates); this module only
+//! decides. No I/O; time is passed in.
+
+use std::time::{Duration, Instant};
+
+/// The estimate counts as congested below this share of its peak since the last change.
+pub const CONGESTED: f64 = 0.85;
+/// Share of the estimate the planned video may use (the rest: audio, RTCP, retransmissions).
+pub const HEADROOM: f64 = 0.85;
+/// Congestion this soon after a probe means the probe failed.
+pub const PROBE_WINDOW: Duration = Duration::from_secs(4);
+/// Shortest wait between probes.
+pub const PROBE_BACKOFF_MIN: Duration = Duration::from_secs(5);
+/// Longest wait between probes (after repeated failures).
+pub const PROBE_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// An estimate older than this is ignored (the cap is lifted).
+pub const ESTIMATE_STALE: Duration = Duration::from_secs(5);
+/// Fraction of packets lost (smoothed) above which the link counts as congested.
+pub const LOSS_CONGESTED: f64 = 0.1;
+/// Video pauses only when the lowest layers have not fitted for this long (the first fall of an
+/// estimate overshoots while the bottleneck's queue drains).
+pub const PAUSE_AFTER: Duration = Duration::from_secs(2);
+
+/// What the subscriber may receive now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Allowance {
+    /// The highest simulcast rank it may get (`None`: any).
+    pub cap: Option<u8>,
+    /// Its video is paused (not even the lowest layers fit).
+    pub video_paused: bool,
+}
+
+/// One subscriber's bandwidth state.
+#[derive(Debug, Clone)]
+pub struct SubscriberBandwidth {
+    estimate: Option<(u64, Instant)>,
+    peak: u64,
+    allowance: Allowance,
+    last_probe: Option<Instant>,
+    next_probe: Option<Instant>,
+    backoff: Duration,
+    /// Smoothed fraction of packets the receiver reports lost (0..1).
+    loss: f64,
+    /// When the allowance last changed.
+    changed: Option<Instant>,
+}
+
+impl Default for SubscriberBandwidth {
+    fn default() -> Self {
+        Self {
+            estimate: None,
+            peak: 0,
+            allowance: Allowance::default(),
+            last_probe: None,
+            next_probe: None,
+            backoff: PROBE_BACKOFF_MIN,
+            loss: 0.0,
+            changed: None,
+        }
+    }
+}
+
+impl SubscriberBandwidth {
+    /// A REMB arrived: the receiver's estimate, bits per second.
+    pub fn on_estimate(&mut self, bps: u64, now: Instant) {
+        self.estimate = Some((bps, now));
+        self.peak = self.peak.max(bps);
+    }
+
+    /// A receiver report's fraction lost for one of the streams sent to this subscriber
+    /// (RFC 3550 section 6.4.1: `fraction_lost / 256`), smoothed.
+    pub fn on_loss(&mut self, fraction: f64) {
+        if fraction.is_finite() {
+            self.loss = 0.5 * self.loss + 0.5 * fraction.clamp(0.0, 1.0);
+        }
+    }
+
+    /// The latest estimate, bits per second, if fresh.
+    pub fn estimate(&self, now: Instant) -> Option<u64> {
+        self.estimate
+            .filter(|(_, at)| now.saturating_duration_since(*at) < ESTIMATE_STALE)
+            .map(|(b, _)| b)
+    }
+
+    /// What the subscriber may receive now.
+    pub fn allowance(&self) -> Allowance {
+        self.allowance
+    }
+
+    /// Decides the allowance at `now`. `ranks`: the simulcast ranks on offer, ascending (empty:
+    /// no simulcast video, nothing to cap but the pause). `cost(cap)`: the video bitrate (bps)
+    /// this subscriber would receive with `cap` (`None`: as its tile sizes ask).
+    pub fn plan(
+        &mut self,
+        now: Instant,
+        ranks: &[u8],
+        cost: impl Fn(Option<u8>) -> u64,
+    ) -> Allowance {
+        let Some(est) = self.estimate(now) else {
+            self.allowance = Allowance::default();
+            self.peak = 0;
+            return self.allowance;
+        };
+        let was = self.allowance;
+        let lossy = self.loss > LOSS_CONGESTED;
+        let congested = (est as f64) < CONGESTED * self.peak as f64 || lossy;
+        let planned = if was.video_paused { 0 } else { cost(was.cap) };
+        let mut budget = HEADROOM * est as f64;
+        if lossy {
+            budget = budget.min(planned as f64 * (1.0 - 0.5 * self.loss));
+        }
+        if congested && planned as f64 > budget {
+            let budget = budget as u64;
+            let fits = ranks
+                .iter()
+                .rev()
+                .copied()
+                .find(|&r| cost(Some(r)) <= budget)
+                .map(Some);
+            let bottom = ranks.first().copied();
+            let at_bottom_long = was.cap.is_some()
+                && was.cap == bottom
+                && self
+                    .changed
+                    .is_some_and(|t| now.saturating_duration_since(t) >= PAUSE_AFTER);
+            let next = match fits {
+                Some(cap) => Allowance {
+                    cap,
+                    video_paused: false,
+                },
+                // A delay-based estimate that fell below the lowest layers only follows what is
+                // sent (it settles near 0.85 times the video that arrives); loss at the bottom,
+                // for a while, is what says even that does not fit.
+                None => Allowance {
+                    cap: bottom,
+                    video_paused: at_bottom_long && lossy,
+                },
+            };
+            if next != was {
+                self.changed = Some(now);
+            }
+            self.allowance = next;
+            // The loss that led here is acted on; what comes next is measured afresh.
+            self.loss = 0.0;
+            // The probe that led here failed: wait longer before the next one.
+            if self
+                .last_probe
+                .is_some_and(|p| now.saturating_duration_since(p) < PROBE_WINDOW)
+            {
+                self.backoff = (self.backoff * 2).min(PROBE_BACKOFF_MAX);
+            }
+            self.last_probe = None;
+            self.next_probe = Some(now + self.backoff);
+            self.peak = est;
+            return self.allowance;
+        }
+        // A probe that held through its window: the next may come sooner.
+        if self
+            .last_probe
+            .is_some_and(|p| now.saturating_duration_since(p) >= PROBE_WINDOW)
+        {
+            self.backoff = PROBE_BACKOFF_MIN;
+            self.last_probe = None;
+        }
+        let limited = was.video_paused || was.cap.is_some_and(|c| cost(Some(c)) < cost(None));
+        if !limited {
+            if was != Allowance::default() {
+                self.changed = Some(now);
+            }
+            self.allowance = Allowance::default();
+            return self.allowance;
+        }
+        if self.next_probe.is_none_or(|t| now >= t) {
+            self.allowance = if was.video_paused {
+                Allowance {
+                    cap: ranks.first().copied(),
+                    video_paused: false,
+                }
+            } else {
+                let next = was.cap.and_then(|c| ranks.iter().copied().find(|&r| r > c));
+                Allowance {
+                    cap: next,
+                    video_paused: false,
+                }
+            };
+            // A cap at or above what the tiles ask for is no cap.
+            if self
+                .allowance
+                .cap
+                .is_some_and(|c| !self.allowance.video_paused && cost(Some(c)) >= cost(None))
+            {
+                self.allowance.cap = None;
+            }
+            self.last_probe = Some(now);
+            self.next_probe = Some(now + self.backoff);
+            self.peak = est;
+            self.changed = Some(now);
+        }
+        self.allowance
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RANKS: [u8; 3] = [0, 1, 2];
+
+    /// Layer costs 150 / 500 / 1 500 kbit/s; one downtrack that asks for the top layer.
+    fn cost(cap: Option<u8>) -> u64 {
+        match cap.unwrap_or(2) {
+            0 => 150_000,
+            1 => 500_000,
+            _ => 1_500_000,
+        }
+    }
+
+    fn step(b: &mut SubscriberBandwidth, now: &mut Instant, est: u64, secs: f64) -> Allowance {
+        *now += Duration::from_secs_f64(secs);
+        b.on_estimate(est, *now);
+        b.plan(*now, &RANKS, cost)
+    }
+
+    #[test]
+    fn loss_is_congestion_even_when_the_estimate_holds() {
+        let mut now = Instant::now();
+        let mut b = SubscriberBandwidth::default();
+        step(&mut b, &mut now, 600_000, 0.5);
+        // A full bottleneck queue: the delay-based estimate no longer falls, but 30 % is lost.
+        for _ in 0..3 {
+            b.on_loss(0.3);
+        }
+        let a = step(&mut b, &mut now, 600_000, 0.5);
+        assert_eq!(
+            a.cap,
+            Some(1),
+            "1.5 M does not fit 85 % of 600 k; 500 k does"
+        );
+        // 2 % loss is no congestion: nothing changes.
+        b.on_loss(0.02);
+        assert_eq!(step(&mut b, &mut now, 600_000, 0.5).cap, Some(1));
+    }
+
+    #[test]
+    fn no_estimate_no_limit_and_a_rising_estimate_is_no_congestion() {
+        let mut now = Instant::now();
+        let mut b = SubscriberBandwidth::default();
+        assert_eq!(b.plan(now, &RANKS, cost), Allowance::default());
+        // The estimate ramps up from 300 kbit/s below what is sent: not a reason to cut.
+        for est in [300_000, 350_000, 420_000, 600_000] {
+            assert_eq!(step(&mut b, &mut now, est, 0.5), Allowance::default());
+        }
+        // Gone stale: no limit either.
+        now += ESTIMATE_STALE;
+        assert_eq!(b.plan(now, &RANKS, cost), Allowance::default());
+    }
+
+    #[test]
+    fn a_falling_estimate_brings_layers_down_then_pauses_video_and_probes_climb_back() {
+        let mut now = Instant::now();
+        let mut b = SubscriberBandwidth::default();
+        step(&mut b, &mut now, 2_000_000, 0.5);
+        // The link shrinks to ~300 kbit/s: the estimate falls to 255 k -> the 150 k layer fits.
+        let a = step(&mut b, &mut now, 255_000, 0.5);
+        assert_eq!(
+            a,
+            Allowance {
+                cap: Some(0),
+                video_paused: false
+            }
+        );
+        // Steady at the bottom: no change before the backoff.
+        assert_eq!(step(&mut b, &mut now, 230_000, 1.0).cap, Some(0));
+        // The probe after 5 s tries the middle layer; the link cannot take it: back down, and
+        // the next probe waits twice as long.
+        let a = step(&mut b, &mut now, 235_000, 4.0);
+        assert_eq!(a.cap, Some(1), "probe");
+        let a = step(&mut b, &mut now, 190_000, 1.0);
+        assert_eq!(a.cap, Some(0), "the probe failed");
+        assert_eq!(
+            step(&mut b, &mut now, 200_000, 8.0).cap,
+            Some(0),
+            "backoff now 10 s"
+        );
+        assert_eq!(
+            step(&mut b, &mut now, 200_000, 2.5).cap,
+            Some(1),
+            "the next probe"
+        );
+        // Worse: not even 150 k fits: back to the bottom at once, and once that has not
+        // fitted for 2 s, video pauses (audio is not this module's business).
+        let a = step(&mut b, &mut now, 100_000, 0.5);
+        assert_eq!(a.cap, Some(0));
+        assert!(!a.video_paused, "not at once");
+        let a = step(&mut b, &mut now, 80_000, 2.0);
+        assert!(
+            !a.video_paused,
+            "a low estimate alone follows what is sent: no pause"
+        );
+        for _ in 0..3 {
+            b.on_loss(0.25);
+        }
+        let a = step(&mut b, &mut now, 80_000, 0.5);
+        assert_eq!(
+            a,
+            Allowance {
+                cap: Some(0),
+                video_paused: true
+            }
+        );
+        // The link recovers: probes resume video, then climb a rank per probe that holds.
+        let mut seen = vec![];
+        for _ in 0..160 {
+            let a = step(&mut b, &mut now, 3_000_000, 0.5);
+            if seen.last() != Some(&a) {
+                seen.push(a);
+            }
+        }
+        assert_eq!(
+            seen,
+            vec![
+                Allowance {
+                    cap: Some(0),
+                    video_paused: true
+                },
+                Allowance {
+                    cap: Some(0),
+                    video_paused: false
+                },
+                Allowance {
+                    cap: Some(1),
+                    video_paused: false
+                },
+                Allowance {
+                    cap: None,
+                    video_paused: false
+                },
+            ]
+        );
+    }
+}
