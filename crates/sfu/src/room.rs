@@ -671,6 +671,10 @@ pub(crate) struct Room {
     /// When [`Room::select_layers`] runs next, and when it last ran.
     pub next_layer_tick: Instant,
     last_layer_tick: Instant,
+    /// Someone publishes simulcast layers / a microphone with audio levels
+    /// ([`Room::update_flags`]).
+    layered: bool,
+    audio_levels: bool,
     /// The media plane's counters (the transports' interceptors count into them).
     metrics: Arc<SfuMetrics>,
 }
@@ -686,6 +690,8 @@ impl Room {
             speakers: SpeakerDetector::new(now),
             next_layer_tick: now + LAYER_TICK,
             last_layer_tick: now,
+            layered: false,
+            audio_levels: false,
         }
     }
 
@@ -1075,9 +1081,20 @@ impl Room {
 
     /// Whether anyone publishes a simulcast track (the layer tick runs only then).
     pub fn has_simulcast(&self) -> bool {
-        self.participants
+        self.layered
+    }
+
+    /// Recomputes [`Self::has_simulcast`] and [`Self::has_audio`] (after a negotiation, a
+    /// departure or a new layer: they are read at every deadline computation, per datagram).
+    pub fn update_flags(&mut self) {
+        self.layered = self
+            .participants
             .iter()
-            .any(|p| p.published.iter().any(|t| !t.layers.is_empty()))
+            .any(|p| p.published.iter().any(|t| !t.layers.is_empty()));
+        self.audio_levels = self
+            .participants
+            .iter()
+            .any(|p| p.published.iter().any(|t| t.audio_level_ext.is_some()));
     }
 
     /// The layer tick ([`LAYER_TICK`]): measures each layer's bitrate, then for every
@@ -1194,9 +1211,7 @@ impl Room {
 
     /// Whether anyone publishes a microphone with audio levels (the speaker tick runs only then).
     pub fn has_audio(&self) -> bool {
-        self.participants
-            .iter()
-            .any(|p| p.published.iter().any(|t| t.audio_level_ext.is_some()))
+        self.audio_levels
     }
 
     /// The speaker tick ([`crate::speakers::TICK`]): takes every microphone's levels and, when
@@ -1245,6 +1260,7 @@ impl Room {
     /// Brings every participant's downtracks in line with what the others publish, and
     /// (re)offers subscriber transports whose set changed.
     pub fn reconcile(&mut self, local: &LocalCandidates, now: Instant) {
+        self.update_flags();
         let published = self.published_tracks();
         // Video forwarded to a transport that has not connected yet: its keyframe is asked for
         // now, with the offer, and held until the transport connects (`DownTrack::early`).
@@ -1492,6 +1508,7 @@ impl Room {
     /// Recomputes every downtrack's payload-type and header-extension translation from the two
     /// legs' negotiated parameters (after any negotiation).
     pub fn refresh_mappings(&mut self) {
+        self.update_flags();
         let published = self.published_tracks();
         for p in &mut self.participants {
             let Some(sub) = p.subscriber.as_mut() else {

@@ -1261,6 +1261,7 @@ fn on_pc_event(
         RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init))
             if role == TransportRole::Publisher =>
         {
+            let mut layer_added = false;
             if let Some(t) = p
                 .published
                 .iter_mut()
@@ -1283,8 +1284,12 @@ fn on_pc_event(
                             bitrate: 0,
                         });
                         t.layers.sort_by_key(|l| l.rank);
+                        layer_added = true;
                     }
                 }
+            }
+            if layer_added {
+                room.update_flags();
             }
         }
         RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(state) => {
