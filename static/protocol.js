@@ -182,6 +182,8 @@ export class ConfabSession extends EventTarget {
     this._wants = new Map();
     /** @type {Record<string, boolean>} the server asked us to stop encoding this source (`publisher_paused`) */
     this.publisherPaused = {};
+    /** @type {Record<string, string[]|null>} the simulcast RIDs the server wants of this source (`publisher_layers`) */
+    this._activeRids = {};
     this._tokenExpiresAt = 0;
     /** @type {PaidSession|null} the room's running paid session, if the server told us */
     this.paidSession = null;
@@ -689,6 +691,7 @@ export class ConfabSession extends EventTarget {
     this.remote.clear();
     this._wants.clear();
     this.publisherPaused = {};
+    this._activeRids = {};
     const gone = [...this.participants.values()];
     this.participants.clear();
     for (const p of gone) this._emit('participant-left', { participantId: p.id, name: p.name, silent: true });
@@ -754,6 +757,12 @@ export class ConfabSession extends EventTarget {
           ? msg.speakers.map((/** @type {any} */ x) => String(x?.participant_id || '')).filter(Boolean).slice(0, 8)
           : [];
         this._emit('active-speakers', { speakers: this.activeSpeakers });
+        return;
+      case 'publisher_layers':
+        if (msg.source === 'camera' || msg.source === 'screen') {
+          this._activeRids[msg.source] = Array.isArray(msg.rids) ? msg.rids.map(String) : null;
+          this._applySendState(msg.source);
+        }
         return;
       case 'publisher_paused':
         if (msg.source === 'camera' || msg.source === 'screen') this._onPublisherPaused(msg.source, !!msg.paused);
@@ -1221,15 +1230,26 @@ export class ConfabSession extends EventTarget {
    */
   async _onPublisherPaused(source, paused) {
     this.publisherPaused[source] = paused;
+    await this._applySendState(source);
+  }
+
+  /**
+   * Applies what the server asked of `source`'s sender: every encoding off while paused
+   * (`publisher_paused`), else only the simulcast layers some subscriber wants (`publisher_layers`).
+   * @param {Source} source
+   */
+  async _applySendState(source) {
     const sender = this._slots[source]?.sender;
     if (!sender) return;
+    const paused = !!this.publisherPaused[source];
+    const rids = this._activeRids[source];
     try {
       const params = sender.getParameters();
       if (!params.encodings?.length) return;
-      for (const e of params.encodings) e.active = !paused;
+      for (const e of params.encodings) e.active = !paused && (!rids || !e.rid || rids.includes(e.rid));
       await sender.setParameters(params);
     } catch (e) {
-      console.warn('confab: could not pause the sender', e);
+      console.warn('confab: could not change the sender', e);
     }
   }
 

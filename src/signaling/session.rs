@@ -796,6 +796,10 @@ fn event_message(ev: SfuEvent) -> Option<ServerMessage> {
             source: source_out(source),
         },
         SfuEvent::RoomLocked(locked) => ServerMessage::RoomLocked { locked },
+        SfuEvent::PublisherLayers { source, active } => ServerMessage::PublisherLayers {
+            source: source_out(source),
+            rids: active,
+        },
         SfuEvent::PublisherPaused { source, paused } => ServerMessage::PublisherPaused {
             source: source_out(source),
             paused,

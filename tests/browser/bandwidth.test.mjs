@@ -46,6 +46,7 @@ test(`a subscriber whose link drops to ${LIMIT_KBIT} kbit/s gets a lower layer w
 
         netns.throttle(0, LIMIT_KBIT);
         const cut = Date.now();
+        console.log(`link to Bob limited to ${LIMIT_KBIT} kbit/s at ${new Date(cut).toISOString()}`);
         let lowered;
         try {
           await eventually(async () => (await width(bob)) > 0 && (await width(bob)) < 1280, 5_000,

@@ -3,6 +3,8 @@
 // tile size the page reports (`track_settings`). A page rendering the tile small receives the low
 // layer; after enlarging it, the high layer; frames decode throughout, through one outgoing stream
 // whose sequence numbers and VP8 picture ids the server keeps continuous across the switches.
+// While only the small layer is wanted, the publisher is told to stop encoding the others
+// (`publisher_layers`), and to resume them when the tile grows.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { launch, openRoom, eventually, stats, randomRoom, diagnose } from './helpers.mjs';
@@ -40,6 +42,22 @@ test('a small tile receives the low simulcast layer and a large one the high lay
     };
     // A small window: Ada's tile is under 320 px wide, so the 320 px layer.
     await atWidth({ width: 520, height: 400 }, 320, 'small tile');
+    // Nobody wants Ada's larger layers now: within a few seconds she stops encoding them
+    // (`publisher_layers`), and keeps the small one.
+    const sentByRid = () => ada.evaluate(async () => {
+      const out = {};
+      (await window.confab._pub.getStats()).forEach((s) => {
+        if (s.type === 'outbound-rtp' && s.kind === 'video' && s.rid) out[s.rid] = s.framesSent || 0;
+      });
+      return out;
+    });
+    await eventually(async () => {
+      const a = await sentByRid();
+      await new Promise((r) => setTimeout(r, 2_000));
+      const b = await sentByRid();
+      return b.h === a.h && b.m === a.m && b.l > a.l + 20;
+    }, 15_000, "Ada to stop encoding the layers nobody wants and keep the small one");
+    console.log('Ada encodes only the 320 px layer while Bob shows a small tile');
     // A large one: Ada's tile is over 900 px wide, so the 1280 px layer.
     const big = await atWidth({ width: 1920, height: 1080 }, 1280, 'large tile');
     // And back down, to be sure switching goes both ways.

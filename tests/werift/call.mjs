@@ -8,6 +8,8 @@
 // 2. Once both receive each other's media: for WERIFT_SECONDS, every direction and track must deliver
 //    ≥ 95 % of the packets the peer sent in the window (matched by a packet index in the payload,
 //    1 s of slack after the window's end), with no reception gap over 2 s.
+// 2b. B turns A's camera off with `track_settings` for 3 s (no video of A reaches B, A's audio does,
+//    A gets `publisher_paused`), then on (video back within 3 s, `publisher_paused` false).
 // 3. Resume: A's WebSocket is dropped abruptly (no close frame, no `leave`); A comes back on a new
 //    socket with `resume`; A must get `resumed`, B no `participant_left`, and media in both directions
 //    no gap over 2 s in a 10 s window around the drop.
@@ -140,6 +142,41 @@ async function main() {
   }
   say("test", `window: ${JSON.stringify(summary.window)}`);
   summary.transports = { A: A.transportInfo(), B: B.transportInfo() };
+
+  // ---- 2b. track_settings: B turns A's camera off, then on again ---------------------------------
+  // From docs/protocol.md: the server stops forwarding that track to B only, tells A (whom nobody
+  // else watches) `publisher_paused`, and forwards it again, from a key frame, once B turns it on.
+  const camA = seenA?.tracks.find((t) => t.source === "camera");
+  const sinksA = B.sinksOf(A.participantId);
+  if (check(!!camA && !!sinksA.video && !!sinksA.audio, "B knows A's camera track and receives both of A's tracks")) {
+    const tOff = now();
+    B.send({ type: "track_settings", track_id: camA.id, enabled: false, width: 320, height: 180 });
+    await sleep(500);
+    const tq0 = now();
+    await sleep(3000);
+    const tq1 = now();
+    const videoOff = sinksA.video.arrivalsBetween(tq0, tq1);
+    const audioOff = sinksA.audio.arrivalsBetween(tq0, tq1);
+    check(videoOff === 0, `B receives none of A's video while it has it off (${videoOff} packets in 3 s)`);
+    check(audioOff >= 0.9 * A.sources.audio.rate * 3, `B keeps A's audio meanwhile (${audioOff} packets in 3 s)`);
+    const paused = await A.seen((m) => m.type === "publisher_paused" && m.source === "camera" && m.paused === true, tOff, 3000,
+      "publisher_paused for A's camera").then(() => true, () => false);
+    check(paused, "A is told publisher_paused (camera, true) when nobody receives its camera");
+    const tOn = now();
+    B.send({ type: "track_settings", track_id: camA.id, enabled: true });
+    let backMs = null;
+    try {
+      await waitUntil(() => sinksA.video.lastArrival() > tOn, 3000, "A's video at B again");
+      backMs = Math.round(sinksA.video.lastArrival() - tOn);
+    } catch (e) {
+      check(false, `B receives A's video again within 3 s of turning it on: ${e.message}`);
+    }
+    const resumedPub = await A.seen((m) => m.type === "publisher_paused" && m.source === "camera" && m.paused === false, tOn, 3000,
+      "publisher_paused false").then(() => true, () => false);
+    check(resumedPub, "A is told publisher_paused (camera, false) when B wants its camera again");
+    summary.track_settings = { video_while_off: videoOff, audio_while_off: audioOff, video_back_ms: backMs };
+    await sleep(1000);
+  }
 
   // ---- 3. resume ---------------------------------------------------------------------------------
   const tr0 = now();

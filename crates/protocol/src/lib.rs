@@ -441,6 +441,14 @@ pub enum ServerMessage {
         /// Stop (`true`) or resume sending it.
         paused: bool,
     },
+    /// Of your simulcast `source`, send only the layers named (RIDs): the others no subscriber
+    /// wants now. Sent on a change; the lowest layer is always among them.
+    PublisherLayers {
+        /// Your track's source.
+        source: Source,
+        /// The RIDs to keep sending.
+        rids: Vec<String>,
+    },
     /// A host locked or unlocked the room (to everyone in it).
     RoomLocked {
         /// Locked or not.

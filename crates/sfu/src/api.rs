@@ -303,6 +303,14 @@ pub enum SfuEvent {
     MutedByHost(TrackSource),
     /// A host locked (`true`) or unlocked the room: while locked, nobody new joins.
     RoomLocked(bool),
+    /// The simulcast layers (RIDs) of this participant's `source` that some subscriber wants:
+    /// send those, stop the others.
+    PublisherLayers {
+        /// The participant's own track.
+        source: TrackSource,
+        /// RIDs to keep sending.
+        active: Vec<String>,
+    },
     /// Every subscriber of this participant's `source` disabled it (`true`): stop encoding it;
     /// or someone wants it again (`false`).
     PublisherPaused {

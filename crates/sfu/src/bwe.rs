@@ -14,8 +14,9 @@
 //!   bottleneck's queue is full and drops, so loss is the second signal, as in
 //!   draft-ietf-rmcat-gcc section 6). Then the subscriber's cap comes down to the highest layer
 //!   rank whose cost fits in [`HEADROOM`] of the estimate (and, under loss, in what is sent now
-//!   times one minus half the loss); when the receiver still loses packets with the cap at the
-//!   bottom for [`PAUSE_AFTER`] already, its video pauses. Audio is never touched.
+//!   times one minus half the loss); when the receiver still loses more than [`LOSS_PAUSE`] of
+//!   the packets with the cap at the bottom for [`PAUSE_AFTER`] already, its video pauses.
+//!   Audio is never touched.
 //! - **Probing**: while the cap holds layers back and nothing is congested, the cap goes up one
 //!   rank (or video resumes) every `backoff`; a probe followed by congestion within
 //!   [`PROBE_WINDOW`] doubles the backoff (from [`PROBE_BACKOFF_MIN`] up to
@@ -43,7 +44,9 @@ pub const ESTIMATE_STALE: Duration = Duration::from_secs(5);
 pub const LOSS_CONGESTED: f64 = 0.1;
 /// Video pauses only when the lowest layers have not fitted for this long (the first fall of an
 /// estimate overshoots while the bottleneck's queue drains).
-pub const PAUSE_AFTER: Duration = Duration::from_secs(2);
+pub const PAUSE_AFTER: Duration = Duration::from_secs(5);
+/// Loss (smoothed) that, with the cap at the bottom for [`PAUSE_AFTER`], pauses video.
+pub const LOSS_PAUSE: f64 = 0.2;
 
 /// What the subscriber may receive now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -157,7 +160,7 @@ impl SubscriberBandwidth {
                 // for a while, is what says even that does not fit.
                 None => Allowance {
                     cap: bottom,
-                    video_paused: at_bottom_long && lossy,
+                    video_paused: at_bottom_long && self.loss > LOSS_PAUSE,
                 },
             };
             if next != was {
@@ -312,11 +315,11 @@ mod tests {
             "the next probe"
         );
         // Worse: not even 150 k fits: back to the bottom at once, and once that has not
-        // fitted for 2 s, video pauses (audio is not this module's business).
+        // fitted for 5 s with heavy loss, video pauses (audio is not this module's business).
         let a = step(&mut b, &mut now, 100_000, 0.5);
         assert_eq!(a.cap, Some(0));
         assert!(!a.video_paused, "not at once");
-        let a = step(&mut b, &mut now, 80_000, 2.0);
+        let a = step(&mut b, &mut now, 80_000, 5.0);
         assert!(
             !a.video_paused,
             "a low estimate alone follows what is sent: no pause"

@@ -210,10 +210,17 @@ pub(crate) struct Published {
 }
 
 /// One simulcast layer of a published video track.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Layer {
     /// Its SSRC.
     pub ssrc: u32,
+    /// Its RID (RFC 8851), as the publisher named it.
+    pub rid: String,
+    /// The last layer tick at which a subscriber wanted it.
+    pub needed_at: Option<Instant>,
+    /// The publisher was told to stop sending it (`publisher_layers`): nobody wanted it for
+    /// [`LAYER_UNNEEDED`].
+    pub paused: bool,
     /// Quality rank from its RID: `l`/`q` 0, `m`/`h`... see [`layer_rank`].
     pub rank: u8,
     /// Frame width in px, from its latest VP8 keyframe (0: not known yet).
@@ -248,7 +255,19 @@ impl Layer {
 /// The active layer of rank `want` or the next one below it (the lowest active one when none is
 /// below; the top one when `want` is `None`).
 fn layer_at_or_below(layers: &[Layer], want: Option<u8>, now: Instant) -> Option<&Layer> {
-    let active = layers.iter().filter(|l| l.active(now));
+    pick_at_or_below(layers.iter().filter(|l| l.active(now)), want)
+}
+
+/// [`layer_at_or_below`] among every layer the publisher has sent, paused ones too: what a
+/// rank costs once the publisher sends it again (for the bandwidth plan).
+fn known_at_or_below(layers: &[Layer], want: Option<u8>) -> Option<&Layer> {
+    pick_at_or_below(layers.iter().filter(|l| l.last_packet.is_some()), want)
+}
+
+fn pick_at_or_below<'a>(
+    active: impl Iterator<Item = &'a Layer>,
+    want: Option<u8>,
+) -> Option<&'a Layer> {
     match want {
         None => active.max_by_key(|l| l.rank),
         Some(w) => {
@@ -264,6 +283,10 @@ fn layer_at_or_below(layers: &[Layer], want: Option<u8>, now: Instant) -> Option
 
 /// A simulcast layer with no packet for this long is treated as stopped.
 pub const LAYER_IDLE: Duration = Duration::from_millis(1_500);
+
+/// A layer no subscriber has wanted for this long is paused at the publisher (the lowest layer
+/// never is): long enough that a tile resized back and forth does not make it flap.
+pub const LAYER_UNNEEDED: Duration = Duration::from_secs(3);
 
 /// How often each room re-chooses its subscribers' simulcast layers.
 pub const LAYER_TICK: Duration = Duration::from_millis(500);
@@ -281,18 +304,14 @@ pub(crate) fn layer_rank(rid: &str, fallback: u8) -> u8 {
     }
 }
 
-/// Which layer to send a subscriber that renders the track `size` (device px, if known) wide:
-/// the smallest active one at least nine tenths of that width (by the widths learnt from
-/// keyframes, or by rank while unknown: up to 360 px the lowest, up to 720 px the middle one),
-/// else the largest active. `None` when no layer is active.
-pub(crate) fn choose_layer(layers: &[Layer], size: Option<(u32, u32)>, now: Instant) -> Option<u8> {
-    let mut active: Vec<&Layer> = layers
-        .iter()
-        .filter(|l| {
-            l.last_packet
-                .is_some_and(|t| now.saturating_duration_since(t) < LAYER_IDLE)
-        })
-        .collect();
+/// Which layer a subscriber that renders the track `size` (device px, if known) wide asks for:
+/// the smallest known one (it has sent packets, even if it is paused now) at least nine tenths of
+/// that width (by the widths learnt from keyframes, or by rank while unknown: up to 360 px the
+/// lowest, up to 720 px the middle one), else the largest. `None` when no layer is known. What
+/// is forwarded is then the nearest *active* layer at or below it ([`layer_at_or_below`]), and a
+/// paused layer that is asked for is resumed at the publisher.
+pub(crate) fn choose_layer(layers: &[Layer], size: Option<(u32, u32)>) -> Option<u8> {
+    let mut active: Vec<&Layer> = layers.iter().filter(|l| l.last_packet.is_some()).collect();
     active.sort_by_key(|l| l.rank);
     let top = active.last()?.rank;
     let Some((w, _)) = size else {
@@ -355,16 +374,27 @@ pub(crate) struct LayerChoice {
     /// The rank wanted ([`choose_layer`]); `None` until chosen (then the first keyframe of any
     /// layer starts the forwarding).
     pub target: Option<u8>,
+    /// The current layer is above what the subscriber's link takes ([`crate::bwe`]): stop
+    /// forwarding it now rather than at the switch, so the wanted layer's keyframe is not stuck
+    /// behind it in a full bottleneck queue (video freezes until that keyframe instead).
+    pub shed: bool,
 }
 
 impl LayerChoice {
     /// Whether to forward a packet of layer `(ssrc, rank)`; switches to it when it is the
     /// wanted layer and the packet starts a keyframe (or nothing is forwarded yet).
     fn admit(&mut self, ssrc: u32, rank: u8, keyframe: bool) -> bool {
+        let other = self.current.is_some_and(|(s, _)| s != ssrc);
         match self.current {
-            Some((s, _)) if s == ssrc => true,
-            _ if keyframe && (self.current.is_none() || self.target == Some(rank)) => {
+            _ if keyframe && other && self.target == Some(rank) => {
                 self.current = Some((ssrc, rank));
+                self.shed = false;
+                true
+            }
+            Some((s, _)) if s == ssrc => !self.shed,
+            None if keyframe => {
+                self.current = Some((ssrc, rank));
+                self.shed = false;
                 true
             }
             _ => false,
@@ -1119,6 +1149,10 @@ impl Room {
                 for l in &mut t.layers {
                     let rate = (l.bytes as f64 * 8.0 / elapsed) as u64;
                     l.bytes = 0;
+                    // A paused layer keeps the bitrate it had: what it will cost when resumed.
+                    if rate == 0 && !l.active(now) {
+                        continue;
+                    }
                     l.bitrate = if l.bitrate == 0 {
                         rate
                     } else {
@@ -1138,6 +1172,11 @@ impl Room {
             return;
         }
         let mut wanted: Vec<TrackId> = Vec::new();
+        // Per layered track: the ranks some enabled downtrack asks for now (after its cap).
+        let mut needs: Vec<(TrackId, Vec<u8>)> = layered
+            .iter()
+            .map(|(t, _)| (t.clone(), Vec::new()))
+            .collect();
         for p in &mut self.participants {
             // Per simulcast downtrack: its index, its track's layers, what its tile asks for.
             let plans: Vec<(usize, &Vec<Layer>, Option<u8>)> = p
@@ -1146,7 +1185,7 @@ impl Room {
                 .enumerate()
                 .filter_map(|(d, dt)| {
                     let (_, layers) = layered.iter().find(|(t, _)| *t == dt.track)?;
-                    Some((d, layers, choose_layer(layers, dt.settings.size, now)))
+                    Some((d, layers, choose_layer(layers, dt.settings.size)))
                 })
                 .collect();
             if plans.is_empty() {
@@ -1159,7 +1198,12 @@ impl Room {
             };
             let mut ranks: Vec<u8> = plans
                 .iter()
-                .flat_map(|(_, layers, _)| layers.iter().filter(|l| l.active(now)).map(|l| l.rank))
+                .flat_map(|(_, layers, _)| {
+                    layers
+                        .iter()
+                        .filter(|l| l.last_packet.is_some())
+                        .map(|l| l.rank)
+                })
                 .collect();
             ranks.sort_unstable();
             ranks.dedup();
@@ -1169,7 +1213,7 @@ impl Room {
                     .iter()
                     .filter(|(d, _, _)| downtracks[*d].settings.enabled)
                     .filter_map(|(_, layers, asked)| {
-                        layer_at_or_below(layers, capped(*asked, cap), now).map(Layer::cost)
+                        known_at_or_below(layers, capped(*asked, cap)).map(Layer::cost)
                     })
                     .sum()
             };
@@ -1180,10 +1224,21 @@ impl Room {
             }
             let resumed = before.video_paused && !allowed.video_paused;
             for (d, layers, asked) in plans {
-                let target =
-                    layer_at_or_below(layers, capped(asked, allowed.cap), now).map(|l| l.rank);
+                let capped_ask = capped(asked, allowed.cap);
+                let target = layer_at_or_below(layers, capped_ask, now).map(|l| l.rank);
                 let dt = &mut p.downtracks[d];
+                if let (Some(r), true) = (capped_ask, dt.settings.enabled && !allowed.video_paused)
+                {
+                    if let Some((_, n)) = needs.iter_mut().find(|(t, _)| *t == dt.track) {
+                        n.push(r);
+                    }
+                }
                 dt.layer.target = target;
+                // A downswitch forced by the link sheds the current layer at once.
+                dt.layer.shed = match (dt.layer.current, allowed.cap) {
+                    (Some((_, rank)), Some(cap)) => rank > cap && target.is_some_and(|t| t < rank),
+                    _ => false,
+                };
                 let stale = dt.layer.current.is_some_and(|(ssrc, _)| {
                     !layers.iter().any(|l| l.ssrc == ssrc && l.active(now))
                 });
@@ -1205,6 +1260,54 @@ impl Room {
             if let Some(pi) = self.index_of(t.participant) {
                 let sent = self.participants[pi].request_keyframe(&t.mid, now);
                 SfuMetrics::add(&self.metrics.plis_sent, u64::from(sent));
+            }
+        }
+        self.pause_unneeded_layers(&needs, now);
+    }
+
+    /// Asks each publisher of a simulcast track to send only the layers some subscriber wants
+    /// (`needs`: the ranks asked for per track) plus its lowest one, and to resume a paused
+    /// layer as soon as one is wanted ([`SfuEvent::PublisherLayers`], on a change only). A layer
+    /// is paused once nobody has wanted it for [`LAYER_UNNEEDED`]; a track nobody subscribes to
+    /// keeps every layer (a newcomer never waits for an encoder to start).
+    fn pause_unneeded_layers(&mut self, needs: &[(TrackId, Vec<u8>)], now: Instant) {
+        for (track, asked) in needs {
+            let subscribed = self
+                .participants
+                .iter()
+                .any(|q| q.downtracks.iter().any(|d| d.track == *track));
+            let Some(pi) = self.index_of(track.participant) else {
+                continue;
+            };
+            let p = &mut self.participants[pi];
+            let Some(t) = p.published.iter_mut().find(|t| t.mid == track.mid) else {
+                continue;
+            };
+            let lowest = t.layers.iter().map(|l| l.rank).min();
+            let mut changed = false;
+            for l in &mut t.layers {
+                let wanted = !subscribed || Some(l.rank) == lowest || asked.contains(&l.rank);
+                if wanted {
+                    l.needed_at = Some(now);
+                }
+                let pause = !wanted
+                    && l.needed_at
+                        .is_none_or(|at| now.saturating_duration_since(at) >= LAYER_UNNEEDED);
+                if pause != l.paused {
+                    l.paused = pause;
+                    changed = true;
+                }
+            }
+            if changed {
+                let active: Vec<String> = t
+                    .layers
+                    .iter()
+                    .filter(|l| !l.paused)
+                    .map(|l| l.rid.clone())
+                    .collect();
+                debug!(participant = %p.id, mid = %t.mid, ?active, "simulcast layers the publisher sends");
+                let source = t.source;
+                p.send(SfuEvent::PublisherLayers { source, active });
             }
         }
     }
@@ -1973,6 +2076,9 @@ mod tests {
     fn layer(ssrc: u32, rank: u8, width: u16, at: Option<Instant>) -> Layer {
         Layer {
             ssrc,
+            rid: String::new(),
+            needed_at: None,
+            paused: false,
             rank,
             width,
             last_packet: at,
@@ -1990,15 +2096,11 @@ mod tests {
             layer(2, 1, 640, live),
             layer(3, 2, 1280, live),
         ];
-        assert_eq!(choose_layer(&layers, Some((250, 140)), now), Some(0));
-        assert_eq!(choose_layer(&layers, Some((600, 340)), now), Some(1));
-        assert_eq!(choose_layer(&layers, Some((940, 530)), now), Some(2));
-        assert_eq!(choose_layer(&layers, Some((2560, 1440)), now), Some(2));
-        assert_eq!(
-            choose_layer(&layers, None, now),
-            Some(2),
-            "no size: the best"
-        );
+        assert_eq!(choose_layer(&layers, Some((250, 140))), Some(0));
+        assert_eq!(choose_layer(&layers, Some((600, 340))), Some(1));
+        assert_eq!(choose_layer(&layers, Some((940, 530))), Some(2));
+        assert_eq!(choose_layer(&layers, Some((2560, 1440))), Some(2));
+        assert_eq!(choose_layer(&layers, None), Some(2), "no size: the best");
         // The publisher stopped its high layer: the best still sent.
         let gone = Some(now - LAYER_IDLE);
         let layers = [
@@ -2006,17 +2108,22 @@ mod tests {
             layer(2, 1, 640, live),
             layer(3, 2, 1280, gone),
         ];
-        assert_eq!(choose_layer(&layers, Some((940, 530)), now), Some(1));
+        // Still asked for (to resume it at the publisher); forwarded: the best still sent.
+        assert_eq!(choose_layer(&layers, Some((940, 530))), Some(2));
+        assert_eq!(
+            layer_at_or_below(&layers, Some(2), now).map(|l| l.rank),
+            Some(1)
+        );
         // Widths not known yet: by rank.
         let layers = [
             layer(1, 0, 0, live),
             layer(2, 1, 0, live),
             layer(3, 2, 0, live),
         ];
-        assert_eq!(choose_layer(&layers, Some((300, 170)), now), Some(0));
-        assert_eq!(choose_layer(&layers, Some((700, 400)), now), Some(1));
-        assert_eq!(choose_layer(&layers, Some((1000, 560)), now), Some(2));
-        assert_eq!(choose_layer(&[layer(1, 0, 0, None)], None, now), None);
+        assert_eq!(choose_layer(&layers, Some((300, 170))), Some(0));
+        assert_eq!(choose_layer(&layers, Some((700, 400))), Some(1));
+        assert_eq!(choose_layer(&layers, Some((1000, 560))), Some(2));
+        assert_eq!(choose_layer(&[layer(1, 0, 0, None)], None), None);
     }
 
     #[test]
@@ -2039,5 +2146,13 @@ mod tests {
             "the old layer is no longer forwarded"
         );
         assert_eq!(c.current, Some((3, 2)));
+        // The link cannot take layer 2: it is shed at once, before layer 1's keyframe.
+        c.target = Some(1);
+        c.shed = true;
+        assert!(!c.admit(3, 2, false), "shed");
+        assert!(!c.admit(2, 1, false));
+        assert!(c.admit(2, 1, true), "the keyframe switches");
+        assert!(!c.shed);
+        assert!(c.admit(2, 1, false));
     }
 }

@@ -71,11 +71,13 @@ async fn run_proxy(
     mut mode: watch::Receiver<Mode>,
 ) {
     let mut listener = Some(first);
+    let mut holder: Option<tokio::net::TcpSocket> = None;
     loop {
         // While down, the port is closed.
         if mode.wait_for(|m| *m != Mode::Down).await.is_err() {
             return;
         }
+        drop(holder.take());
         let l = match listener.take() {
             Some(l) => l,
             None => match TcpListener::bind(("127.0.0.1", port)).await {
@@ -99,6 +101,14 @@ async fn run_proxy(
                 }
             }
         }
+        // Keep the port bound but not listening while down: connects are refused, and no other
+        // test's socket can take the port meanwhile (it did once, and answered the client).
+        holder = tokio::net::TcpSocket::new_v4().ok().and_then(|s| {
+            let _ = s.set_reuseaddr(true);
+            s.bind(SocketAddr::from(([127, 0, 0, 1], port)))
+                .ok()
+                .map(|_| s)
+        });
     }
 }
 

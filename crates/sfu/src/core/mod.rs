@@ -1277,6 +1277,9 @@ fn on_pc_event(
                         debug!(participant = %p.id, mid = %t.mid, rid, ssrc = init.ssrc, rank, "simulcast layer");
                         t.layers.push(crate::room::Layer {
                             ssrc: init.ssrc,
+                            rid: rid.to_owned(),
+                            needed_at: None,
+                            paused: false,
                             rank,
                             width: 0,
                             last_packet: None,
