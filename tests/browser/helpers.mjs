@@ -39,8 +39,11 @@ export async function launch({ executablePath, secureOrigin, ignoreCertificateEr
  * server at `base` in a fresh context; keeps the page's console for diagnostics. `captureWidth` caps the camera the page asks
  * for (16:9): long calls cap it at 640 so three 720p encoders and six decoders do not starve the
  * 2-core machine (the fake camera then keeps its 20 fps; forwarding does not depend on the size).
+ * `simulcast: false` publishes one stream (`?simulcast=0`): tests that compare what a receiver
+ * got with the sender's own counters (`measureCall`) need that, as the sender's counters sum its
+ * simulcast layers while a receiver gets one.
  */
-export async function openRoom(browser, room, name, { query = '', hash = '', base = BASE, captureWidth, tcpOnly = false } = {}) {
+export async function openRoom(browser, room, name, { query = '', hash = '', base = BASE, captureWidth, tcpOnly = false, simulcast = true } = {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
   if (tcpOnly) await context.addInitScript(TCP_ONLY);
   if (captureWidth) await capCamera(context, captureWidth);
@@ -48,7 +51,8 @@ export async function openRoom(browser, room, name, { query = '', hash = '', bas
   page.logs = [];
   page.on('console', (m) => page.logs.push(`[${name}] ${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => page.logs.push(`[${name}] pageerror: ${e.message}`));
-  await page.goto(`${base}/rooms/${encodeURIComponent(room)}?name=${encodeURIComponent(name)}${query}${hash}`);
+  const single = simulcast ? '' : '&simulcast=0';
+  await page.goto(`${base}/rooms/${encodeURIComponent(room)}?name=${encodeURIComponent(name)}${single}${query}${hash}`);
   return page;
 }
 
@@ -269,8 +273,8 @@ export async function pagesAcross(ctx, { chromium, prefix, names: [inName, outNa
   const outside = await launch(opts);
   ctx.browsers.push(outside);
   const room = randomRoom(prefix);
-  const a = await openRoom(inside, room, inName, { base, captureWidth: 640 });
-  const b = await openRoom(outside, room, outName, { base, captureWidth: 640 });
+  const a = await openRoom(inside, room, inName, { base, captureWidth: 640, simulcast: false });
+  const b = await openRoom(outside, room, outName, { base, captureWidth: 640, simulcast: false });
   ctx.pages.push(a, b);
   return [a, b];
 }

@@ -100,8 +100,8 @@ test('on loopback, with the server\'s UDP candidates filtered out, a call runs o
       const browser = await launch();
       ctx.browsers.push(browser);
       const room = randomRoom('lo-tcp');
-      const tcp = await openRoom(browser, room, 'Tcp', { base, captureWidth: 640, tcpOnly: true });
-      const udp = await openRoom(browser, room, 'Udp', { base, captureWidth: 640 });
+      const tcp = await openRoom(browser, room, 'Tcp', { base, captureWidth: 640, tcpOnly: true, simulcast: false });
+      const udp = await openRoom(browser, room, 'Udp', { base, captureWidth: 640, simulcast: false });
       ctx.pages.push(tcp, udp);
       await eventually(async () => (await decodes(tcp, 'Udp')) && (await decodes(udp, 'Tcp')), 45_000,
         'Tcp and Udp to decode each other');

@@ -29,7 +29,8 @@ const browser = await launch();
 try {
   const room = randomRoom('measure');
   const pages = [];
-  for (const name of NAMES) pages.push(await openRoom(browser, room, name, { captureWidth: Number(process.env.CAPTURE_WIDTH) || undefined }));
+  // One stream per camera: the figures compare what arrives with what the sender counts as sent.
+  for (const name of NAMES) pages.push(await openRoom(browser, room, name, { captureWidth: Number(process.env.CAPTURE_WIDTH) || undefined, simulcast: false }));
   // Wait until everyone decodes everyone, then measure.
   const deadline = Date.now() + 60_000;
   for (;;) {
