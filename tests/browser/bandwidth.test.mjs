@@ -29,7 +29,7 @@ test(`a subscriber whose link drops to ${LIMIT_KBIT} kbit/s gets a lower layer w
         const outside = await launch(opts);
         ctx.browsers.push(inside, outside);
         const room = randomRoom('bwe');
-        const ada = await openRoom(outside, room, 'Ada', { base, captureWidth: 1280 });
+        const ada = await openRoom(outside, room, 'Ada', { base, captureWidth: 1280, simulcast: true });
         const bob = await openRoom(inside, room, 'Bob', { base, captureWidth: 320 });
         const cy = await openRoom(outside, room, 'Cy', { base, captureWidth: 320 });
         ctx.pages.push(ada, bob, cy);

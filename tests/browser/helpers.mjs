@@ -39,11 +39,12 @@ export async function launch({ executablePath, secureOrigin, ignoreCertificateEr
  * server at `base` in a fresh context; keeps the page's console for diagnostics. `captureWidth` caps the camera the page asks
  * for (16:9): long calls cap it at 640 so three 720p encoders and six decoders do not starve the
  * 2-core machine (the fake camera then keeps its 20 fps; forwarding does not depend on the size).
- * `simulcast: false` publishes one stream (`?simulcast=0`): tests that compare what a receiver
- * got with the sender's own counters (`measureCall`) need that, as the sender's counters sum its
+ * `simulcast: true` publishes the camera in simulcast layers (`?simulcast=1`, off by default);
+ * `false` says one stream explicitly (`?simulcast=0`): tests that compare what a receiver got with
+ * the sender's own counters (`measureCall`) need one stream, as the sender's counters sum its
  * simulcast layers while a receiver gets one.
  */
-export async function openRoom(browser, room, name, { query = '', hash = '', base = BASE, captureWidth, tcpOnly = false, simulcast = true } = {}) {
+export async function openRoom(browser, room, name, { query = '', hash = '', base = BASE, captureWidth, tcpOnly = false, simulcast } = {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
   if (tcpOnly) await context.addInitScript(TCP_ONLY);
   if (captureWidth) await capCamera(context, captureWidth);
@@ -51,8 +52,8 @@ export async function openRoom(browser, room, name, { query = '', hash = '', bas
   page.logs = [];
   page.on('console', (m) => page.logs.push(`[${name}] ${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => page.logs.push(`[${name}] pageerror: ${e.message}`));
-  const single = simulcast ? '' : '&simulcast=0';
-  await page.goto(`${base}/rooms/${encodeURIComponent(room)}?name=${encodeURIComponent(name)}${single}${query}${hash}`);
+  const layers = simulcast === true ? '&simulcast=1' : simulcast === false ? '&simulcast=0' : '';
+  await page.goto(`${base}/rooms/${encodeURIComponent(room)}?name=${encodeURIComponent(name)}${layers}${query}${hash}`);
   return page;
 }
 
@@ -265,7 +266,7 @@ export async function membership(page) {
  * the second in one on this machine. Both browsers and pages go into `ctx` for clean-up and
  * diagnostics. Cameras capped at 640 px wide. Resolves to `[insidePage, outsidePage]`.
  */
-export async function pagesAcross(ctx, { chromium, prefix, names: [inName, outName], ignoreCertificateErrors = false }) {
+export async function pagesAcross(ctx, { chromium, prefix, names: [inName, outName], ignoreCertificateErrors = false, simulcast = false }) {
   const { base } = ctx;
   const opts = { secureOrigin: base, ignoreCertificateErrors };
   const inside = await launch({ ...opts, executablePath: chromium });
@@ -273,8 +274,8 @@ export async function pagesAcross(ctx, { chromium, prefix, names: [inName, outNa
   const outside = await launch(opts);
   ctx.browsers.push(outside);
   const room = randomRoom(prefix);
-  const a = await openRoom(inside, room, inName, { base, captureWidth: 640, simulcast: false });
-  const b = await openRoom(outside, room, outName, { base, captureWidth: 640, simulcast: false });
+  const a = await openRoom(inside, room, inName, { base, captureWidth: 640, simulcast });
+  const b = await openRoom(outside, room, outName, { base, captureWidth: 640, simulcast });
   ctx.pages.push(a, b);
   return [a, b];
 }

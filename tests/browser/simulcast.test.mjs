@@ -16,8 +16,8 @@ test('a small tile receives the low simulcast layer and a large one the high lay
   const pages = [];
   try {
     const room = randomRoom('simulcast');
-    const ada = await openRoom(browser, room, 'Ada', { captureWidth: 1280 });
-    const bob = await openRoom(browser, room, 'Bob', { captureWidth: 320 });
+    const ada = await openRoom(browser, room, 'Ada', { captureWidth: 1280, simulcast: true });
+    const bob = await openRoom(browser, room, 'Bob', { captureWidth: 320, simulcast: true });
     pages.push(ada, bob);
     await eventually(async () => (await fromAda(bob))?.framesDecoded > 10, 30_000, 'Bob to decode Ada');
     const layers = await ada.evaluate(async () => {
