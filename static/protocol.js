@@ -39,15 +39,12 @@ export { describeMediaError };
 /** @typedef {import('/types.js').ParticipantStats} ParticipantStats */
 
 /**
- * With `?simulcast=1` in the page's URL, camera video goes out as three simulcast layers (RFC 8853;
- * RIDs `l`, `m`, `h`: a quarter, half and the full capture size) so the server can send each
- * subscriber the one its tile needs; the browser itself leaves out layers its resolution cannot
- * fill. Off by default for now: after a resume (an ICE restart, which renegotiates the publisher
- * transport) the server's `rtc` stack no longer maps the layers' SSRCs, which the browser names
- * only by RID, so that camera would stop reaching the others. Microphone and screen share are
- * always one stream.
+ * Camera video goes out as three simulcast layers (RFC 8853; RIDs `l`, `m`, `h`: a quarter, half
+ * and the full capture size) so the server can send each subscriber the one its tile needs; the
+ * browser itself leaves out layers its resolution cannot fill. `?simulcast=0` in the page's URL
+ * publishes one stream instead. Microphone and screen share are always one stream.
  */
-const SIMULCAST = typeof location !== 'undefined' && new URLSearchParams(location.search).get('simulcast') === '1';
+const SIMULCAST = typeof location === 'undefined' || new URLSearchParams(location.search).get('simulcast') !== '0';
 
 /** @param {Source} source @param {MediaStream[]} streams @returns {RTCRtpTransceiverInit} */
 function sendInit(source, streams) {

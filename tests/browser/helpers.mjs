@@ -39,8 +39,8 @@ export async function launch({ executablePath, secureOrigin, ignoreCertificateEr
  * server at `base` in a fresh context; keeps the page's console for diagnostics. `captureWidth` caps the camera the page asks
  * for (16:9): long calls cap it at 640 so three 720p encoders and six decoders do not starve the
  * 2-core machine (the fake camera then keeps its 20 fps; forwarding does not depend on the size).
- * `simulcast: true` publishes the camera in simulcast layers (`?simulcast=1`, off by default);
- * `false` says one stream explicitly (`?simulcast=0`): tests that compare what a receiver got with
+ * The page publishes its camera in simulcast layers unless `simulcast: false` (`?simulcast=0`) asks
+ * for one stream; `true` says layers explicitly (`?simulcast=1`): tests that compare what a receiver got with
  * the sender's own counters (`measureCall`) need one stream, as the sender's counters sum its
  * simulcast layers while a receiver gets one.
  */

@@ -4,7 +4,8 @@
 // layer; after enlarging it, the high layer; frames decode throughout, through one outgoing stream
 // whose sequence numbers and VP8 picture ids the server keeps continuous across the switches.
 // While only the small layer is wanted, the publisher is told to stop encoding the others
-// (`publisher_layers`), and to resume them when the tile grows.
+// (`publisher_layers`), and to resume them when the tile grows. A screen share (a renegotiation of
+// the publisher transport) leaves the camera's layers flowing.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { launch, openRoom, eventually, stats, randomRoom, diagnose } from './helpers.mjs';
@@ -63,6 +64,16 @@ test('a small tile receives the low simulcast layer and a large one the high lay
     // And back down, to be sure switching goes both ways.
     const small = await atWidth({ width: 520, height: 400 }, 320, 'small again');
     assert.ok(small.freezeCount - big.freezeCount <= 2, `few freezes across the switch: ${small.freezeCount - big.freezeCount}`);
+
+    // A screen share renegotiates Ada's publisher transport. Her camera's layers, named by RID
+    // only and no longer carrying it once acknowledged, keep reaching Bob through it.
+    await ada.keyboard.press('s');
+    await eventually(async () => (await fromAda(bob))?.screenFramesDecoded > 5, 15_000, "Bob to decode Ada's screen");
+    const cam0 = (await fromAda(bob)).framesDecoded;
+    await new Promise((r) => setTimeout(r, 5_000));
+    const camFps = ((await fromAda(bob)).framesDecoded - cam0) / 5;
+    console.log(`Ada's camera after her screen share began: ${camFps} fps at Bob`);
+    assert.ok(camFps >= 15, `Ada's camera still decodes after the renegotiation: ${camFps} fps`);
   } catch (e) {
     await diagnose(pages);
     throw e;

@@ -41,6 +41,7 @@ pub mod core;
 pub mod ids;
 pub mod negotiation;
 pub mod peer;
+pub mod remote_offer;
 pub mod rewrite;
 pub(crate) mod room;
 pub mod routing;

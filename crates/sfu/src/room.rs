@@ -434,6 +434,10 @@ pub(crate) struct Participant {
     pub publisher: Transport,
     pub subscriber: Option<Transport>,
     pub published: Vec<Published>,
+    /// The last publisher offer as the client sent it (before
+    /// [`crate::remote_offer::keep_learnt_layers`] trimmed it for `rtc`): what the next offer's
+    /// m-sections are compared with.
+    pub publisher_offer: Option<String>,
     pub downtracks: Vec<DownTrack>,
     /// Subscriber m-lines whose track is gone (sender removed, now inactive), by kind: the next
     /// track of that kind takes one over instead of adding an m-line.
@@ -756,6 +760,7 @@ impl Room {
             publisher,
             subscriber: None,
             published: Vec::new(),
+            publisher_offer: None,
             downtracks: Vec::new(),
             free_slots: Vec::new(),
             negotiation: NegotiationState::Stable,
@@ -813,8 +818,11 @@ impl Room {
         let idx = self.index_of(id).ok_or(SfuError::UnknownParticipant)?;
         validate_track_list(&tracks)?;
         let p = &mut self.participants[idx];
-        let offer =
-            RTCSessionDescription::offer(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+        // A renegotiation must not make `rtc` forget the SSRCs of RID-named simulcast layers.
+        let for_rtc = crate::remote_offer::keep_learnt_layers(p.publisher_offer.as_deref(), &sdp)
+            .into_owned();
+        let offer = RTCSessionDescription::offer(for_rtc)
+            .map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
         p.publisher
             .pc
             .set_remote_description(now, offer)
@@ -834,6 +842,7 @@ impl Room {
             .local_description()
             .map(|d| d.sdp)
             .ok_or_else(|| SfuError::NegotiationFailed("no local description".into()))?;
+        p.publisher_offer = Some(sdp);
         p.publisher.dirty = true;
         p.publisher.deadline = Some(now);
         p.publisher.paths.start(now);
