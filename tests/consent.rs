@@ -23,6 +23,7 @@ async fn clients_checking_consent_every_five_seconds_get_a_minute_of_media_witho
     let room = format!("consent-{}", uuid::Uuid::new_v4().simple());
     let options = ClientOptions {
         ice_keepalive: Some(RFC_7675_INTERVAL),
+        ..ClientOptions::default()
     };
     let mut clients = Vec::new();
     for name in ["ada", "bob"] {

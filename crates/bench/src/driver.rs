@@ -6,7 +6,7 @@
 //! subscribe to each other participant with WHEP, and fill the same [`RemoteTrackStats`].
 
 use async_trait::async_trait;
-use confab_client::{Client, RemoteTrackStats, SyntheticTrack};
+use confab_client::{Client, ClientOptions, RemoteTrackStats, SyntheticTrack};
 use confab_protocol::Source;
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +62,7 @@ pub trait Participant: Send {
 pub struct ConfabDriver {
     base: String,
     http: reqwest::Client,
+    options: ClientOptions,
 }
 
 impl ConfabDriver {
@@ -76,7 +77,15 @@ impl ConfabDriver {
         Self {
             base: base.trim_end_matches('/').to_owned(),
             http,
+            options: ClientOptions::default(),
         }
+    }
+
+    /// Every participant reports its remote videos as `width` px wide tiles
+    /// ([`ClientOptions::tile_width`]).
+    pub fn with_tile_width(mut self, width: Option<u32>) -> Self {
+        self.options.tile_width = width;
+        self
     }
 
     async fn token(&self, name: &str) -> Result<String, DriverError> {
@@ -127,7 +136,7 @@ impl Driver for ConfabDriver {
         tracks: &[(Source, SyntheticTrack)],
     ) -> Result<Box<dyn Participant>, DriverError> {
         let token = self.token(name).await?;
-        let mut client = Client::join(&self.ws_url(&token), room, name).await?;
+        let mut client = Client::join_with(&self.ws_url(&token), room, name, self.options).await?;
         let joined_us = crate::now_us();
         if !tracks.is_empty() {
             client.publish(tracks).await?;

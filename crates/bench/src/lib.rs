@@ -198,13 +198,15 @@ async fn one_level(
     let tag = format!("{tag}-{}", std::process::id());
     match &setup.target {
         Some(base) => {
-            let driver: Arc<dyn Driver> = Arc::new(ConfabDriver::new(base));
+            let driver: Arc<dyn Driver> =
+                Arc::new(ConfabDriver::new(base).with_tile_width(load.tile_width));
             Ok(run_level(driver, &Probe::new(base, None), load, &tag, progress).await)
         }
         None => {
             let bin = find_server_binary(setup.server_bin.as_deref())?;
             let server = LocalServer::start(&bin, load.per_room.max(2)).await?;
-            let driver: Arc<dyn Driver> = Arc::new(ConfabDriver::new(&server.base));
+            let driver: Arc<dyn Driver> =
+                Arc::new(ConfabDriver::new(&server.base).with_tile_width(load.tile_width));
             let r = run_level(
                 driver,
                 &Probe::new(&server.base, Some(server.pid)),

@@ -83,6 +83,14 @@ struct Common {
     /// Joins started per second.
     #[arg(long, default_value_t = 5.0)]
     ramp: f64,
+    /// Publish video as three simulcast layers (l, m, h: 10 %, 33 % and 100 % of the packet
+    /// rate), as the browser client does.
+    #[arg(long)]
+    simulcast: bool,
+    /// Every subscriber reports each remote video tile as this many px wide (`track_settings`);
+    /// with `--simulcast`, 320 gets the low layer, as in a grid of small tiles.
+    #[arg(long)]
+    tile_width: Option<u32>,
     /// Output directory for report.json and chart.svg.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
@@ -111,6 +119,8 @@ impl Common {
             warmup: Duration::from_secs_f64(self.warmup.max(0.0)),
             duration: Duration::from_secs_f64(self.duration.max(1.0)),
             ramp_per_s: self.ramp.max(0.1),
+            simulcast: self.simulcast,
+            tile_width: self.tile_width,
         }
     }
 }

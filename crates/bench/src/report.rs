@@ -74,6 +74,16 @@ pub struct RunReport {
     pub video_kbps: u32,
     /// Audio bitrate per publisher, kbit/s (0: no audio).
     pub audio_kbps: u32,
+    /// Video went out as three simulcast layers (`--simulcast`).
+    #[serde(default)]
+    pub simulcast: bool,
+    /// The tile width every subscriber reported, px (`--tile-width`).
+    #[serde(default)]
+    pub tile_width: Option<u32>,
+    /// What one participant received on average, kbit/s (forwarded bits per second over the
+    /// participants; RTP header + payload).
+    #[serde(default)]
+    pub received_kbps_per_participant: f64,
     /// Length of the measurement window, s.
     pub window_s: f64,
     /// Packets forwarded per second (server counter).
@@ -213,6 +223,21 @@ pub fn table(report: &Report) -> String {
             r.join_ms.p99,
             opt(r.server_memory_per_participant_kib, 0),
             drops,
+        ));
+    }
+    for r in &report.runs {
+        s.push_str(&format!(
+            "{}x{}: {:.0} kbit/s received per participant; video {}, tiles {}\n",
+            r.rooms,
+            r.participants_per_room,
+            r.received_kbps_per_participant,
+            if r.simulcast {
+                "in 3 simulcast layers"
+            } else {
+                "in one stream"
+            },
+            r.tile_width
+                .map_or("not reported".to_owned(), |w| format!("{w} px wide")),
         ));
     }
     s.push_str("(latencies in ms; srv p99 = the server's own per-datagram processing time, ms; µs/pkt = server CPU per forwarded packet; cpu% / gen% / oth% = server / generator / everything else's CPU, % of one core)\n");

@@ -42,6 +42,12 @@ pub struct LoadSpec {
     pub duration: Duration,
     /// Joins started per second.
     pub ramp_per_s: f64,
+    /// Publish video as three simulcast layers (RIDs l, m, h at 10 %, 33 % and 100 % of the
+    /// packet rate; see `confab_client::SyntheticTrack::simulcast`).
+    pub simulcast: bool,
+    /// Every subscriber reports each remote video as this many px wide (`track_settings`), as a
+    /// grid of small tiles would; `None`: no report.
+    pub tile_width: Option<u32>,
 }
 
 impl LoadSpec {
@@ -49,10 +55,9 @@ impl LoadSpec {
     pub fn tracks(&self) -> Vec<(Source, SyntheticTrack)> {
         let mut t = Vec::new();
         if self.video_kbps > 0 {
-            t.push((
-                Source::Camera,
-                synthetic(true, self.video_kbps, self.video_pps),
-            ));
+            let mut video = synthetic(true, self.video_kbps, self.video_pps);
+            video.simulcast = self.simulcast;
+            t.push((Source::Camera, video));
         }
         if self.audio_kbps > 0 {
             t.push((
@@ -78,6 +83,7 @@ pub fn synthetic(video: bool, kbps: u32, pps: u32) -> SyntheticTrack {
         packets_per_s: pps as u32,
         payload_bytes: (bytes_per_s / pps).clamp(MIN_PAYLOAD, MAX_PAYLOAD),
         keyframe_every: (pps as u32 * 2).max(1),
+        simulcast: false,
     }
 }
 
@@ -387,6 +393,13 @@ pub async fn run_level(
         failed_joins: failed,
         video_kbps: spec.video_kbps,
         audio_kbps: spec.audio_kbps,
+        simulcast: spec.simulcast,
+        tile_width: spec.tile_width,
+        received_kbps_per_participant: if parts.is_empty() {
+            0.0
+        } else {
+            bytes * 8.0 / window_s / 1000.0 / parts.len() as f64
+        },
         window_s,
         forwarded_packets_per_s: fwd / window_s,
         forwarded_bits_per_s: bytes * 8.0 / window_s,

@@ -26,6 +26,8 @@ async fn a_tiny_run_forwards_packets_and_writes_the_report() {
         warmup: Duration::from_secs(1),
         duration: Duration::from_secs(3),
         ramp_per_s: 10.0,
+        simulcast: false,
+        tile_width: None,
     };
     let report = tokio::time::timeout(Duration::from_secs(120), bench_run(&setup, &load))
         .await

@@ -15,5 +15,8 @@
 mod media;
 mod session;
 
-pub use media::{payload, RemoteTrackStats, SyntheticTrack, TrackStats};
+pub use media::{
+    payload, RemoteTrackStats, SyntheticTrack, TrackStats, LAYER_SHIFT, SIMULCAST_RIDS,
+    SIMULCAST_SHARES,
+};
 pub use session::{Client, ClientError, ClientEvent, ClientOptions};

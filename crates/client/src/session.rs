@@ -1,14 +1,17 @@
 //! One confab participant: the signaling socket, the two peer connections, the synthetic
 //! senders and the receive statistics.
 
-use crate::media::{now_us, payload, RemoteTrackStats, SyntheticTrack};
+use crate::media::{
+    now_us, payload, RemoteTrackStats, SyntheticTrack, LAYER_SHIFT, SIMULCAST_RIDS,
+    SIMULCAST_SHARES,
+};
 use confab_protocol::chat::{ChatClientMessage, ChatServerMessage};
 use confab_protocol::{ClientMessage, ErrorCode, Kind, PublishTrackMsg, ServerMessage, Source};
 use futures_util::{SinkExt, StreamExt};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,6 +26,22 @@ use webrtc::peer_connection::{
     PeerConnectionEventHandler, RTCIceGatheringState, RTCPeerConnectionState,
     RTCSessionDescription, Registry, SettingEngineBuilder,
 };
+
+/// RTP stream id header extension (RFC 8852 section 3.1): names a simulcast layer.
+pub const RID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
+/// Media identification header extension (RFC 8843 section 15).
+pub const MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
+
+/// The id an SDP's first `a=extmap` line gives `uri` (RFC 8285 section 8), if any.
+fn extmap_id(sdp: &str, uri: &str) -> Option<u8> {
+    sdp.lines().find_map(|l| {
+        let rest = l.strip_prefix("a=extmap:")?;
+        let (id, u) = rest.split_once(' ')?;
+        (u.split_whitespace().next()? == uri)
+            .then(|| id.split('/').next()?.parse().ok())
+            .flatten()
+    })
+}
 
 /// Payload type the client registers for VP8 (the answerer keeps the offerer's numbers).
 pub const VP8_PT: u8 = 96;
@@ -63,6 +82,10 @@ pub struct ClientOptions {
     /// aiortc (5 s ± 20 %). `None`: webrtc-rs's defaults (checks every 2 s, disconnected after
     /// 5 s, failed after 30 s).
     pub ice_keepalive: Option<Duration>,
+    /// Report every remote video as rendered this many px wide (`track_settings` after each
+    /// subscribe answer), as a grid of small tiles would: the server then forwards a simulcast
+    /// publisher's smallest layer that is wide enough. `None`: no report (the largest layer).
+    pub tile_width: Option<u32>,
 }
 
 /// Every server message the client did not consume itself (all but `subscribe_offer` and
@@ -172,6 +195,17 @@ async fn new_pc(
         RtpCodecKind::Audio,
     )
     .map_err(rtc_err)?;
+    // Simulcast publishing names layers by RID; the server answers with both extensions.
+    for uri in [MID_URI, RID_URI] {
+        me.register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: uri.to_owned(),
+            },
+            RtpCodecKind::Video,
+            None,
+        )
+        .map_err(rtc_err)?;
+    }
     let registry = register_default_interceptors(Registry::new(), &mut me).map_err(rtc_err)?;
     let (gtx, grx) = watch::channel(false);
     let (stx, srx) = watch::channel(RTCPeerConnectionState::New);
@@ -293,12 +327,25 @@ impl Client {
                     continue;
                 };
                 match m {
-                    ServerMessage::SubscribeOffer { sdp, .. } => {
+                    ServerMessage::SubscribeOffer { sdp, tracks } => {
                         sh.offers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         match answer_subscribe(&sh, sdp).await {
                             Ok(answer) => {
                                 let msg = ClientMessage::SubscribeAnswer { sdp: answer };
                                 let _ = out2.send(serde_json::to_string(&msg).expect("json")).await;
+                                if let Some(width) = sh.options.tile_width {
+                                    for t in tracks.iter().filter(|t| t.kind == Kind::Video) {
+                                        let msg = ClientMessage::TrackSettings {
+                                            track_id: t.track_id.clone(),
+                                            enabled: true,
+                                            width: Some(width),
+                                            height: Some(width * 9 / 16),
+                                        };
+                                        let _ = out2
+                                            .send(serde_json::to_string(&msg).expect("json"))
+                                            .await;
+                                    }
+                                }
                             }
                             Err(e) => tracing::warn!("subscribe answer failed: {e}"),
                         }
@@ -436,7 +483,19 @@ impl Client {
             } else {
                 RtpCodecKind::Audio
             };
-            let ssrc = rand::random::<u32>() | 1;
+            // One stream, or one per simulcast layer: (SSRC, RID, packets per second).
+            let streams: Vec<(u32, Option<&'static str>, u32)> = if spec.video && spec.simulcast {
+                SIMULCAST_RIDS
+                    .iter()
+                    .zip(SIMULCAST_SHARES)
+                    .map(|(rid, share)| {
+                        let pps = ((spec.packets_per_s as f64 * share) as u32).max(10);
+                        (rand::random::<u32>() | 1, Some(*rid), pps)
+                    })
+                    .collect()
+            } else {
+                vec![(rand::random::<u32>() | 1, None, spec.packets_per_s)]
+            };
             let codec = if spec.video {
                 RTCRtpCodec {
                     mime_type: "video/VP8".into(),
@@ -457,20 +516,24 @@ impl Client {
                 format!("{:?}", source).to_lowercase(),
                 format!("{:?}", source).to_lowercase(),
                 kind,
-                vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters {
-                        ssrc: Some(ssrc),
+                streams
+                    .iter()
+                    .map(|&(ssrc, rid, _)| RTCRtpEncodingParameters {
+                        rtp_coding_parameters: RTCRtpCodingParameters {
+                            rid: rid.unwrap_or_default().to_owned(),
+                            ssrc: Some(ssrc),
+                            ..Default::default()
+                        },
+                        codec: codec.clone(),
                         ..Default::default()
-                    },
-                    codec,
-                    ..Default::default()
-                }],
+                    })
+                    .collect(),
             )));
             pc.pc
                 .add_track(track.clone() as Arc<dyn TrackLocal>)
                 .await
                 .map_err(rtc_err)?;
-            locals.push((*source, *spec, track, ssrc));
+            locals.push((*source, *spec, track, streams));
         }
         // The chat DataChannel, created before the first offer like the browser client does.
         let dc = pc
@@ -508,8 +571,13 @@ impl Client {
             .await
             .ok_or_else(|| ClientError::WebRtc("no local description".into()))?
             .sdp;
+        // Simulcast layers carry their MID and RID (RFC 8852) on every packet, at the ids this
+        // offer gave the extensions (the answer keeps them).
+        let mid_ext = extmap_id(&sdp, MID_URI);
+        let rid_ext = extmap_id(&sdp, RID_URI);
         // Map each local track to its m-line by the sender's track id.
         let mut msg_tracks = Vec::new();
+        let mut mids: Vec<(String, String)> = Vec::new();
         for t in pc.pc.get_transceivers().await {
             let mid = t.mid().await.map_err(rtc_err)?.unwrap_or_default();
             let Some(sender) = t.sender().await.map_err(rtc_err)? else {
@@ -520,6 +588,7 @@ impl Client {
                 .iter()
                 .find(|(src, _, _, _)| format!("{:?}", src).to_lowercase() == id)
             {
+                mids.push((id.clone(), mid.clone()));
                 msg_tracks.push(PublishTrackMsg {
                     mid,
                     kind: if spec.video { Kind::Video } else { Kind::Audio },
@@ -550,35 +619,48 @@ impl Client {
         .await
         .map_err(|_| ClientError::Timeout("publisher connected"))?
         .map_err(|_| ClientError::Timeout("publisher connected"))?;
-        for (_, spec, track, ssrc) in locals {
-            let mut stop = self.stop.subscribe();
-            self.senders.push(tokio::spawn(async move {
-                let pt = if spec.video { VP8_PT } else { OPUS_PT };
-                let clock = if spec.video { 90_000u64 } else { 48_000 };
-                let period = Duration::from_micros(1_000_000 / spec.packets_per_s.max(1) as u64);
-                let mut tick = tokio::time::interval(period);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-                let mut buf = Vec::with_capacity(spec.payload_bytes);
-                let seq0: u16 = rand::random();
-                let ts0: u32 = rand::random();
-                let started = tokio::time::Instant::now();
-                for counter in 0u32.. {
-                    tokio::select! {
-                        _ = tick.tick() => {}
-                        _ = stop.changed() => break,
-                    }
-                    let keyframe = spec.video && counter % spec.keyframe_every.max(1) == 0;
-                    payload::build(
-                        spec.video,
-                        keyframe,
-                        counter,
-                        now_us(),
-                        spec.payload_bytes,
-                        &mut buf,
-                    );
-                    let elapsed = started.elapsed().as_micros() as u64;
-                    let pkt = rtc::rtp::Packet {
-                        header: rtc::rtp::Header {
+        for (source, spec, track, streams) in locals {
+            let id = format!("{:?}", source).to_lowercase();
+            let mid = mids
+                .iter()
+                .find(|(t, _)| *t == id)
+                .map(|(_, m)| bytes::Bytes::from(m.clone().into_bytes()));
+            for (layer, (ssrc, rid, pps)) in streams.into_iter().enumerate() {
+                let mut stop = self.stop.subscribe();
+                let track = track.clone();
+                // MID and RID header extensions for a simulcast layer, when both were negotiated.
+                let ids = rid.and(mid_ext).zip(rid_ext).zip(mid.clone()).zip(rid);
+                self.senders.push(tokio::spawn(async move {
+                    let pt = if spec.video { VP8_PT } else { OPUS_PT };
+                    let clock = if spec.video { 90_000u64 } else { 48_000 };
+                    let period = Duration::from_micros(1_000_000 / pps.max(1) as u64);
+                    let mut tick = tokio::time::interval(period);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                    let mut buf = Vec::with_capacity(spec.payload_bytes);
+                    let seq0: u16 = rand::random();
+                    let ts0: u32 = rand::random();
+                    let started = tokio::time::Instant::now();
+                    for counter in 0u32.. {
+                        tokio::select! {
+                            _ = tick.tick() => {}
+                            _ = stop.changed() => break,
+                        }
+                        let keyframe = spec.video
+                            && counter
+                                % (spec.keyframe_every as u64 * pps as u64
+                                    / spec.packets_per_s.max(1) as u64)
+                                    .max(1) as u32
+                                == 0;
+                        payload::build(
+                            spec.video,
+                            keyframe,
+                            (layer as u32) << LAYER_SHIFT | counter & ((1 << LAYER_SHIFT) - 1),
+                            now_us(),
+                            spec.payload_bytes,
+                            &mut buf,
+                        );
+                        let elapsed = started.elapsed().as_micros() as u64;
+                        let mut header = rtc::rtp::Header {
                             version: 2,
                             marker: true,
                             payload_type: pt,
@@ -586,14 +668,22 @@ impl Client {
                             timestamp: ts0.wrapping_add((elapsed * clock / 1_000_000) as u32),
                             ssrc,
                             ..Default::default()
-                        },
-                        payload: bytes::Bytes::copy_from_slice(&buf),
-                    };
-                    if track.write_rtp(pkt).await.is_err() {
-                        break;
+                        };
+                        if let Some((((mid_id, rid_id), mid), rid)) = &ids {
+                            let _ = header.set_extension(*mid_id, mid.clone());
+                            let _ = header
+                                .set_extension(*rid_id, bytes::Bytes::from_static(rid.as_bytes()));
+                        }
+                        let pkt = rtc::rtp::Packet {
+                            header,
+                            payload: bytes::Bytes::copy_from_slice(&buf),
+                        };
+                        if track.write_rtp(pkt).await.is_err() {
+                            break;
+                        }
                     }
-                }
-            }));
+                }));
+            }
         }
         self.publisher = Some(pc);
         Ok(())
