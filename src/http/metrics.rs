@@ -114,6 +114,11 @@ pub fn families(m: &SfuMetrics) -> Vec<MetricFamily> {
             get(&m.ice_path_switches),
         ),
         counter(
+            "confab_simulcast_layer_switches_total",
+            "Times a subscriber's downtrack began forwarding another simulcast layer of a camera.",
+            get(&m.layer_switches),
+        ),
+        counter(
             "confab_ice_early_nominations_total",
             "Transports whose pair was selected when the peer's DTLS arrived on it, before its USE-CANDIDATE check.",
             get(&m.ice_early_nominations),

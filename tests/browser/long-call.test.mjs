@@ -29,8 +29,10 @@ const longCall = ({ simulcast }) => withOwnServer({ args: [] }, async (ctx) => {
     const all = await Promise.all(pages.map((p) => stats(p)));
     return all.every((st) => st.length === 2 && st.every((r) => r.framesDecoded > 0));
   }, 45_000, 'every page to decode both others');
+  const switches0 = await metric(base, 'confab_simulcast_layer_switches_total');
   const { rows } = await measureCall(pages, NAMES, { seconds: 60, windowS: 30 });
   console.log(formatRows(rows));
+  console.log(`simulcast layer switches during the minute: ${await metric(base, 'confab_simulcast_layer_switches_total') - switches0}`);
   const sum = totals(rows);
   console.log(JSON.stringify(sum));
   for (const r of rows) {

@@ -454,6 +454,8 @@ pub struct SfuMetrics {
     /// Times a transport's media moved to another 5-tuple because the peer nominated it (or
     /// checked it after the old one went quiet).
     pub ice_path_switches: AtomicU64,
+    /// Times a downtrack began forwarding another simulcast layer (on that layer's keyframe).
+    pub layer_switches: AtomicU64,
     /// Transports whose pair the server selected when the peer's DTLS arrived on it, before
     /// the peer's USE-CANDIDATE (`Transport::nomination` in `room.rs`).
     pub ice_early_nominations: AtomicU64,

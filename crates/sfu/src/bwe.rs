@@ -47,6 +47,9 @@ pub const LOSS_CONGESTED: f64 = 0.1;
 pub const PAUSE_AFTER: Duration = Duration::from_secs(5);
 /// Loss (smoothed) that, with the cap at the bottom for [`PAUSE_AFTER`], pauses video.
 pub const LOSS_PAUSE: f64 = 0.2;
+/// An estimate under this fraction of the video being sent means a full link: the layer above a
+/// forced downswitch stops at once ([`SubscriberBandwidth::sheds`]).
+pub const SHED_BELOW: f64 = 0.5;
 
 /// What the subscriber may receive now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -70,6 +73,8 @@ pub struct SubscriberBandwidth {
     loss: f64,
     /// When the allowance last changed.
     changed: Option<Instant>,
+    /// The latest downswitch was forced by a full bottleneck (see [`Self::sheds`]).
+    shed: bool,
 }
 
 impl Default for SubscriberBandwidth {
@@ -83,6 +88,7 @@ impl Default for SubscriberBandwidth {
             backoff: PROBE_BACKOFF_MIN,
             loss: 0.0,
             changed: None,
+            shed: false,
         }
     }
 }
@@ -114,6 +120,16 @@ impl SubscriberBandwidth {
         self.allowance
     }
 
+    /// Whether a downswitch must stop the layer above the cap at once instead of at the lower
+    /// layer's keyframe: the link is full (the receiver loses more than [`LOSS_CONGESTED`], or
+    /// the estimate is under [`SHED_BELOW`] of what is being sent), so the lower layer's
+    /// keyframe would queue behind the higher layer's packets. A dip of the estimate on a link
+    /// that loses nothing (a delay-based estimator also reads a busy receiver's CPU as queuing)
+    /// switches seamlessly, at the keyframe, without a freeze.
+    pub fn sheds(&self) -> bool {
+        self.shed
+    }
+
     /// Decides the allowance at `now`. `ranks`: the simulcast ranks on offer, ascending (empty:
     /// no simulcast video, nothing to cap but the pause). `cost(cap)`: the video bitrate (bps)
     /// this subscriber would receive with `cap` (`None`: as its tile sizes ask).
@@ -137,6 +153,7 @@ impl SubscriberBandwidth {
             budget = budget.min(planned as f64 * (1.0 - 0.5 * self.loss));
         }
         if congested && planned as f64 > budget {
+            self.shed = lossy || (est as f64) < SHED_BELOW * planned as f64;
             let budget = budget as u64;
             let fits = ranks
                 .iter()
@@ -246,6 +263,28 @@ mod tests {
         *now += Duration::from_secs_f64(secs);
         b.on_estimate(est, *now);
         b.plan(*now, &RANKS, cost)
+    }
+
+    #[test]
+    fn a_dip_without_loss_switches_at_the_keyframe_and_a_collapse_sheds_at_once() {
+        let mut now = Instant::now();
+        let mut b = SubscriberBandwidth::default();
+        assert_eq!(step(&mut b, &mut now, 2_500_000, 1.0), Allowance::default());
+        // 1.5 Mbit/s sent, the estimate dips to 1.2 Mbit/s: down to 500 kbit/s, seamlessly.
+        let a = step(&mut b, &mut now, 1_200_000, 1.0);
+        assert_eq!(a.cap, Some(1));
+        assert!(!b.sheds(), "a dip with no loss waits for the keyframe");
+        // Later the link collapses to 200 kbit/s under 500 kbit/s sent: shed at once.
+        let a = step(&mut b, &mut now, 200_000, 1.0);
+        assert_eq!(a.cap, Some(0));
+        assert!(b.sheds(), "a full link sheds the layer above at once");
+        // Loss alone also means a full link.
+        let mut b = SubscriberBandwidth::default();
+        step(&mut b, &mut now, 2_500_000, 1.0);
+        b.on_loss(0.3);
+        b.on_loss(0.3);
+        step(&mut b, &mut now, 2_500_000, 1.0);
+        assert!(b.sheds(), "loss sheds");
     }
 
     #[test]

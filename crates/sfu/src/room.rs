@@ -1243,9 +1243,13 @@ impl Room {
                     }
                 }
                 dt.layer.target = target;
-                // A downswitch forced by the link sheds the current layer at once.
+                // A downswitch forced by a full link sheds the current layer at once; otherwise
+                // it waits for the lower layer's keyframe like any switch (no freeze).
+                let sheds = p.bandwidth.sheds();
                 dt.layer.shed = match (dt.layer.current, allowed.cap) {
-                    (Some((_, rank)), Some(cap)) => rank > cap && target.is_some_and(|t| t < rank),
+                    (Some((_, rank)), Some(cap)) => {
+                        sheds && rank > cap && target.is_some_and(|t| t < rank)
+                    }
                     _ => false,
                 };
                 let stale = dt.layer.current.is_some_and(|(ssrc, _)| {
@@ -1835,8 +1839,12 @@ impl Room {
                 if let Some((rank, key)) = layer {
                     // Another simulcast layer than this subscriber's: not for it (and not
                     // counted against its leg's sequence numbers).
+                    let was = dt.layer.current;
                     if !dt.layer.admit(ssrc, rank, key) {
                         continue;
+                    }
+                    if was.is_some_and(|w| Some(w) != dt.layer.current) {
+                        SfuMetrics::inc(&metrics.layer_switches);
                     }
                 }
                 if !dt.settings.enabled || (video_paused && dt.track_is_video()) {
