@@ -2,13 +2,14 @@
 //! (RIDs l, m, h at 10, 33 and 100 packets/s, MID and RID header extensions on every packet).
 //! A subscriber that reports a small tile (320 px) receives the low layer's rate; one that
 //! reports nothing receives the top layer's; both on one SSRC each, without loss, over a
-//! 10-second window. Real webrtc-rs peers through the real server.
+//! 10-second window; the publisher is asked to keep only those two layers
+//! (`publisher_layers`). Real webrtc-rs peers through the real server.
 
 mod common;
 
 use common::{eventually, received_from, spawn_app};
 use confab_client::{Client, ClientOptions, RemoteTrackStats, SyntheticTrack};
-use confab_protocol::Source;
+use confab_protocol::{ServerMessage, Source};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -103,6 +104,15 @@ async fn a_small_tile_gets_the_low_layer_and_an_unsized_one_the_top_layer() {
     );
     assert!(bob_loss < 0.02, "bob's layer arrives whole: {bob_loss:.3}");
     assert!(cy_loss < 0.02, "cy's layer arrives whole: {cy_loss:.3}");
+    // Nobody wants the middle layer: ada was told to keep only the low and the top one (and
+    // stopped sending the middle one, as a browser stops encoding it).
+    let told = ada
+        .wait_event(Duration::from_secs(5), |e| {
+            matches!(e, ServerMessage::PublisherLayers { source: Source::Camera, rids }
+                if rids.len() == 2 && rids.iter().any(|r| r == "l") && rids.iter().any(|r| r == "h"))
+        })
+        .await;
+    assert!(told.is_some(), "ada is asked to send only layers l and h");
     ada.leave().await;
     bob.leave().await;
     cy.leave().await;

@@ -88,6 +88,10 @@ pub struct RunReport {
     pub window_s: f64,
     /// Packets forwarded per second (server counter).
     pub forwarded_packets_per_s: f64,
+    /// RTP packets the server received from publishers per second (server counter; every
+    /// simulcast layer they send).
+    #[serde(default)]
+    pub server_received_packets_per_s: f64,
     /// Bits forwarded per second (server counter; RTP header + payload).
     pub forwarded_bits_per_s: f64,
     /// Packets received per second by all clients together.
@@ -227,10 +231,11 @@ pub fn table(report: &Report) -> String {
     }
     for r in &report.runs {
         s.push_str(&format!(
-            "{}x{}: {:.0} kbit/s received per participant; video {}, tiles {}\n",
+            "{}x{}: {:.0} kbit/s received per participant; the server received {:.0} pkt/s; video {}, tiles {}\n",
             r.rooms,
             r.participants_per_room,
             r.received_kbps_per_participant,
+            r.server_received_packets_per_s,
             if r.simulcast {
                 "in 3 simulcast layers"
             } else {

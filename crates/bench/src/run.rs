@@ -334,6 +334,7 @@ pub async fn run_level(
         delta(&start, &end, "confab_rtp_forwarded_packets_total")
     };
     let bytes = delta(&start, &end, "confab_rtp_forwarded_bytes_total");
+    let rtp_in = delta(&start, &end, "confab_rtp_received_packets_total");
     let cpu_us = match (start.cpu_us, end.cpu_us) {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
@@ -402,6 +403,7 @@ pub async fn run_level(
         },
         window_s,
         forwarded_packets_per_s: fwd / window_s,
+        server_received_packets_per_s: rtp_in / window_s,
         forwarded_bits_per_s: bytes * 8.0 / window_s,
         received_packets_per_s: received_pkts / window_s,
         server_cpu_us_per_packet: cpu_us.filter(|_| fwd > 0.0).map(|c| c / fwd),

@@ -262,6 +262,21 @@ struct Shared {
     offers: std::sync::atomic::AtomicU64,
     /// Peer-connection options for both transports.
     options: ClientOptions,
+    /// The simulcast layers (RIDs) the server asked each source to keep sending
+    /// (`publisher_layers`); a source not listed sends all of its layers.
+    layers: Mutex<Vec<(Source, Vec<String>)>>,
+}
+
+impl Shared {
+    /// Whether layer `rid` of `source` is to be sent (the server did not ask to stop it).
+    fn layer_wanted(&self, source: Source, rid: &str) -> bool {
+        self.layers
+            .lock()
+            .expect("lock")
+            .iter()
+            .find(|(s, _)| *s == source)
+            .is_none_or(|(_, rids)| rids.iter().any(|r| r == rid))
+    }
 }
 
 /// A joined participant.
@@ -309,6 +324,7 @@ impl Client {
             subscriber: tokio::sync::Mutex::new(None),
             offers: Default::default(),
             options,
+            layers: Mutex::new(Vec::new()),
         });
         tokio::spawn(async move {
             while let Some(text) = out_rx.recv().await {
@@ -349,6 +365,15 @@ impl Client {
                             }
                             Err(e) => tracing::warn!("subscribe answer failed: {e}"),
                         }
+                    }
+                    ServerMessage::PublisherLayers { source, rids } => {
+                        // Like a browser, stop encoding the layers nobody wants.
+                        {
+                            let mut l = sh.layers.lock().expect("lock");
+                            l.retain(|(s, _)| *s != source);
+                            l.push((source, rids.clone()));
+                        }
+                        let _ = ev_tx.try_send(ServerMessage::PublisherLayers { source, rids });
                     }
                     ServerMessage::PublishAnswer { sdp } => {
                         if let Some(tx) = sh.publish_answer.lock().expect("lock").take() {
@@ -630,6 +655,7 @@ impl Client {
                 let track = track.clone();
                 // MID and RID header extensions for a simulcast layer, when both were negotiated.
                 let ids = rid.and(mid_ext).zip(rid_ext).zip(mid.clone()).zip(rid);
+                let shared = self.shared.clone();
                 self.senders.push(tokio::spawn(async move {
                     let pt = if spec.video { VP8_PT } else { OPUS_PT };
                     let clock = if spec.video { 90_000u64 } else { 48_000 };
@@ -640,17 +666,26 @@ impl Client {
                     let seq0: u16 = rand::random();
                     let ts0: u32 = rand::random();
                     let started = tokio::time::Instant::now();
-                    for counter in 0u32.. {
+                    // A layer the server asked to stop sends nothing and restarts on a keyframe,
+                    // as an encoder does; `counter` numbers the packets sent.
+                    let mut counter = 0u32;
+                    let mut stopped = false;
+                    loop {
                         tokio::select! {
                             _ = tick.tick() => {}
                             _ = stop.changed() => break,
                         }
+                        if rid.is_some_and(|r| !shared.layer_wanted(source, r)) {
+                            stopped = true;
+                            continue;
+                        }
                         let keyframe = spec.video
-                            && counter
-                                % (spec.keyframe_every as u64 * pps as u64
-                                    / spec.packets_per_s.max(1) as u64)
-                                    .max(1) as u32
-                                == 0;
+                            && (std::mem::take(&mut stopped)
+                                || counter
+                                    % (spec.keyframe_every as u64 * pps as u64
+                                        / spec.packets_per_s.max(1) as u64)
+                                        .max(1) as u32
+                                    == 0);
                         payload::build(
                             spec.video,
                             keyframe,
@@ -681,6 +716,7 @@ impl Client {
                         if track.write_rtp(pkt).await.is_err() {
                             break;
                         }
+                        counter = counter.wrapping_add(1);
                     }
                 }));
             }
