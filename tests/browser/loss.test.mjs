@@ -49,7 +49,9 @@ test(`a subscriber losing ${LOSS_PERCENT} % of its packets keeps decoding video 
         const lossyFromClear = row(call.rows, 'Lossy', 'Clear');
         const clearFromLossy = row(call.rows, 'Clear', 'Lossy');
         assert.ok(dropped > 100, `the loss was applied: ${dropped} datagrams dropped`);
-        assert.ok(nacked > 50, `Lossy NACKed the lost video packets: ${nacked}`);
+        // About 3 % of Clear's video packets are lost on the way (a random draw: 45–67 seen
+        // in 60 s of ~1 900); at least a third of that is NACKed.
+        assert.ok(nacked >= 0.01 * lossyFromClear.videoSent, `Lossy NACKed the lost video packets: ${nacked} of ${lossyFromClear.videoSent} sent`);
         assert.ok(resent <= 1.5 * nacked, `at most 1.5 retransmissions per NACKed packet: ${resent} for ${nacked}`);
         assert.ok(resent >= 0.8 * nacked, `NACKed packets were retransmitted: ${resent} for ${nacked}`);
         // Repaired: what Lossy receives of Clear's video is what Clear sent (retransmissions
