@@ -654,7 +654,12 @@ impl Client {
                 let mut stop = self.stop.subscribe();
                 let track = track.clone();
                 // MID and RID header extensions for a simulcast layer, when both were negotiated.
-                let ids = rid.and(mid_ext).zip(rid_ext).zip(mid.clone()).zip(rid);
+                let tags = match (rid, mid_ext, rid_ext, &mid) {
+                    (Some(rid), Some(mid_id), Some(rid_id), Some(mid)) => {
+                        Some((mid_id, rid_id, mid.clone(), rid))
+                    }
+                    _ => None,
+                };
                 let shared = self.shared.clone();
                 self.senders.push(tokio::spawn(async move {
                     let pt = if spec.video { VP8_PT } else { OPUS_PT };
@@ -704,7 +709,7 @@ impl Client {
                             ssrc,
                             ..Default::default()
                         };
-                        if let Some((((mid_id, rid_id), mid), rid)) = &ids {
+                        if let Some((mid_id, rid_id, mid, rid)) = &tags {
                             let _ = header.set_extension(*mid_id, mid.clone());
                             let _ = header
                                 .set_extension(*rid_id, bytes::Bytes::from_static(rid.as_bytes()));
