@@ -79,6 +79,11 @@ pub fn families(m: &SfuMetrics) -> Vec<MetricFamily> {
             get(&m.rtp_nacked),
         ),
         counter(
+            "confab_rtp_nacks_over_budget_total",
+            "NACKed packets not sent again: the downtrack had retransmitted half as many packets as it forwarded.",
+            get(&m.nacks_over_budget),
+        ),
+        counter(
             "confab_bandwidth_estimates_total",
             "REMB bandwidth estimates received from subscribers.",
             get(&m.bandwidth_estimates_in),

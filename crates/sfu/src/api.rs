@@ -428,6 +428,9 @@ pub struct SfuMetrics {
     /// Distinct RTP packets subscribers NACKed (each counted at its first NACK, while the
     /// server still holds it).
     pub rtp_nacked: AtomicU64,
+    /// NACKed packets not sent again because the downtrack's retransmission credit was spent
+    /// (`crate::retransmit::RETRANSMIT_BURST`).
+    pub nacks_over_budget: AtomicU64,
     /// REMB bandwidth estimates received from subscribers (draft-alvestrand-rmcat-remb).
     pub bandwidth_estimates_in: AtomicU64,
     /// Video packets dropped because the subscriber waits for a keyframe.

@@ -42,6 +42,7 @@ pub mod ids;
 pub mod negotiation;
 pub mod peer;
 pub mod remote_offer;
+pub mod retransmit;
 pub mod rewrite;
 pub(crate) mod room;
 pub mod routing;

@@ -105,6 +105,17 @@ impl RtpRewriter {
         Some(b.freeze())
     }
 
+    /// The VP8 picture id and TL0PICIDX [`Self::rewrite_payload`] will write into the packet
+    /// just rewritten (`None`: its payload goes out as received).
+    pub fn vp8_rewrite(&self) -> Option<(u16, u8)> {
+        self.vp8_pending.map(|(_, pic, tl0)| (pic, tl0))
+    }
+
+    /// The leg's `sdes:mid` extension: its id on the subscriber leg and this leg's mid value.
+    pub fn mid_extension(&self) -> Option<(u8, &Bytes)> {
+        self.mid_ext.as_ref().map(|(id, mid)| (*id, mid))
+    }
+
     /// VP8: the leg's picture id and TL0PICIDX for this packet, continuing after the last ones
     /// sent when the source changed (a simulcast layer switch starts on a keyframe).
     fn map_vp8(&mut self, ssrc: u32, payload: &[u8]) {

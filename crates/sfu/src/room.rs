@@ -14,6 +14,7 @@ use crate::codec::{is_keyframe_start, CodecFamily};
 use crate::ids::{MediaKind, ParticipantId, RoomId, TrackId, TrackSource, TransportRole};
 use crate::negotiation::NegotiationState;
 use crate::peer::{build_peer_connection, IceCredentials, AUDIO_LEVEL_URI, MID_URI};
+use crate::retransmit::{PacketCache, SentLog};
 use crate::rewrite::{RtpRewriter, Verdict};
 use crate::routing::{ConsentState, IcePaths};
 use crate::speakers::{LevelMeter, SpeakerDetector};
@@ -121,10 +122,9 @@ impl Transport {
         participant: ParticipantId,
         role: TransportRole,
         local: &LocalCandidates,
-        metrics: &Arc<SfuMetrics>,
         now: Instant,
     ) -> Result<Self, SfuError> {
-        let mut pc = build_peer_connection(participant, role, metrics.clone(), now)
+        let mut pc = build_peer_connection(participant, role, now)
             .map_err(|e| SfuError::NegotiationFailed(e.to_string()))?;
         // UDP host candidates, then passive TCP ones (RFC 6544): browsers only make active TCP
         // candidates, so they connect over TCP only to a peer that offers passive ones. `rtc`
@@ -207,6 +207,9 @@ pub(crate) struct Published {
     /// Simulcast layers (RFC 8853), one per RID the publisher sends, lowest quality first;
     /// empty for a track sent as one stream.
     pub layers: Vec<Layer>,
+    /// The packets it received lately, for subscribers' NACKs ([`crate::retransmit`]): one per
+    /// track, whatever the number of subscribers; kept across renegotiations.
+    pub cache: PacketCache,
 }
 
 /// One simulcast layer of a published video track.
@@ -362,6 +365,8 @@ pub(crate) struct DownTrack {
     /// for a keyframe request to reach the publisher, its encoder and its pacer (the request
     /// goes out with the subscribe offer instead). Empty once connected.
     pub early: Vec<rtc::rtp::Packet>,
+    /// What it sent, for the subscriber's NACKs ([`crate::retransmit`]).
+    pub sent: SentLog,
 }
 
 /// Which simulcast layer a downtrack forwards (RFC 8853 layers, one outgoing SSRC per
@@ -743,7 +748,7 @@ impl Room {
         now: Instant,
         connect_by: Instant,
     ) -> Result<(), SfuError> {
-        let publisher = Transport::new(id, TransportRole::Publisher, local, &self.metrics, now)?;
+        let publisher = Transport::new(id, TransportRole::Publisher, local, now)?;
         let info = ParticipantInfo {
             id,
             name: name.clone(),
@@ -900,6 +905,12 @@ impl Room {
                 .published
                 .iter()
                 .position(|o| o.mid == t.mid && o.source == t.source);
+            let cache = match old {
+                Some(i) => {
+                    std::mem::replace(&mut p.published[i].cache, PacketCache::new(t.source.kind()))
+                }
+                None => PacketCache::new(t.source.kind()),
+            };
             let (muted, host_muted, mut ssrcs, last, layers) = match old {
                 Some(i) => (
                     p.published[i].muted,
@@ -941,6 +952,7 @@ impl Room {
                 paused: false,
                 layers,
                 extensions,
+                cache,
             });
         }
         let removed: Vec<TrackId> = p
@@ -1411,8 +1423,7 @@ impl Room {
                     continue;
                 }
                 if p.subscriber.is_none() {
-                    match Transport::new(p.id, TransportRole::Subscriber, local, &self.metrics, now)
-                    {
+                    match Transport::new(p.id, TransportRole::Subscriber, local, now) {
                         Ok(t) => p.subscriber = Some(t),
                         Err(e) => {
                             warn!(participant = %p.id, "cannot build subscriber transport: {e}");
@@ -1491,6 +1502,7 @@ impl Room {
                     settings: TrackSettings::default(),
                     layer: LayerChoice::default(),
                     early: Vec::new(),
+                    sent: SentLog::new(source.kind()),
                 });
                 if !sub.connected_once && source.kind() == MediaKind::Video {
                     warm.push(track.clone());
@@ -1750,6 +1762,11 @@ impl Room {
             return outcome;
         };
         SfuMetrics::inc(&metrics.rtp_in);
+        self.participants[idx].published[mid_idx].cache.insert(
+            &packet.header,
+            &packet.payload,
+            now,
+        );
         // Simulcast: which layer this packet belongs to, and whether it starts a keyframe (a
         // layer switch waits for one). Not simulcast: `None`, nothing to decide.
         let layer = {
@@ -1986,18 +2003,26 @@ impl DownTrack {
         now: Instant,
         metrics: &Arc<SfuMetrics>,
     ) -> Sent {
+        let src = (out.header.ssrc, out.header.sequence_number);
         match self.rewriter.rewrite(&mut out.header, &out.payload, now) {
             Verdict::Forward => {
+                let vp8 = self.rewriter.vp8_rewrite();
                 if let Some(p) = self.rewriter.rewrite_payload(&out.payload) {
                     out.payload = p;
                 }
                 let len = out.payload.len() as u64 + 12;
+                let (out_seq, out_ts, out_pt) = (
+                    out.header.sequence_number,
+                    out.header.timestamp,
+                    out.header.payload_type,
+                );
                 match sub
                     .pc
                     .rtp_sender(self.sender)
                     .map(|mut s| s.write_rtp(now, out))
                 {
                     Some(Ok(())) => {
+                        self.sent.record(src, (out_seq, out_ts, out_pt), vp8, now);
                         SfuMetrics::inc(&metrics.rtp_forwarded);
                         SfuMetrics::add(&metrics.bytes_forwarded, len);
                         sub.dirty = true;

@@ -1175,6 +1175,8 @@ fn drive(
                 }
             }
             RTCMessage::RtcpPacket(track_id, packets) if role == TransportRole::Subscriber => {
+                // Lost packets the subscriber asks for again (RFC 4585 section 6.2.1).
+                room.answer_nacks(idx, &packets, now, metrics);
                 // The browser's receive-side estimate of this subscriber's link.
                 if let Some(remb) = packets.iter().find_map(|p| {
                     p.as_any()

@@ -107,6 +107,10 @@ struct Received {
     last_seq: Option<u16>,
     /// Sequence numbers that skipped ahead (a gap nobody will fill) since the last mark.
     seq_jumps: u64,
+    /// Packets at or behind the highest sequence number received (retransmissions).
+    behind: u64,
+    /// The SSRC the core sends it with.
+    ssrc: u32,
 }
 
 /// One simulated participant.
@@ -152,6 +156,9 @@ struct Net {
     cut: Vec<SocketAddr>,
     /// Client addresses rewritten on the way to the core (a NAT rebinding): from → to.
     nat: HashMap<SocketAddr, SocketAddr>,
+    /// RTP packets lost on their way from the core: (client address, SSRC, sequence number),
+    /// each dropped once (its retransmission passes).
+    lose: Vec<(SocketAddr, u32, u16)>,
 }
 
 impl Net {
@@ -183,6 +190,7 @@ impl Net {
             next_host: 2,
             cut: Vec::new(),
             nat: HashMap::new(),
+            lose: Vec::new(),
         }
     }
 
@@ -321,6 +329,16 @@ impl Net {
                 if self.cut.contains(&t.remote) {
                     continue;
                 }
+                // SRTP leaves the RTP header in the clear (RFC 3711 section 3.1).
+                let d = &t.data;
+                if d.len() >= 12 && d[0] >> 6 == 2 && !(200..=206).contains(&d[1]) {
+                    let seq = u16::from_be_bytes([d[2], d[3]]);
+                    let ssrc = u32::from_be_bytes([d[8], d[9], d[10], d[11]]);
+                    if let Some(i) = self.lose.iter().position(|l| *l == (t.remote, ssrc, seq)) {
+                        self.lose.remove(i);
+                        continue;
+                    }
+                }
                 let remote = self
                     .nat
                     .iter()
@@ -367,14 +385,17 @@ impl Net {
                                 r.max_gap = r.max_gap.max(now - last);
                             }
                             r.last = Some(now);
+                            r.ssrc = packet.header.ssrc;
                             let seq = packet.header.sequence_number;
                             if let Some(prev) = r.last_seq {
                                 let d = seq.wrapping_sub(prev);
                                 if d > 1 && d < 0x8000 {
                                     r.seq_jumps += 1;
                                 }
-                                if d < 0x8000 {
+                                if d < 0x8000 && d != 0 {
                                     r.last_seq = Some(seq);
+                                } else {
+                                    r.behind += 1;
                                 }
                             } else {
                                 r.last_seq = Some(seq);
@@ -518,6 +539,34 @@ impl Net {
             .find(|(t, _)| t.starts_with(&prefix))
             .map(|(_, r)| r.clone())
             .unwrap_or_default()
+    }
+
+    /// `to` NACKs (RFC 4585 section 6.2.1) packets `seqs` of `from`'s camera as it received
+    /// them (sequence numbers of the core's leg), then the network is pumped.
+    fn nack(&mut self, to: &str, from: &str, seqs: &[u16]) {
+        use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
+            nack_pairs_from_sequence_numbers, TransportLayerNack,
+        };
+        let media_ssrc = self.received(to, from).ssrc;
+        let now = self.now;
+        let pc = self
+            .client_mut(to)
+            .subscriber
+            .as_mut()
+            .expect("a subscriber");
+        let receiver = pc.get_receivers().next().expect("a receiver");
+        pc.rtp_receiver(receiver)
+            .expect("receiver")
+            .write_rtcp(
+                now,
+                vec![Box::new(TransportLayerNack {
+                    sender_ssrc: 1,
+                    media_ssrc,
+                    nacks: nack_pairs_from_sequence_numbers(seqs),
+                })],
+            )
+            .expect("write NACK");
+        self.pump();
     }
 
     /// Starts a measuring window: every client's per-track gap and jump counters restart.
@@ -1203,4 +1252,57 @@ fn an_ice_restart_asked_while_an_offer_awaits_its_answer_follows_that_answer() {
     net.mark();
     net.run(Duration::from_secs(3));
     net.assert_flowing("bob", "ada", Duration::from_secs(3), STEP);
+}
+
+#[test]
+fn a_lost_packet_is_sent_again_from_the_tracks_cache_once_per_holdoff_and_never_when_stale() {
+    use crate::retransmit::{MAX_RETRANSMIT_AGE, RETRANSMIT_HOLDOFF};
+    let mut net = Net::ada_and_bob();
+    net.run(Duration::from_secs(1));
+    let r = net.received("bob", "ada");
+    let (ssrc, last) = (r.ssrc, r.last_seq.expect("bob receives ada"));
+    let bob = net.client("bob").sub_addr;
+    // The third packet from now is lost on its way to Bob.
+    let lost = last.wrapping_add(3);
+    net.lose.push((bob, ssrc, lost));
+    net.run(Duration::from_millis(100));
+    assert!(net.lose.is_empty(), "the packet was dropped");
+    assert_eq!(net.received("bob", "ada").seq_jumps, 1, "Bob misses it");
+    let resent = |net: &Net| net.metric(|m| &m.rtp_retransmitted);
+    net.nack("bob", "ada", &[lost]);
+    let r = net.received("bob", "ada");
+    assert_eq!(
+        r.behind, 1,
+        "Bob decrypted the very packet he missed: {r:?}"
+    );
+    assert_eq!(resent(&net), 1);
+    assert_eq!(net.metric(|m| &m.rtp_nacked), 1);
+    // NACKed again before the retransmission could have arrived: not answered.
+    net.nack("bob", "ada", &[lost]);
+    assert_eq!(resent(&net), 1);
+    // Say the retransmission was lost too: after the holdoff it is sent once more.
+    net.run(RETRANSMIT_HOLDOFF);
+    net.nack("bob", "ada", &[lost]);
+    assert_eq!(resent(&net), 2);
+    assert_eq!(net.metric(|m| &m.rtp_nacked), 1, "one packet NACKed");
+    // Too old to be of use, or never sent: nothing.
+    net.run(MAX_RETRANSMIT_AGE);
+    let newest = net.received("bob", "ada").last_seq.unwrap();
+    net.nack("bob", "ada", &[lost, newest.wrapping_add(100)]);
+    assert_eq!(resent(&net), 2);
+    // Three lost in a row, asked for in one NACK: each arrives once.
+    let next = newest.wrapping_add(1);
+    for k in 0..3 {
+        net.lose.push((bob, ssrc, next.wrapping_add(k)));
+    }
+    net.run(Duration::from_millis(100));
+    net.nack(
+        "bob",
+        "ada",
+        &[next, next.wrapping_add(1), next.wrapping_add(2)],
+    );
+    assert_eq!(resent(&net), 5);
+    assert_eq!(net.received("bob", "ada").behind, 4);
+    // Ada, who lost nothing, was sent nothing twice.
+    assert_eq!(net.received("ada", "bob").behind, 0);
 }
