@@ -62,8 +62,16 @@ pub trait Participant: Send {
 pub struct ConfabDriver {
     base: String,
     http: reqwest::Client,
+    /// On a loopback target: clients bound to 127.0.0.2 … 127.0.0.17, taken in turn for guest
+    /// tokens, so that a load of many participants looks like many addresses to the server's
+    /// per-address guest-token budget (a burst of 20, `GUEST_TOKEN_BURST`), as real users are.
+    loopback_clients: Vec<reqwest::Client>,
+    next_client: std::sync::atomic::AtomicUsize,
     options: ClientOptions,
 }
+
+/// Source addresses the bench spreads its guest-token requests over on a loopback target.
+const LOOPBACK_SOURCES: u8 = 16;
 
 impl ConfabDriver {
     /// A driver for the server at `base` (`http://host:port`, no trailing slash).
@@ -74,9 +82,31 @@ impl ConfabDriver {
             .timeout(Duration::from_secs(10))
             .build()
             .expect("http client");
+        let loopback = reqwest::Url::parse(base)
+            .ok()
+            .and_then(|u| {
+                u.host_str()
+                    .and_then(|h| h.parse::<std::net::Ipv4Addr>().ok())
+            })
+            .is_some_and(|ip| ip.is_loopback());
+        let loopback_clients = if loopback {
+            (0..LOOPBACK_SOURCES)
+                .filter_map(|k| {
+                    reqwest::Client::builder()
+                        .timeout(Duration::from_secs(10))
+                        .local_address(std::net::IpAddr::from([127, 0, 0, 2 + k]))
+                        .build()
+                        .ok()
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         Self {
             base: base.trim_end_matches('/').to_owned(),
             http,
+            loopback_clients,
+            next_client: std::sync::atomic::AtomicUsize::new(0),
             options: ClientOptions::default(),
         }
     }
@@ -89,8 +119,14 @@ impl ConfabDriver {
     }
 
     async fn token(&self, name: &str) -> Result<String, DriverError> {
-        let resp = self
-            .http
+        let k = self
+            .next_client
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let http = match self.loopback_clients.len() {
+            0 => &self.http,
+            n => &self.loopback_clients[k % n],
+        };
+        let resp = http
             .post(format!("{}/api/guest-token", self.base))
             .json(&serde_json::json!({ "name": name }))
             .send()
