@@ -59,12 +59,13 @@ export function participantStats(report, participants, remote) {
  * @returns {import('/types.js').SendStats}
  */
 export function sendStats(report) {
-  const out = { videoPacketsSent: 0, framesSent: 0, audioPacketsSent: 0, frameSize: '', qualityLimitation: 'none' };
+  const out = { videoPacketsSent: 0, videoBytesSent: 0, framesSent: 0, audioPacketsSent: 0, frameSize: '', qualityLimitation: 'none' };
   if (!report) return out;
   report.forEach((s) => {
     if (s.type !== 'outbound-rtp') return;
     if (s.kind === 'video') {
       out.videoPacketsSent += s.packetsSent || 0;
+      out.videoBytesSent += s.bytesSent || 0;
       out.framesSent += s.framesSent || 0;
       if (s.frameWidth) out.frameSize = `${s.frameWidth}x${s.frameHeight}`;
       if (s.qualityLimitationReason) out.qualityLimitation = s.qualityLimitationReason;

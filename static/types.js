@@ -63,6 +63,7 @@
 /**
  * @typedef {Object} SendStats   test hook result: what our publisher transport sent
  * @property {number} videoPacketsSent
+ * @property {number} videoBytesSent       RTP payload bytes of video sent (first transmissions)
  * @property {number} framesSent
  * @property {number} audioPacketsSent
  * @property {string} frameSize            camera video `<width>x<height>` as sent now ('' before the first frame)

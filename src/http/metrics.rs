@@ -84,6 +84,11 @@ pub fn families(m: &SfuMetrics) -> Vec<MetricFamily> {
             get(&m.nacks_over_budget),
         ),
         counter(
+            "confab_publisher_bitrate_caps_total",
+            "REMBs sent to publishers of single-stream video to hold them under their weakest subscriber's link, or to lift that.",
+            get(&m.uplink_caps_sent),
+        ),
+        counter(
             "confab_bandwidth_estimates_total",
             "REMB bandwidth estimates received from subscribers.",
             get(&m.bandwidth_estimates_in),

@@ -17,6 +17,13 @@ if (why) console.log(`*** bandwidth test NOT RUN: ${why} ***`);
 
 const LIMIT_KBIT = 300;
 const width = async (page) => (await stats(page)).find((r) => r.name === 'Ada')?.frameWidth ?? 0;
+/** What `page` sends of video now, kbit/s over one second (its publisher transport's own count). */
+const sendKbps = async (page) => {
+  const bytes = async () => (await page.evaluate(() => window.confab.sendStats())).videoBytesSent;
+  const a = await bytes();
+  await new Promise((r) => setTimeout(r, 1000));
+  return ((await bytes()) - a) * 8 / 1000;
+};
 
 test(`a subscriber whose link drops to ${LIMIT_KBIT} kbit/s gets a lower layer within 5 s, keeps its audio, and climbs back; its neighbour keeps the high layer`,
   { timeout: 240_000, skip: why || false }, async () => {
@@ -72,6 +79,54 @@ test(`a subscriber whose link drops to ${LIMIT_KBIT} kbit/s gets a lower layer w
         await eventually(async () => (await width(bob)) === 1280, 45_000, "Bob to climb back to Ada's top layer");
         console.log(`Bob back at 1280 px ${Date.now() - lifted} ms after the limit was lifted`);
         assert.ok((await metric(base, 'confab_bandwidth_estimates_total')) > 0, 'the server read REMB estimates');
+      });
+    } finally {
+      netns.teardown({ ns: 'cfbwe', links: 1 });
+    }
+  });
+
+test(`a camera sent as one stream is held under a subscriber link that drops to ${LIMIT_KBIT} kbit/s, so that subscriber keeps audio and video, and is released after the limit is lifted`,
+  { timeout: 240_000, skip: why || false }, async () => {
+    const net = netns.setup({ ns: 'cfbwe', net: 248, links: 1 });
+    try {
+      await withOwnServer({ listen: net.links[0].server, args: ['--public-ip', net.links[0].server] }, async (ctx) => {
+        const { base } = ctx;
+        const opts = { secureOrigin: base };
+        const inside = await launch({ ...opts, executablePath: netns.chromiumIn(net.ns) });
+        const outside = await launch(opts);
+        ctx.browsers.push(inside, outside);
+        const room = randomRoom('uplink');
+        // No simulcast: the server has no lower layer to give Bob, only the publisher's bitrate.
+        const ada = await openRoom(outside, room, 'Ada', { base, captureWidth: 1280, simulcast: false });
+        const bob = await openRoom(inside, room, 'Bob', { base, captureWidth: 320, simulcast: false });
+        ctx.pages.push(ada, bob);
+        await eventually(async () => (await width(bob)) > 0, 40_000, 'Bob to decode Ada');
+        await bob.keyboard.press('v');
+        await bob.setViewportSize({ width: 1920, height: 1080 });
+        await eventually(async () => (await sendKbps(ada)) > 600, 40_000, 'Ada to send over 600 kbit/s of video');
+        const caps0 = await metric(base, 'confab_publisher_bitrate_caps_total');
+
+        netns.throttle(0, LIMIT_KBIT);
+        const cut = Date.now();
+        try {
+          await eventually(async () => (await sendKbps(ada)) < LIMIT_KBIT * 0.8, 15_000,
+            `Ada's video to come under Bob's ${LIMIT_KBIT} kbit/s link`);
+          console.log(`Ada's video under ${LIMIT_KBIT * 0.8} kbit/s ${Date.now() - cut} ms after the cut`);
+          const held = await measureCall([bob, ada], ['Bob', 'Ada'], { seconds: 15, windowS: 12, stepMs: 500 });
+          console.log(`at ${LIMIT_KBIT} kbit/s:\n${formatRows(held.rows)}`);
+          const r = held.rows.find((x) => x.receiver === 'Bob' && x.sender === 'Ada');
+          assert.ok(r.audioDelivery >= 0.9, `Bob keeps Ada's audio: ${r.audioReceived}/${r.audioSent}`);
+          assert.ok(r.maxAudioGapS <= 1, `Bob's longest audio gap: ${r.maxAudioGapS} s`);
+          assert.ok(r.fps >= 5, `Bob still decodes Ada's video: ${r.fps.toFixed(1)} fps`);
+          assert.ok(r.maxVideoGapS <= 2, `Bob's longest stretch without a frame: ${r.maxVideoGapS} s`);
+        } finally {
+          netns.throttle(0, 0);
+        }
+        const lifted = Date.now();
+        await eventually(async () => (await sendKbps(ada)) > 600, 60_000, 'Ada to send over 600 kbit/s again');
+        console.log(`Ada back over 600 kbit/s ${Date.now() - lifted} ms after the limit was lifted`);
+        const caps = (await metric(base, 'confab_publisher_bitrate_caps_total')) - caps0;
+        assert.ok(caps > 0, `the server capped Ada with REMB: ${caps} sent`);
       });
     } finally {
       netns.teardown({ ns: 'cfbwe', links: 1 });

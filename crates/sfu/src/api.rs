@@ -433,6 +433,9 @@ pub struct SfuMetrics {
     pub nacks_over_budget: AtomicU64,
     /// REMB bandwidth estimates received from subscribers (draft-alvestrand-rmcat-remb).
     pub bandwidth_estimates_in: AtomicU64,
+    /// REMBs sent to publishers of single-stream video to cap or uncap their bitrate
+    /// (`crate::bwe::UplinkCap`).
+    pub uplink_caps_sent: AtomicU64,
     /// Video packets dropped because the subscriber waits for a keyframe.
     pub drops_keyframe_wait: AtomicU64,
     /// Packets dropped because the subscriber leg has no such payload type.

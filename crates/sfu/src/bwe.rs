@@ -75,6 +75,9 @@ pub struct SubscriberBandwidth {
     changed: Option<Instant>,
     /// The latest downswitch was forced by a full bottleneck (see [`Self::sheds`]).
     shed: bool,
+    /// Peak of the estimate since [`Self::link_congested`] last saw congestion (kept apart from
+    /// `peak`, which [`Self::plan`] resets when it acts).
+    link_peak: u64,
 }
 
 impl Default for SubscriberBandwidth {
@@ -89,6 +92,7 @@ impl Default for SubscriberBandwidth {
             loss: 0.0,
             changed: None,
             shed: false,
+            link_peak: 0,
         }
     }
 }
@@ -113,6 +117,26 @@ impl SubscriberBandwidth {
         self.estimate
             .filter(|(_, at)| now.saturating_duration_since(*at) < ESTIMATE_STALE)
             .map(|(b, _)| b)
+    }
+
+    /// Whether this subscriber's link is full now, for [`UplinkCap`]: it loses more than
+    /// [`LOSS_CONGESTED`], or its fresh estimate fell below [`SHED_BELOW`] of its peak since
+    /// this was last seen. Stricter than the simulcast plan's signal (a dip of 15 %): capping a
+    /// publisher lowers its track for every subscriber, and on a busy machine the browser's
+    /// delay-based estimate dips by that much with no bottleneck at all. Call once per tick; it
+    /// does not disturb [`Self::plan`].
+    pub fn link_congested(&mut self, now: Instant) -> bool {
+        let Some(est) = self.estimate(now) else {
+            self.link_peak = 0;
+            return false;
+        };
+        self.link_peak = self.link_peak.max(est);
+        let congested =
+            (est as f64) < SHED_BELOW * self.link_peak as f64 || self.loss > LOSS_CONGESTED;
+        if congested {
+            self.link_peak = est;
+        }
+        congested
     }
 
     /// What the subscriber may receive now.
@@ -241,6 +265,114 @@ impl SubscriberBandwidth {
             self.changed = Some(now);
         }
         self.allowance
+    }
+}
+
+/// The REMB value that lifts an [`UplinkCap`]: far above anything a camera or screen sends, so
+/// the publisher's own estimator decides again.
+pub const UPLINK_UNCAPPED_BPS: u64 = 100_000_000;
+/// REMBs of [`UPLINK_UNCAPPED_BPS`] sent when a cap is lifted (one lost must not leave it on).
+const UPLINK_LIFTS: u8 = 3;
+/// Each probe raises the cap by this factor.
+pub const UPLINK_PROBE_STEP: f64 = 1.5;
+/// A cap raised past this (bps) is lifted: more than a browser sends for a 720p camera.
+pub const UPLINK_LIFT_ABOVE: u64 = 2_500_000;
+
+/// A cap on what the publisher of a single-stream video track (no simulcast layers to choose
+/// from: a screen share, a client that does not simulcast) sends, so that a subscriber whose
+/// link cannot take it still gets the track instead of a queue that drowns its audio.
+///
+/// It engages when the link of a subscriber of the track is full
+/// ([`SubscriberBandwidth::link_congested`]): the cap is then [`HEADROOM`] of the lowest
+/// estimate among the track's subscribers, sent to the publisher every tick as a REMB
+/// (draft-alvestrand-rmcat-remb), which browsers apply as an upper limit of their send-side
+/// estimate. It follows that estimate up as it grows, and after `backoff` without congestion a
+/// probe raises it by [`UPLINK_PROBE_STEP`] (gently: lifting it at once made the publisher jump
+/// to its own estimate and flood the weak link); congestion within [`PROBE_WINDOW`] of a probe
+/// doubles the next wait (from [`PROBE_BACKOFF_MIN`] to [`PROBE_BACKOFF_MAX`]). Past
+/// [`UPLINK_LIFT_ABOVE`], or with no fresh estimate from any subscriber, it is lifted (REMBs of
+/// [`UPLINK_UNCAPPED_BPS`]). One subscriber's weak link therefore lowers that track for every
+/// subscriber: the trade-off Galène makes too, where simulcast is not available.
+#[derive(Debug, Clone)]
+pub struct UplinkCap {
+    /// The cap now, bps (`None`: not engaged).
+    cap: Option<u64>,
+    calm_since: Option<Instant>,
+    last_probe: Option<Instant>,
+    backoff: Duration,
+    lifts_left: u8,
+}
+
+impl Default for UplinkCap {
+    fn default() -> Self {
+        Self {
+            cap: None,
+            calm_since: None,
+            last_probe: None,
+            backoff: PROBE_BACKOFF_MIN,
+            lifts_left: 0,
+        }
+    }
+}
+
+impl UplinkCap {
+    /// One tick: `congested`, some subscriber of the track shows congestion; `lowest`, the
+    /// lowest fresh estimate among them (bps). Returns the REMB bitrate (bps) to send the
+    /// publisher now, if any.
+    pub fn tick(&mut self, now: Instant, congested: bool, lowest: Option<u64>) -> Option<u64> {
+        let fits = lowest.map(|e| (HEADROOM * e as f64) as u64);
+        match (congested, fits) {
+            (true, Some(fits)) => {
+                if self
+                    .last_probe
+                    .is_some_and(|t| now.saturating_duration_since(t) < PROBE_WINDOW)
+                {
+                    self.backoff = (self.backoff * 2).min(PROBE_BACKOFF_MAX);
+                }
+                self.last_probe = None;
+                self.cap = Some(fits);
+                self.calm_since = Some(now);
+                self.lifts_left = 0;
+            }
+            (_, None) => {
+                if self.cap.take().is_some() {
+                    self.lifts_left = UPLINK_LIFTS;
+                }
+            }
+            (false, Some(fits)) => {
+                if let Some(cap) = self.cap {
+                    let mut cap = cap.max(fits);
+                    if self
+                        .last_probe
+                        .is_some_and(|t| now.saturating_duration_since(t) >= PROBE_WINDOW)
+                    {
+                        // The last probe held: the next may come sooner.
+                        self.backoff = PROBE_BACKOFF_MIN;
+                        self.last_probe = None;
+                    }
+                    let calm = *self.calm_since.get_or_insert(now);
+                    if now.saturating_duration_since(calm) >= self.backoff {
+                        cap = (cap as f64 * UPLINK_PROBE_STEP) as u64;
+                        self.last_probe = Some(now);
+                        self.calm_since = Some(now);
+                    }
+                    if cap > UPLINK_LIFT_ABOVE {
+                        self.cap = None;
+                        self.lifts_left = UPLINK_LIFTS;
+                    } else {
+                        self.cap = Some(cap);
+                    }
+                }
+            }
+        }
+        if let Some(cap) = self.cap {
+            return Some(cap);
+        }
+        if self.lifts_left > 0 {
+            self.lifts_left -= 1;
+            return Some(UPLINK_UNCAPPED_BPS);
+        }
+        None
     }
 }
 
@@ -403,5 +535,70 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn an_uplink_cap_follows_the_weakest_subscriber_and_probes_its_way_up() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut cap = UplinkCap::default();
+        assert_eq!(cap.tick(t0, false, Some(2_000_000)), None, "nothing to do");
+        // A subscriber's link congests: the publisher is held under its estimate.
+        assert_eq!(cap.tick(at(500), true, Some(300_000)), Some(255_000));
+        // The estimate grows: the cap follows; it never falls without congestion.
+        assert_eq!(cap.tick(at(1_000), false, Some(320_000)), Some(272_000));
+        assert_eq!(cap.tick(at(1_500), false, Some(200_000)), Some(272_000));
+        // Calm for the backoff: a probe, one step up.
+        let probe = at(500) + PROBE_BACKOFF_MIN;
+        assert_eq!(cap.tick(probe, false, Some(320_000)), Some(408_000));
+        // Congested right after it: the probe failed, the next waits twice as long.
+        let failed = probe + Duration::from_secs(1);
+        assert_eq!(cap.tick(failed, true, Some(300_000)), Some(255_000));
+        let early = failed + PROBE_BACKOFF_MIN;
+        assert_eq!(
+            cap.tick(early, false, Some(300_000)),
+            Some(255_000),
+            "still held"
+        );
+        let mut t = failed + 2 * PROBE_BACKOFF_MIN;
+        assert_eq!(cap.tick(t, false, Some(300_000)), Some(382_500));
+        // Probes that hold go on, sooner, until the cap is past any camera: lifted, three times.
+        let mut remb = Vec::new();
+        for _ in 0..80 {
+            t += Duration::from_millis(500);
+            remb.push(cap.tick(t, false, Some(300_000)));
+        }
+        let lifts = remb
+            .iter()
+            .filter(|r| **r == Some(UPLINK_UNCAPPED_BPS))
+            .count();
+        assert_eq!(lifts, UPLINK_LIFTS as usize, "{remb:?}");
+        assert_eq!(remb.last(), Some(&None));
+        // Estimates stop (the subscriber left): lifted at once.
+        let mut cap = UplinkCap::default();
+        cap.tick(t0, true, Some(300_000));
+        assert_eq!(cap.tick(at(500), false, None), Some(UPLINK_UNCAPPED_BPS));
+    }
+
+    #[test]
+    fn a_link_counts_as_congested_when_its_estimate_falls_or_it_loses() {
+        let t0 = Instant::now();
+        let mut b = SubscriberBandwidth::default();
+        assert!(!b.link_congested(t0), "no estimate, no congestion");
+        b.on_estimate(2_000_000, t0);
+        assert!(!b.link_congested(t0));
+        b.on_estimate(1_500_000, t0);
+        assert!(
+            !b.link_congested(t0),
+            "a dip of a quarter is not a full link"
+        );
+        b.on_estimate(900_000, t0);
+        assert!(b.link_congested(t0), "more than half down");
+        assert!(
+            !b.link_congested(t0),
+            "seen: the new level is the reference"
+        );
+        b.on_loss(0.5);
+        assert!(b.link_congested(t0), "loss");
     }
 }

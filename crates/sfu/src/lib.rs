@@ -47,6 +47,7 @@ pub mod rewrite;
 pub(crate) mod room;
 pub mod routing;
 pub mod speakers;
+mod uplink;
 mod worker;
 
 pub use crate::core::{Core, Transmit};

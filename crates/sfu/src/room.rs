@@ -9,7 +9,7 @@ use crate::api::{
     CloseReason, ParticipantInfo, PublishTrack, SfuError, SfuEvent, SfuMetrics, SubscribedTrack,
     TrackInfo, TrackSettings,
 };
-use crate::bwe::SubscriberBandwidth;
+use crate::bwe::{SubscriberBandwidth, UplinkCap};
 use crate::codec::{is_keyframe_start, CodecFamily};
 use crate::ids::{MediaKind, ParticipantId, RoomId, TrackId, TrackSource, TransportRole};
 use crate::negotiation::NegotiationState;
@@ -210,6 +210,8 @@ pub(crate) struct Published {
     /// The packets it received lately, for subscribers' NACKs ([`crate::retransmit`]): one per
     /// track, whatever the number of subscribers; kept across renegotiations.
     pub cache: PacketCache,
+    /// A single-stream video track's cap under its weakest subscriber ([`crate::uplink`]).
+    pub uplink: UplinkCap,
 }
 
 /// One simulcast layer of a published video track.
@@ -710,12 +712,11 @@ pub(crate) struct Room {
     /// When [`Room::select_layers`] runs next, and when it last ran.
     pub next_layer_tick: Instant,
     last_layer_tick: Instant,
-    /// Someone publishes simulcast layers / a microphone with audio levels
-    /// ([`Room::update_flags`]).
-    layered: bool,
+    /// Someone publishes video / a microphone with audio levels ([`Room::update_flags`]).
+    video: bool,
     audio_levels: bool,
-    /// The media plane's counters (the transports' interceptors count into them).
-    metrics: Arc<SfuMetrics>,
+    /// The media plane's counters.
+    pub(crate) metrics: Arc<SfuMetrics>,
 }
 
 impl Room {
@@ -729,7 +730,7 @@ impl Room {
             speakers: SpeakerDetector::new(now),
             next_layer_tick: now + LAYER_TICK,
             last_layer_tick: now,
-            layered: false,
+            video: false,
             audio_levels: false,
         }
     }
@@ -953,6 +954,7 @@ impl Room {
                 layers,
                 extensions,
                 cache,
+                uplink: UplinkCap::default(),
             });
         }
         let removed: Vec<TrackId> = p
@@ -1130,18 +1132,20 @@ impl Room {
         }
     }
 
-    /// Whether anyone publishes a simulcast track (the layer tick runs only then).
-    pub fn has_simulcast(&self) -> bool {
-        self.layered
+    /// Whether anyone publishes video (the layer tick runs only then: simulcast layers, and
+    /// the caps of single-stream video, [`crate::uplink`]).
+    pub fn has_video(&self) -> bool {
+        self.video
     }
 
-    /// Recomputes [`Self::has_simulcast`] and [`Self::has_audio`] (after a negotiation, a
+    /// Recomputes [`Self::has_video`] and [`Self::has_audio`] (after a negotiation, a
     /// departure or a new layer: they are read at every deadline computation, per datagram).
     pub fn update_flags(&mut self) {
-        self.layered = self
-            .participants
-            .iter()
-            .any(|p| p.published.iter().any(|t| !t.layers.is_empty()));
+        self.video = self.participants.iter().any(|p| {
+            p.published
+                .iter()
+                .any(|t| t.source.kind() == MediaKind::Video)
+        });
         self.audio_levels = self
             .participants
             .iter()
@@ -1161,6 +1165,7 @@ impl Room {
             .as_secs_f64()
             .max(0.05);
         self.last_layer_tick = now;
+        self.cap_uplinks(now);
         let mut layered: Vec<(TrackId, Vec<Layer>)> = Vec::new();
         for p in &mut self.participants {
             for t in &mut p.published {

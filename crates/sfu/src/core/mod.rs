@@ -183,7 +183,7 @@ impl Core {
             if room.has_audio() {
                 consider(Some(room.speakers.deadline()));
             }
-            if room.has_simulcast() {
+            if room.has_video() {
                 consider(Some(room.next_layer_tick));
             }
         }
