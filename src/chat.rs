@@ -72,7 +72,9 @@ pub fn wire(m: &StoredMessage) -> ChatMessage {
     }
 }
 
-/// The chat error code for a store error (the only such mapping).
+/// The chat error code for a store error (the only such mapping). Only
+/// [`StoreError::Unavailable`] is `chat_unavailable`, which clients retry; any other database
+/// error is `internal` (retrying would fail the same way).
 pub fn store_error_code(e: &StoreError) -> &'static str {
     match e {
         StoreError::Unavailable(_) => "chat_unavailable",
@@ -80,7 +82,26 @@ pub fn store_error_code(e: &StoreError) -> &'static str {
         StoreError::NotAuthor => "not_author",
         StoreError::Deleted => "deleted",
         StoreError::ClientMsgIdTaken => "bad_request",
-        _ => "chat_unavailable",
+        _ => "internal",
+    }
+}
+
+/// What a client is told of a store error: never the database's own text (it names tables,
+/// constraints, the server's version). The error itself is logged.
+fn store_error_message(what: &str, e: &StoreError) -> String {
+    match e {
+        StoreError::Unavailable(_) => {
+            tracing::warn!(error = %e, "{what}: database unavailable");
+            format!("{what}: the chat is unavailable right now")
+        }
+        StoreError::NotFound
+        | StoreError::NotAuthor
+        | StoreError::Deleted
+        | StoreError::ClientMsgIdTaken => format!("{what}: {e}"),
+        _ => {
+            tracing::error!(error = %e, "{what}: database error");
+            format!("{what}: internal error")
+        }
     }
 }
 
@@ -188,7 +209,7 @@ impl ChatService {
                 self.error(
                     p,
                     store_error_code(&e),
-                    format!("chat history unavailable: {e}"),
+                    store_error_message("chat history unavailable", &e),
                     None,
                 )
                 .await
@@ -312,7 +333,7 @@ impl ChatService {
                         self.error(
                             p,
                             store_error_code(&e),
-                            format!("message not stored: {e}"),
+                            store_error_message("message not stored", &e),
                             Some(client_msg_id),
                         )
                         .await
@@ -345,8 +366,8 @@ impl ChatService {
                             .await;
                     }
                     Err(e) => {
-                        self.error(p, store_error_code(&e), e.to_string(), None)
-                            .await
+                        let msg = store_error_message("message not edited", &e);
+                        self.error(p, store_error_code(&e), msg, None).await
                     }
                 }
             }
@@ -368,8 +389,8 @@ impl ChatService {
                             .await;
                     }
                     Err(e) => {
-                        self.error(p, store_error_code(&e), e.to_string(), None)
-                            .await
+                        let msg = store_error_message("message not deleted", &e);
+                        self.error(p, store_error_code(&e), msg, None).await
                     }
                 }
             }

@@ -387,6 +387,7 @@ export function describeChatError(code, fallback) {
     case 'not_found': return 'That message no longer exists.';
     case 'deleted': return 'That message was deleted.';
     case 'chat_unavailable': return 'The chat is unavailable right now.';
+    case 'internal': return 'The server could not store that message.';
     default: return fallback || code;
   }
 }

@@ -140,6 +140,31 @@ async fn conversation(app: TestApp) {
     assert_eq!(chat_error(&mut a).await, "too_long");
     a.chat_send_raw("{nope").await.unwrap();
     assert_eq!(chat_error(&mut a).await, "bad_json");
+    // A NUL (PostgreSQL refuses it in text) or any other control character: refused before the
+    // database, as the client's mistake (`bad_request`), never as an outage to retry.
+    a.chat_send(&send("e3", "nul\0inside")).await.unwrap();
+    match a
+        .wait_chat(WAIT, |m| matches!(m, ChatServerMessage::Error { .. }))
+        .await
+    {
+        Some(ChatServerMessage::Error {
+            code,
+            message,
+            client_msg_id,
+        }) => {
+            assert_eq!(code, "bad_request");
+            assert!(message.contains("control character"), "{message}");
+            assert_eq!(client_msg_id.as_deref(), Some("e3"));
+        }
+        other => panic!("expected bad_request, got {other:?}"),
+    }
+    a.chat_send(&ChatClientMessage::Edit {
+        id: m1.id.clone(),
+        text: "esc\u{1b}[2J".into(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(chat_error(&mut a).await, "bad_request");
 
     // A late joiner gets the history: joins (system), the edited message, the tombstone.
     let mut c = chatter(&app, &room, "cy").await;
@@ -291,10 +316,15 @@ async fn a_database_outage_fails_sends_visibly_keeps_media_flowing_and_loses_not
         Some(ChatServerMessage::Error {
             code,
             client_msg_id,
-            ..
+            message,
         }) => {
             assert_eq!(code, "chat_unavailable");
             assert_eq!(client_msg_id.as_deref(), Some("during"));
+            // The database's own error text stays in the server's log.
+            assert_eq!(
+                message,
+                "message not stored: the chat is unavailable right now"
+            );
         }
         other => panic!("expected chat_unavailable, got {other:?}"),
     }

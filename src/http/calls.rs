@@ -51,7 +51,7 @@ async fn calls(
         .db()
         .calls_of_user(&claims.sub, limit + 1, before)
         .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        .map_err(ApiError::from_store)?;
     let has_more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
     let calls: Vec<_> = rows

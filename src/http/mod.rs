@@ -102,6 +102,19 @@ pub enum ApiError {
     },
 }
 
+impl ApiError {
+    /// 503 for a store error, with a generic message: the database's own text (tables,
+    /// constraints, versions) never reaches a client; the error is logged instead.
+    pub fn from_store(e: confab_store::StoreError) -> Self {
+        if e.is_retryable() {
+            tracing::warn!(error = %e, "database unavailable");
+        } else {
+            tracing::error!(error = %e, "database error");
+        }
+        ApiError::Unavailable("the database is unavailable right now; retry later".into())
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> actix_web::http::StatusCode {
         use actix_web::http::StatusCode;
@@ -279,7 +292,7 @@ async fn room_messages(
         .chat
         .history_page(&room, before, limit)
         .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        .map_err(ApiError::from_store)?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"messages": messages, "has_more": has_more})))
 }
 

@@ -74,7 +74,9 @@ pub(crate) fn api_error(e: PaidError) -> ApiError {
         },
         PaidError::BadAddress(_) => ApiError::BadRequest(e.to_string()),
         PaidError::ChainUnavailable(_) | PaidError::Unavailable(_) | PaidError::Stopped => {
-            ApiError::Unavailable(e.to_string())
+            // The chain's or the database's own text stays in the log.
+            tracing::warn!(error = %e, "paid sessions unavailable");
+            ApiError::Unavailable("paid sessions are unavailable right now; retry later".into())
         }
     }
 }

@@ -908,7 +908,8 @@ pub mod chat {
         Error {
             /// Stable code: `chat_unavailable` (storage down: retry with the same
             /// client_msg_id), `rate_limited`, `empty`, `too_long`, `not_author`, `not_found`,
-            /// `deleted`, `bad_json`, `bad_request`.
+            /// `deleted`, `bad_json`, `bad_request` (also: a control character other than
+            /// newline and tab in the text), `internal` (a server fault: do not retry).
             code: String,
             /// Human text.
             message: String,

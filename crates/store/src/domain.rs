@@ -17,6 +17,10 @@ pub enum InvalidInput {
         /// The limit, in bytes of UTF-8.
         max: usize,
     },
+    /// The chat text holds a control character other than newline and tab (NUL, escape, …):
+    /// PostgreSQL refuses NUL in text, and none of them belongs in a chat line.
+    #[error("message contains a control character (U+{0:04X})")]
+    ControlCharacter(u32),
     /// The message type is not one of `text`, `system`, `file`.
     #[error("unknown message type {0:?}")]
     UnknownMessageType(String),
@@ -40,7 +44,8 @@ impl ChatText {
     /// Parses a client's text.
     ///
     /// # Errors
-    /// [`InvalidInput::Empty`] if blank, [`InvalidInput::TooLong`] if over [`Self::MAX_BYTES`].
+    /// [`InvalidInput::Empty`] if blank, [`InvalidInput::TooLong`] if over [`Self::MAX_BYTES`],
+    /// [`InvalidInput::ControlCharacter`] for a control character other than `\n` and `\t`.
     pub fn parse(text: impl Into<String>) -> Result<ChatText, InvalidInput> {
         let text = text.into();
         if text.trim().is_empty() {
@@ -51,6 +56,12 @@ impl ChatText {
                 len: text.len(),
                 max: Self::MAX_BYTES,
             });
+        }
+        if let Some(c) = text
+            .chars()
+            .find(|c| c.is_control() && *c != '\n' && *c != '\t')
+        {
+            return Err(InvalidInput::ControlCharacter(u32::from(c)));
         }
         Ok(ChatText(text))
     }
@@ -161,6 +172,23 @@ impl fmt::Display for ClientMsgId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chat_text_refuses_control_characters_but_keeps_newlines_and_tabs() {
+        assert_eq!(
+            ChatText::parse("nul\0here"),
+            Err(InvalidInput::ControlCharacter(0))
+        );
+        assert_eq!(
+            ChatText::parse("esc\u{1b}[31m"),
+            Err(InvalidInput::ControlCharacter(0x1b))
+        );
+        assert_eq!(
+            ChatText::parse("c1\u{85}"),
+            Err(InvalidInput::ControlCharacter(0x85))
+        );
+        assert!(ChatText::parse("two\nlines\tand a tab").is_ok());
+    }
 
     #[test]
     fn chat_text_refuses_blank_text() {

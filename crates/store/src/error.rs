@@ -53,8 +53,8 @@ impl StoreError {
         matches!(self, StoreError::Unavailable(_))
     }
 
-    /// Classifies a sqlx error as [`StoreError::Unavailable`] (transient: connection, pool,
-    /// server shutting down, SQLite busy) or [`StoreError::Database`] (anything else).
+    /// Classifies a sqlx error as [`StoreError::Unavailable`] (transient: connection, protocol,
+    /// pool, server shutting down, SQLite busy) or [`StoreError::Database`] (anything else).
     pub fn from_sqlx(err: sqlx::Error) -> Self {
         if is_transient(&err) {
             StoreError::Unavailable(err)
@@ -76,7 +76,15 @@ const SQLITE_TRANSIENT_CODES: &[i64] = &[5, 6, 10, 13, 14];
 fn is_transient(err: &sqlx::Error) -> bool {
     use sqlx::Error as E;
     match err {
-        E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed => true,
+        // A protocol error is the connection's, not the query's: the peer answered the
+        // handshake with garbage (a proxy or a server going down mid-connect; seen as
+        // "unexpected response from SSLRequest" while a link to PostgreSQL was cut).
+        E::PoolTimedOut
+        | E::PoolClosed
+        | E::Io(_)
+        | E::Tls(_)
+        | E::WorkerCrashed
+        | E::Protocol(_) => true,
         E::Database(db) => {
             if db
                 .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
@@ -93,5 +101,23 @@ fn is_transient(err: &sqlx::Error) -> bool {
             }
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_faults_are_retryable_and_query_faults_are_not() {
+        for transient in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::Protocol("unexpected response from SSLRequest: 0x00".into()),
+            sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+        ] {
+            assert!(StoreError::from_sqlx(transient).is_retryable());
+        }
+        assert!(!StoreError::from_sqlx(sqlx::Error::RowNotFound).is_retryable());
+        assert!(!StoreError::from_sqlx(sqlx::Error::ColumnNotFound("x".into())).is_retryable());
     }
 }
