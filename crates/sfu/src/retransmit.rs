@@ -59,6 +59,14 @@ const AUDIO_CACHE_PACKETS: usize = 64;
 /// renegotiation; a new SSRC takes the slot of the stream written least recently.
 const CACHE_STREAMS: usize = 4;
 
+/// Slots of a cache stream or a sent log for a track of `kind`.
+fn ring_packets(kind: MediaKind) -> usize {
+    match kind {
+        MediaKind::Audio => AUDIO_CACHE_PACKETS,
+        MediaKind::Video => VIDEO_CACHE_PACKETS,
+    }
+}
+
 /// One received packet as the cache keeps it: the fields a retransmission needs (header
 /// extensions are not kept: the retransmission carries the leg's `sdes:mid` only).
 #[derive(Debug, Clone)]
@@ -87,10 +95,7 @@ impl PacketCache {
     /// An empty cache for a track of `kind` (rings are allocated at each SSRC's first packet).
     pub fn new(kind: MediaKind) -> Self {
         Self {
-            capacity: match kind {
-                MediaKind::Audio => AUDIO_CACHE_PACKETS,
-                MediaKind::Video => VIDEO_CACHE_PACKETS,
-            },
+            capacity: ring_packets(kind),
             streams: Vec::new(),
         }
     }
@@ -143,7 +148,7 @@ impl PacketCache {
 
 /// What a downtrack remembers of one packet it sent: where it came from and how it was
 /// rewritten, so a retransmission is the same packet.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct SentPacket {
     /// The sequence number the subscriber saw.
     pub out_seq: u16,
@@ -178,19 +183,6 @@ pub enum NackAnswer {
     OverBudget,
 }
 
-impl PartialEq for SentPacket {
-    fn eq(&self, o: &Self) -> bool {
-        (
-            self.out_seq,
-            self.src_ssrc,
-            self.src_seq,
-            self.out_ts,
-            self.out_pt,
-            self.vp8,
-        ) == (o.out_seq, o.src_ssrc, o.src_seq, o.out_ts, o.out_pt, o.vp8)
-    }
-}
-
 /// The packets one downtrack sent, by outgoing sequence number (see the module docs), and its
 /// retransmission credit.
 pub struct SentLog {
@@ -207,10 +199,7 @@ impl SentLog {
         Self {
             slots: Box::new([]),
             credit: 2 * RETRANSMIT_BURST,
-            capacity: match kind {
-                MediaKind::Audio => AUDIO_CACHE_PACKETS,
-                MediaKind::Video => VIDEO_CACHE_PACKETS,
-            },
+            capacity: ring_packets(kind),
         }
     }
 
