@@ -25,110 +25,110 @@ const sendKbps = async (page) => {
   return ((await bytes()) - a) * 8 / 1000;
 };
 
+/**
+ * Runs `body({ ctx, base, inside, outside })` with a server of its own, one browser in a network
+ * namespace whose link (`netns.throttle(0, …)`) the test limits, and one on this machine.
+ */
+async function withThrottledBrowser(body) {
+  const net = netns.setup({ ns: 'cfbwe', net: 248, links: 1 });
+  try {
+    await withOwnServer({ listen: net.links[0].server, args: ['--public-ip', net.links[0].server] }, async (ctx) => {
+      const { base } = ctx;
+      const opts = { secureOrigin: base };
+      const inside = await launch({ ...opts, executablePath: netns.chromiumIn(net.ns) });
+      const outside = await launch(opts);
+      ctx.browsers.push(inside, outside);
+      await body({ ctx, base, inside, outside });
+    });
+  } finally {
+    netns.teardown({ ns: 'cfbwe', links: 1 });
+  }
+}
+
 test(`a subscriber whose link drops to ${LIMIT_KBIT} kbit/s gets a lower layer within 5 s, keeps its audio, and climbs back; its neighbour keeps the high layer`,
   { timeout: 240_000, skip: why || false }, async () => {
-    const net = netns.setup({ ns: 'cfbwe', net: 248, links: 1 });
-    try {
-      await withOwnServer({ listen: net.links[0].server, args: ['--public-ip', net.links[0].server] }, async (ctx) => {
-        const { base } = ctx;
-        const opts = { secureOrigin: base };
-        const inside = await launch({ ...opts, executablePath: netns.chromiumIn(net.ns) });
-        const outside = await launch(opts);
-        ctx.browsers.push(inside, outside);
-        const room = randomRoom('bwe');
-        const ada = await openRoom(outside, room, 'Ada', { base, captureWidth: 1280, simulcast: true });
-        const bob = await openRoom(inside, room, 'Bob', { base, captureWidth: 320 });
-        const cy = await openRoom(outside, room, 'Cy', { base, captureWidth: 320 });
-        ctx.pages.push(ada, bob, cy);
-        // Only Ada sends: Bob's link carries her camera and microphone, nothing else. Large
-        // windows: both want her top layer.
-        await eventually(async () => (await width(bob)) > 0 && (await width(cy)) > 0, 40_000, 'Bob and Cy to decode Ada');
-        await bob.keyboard.press('v');
-        await cy.keyboard.press('v');
-        await cy.keyboard.press('m');
-        await bob.setViewportSize({ width: 1920, height: 1080 });
-        await cy.setViewportSize({ width: 1920, height: 1080 });
-        await eventually(async () => (await width(bob)) === 1280 && (await width(cy)) === 1280, 40_000,
-          "Bob and Cy to receive Ada's 1280 px layer");
+    await withThrottledBrowser(async ({ ctx, base, inside, outside }) => {
+      const room = randomRoom('bwe');
+      const ada = await openRoom(outside, room, 'Ada', { base, captureWidth: 1280, simulcast: true });
+      const bob = await openRoom(inside, room, 'Bob', { base, captureWidth: 320 });
+      const cy = await openRoom(outside, room, 'Cy', { base, captureWidth: 320 });
+      ctx.pages.push(ada, bob, cy);
+      // Only Ada sends: Bob's link carries her camera and microphone, nothing else. Large
+      // windows: both want her top layer.
+      await eventually(async () => (await width(bob)) > 0 && (await width(cy)) > 0, 40_000, 'Bob and Cy to decode Ada');
+      await bob.keyboard.press('v');
+      await cy.keyboard.press('v');
+      await cy.keyboard.press('m');
+      await bob.setViewportSize({ width: 1920, height: 1080 });
+      await cy.setViewportSize({ width: 1920, height: 1080 });
+      await eventually(async () => (await width(bob)) === 1280 && (await width(cy)) === 1280, 40_000,
+        "Bob and Cy to receive Ada's 1280 px layer");
 
-        netns.throttle(0, LIMIT_KBIT);
-        const cut = Date.now();
-        console.log(`link to Bob limited to ${LIMIT_KBIT} kbit/s at ${new Date(cut).toISOString()}`);
-        let lowered;
-        try {
-          await eventually(async () => (await width(bob)) > 0 && (await width(bob)) < 1280, 5_000,
-            `Bob to get a lower layer on the ${LIMIT_KBIT} kbit/s link`);
-          lowered = Date.now() - cut;
-          console.log(`Bob's layer came down to ${await width(bob)} px ${lowered} ms after the cut`);
-          // Held at the limit for 15 s: Bob's audio from Ada flows, Cy keeps the high layer.
-          const held = await measureCall([bob, ada], ['Bob', 'Ada'], { seconds: 15, windowS: 12, stepMs: 500 });
-          console.log(`at ${LIMIT_KBIT} kbit/s:\n${formatRows(held.rows)}`);
-          const r = held.rows.find((x) => x.receiver === 'Bob' && x.sender === 'Ada');
-          assert.ok(r.audioDelivery >= 0.9, `Bob keeps Ada's audio: ${r.audioReceived}/${r.audioSent}`);
-          assert.ok(r.maxAudioGapS <= 1, `Bob's longest audio gap: ${r.maxAudioGapS} s`);
-          // Each probe for a higher layer costs a few seconds of video on a link that cannot take
-          // it (the probe is the layer itself, no padding yet), so the rate here is modest
-          // (measured 5.5-9.2 fps) but video never stops for good.
-          assert.ok(r.fps >= 3, `Bob still decodes Ada's video: ${r.fps.toFixed(1)} fps`);
-          assert.ok((await width(bob)) < 1280, 'Bob stays below the top layer while the link is limited');
-          assert.equal(await width(cy), 1280, "Cy keeps Ada's top layer");
-        } finally {
-          netns.throttle(0, 0);
-        }
-        const lifted = Date.now();
-        await eventually(async () => (await width(bob)) === 1280, 45_000, "Bob to climb back to Ada's top layer");
-        console.log(`Bob back at 1280 px ${Date.now() - lifted} ms after the limit was lifted`);
-        assert.ok((await metric(base, 'confab_bandwidth_estimates_total')) > 0, 'the server read REMB estimates');
-      });
-    } finally {
-      netns.teardown({ ns: 'cfbwe', links: 1 });
-    }
+      netns.throttle(0, LIMIT_KBIT);
+      const cut = Date.now();
+      console.log(`link to Bob limited to ${LIMIT_KBIT} kbit/s at ${new Date(cut).toISOString()}`);
+      let lowered;
+      try {
+        await eventually(async () => (await width(bob)) > 0 && (await width(bob)) < 1280, 5_000,
+          `Bob to get a lower layer on the ${LIMIT_KBIT} kbit/s link`);
+        lowered = Date.now() - cut;
+        console.log(`Bob's layer came down to ${await width(bob)} px ${lowered} ms after the cut`);
+        // Held at the limit for 15 s: Bob's audio from Ada flows, Cy keeps the high layer.
+        const held = await measureCall([bob, ada], ['Bob', 'Ada'], { seconds: 15, windowS: 12, stepMs: 500 });
+        console.log(`at ${LIMIT_KBIT} kbit/s:\n${formatRows(held.rows)}`);
+        const r = held.rows.find((x) => x.receiver === 'Bob' && x.sender === 'Ada');
+        assert.ok(r.audioDelivery >= 0.9, `Bob keeps Ada's audio: ${r.audioReceived}/${r.audioSent}`);
+        assert.ok(r.maxAudioGapS <= 1, `Bob's longest audio gap: ${r.maxAudioGapS} s`);
+        // Each probe for a higher layer costs a few seconds of video on a link that cannot take
+        // it (the probe is the layer itself, no padding yet), so the rate here is modest
+        // (measured 5.5-9.2 fps) but video never stops for good.
+        assert.ok(r.fps >= 3, `Bob still decodes Ada's video: ${r.fps.toFixed(1)} fps`);
+        assert.ok((await width(bob)) < 1280, 'Bob stays below the top layer while the link is limited');
+        assert.equal(await width(cy), 1280, "Cy keeps Ada's top layer");
+      } finally {
+        netns.throttle(0, 0);
+      }
+      const lifted = Date.now();
+      await eventually(async () => (await width(bob)) === 1280, 45_000, "Bob to climb back to Ada's top layer");
+      console.log(`Bob back at 1280 px ${Date.now() - lifted} ms after the limit was lifted`);
+      assert.ok((await metric(base, 'confab_bandwidth_estimates_total')) > 0, 'the server read REMB estimates');
+    });
   });
 
 test(`a camera sent as one stream is held under a subscriber link that drops to ${LIMIT_KBIT} kbit/s, so that subscriber keeps audio and video, and is released after the limit is lifted`,
   { timeout: 240_000, skip: why || false }, async () => {
-    const net = netns.setup({ ns: 'cfbwe', net: 248, links: 1 });
-    try {
-      await withOwnServer({ listen: net.links[0].server, args: ['--public-ip', net.links[0].server] }, async (ctx) => {
-        const { base } = ctx;
-        const opts = { secureOrigin: base };
-        const inside = await launch({ ...opts, executablePath: netns.chromiumIn(net.ns) });
-        const outside = await launch(opts);
-        ctx.browsers.push(inside, outside);
-        const room = randomRoom('uplink');
-        // No simulcast: the server has no lower layer to give Bob, only the publisher's bitrate.
-        const ada = await openRoom(outside, room, 'Ada', { base, captureWidth: 1280, simulcast: false });
-        const bob = await openRoom(inside, room, 'Bob', { base, captureWidth: 320, simulcast: false });
-        ctx.pages.push(ada, bob);
-        await eventually(async () => (await width(bob)) > 0, 40_000, 'Bob to decode Ada');
-        await bob.keyboard.press('v');
-        await bob.setViewportSize({ width: 1920, height: 1080 });
-        await eventually(async () => (await sendKbps(ada)) > 600, 40_000, 'Ada to send over 600 kbit/s of video');
-        const caps0 = await metric(base, 'confab_publisher_bitrate_caps_total');
+    await withThrottledBrowser(async ({ ctx, base, inside, outside }) => {
+      const room = randomRoom('uplink');
+      // No simulcast: the server has no lower layer to give Bob, only the publisher's bitrate.
+      const ada = await openRoom(outside, room, 'Ada', { base, captureWidth: 1280, simulcast: false });
+      const bob = await openRoom(inside, room, 'Bob', { base, captureWidth: 320, simulcast: false });
+      ctx.pages.push(ada, bob);
+      await eventually(async () => (await width(bob)) > 0, 40_000, 'Bob to decode Ada');
+      await bob.keyboard.press('v');
+      await bob.setViewportSize({ width: 1920, height: 1080 });
+      await eventually(async () => (await sendKbps(ada)) > 600, 40_000, 'Ada to send over 600 kbit/s of video');
+      const caps0 = await metric(base, 'confab_publisher_bitrate_caps_total');
 
-        netns.throttle(0, LIMIT_KBIT);
-        const cut = Date.now();
-        try {
-          await eventually(async () => (await sendKbps(ada)) < LIMIT_KBIT * 0.8, 15_000,
-            `Ada's video to come under Bob's ${LIMIT_KBIT} kbit/s link`);
-          console.log(`Ada's video under ${LIMIT_KBIT * 0.8} kbit/s ${Date.now() - cut} ms after the cut`);
-          const held = await measureCall([bob, ada], ['Bob', 'Ada'], { seconds: 15, windowS: 12, stepMs: 500 });
-          console.log(`at ${LIMIT_KBIT} kbit/s:\n${formatRows(held.rows)}`);
-          const r = held.rows.find((x) => x.receiver === 'Bob' && x.sender === 'Ada');
-          assert.ok(r.audioDelivery >= 0.9, `Bob keeps Ada's audio: ${r.audioReceived}/${r.audioSent}`);
-          assert.ok(r.maxAudioGapS <= 1, `Bob's longest audio gap: ${r.maxAudioGapS} s`);
-          assert.ok(r.fps >= 5, `Bob still decodes Ada's video: ${r.fps.toFixed(1)} fps`);
-          assert.ok(r.maxVideoGapS <= 2, `Bob's longest stretch without a frame: ${r.maxVideoGapS} s`);
-        } finally {
-          netns.throttle(0, 0);
-        }
-        const lifted = Date.now();
-        await eventually(async () => (await sendKbps(ada)) > 600, 60_000, 'Ada to send over 600 kbit/s again');
-        console.log(`Ada back over 600 kbit/s ${Date.now() - lifted} ms after the limit was lifted`);
-        const caps = (await metric(base, 'confab_publisher_bitrate_caps_total')) - caps0;
-        assert.ok(caps > 0, `the server capped Ada with REMB: ${caps} sent`);
-      });
-    } finally {
-      netns.teardown({ ns: 'cfbwe', links: 1 });
-    }
+      netns.throttle(0, LIMIT_KBIT);
+      const cut = Date.now();
+      try {
+        await eventually(async () => (await sendKbps(ada)) < LIMIT_KBIT * 0.8, 15_000,
+          `Ada's video to come under Bob's ${LIMIT_KBIT} kbit/s link`);
+        console.log(`Ada's video under ${LIMIT_KBIT * 0.8} kbit/s ${Date.now() - cut} ms after the cut`);
+        const held = await measureCall([bob, ada], ['Bob', 'Ada'], { seconds: 15, windowS: 12, stepMs: 500 });
+        console.log(`at ${LIMIT_KBIT} kbit/s:\n${formatRows(held.rows)}`);
+        const r = held.rows.find((x) => x.receiver === 'Bob' && x.sender === 'Ada');
+        assert.ok(r.audioDelivery >= 0.9, `Bob keeps Ada's audio: ${r.audioReceived}/${r.audioSent}`);
+        assert.ok(r.maxAudioGapS <= 1, `Bob's longest audio gap: ${r.maxAudioGapS} s`);
+        assert.ok(r.fps >= 5, `Bob still decodes Ada's video: ${r.fps.toFixed(1)} fps`);
+        assert.ok(r.maxVideoGapS <= 2, `Bob's longest stretch without a frame: ${r.maxVideoGapS} s`);
+      } finally {
+        netns.throttle(0, 0);
+      }
+      const lifted = Date.now();
+      await eventually(async () => (await sendKbps(ada)) > 600, 60_000, 'Ada to send over 600 kbit/s again');
+      console.log(`Ada back over 600 kbit/s ${Date.now() - lifted} ms after the limit was lifted`);
+      const caps = (await metric(base, 'confab_publisher_bitrate_caps_total')) - caps0;
+      assert.ok(caps > 0, `the server capped Ada with REMB: ${caps} sent`);
+    });
   });
