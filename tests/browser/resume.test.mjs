@@ -50,6 +50,8 @@ async function call(body, { simulcast = false } = {}) {
       assert.equal(await rover.evaluate(() => window.confab.participantId), roverId, 'Rover kept its id');
       const { rows } = await measureCall([rover, stay], ['Rover', 'Stay'], { seconds: 10, windowS: 8 });
       console.log(formatRows(rows));
+      // A cap here would be the old path's loss read as the new path's congestion.
+      console.log(`publisher bitrate caps: ${await metric(base, 'confab_publisher_bitrate_caps_total')}`);
       for (const r of rows) {
         assert.ok(r.fps >= 15, `${r.receiver} <- ${r.sender}: ${r.fps.toFixed(1)} fps after`);
         if (!simulcast) assert.ok(r.videoDelivery >= 0.95, `${r.receiver} <- ${r.sender}: video ${r.videoReceived}/${r.videoSent}`);

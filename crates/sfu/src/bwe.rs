@@ -50,6 +50,12 @@ pub const LOSS_PAUSE: f64 = 0.2;
 /// An estimate under this fraction of the video being sent means a full link: the layer above a
 /// forced downswitch stops at once ([`SubscriberBandwidth::sheds`]).
 pub const SHED_BELOW: f64 = 0.5;
+/// After the subscriber's media moved to another ICE path (a network change, an ICE restart),
+/// loss reports are ignored and congestion is not judged for this long: the first receiver
+/// reports on the new path still count the packets that went into the dead one (RFC 3550
+/// section 6.4.1, fraction lost since the previous report), and the estimate's peak belongs to
+/// the old path.
+pub const PATH_SETTLE: Duration = Duration::from_secs(3);
 
 /// What the subscriber may receive now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -78,6 +84,8 @@ pub struct SubscriberBandwidth {
     /// Peak of the estimate since [`Self::link_congested`] last saw congestion (kept apart from
     /// `peak`, which [`Self::plan`] resets when it acts).
     link_peak: u64,
+    /// Until then the link is settling on a new path ([`Self::path_changed`]).
+    settling_until: Option<Instant>,
 }
 
 impl Default for SubscriberBandwidth {
@@ -93,6 +101,7 @@ impl Default for SubscriberBandwidth {
             changed: None,
             shed: false,
             link_peak: 0,
+            settling_until: None,
         }
     }
 }
@@ -105,11 +114,30 @@ impl SubscriberBandwidth {
     }
 
     /// A receiver report's fraction lost for one of the streams sent to this subscriber
-    /// (RFC 3550 section 6.4.1: `fraction_lost / 256`), smoothed.
-    pub fn on_loss(&mut self, fraction: f64) {
+    /// (RFC 3550 section 6.4.1: `fraction_lost / 256`), smoothed. Ignored for [`PATH_SETTLE`]
+    /// after [`Self::path_changed`].
+    pub fn on_loss(&mut self, fraction: f64, now: Instant) {
+        if self.settling(now) {
+            return;
+        }
         if fraction.is_finite() {
             self.loss = 0.5 * self.loss + 0.5 * fraction.clamp(0.0, 1.0);
         }
+    }
+
+    /// The subscriber's media moved to another ICE path at `now` (a path switch, a reconnect
+    /// after an ICE restart): what was measured on the old path no longer says anything about
+    /// the new one. Loss and peaks are forgotten; for [`PATH_SETTLE`] loss reports are ignored
+    /// and [`Self::link_congested`] answers `false`.
+    pub fn path_changed(&mut self, now: Instant) {
+        self.loss = 0.0;
+        self.peak = 0;
+        self.link_peak = 0;
+        self.settling_until = Some(now + PATH_SETTLE);
+    }
+
+    fn settling(&self, now: Instant) -> bool {
+        self.settling_until.is_some_and(|t| now < t)
     }
 
     /// The latest estimate, bits per second, if fresh.
@@ -126,7 +154,7 @@ impl SubscriberBandwidth {
     /// delay-based estimate dips by that much with no bottleneck at all. Call once per tick; it
     /// does not disturb [`Self::plan`].
     pub fn link_congested(&mut self, now: Instant) -> bool {
-        let Some(est) = self.estimate(now) else {
+        let Some(est) = self.estimate(now).filter(|_| !self.settling(now)) else {
             self.link_peak = 0;
             return false;
         };
@@ -413,8 +441,8 @@ mod tests {
         // Loss alone also means a full link.
         let mut b = SubscriberBandwidth::default();
         step(&mut b, &mut now, 2_500_000, 1.0);
-        b.on_loss(0.3);
-        b.on_loss(0.3);
+        b.on_loss(0.3, now);
+        b.on_loss(0.3, now);
         step(&mut b, &mut now, 2_500_000, 1.0);
         assert!(b.sheds(), "loss sheds");
     }
@@ -426,7 +454,7 @@ mod tests {
         step(&mut b, &mut now, 600_000, 0.5);
         // A full bottleneck queue: the delay-based estimate no longer falls, but 30 % is lost.
         for _ in 0..3 {
-            b.on_loss(0.3);
+            b.on_loss(0.3, now);
         }
         let a = step(&mut b, &mut now, 600_000, 0.5);
         assert_eq!(
@@ -435,7 +463,7 @@ mod tests {
             "1.5 M does not fit 85 % of 600 k; 500 k does"
         );
         // 2 % loss is no congestion: nothing changes.
-        b.on_loss(0.02);
+        b.on_loss(0.02, now);
         assert_eq!(step(&mut b, &mut now, 600_000, 0.5).cap, Some(1));
     }
 
@@ -496,7 +524,7 @@ mod tests {
             "a low estimate alone follows what is sent: no pause"
         );
         for _ in 0..3 {
-            b.on_loss(0.25);
+            b.on_loss(0.25, now);
         }
         let a = step(&mut b, &mut now, 80_000, 0.5);
         assert_eq!(
@@ -598,7 +626,33 @@ mod tests {
             !b.link_congested(t0),
             "seen: the new level is the reference"
         );
-        b.on_loss(0.5);
+        b.on_loss(0.5, t0);
         assert!(b.link_congested(t0), "loss");
+    }
+
+    #[test]
+    fn after_a_path_change_the_old_paths_loss_and_peak_do_not_count() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut b = SubscriberBandwidth::default();
+        b.on_estimate(2_000_000, t0);
+        assert!(!b.link_congested(t0));
+        // The network changes: the path moves at 1 s. The first reports on the new path count
+        // what went into the dead one (40 % lost), and the estimate restarts lower.
+        b.path_changed(at(1_000));
+        b.on_loss(0.4, at(1_200));
+        b.on_estimate(700_000, at(1_200));
+        assert!(!b.link_congested(at(1_500)), "settling on the new path");
+        b.on_estimate(800_000, at(4_100));
+        assert!(
+            !b.link_congested(at(4_100)),
+            "the old path's loss and 2 Mbit/s peak are forgotten"
+        );
+        // The new path's own collapse still counts.
+        b.on_estimate(300_000, at(5_000));
+        assert!(b.link_congested(at(5_000)));
+        // And so does its own loss, once settled.
+        b.on_loss(0.5, at(5_500));
+        assert!(b.link_congested(at(5_500)));
     }
 }

@@ -265,6 +265,9 @@ impl Core {
         };
         read_into(t, key, tuple, data, now);
         if switched.is_some() {
+            if role == TransportRole::Subscriber {
+                room.participants[idx].bandwidth.path_changed(now);
+            }
             // Packets were lost on the old path: a keyframe now, not when the receivers ask.
             let sent = room.request_keyframes_after_path_switch(idx, role, now);
             SfuMetrics::add(&self.metrics.plis_sent, sent);
@@ -1201,7 +1204,7 @@ fn drive(
                 if let Some(lost) = lost {
                     room.participants[idx]
                         .bandwidth
-                        .on_loss(f64::from(lost) / 256.0);
+                        .on_loss(f64::from(lost) / 256.0, now);
                 }
                 let wants = packets.iter().any(|p| {
                     let any = p.as_any();
@@ -1327,6 +1330,7 @@ fn on_pc_event(
                     SfuMetrics::add(&metrics.plis_sent, plis);
                 }
                 (TransportRole::Subscriber, RTCPeerConnectionState::Connected) => {
+                    p.bandwidth.path_changed(now);
                     let wanted: Vec<crate::ids::TrackId> = p
                         .downtracks
                         .iter()
