@@ -169,7 +169,16 @@ pub struct SocketLimits {
     opens_by_ip: IpLimiter,
     joins_by_ip: IpLimiter,
     joins_by_user: KeyedLimiter<String>,
+    /// Changes others must hear of (mute toggles, publish offers) per subject, across all its
+    /// sockets ([`CHANGES_PER_S`], [`CHANGES_BURST`]).
+    changes_by_user: KeyedLimiter<String>,
 }
+
+/// Changes every other participant hears of (`mute`, `publish_offer`) per second per subject,
+/// across all its sockets: far above what a person clicking does, far below a flood.
+pub const CHANGES_PER_S: f64 = 2.0;
+/// Burst of [`CHANGES_PER_S`] (a join publishes, a screen share starts, a few toggles).
+pub const CHANGES_BURST: u32 = 20;
 
 impl SocketLimits {
     /// Limits with these budgets.
@@ -185,6 +194,7 @@ impl SocketLimits {
             opens_by_ip: KeyedLimiter::new(f64::from(opens) / 10.0, opens),
             joins_by_ip: per_min(settings.joins_per_ip_per_min),
             joins_by_user: per_min(settings.joins_per_user_per_min),
+            changes_by_user: KeyedLimiter::new(CHANGES_PER_S, CHANGES_BURST),
         })
     }
 
@@ -236,6 +246,16 @@ impl SocketLimits {
         }
     }
 
+    /// Takes one change others hear of (a `mute`, a `publish_offer`) from `user`'s budget,
+    /// shared by all its sockets. Errors: [`LimitError::RateLimited`] (`"changes"`).
+    pub fn allow_change(&self, user: &str, now: Instant) -> Result<(), LimitError> {
+        if self.changes_by_user.allow(&user.to_owned(), now) {
+            Ok(())
+        } else {
+            Err(LimitError::RateLimited("changes"))
+        }
+    }
+
     /// Sockets open now (from all addresses).
     pub fn open_sockets(&self) -> u64 {
         let by_ip = self.open_by_ip.lock().unwrap_or_else(|p| p.into_inner());
@@ -271,6 +291,12 @@ impl SocketSlot {
     /// Takes one `join` or `resume` from this socket's address's and subject's budgets.
     pub fn allow_join(&self, now: Instant) -> Result<(), LimitError> {
         self.limits.allow_join(self.ip, &self.user, now)
+    }
+
+    /// Takes one change others hear of from this socket's subject's budget
+    /// ([`SocketLimits::allow_change`]).
+    pub fn allow_change(&self, now: Instant) -> Result<(), LimitError> {
+        self.limits.allow_change(&self.user, now)
     }
 }
 

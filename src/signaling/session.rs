@@ -22,10 +22,9 @@ use crate::paid::{parse_address, PaidError, PaidEvent, PaidHandle, Presence};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
 use confab_sfu::{
     Attachment, MediaKind, ParticipantId, ParticipantInfo, PublishTrack, RoomId, SfuEvent,
-    SfuHandle, TrackId, TrackInfo, TrackSettings, TrackSource, TransportRole, EVENT_QUEUE,
+    SfuHandle, TrackId, TrackInfo, TrackSettings, TrackSource, TransportRole,
 };
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 /// WebSocket ping interval.
@@ -38,8 +37,9 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Signaling rate limit: average messages per second per socket.
 pub const RATE_PER_S: f64 = 5.0;
-/// Signaling rate limit: burst.
-pub const RATE_BURST: u32 = 100;
+/// Signaling rate limit: burst. What the page sends at once (a join, its offer, trickled
+/// candidates, `track_settings` for every tile of a 16-person room) is about 30 messages.
+pub const RATE_BURST: u32 = 50;
 /// Longest a session waits for its detached participant to be resumed or to leave (above any
 /// sane resume grace period; the media plane decides first).
 const LINGER_LIMIT: Duration = Duration::from_secs(300);
@@ -66,7 +66,7 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 struct Joined {
     participant: ParticipantId,
     room: RoomId,
-    events: mpsc::Receiver<SfuEvent>,
+    events: confab_sfu::EventReceiver,
     chat: ChatParticipant,
     /// This socket's claim on the participant (a resume elsewhere ends it).
     attachment: Attachment,
@@ -157,6 +157,11 @@ pub async fn run(
                                 && slot.allow_join(Instant::now()).is_err() =>
                             {
                                 send_with(&mut session, &ServerMessage::error(ErrorCode::RateLimited, "too many joins from your address or account; retry in a few seconds"), rid.as_ref()).await;
+                            }
+                            Ok(ClientMessage::Mute { .. } | ClientMessage::PublishOffer { .. })
+                                if slot.allow_change(Instant::now()).is_err() =>
+                            {
+                                send_with(&mut session, &ServerMessage::error(ErrorCode::RateLimited, "too many mute or publish changes from your account; slow down"), rid.as_ref()).await;
                             }
                             Ok(m) => {
                                 let joining = joined.is_none() && matches!(m, ClientMessage::Join { .. });
@@ -357,7 +362,7 @@ fn paid_session_msg(info: &crate::paid::PaidInfo) -> ServerMessage {
 /// Waits on a detached participant's old event queue: `true` when it resumed on another socket,
 /// `false` when the grace period ended (or the media plane went away). Other events are
 /// dropped: the resumed session gets the room as it is then.
-async fn linger(events: &mut mpsc::Receiver<SfuEvent>, attachment: &Attachment) -> bool {
+async fn linger(events: &mut confab_sfu::EventReceiver, attachment: &Attachment) -> bool {
     let wait = async {
         while let Some(ev) = events.recv().await {
             if let SfuEvent::Closed(reason) = ev {
@@ -448,7 +453,7 @@ async fn handle(
                 ))
             }
             Ok(room_id) => {
-                let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+                let (tx, rx) = confab_sfu::mailbox();
                 match sfu
                     .join(
                         room_id.clone(),
@@ -511,7 +516,7 @@ async fn handle(
                 )
                 .await;
             };
-            let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+            let (tx, rx) = confab_sfu::mailbox();
             match sfu.resume(pid, resume_token, claims.sub.clone(), tx).await {
                 Ok(info) => {
                     let msg = ServerMessage::Resumed {

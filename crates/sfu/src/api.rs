@@ -12,11 +12,6 @@ use tokio::sync::{mpsc, oneshot};
 /// (back-pressure on the signaling sockets), they never drop a command.
 pub const COMMAND_QUEUE: usize = 1024;
 
-/// Capacity of one participant's event queue towards its signaling session. When full (the
-/// session stopped reading), the participant is removed from its room with
-/// [`CloseReason::SignalingBacklog`]: no event is silently lost for a participant that stays.
-pub const EVENT_QUEUE: usize = 256;
-
 /// Settings of the media plane.
 #[derive(Debug, Clone)]
 pub struct MediaConfig {
@@ -236,7 +231,8 @@ pub enum CloseReason {
     TransportFailed,
     /// Handling this participant's input panicked; it was removed so the room goes on.
     InternalError,
-    /// The participant's event queue overflowed ([`EVENT_QUEUE`]).
+    /// The participant's signaling session stopped reading its events for
+    /// [`crate::mailbox::STALLED_AFTER`] (or [`crate::mailbox::MAX_QUEUED`] waited).
     SignalingBacklog,
     /// The server is shutting down.
     Shutdown,
@@ -547,7 +543,7 @@ pub(crate) enum Command {
         room: RoomId,
         name: String,
         user: String,
-        events: mpsc::Sender<SfuEvent>,
+        events: crate::mailbox::EventSender,
         reply: oneshot::Sender<Result<JoinInfo, SfuError>>,
     },
     PublishOffer {
@@ -602,7 +598,7 @@ pub(crate) enum Command {
         participant: ParticipantId,
         token: String,
         user: String,
-        events: mpsc::Sender<SfuEvent>,
+        events: crate::mailbox::EventSender,
         reply: oneshot::Sender<Result<ResumeInfo, SfuError>>,
     },
     RestartIce {
@@ -675,13 +671,13 @@ impl SfuHandle {
 
     /// Joins `room` as `name` on behalf of `user` (the access token's subject: only that user
     /// may resume the participant); `events` receives this participant's [`SfuEvent`]s (create
-    /// it with capacity [`EVENT_QUEUE`]). Errors: [`SfuError::RoomFull`], [`SfuError::Stopped`].
+    /// it from [`crate::mailbox::mailbox`]). Errors: [`SfuError::RoomFull`], [`SfuError::Stopped`].
     pub async fn join(
         &self,
         room: RoomId,
         name: String,
         user: String,
-        events: mpsc::Sender<SfuEvent>,
+        events: crate::mailbox::EventSender,
     ) -> Result<JoinInfo, SfuError> {
         self.call(|reply| Command::Join {
             room,
@@ -838,7 +834,7 @@ impl SfuHandle {
         participant: ParticipantId,
         token: String,
         user: String,
-        events: mpsc::Sender<SfuEvent>,
+        events: crate::mailbox::EventSender,
     ) -> Result<ResumeInfo, SfuError> {
         self.call(|reply| Command::Resume {
             participant,

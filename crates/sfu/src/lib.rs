@@ -39,6 +39,7 @@ pub mod bwe;
 pub mod codec;
 pub mod core;
 pub mod ids;
+pub mod mailbox;
 pub mod negotiation;
 pub mod peer;
 pub mod remote_offer;
@@ -57,7 +58,7 @@ pub use api::{
     Attachment, CloseReason, HostAction, JoinInfo, MediaConfig, MediaInterface, ParticipantInfo,
     ParticipantSnapshot, PublishTrack, ResumeInfo, RoomEvent, RoomSnapshot, SfuError, SfuEvent,
     SfuHandle, SfuMetrics, SubscribedTrack, TrackInfo, TrackSettings, TransportSnapshot,
-    EVENT_QUEUE,
 };
+pub use mailbox::{mailbox, EventReceiver, EventSender};
 pub use ids::{MediaKind, ParticipantId, RoomId, RoomIdError, TrackId, TrackSource, TransportRole};
 pub use worker::{spawn_media_worker, ROOM_EVENTS};

@@ -36,7 +36,6 @@ use rtc::shared::FiveTuple;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 /// Least time between two keyframe requests sent to a publisher for one track; subscribers'
@@ -437,7 +436,7 @@ pub const EARLY_RTP_PACKETS: usize = 384;
 pub(crate) struct Participant {
     pub id: ParticipantId,
     pub name: String,
-    pub events: mpsc::Sender<SfuEvent>,
+    pub events: crate::mailbox::EventSender,
     pub publisher: Transport,
     pub subscriber: Option<Transport>,
     pub published: Vec<Published>,
@@ -535,25 +534,13 @@ impl Participant {
         }
     }
 
-    /// Queues an event for the signaling session; a full queue closes the participant.
+    /// Queues an event for the signaling session ([`crate::mailbox`]: state events coalesce).
+    /// A session that stopped reading for seconds, or is gone, closes the participant.
     pub fn send(&mut self, ev: SfuEvent) {
-        if let Err(e) = self.events.try_send(ev) {
-            match e {
-                mpsc::error::TrySendError::Full(_) => {
-                    warn!(participant = %self.id, "event queue full: removing participant");
-                    self.closing.get_or_insert(CloseReason::SignalingBacklog);
-                }
-                mpsc::error::TrySendError::Closed(_) => {
-                    self.closing.get_or_insert(CloseReason::SignalingBacklog);
-                }
+        if let Err(e) = self.events.send(ev, Instant::now()) {
+            if e != crate::mailbox::Backlog::Closed {
+                warn!(participant = %self.id, ?e, "signaling session stopped reading: removing participant");
             }
-        }
-    }
-
-    /// Sends `ev` if its queue has room, else drops it: for events another one soon replaces
-    /// (active speakers), so noise others make never fills this participant's queue.
-    pub fn send_lossy(&mut self, ev: SfuEvent) {
-        if let Err(mpsc::error::TrySendError::Closed(_)) = self.events.try_send(ev) {
             self.closing.get_or_insert(CloseReason::SignalingBacklog);
         }
     }
@@ -744,7 +731,7 @@ impl Room {
         id: ParticipantId,
         name: String,
         user: String,
-        events: mpsc::Sender<SfuEvent>,
+        events: crate::mailbox::EventSender,
         local: &LocalCandidates,
         now: Instant,
         connect_by: Instant,
@@ -1365,7 +1352,7 @@ impl Room {
             .collect();
         if let Some(list) = self.speakers.tick(now, window) {
             for p in &mut self.participants {
-                p.send_lossy(SfuEvent::ActiveSpeakers(list.clone()));
+                p.send(SfuEvent::ActiveSpeakers(list.clone()));
             }
         }
     }

@@ -39,7 +39,7 @@ use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use tracing::{debug, error, info, warn};
 
 /// How long a participant whose signaling socket is gone stays, by default.
@@ -471,14 +471,14 @@ impl Core {
     }
 
     /// Joins (creating when needed) `room` as `name`; `events` is this participant's queue
-    /// ([`crate::EVENT_QUEUE`] slots; a full queue closes the participant). Errors: `RoomFull`,
+    /// ([`crate::mailbox`]: a session that stops reading for seconds closes the participant). Errors: `RoomFull`,
     /// `NegotiationFailed` (no peer connection could be built).
     pub fn join(
         &mut self,
         room: RoomId,
         name: String,
         user: String,
-        events: mpsc::Sender<SfuEvent>,
+        events: crate::mailbox::EventSender,
         now: Instant,
     ) -> Result<JoinInfo, SfuError> {
         self.join_room(room, name, user, events, now)
@@ -660,7 +660,7 @@ impl Core {
         participant: ParticipantId,
         token: &str,
         user: &str,
-        events: mpsc::Sender<SfuEvent>,
+        events: crate::mailbox::EventSender,
         now: Instant,
     ) -> Result<ResumeInfo, SfuError> {
         let max = self.max_participants;
@@ -689,7 +689,7 @@ impl Core {
             // Before the old queue closes, so that its session, seeing it closed, finds itself
             // no longer current even when this event did not fit.
             p.attachment = p.attachment.next();
-            let _ = old.try_send(SfuEvent::Closed(CloseReason::Resumed));
+            let _ = old.send(SfuEvent::Closed(CloseReason::Resumed), now);
             let was_detached = p.detached_since.take().is_some();
             // An offer sent to the old socket will never be answered there: send the same offer
             // again (a new one only if none is pending). ICE is not restarted here (a socket drop
@@ -864,7 +864,7 @@ impl Core {
         room_id: RoomId,
         name: String,
         user: String,
-        events: mpsc::Sender<SfuEvent>,
+        events: crate::mailbox::EventSender,
         now: Instant,
     ) -> Result<JoinInfo, SfuError> {
         let max = self.max_participants;

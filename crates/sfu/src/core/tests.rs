@@ -30,7 +30,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 
 /// The core's one media address.
 const SERVER: &str = "10.0.0.1:7882";
@@ -117,7 +117,7 @@ struct Received {
 struct Client {
     name: String,
     id: ParticipantId,
-    events: mpsc::Receiver<SfuEvent>,
+    events: crate::mailbox::EventReceiver,
     pub_addr: SocketAddr,
     sub_addr: SocketAddr,
     publisher: RTCPeerConnection,
@@ -211,7 +211,7 @@ impl Net {
         self.next_host += 1;
         let pub_addr: SocketAddr = format!("10.0.1.{host}:5000").parse().unwrap();
         let sub_addr: SocketAddr = format!("10.0.1.{host}:5001").parse().unwrap();
-        let (tx, rx) = mpsc::channel(crate::api::EVENT_QUEUE);
+        let (tx, rx) = crate::mailbox::mailbox();
         let info = self
             .core
             .join(
@@ -419,7 +419,7 @@ impl Net {
             }
             // Signaling.
             for ci in 0..self.clients.len() {
-                while let Ok(ev) = self.clients[ci].events.try_recv() {
+                while let Some(ev) = self.clients[ci].events.try_recv() {
                     moved = true;
                     self.on_event(ci, ev);
                 }
@@ -965,14 +965,14 @@ fn a_participant_whose_socket_drops_stays_with_its_media_and_resumes_unseen_as_a
     net.assert_flowing("bob", "ada", Duration::from_secs(3), STEP);
     net.assert_flowing("ada", "bob", Duration::from_secs(3), STEP);
     // A wrong token is refused; the right one takes her over on a new queue.
-    let (tx, rx) = mpsc::channel(crate::api::EVENT_QUEUE);
+    let (tx, rx) = crate::mailbox::mailbox();
     assert_eq!(
         net.core
             .resume(
                 ada,
                 "0123456789abcdef0123456789abcdef",
                 "user-ada",
-                tx.clone(),
+                crate::mailbox::mailbox().0,
                 net.now
             )
             .err(),
@@ -981,7 +981,13 @@ fn a_participant_whose_socket_drops_stays_with_its_media_and_resumes_unseen_as_a
     let token = net.client("ada").resume_token.clone();
     assert_eq!(
         net.core
-            .resume(ada, &token, "user-bob", tx.clone(), net.now)
+            .resume(
+                ada,
+                &token,
+                "user-bob",
+                crate::mailbox::mailbox().0,
+                net.now
+            )
             .err(),
         Some(crate::api::SfuError::ResumeFailed),
         "the right token from another user"
@@ -996,11 +1002,11 @@ fn a_participant_whose_socket_drops_stays_with_its_media_and_resumes_unseen_as_a
     assert!(
         matches!(
             old.try_recv(),
-            Ok(SfuEvent::Closed(crate::api::CloseReason::Resumed))
+            Some(SfuEvent::Closed(crate::api::CloseReason::Resumed))
         ) || {
             // Events that were queued before the handover come first.
             let mut last = None;
-            while let Ok(e) = old.try_recv() {
+            while let Some(e) = old.try_recv() {
                 last = Some(e);
             }
             matches!(
@@ -1074,7 +1080,7 @@ fn a_participant_not_resumed_within_the_grace_period_leaves() {
         Some(crate::api::CloseReason::GraceExpired)
     );
     let token = net.client("bob").resume_token.clone();
-    let (tx, _rx) = mpsc::channel(1);
+    let (tx, _rx) = crate::mailbox::mailbox();
     assert!(
         net.core
             .resume(bob, &token, "user-bob", tx, net.now)
@@ -1189,7 +1195,7 @@ fn a_resume_while_a_subscribe_offer_awaits_its_answer_sends_that_same_offer_agai
     c.hold_answers = false;
     c.held = None;
     let token = c.resume_token.clone();
-    let (tx, rx) = mpsc::channel(crate::api::EVENT_QUEUE);
+    let (tx, rx) = crate::mailbox::mailbox();
     net.core
         .resume(bob, &token, "user-bob", tx, net.now)
         .expect("resumed");
