@@ -33,9 +33,12 @@ pub const PAID_COMMANDS: usize = 256;
 pub const PAID_EVENTS: usize = 256;
 /// How often an end the database refused is retried.
 const END_RETRY: Duration = Duration::from_secs(1);
+/// Longest a start waits for the chain's `activeSessions` answer: past it the start is refused
+/// with [`PaidError::ChainUnavailable`] (the student may send it again).
+pub const CHAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a paid-session request was refused.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PaidError {
     /// The chain shows no active session of this tutor with this student.
     #[error("no active session of this tutor with this student on chain")]
@@ -59,6 +62,26 @@ pub enum PaidError {
     /// The task stopped.
     #[error("paid sessions stopped")]
     Stopped,
+}
+
+impl PaidError {
+    /// The text a client is shown: the refusal itself, but for an outage (chain, database) a
+    /// generic sentence: the chain's or the database's own text (URLs, SQL) is logged here,
+    /// never sent.
+    pub fn client_message(&self) -> String {
+        match self {
+            PaidError::ChainUnavailable(_) | PaidError::Unavailable(_) | PaidError::Stopped => {
+                warn!(error = %self, "paid sessions unavailable");
+                match self {
+                    PaidError::ChainUnavailable(_) => {
+                        "the chain did not answer; retry in a moment".into()
+                    }
+                    _ => "paid sessions are unavailable right now; retry later".into(),
+                }
+            }
+            _ => self.to_string(),
+        }
+    }
 }
 
 /// A running paid session, as reported to clients.
@@ -227,17 +250,24 @@ impl PaidHandle {
         rx.await.map_err(|_| PaidError::Stopped)?
     }
 
-    /// Reports presence; does nothing for rooms without a paid session or non-parties.
+    /// Reports presence; does nothing for rooms without a paid session or non-parties. A
+    /// heartbeat never waits: when the task's queue is full it is dropped (the next one comes
+    /// soon). Other reports wait for room in the queue, which the task drains without awaiting
+    /// any I/O (chain and database calls run beside it), so this is brief.
     pub async fn presence(&self, room: &RoomId, user: &str, what: Presence) {
-        let _ = self
-            .tx
-            .send(Command::Presence {
-                room: room.to_string(),
-                who: Who::User(user.to_owned()),
-                what,
-                reply: None,
-            })
-            .await;
+        let cmd = Command::Presence {
+            room: room.to_string(),
+            who: Who::User(user.to_owned()),
+            what,
+            reply: None,
+        };
+        if what == Presence::Heartbeat {
+            if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(cmd) {
+                warn!(room = %room, "paid-session task busy: heartbeat dropped");
+            }
+        } else {
+            let _ = self.tx.send(cmd).await;
+        }
     }
 
     /// Reports presence of a party named by another backend; `false` when the room has no paid
@@ -309,8 +339,33 @@ struct Task {
     waker: Arc<Notify>,
     events: broadcast::Sender<PaidEvent>,
     running: HashMap<String, Running>,
+    /// Starts being checked on chain and stored, beside the task: the start asked for and
+    /// everyone waiting for its answer (a resend of the same start waits for the first).
+    starting: HashMap<String, Starting>,
     /// Ends decided but not yet stored (database down): retried.
     unsaved: Vec<PaidEnded>,
+    /// Ends being stored now, beside the task.
+    storing: bool,
+    /// Where the work done beside the task reports back.
+    done_tx: mpsc::UnboundedSender<Done>,
+}
+
+struct Starting {
+    key: (Address, Address, u8),
+    waiters: Vec<oneshot::Sender<Result<PaidInfo, PaidError>>>,
+}
+
+/// The result of chain or database work the task started beside itself (it never awaits I/O
+/// in its command loop, so presence and heartbeats of every room are handled meanwhile).
+enum Done {
+    Started {
+        room: String,
+        result: Result<PaidInfo, PaidError>,
+    },
+    Stored {
+        stored: Vec<PaidEnded>,
+        failed: Vec<PaidEnded>,
+    },
 }
 
 /// Starts the paid-session task. `chain` is a read-only client (checks `activeSessions`);
@@ -323,6 +378,7 @@ pub async fn spawn(
 ) -> Result<PaidHandle, PaidError> {
     let (tx, rx) = mpsc::channel(PAID_COMMANDS);
     let (events, _) = broadcast::channel(PAID_EVENTS);
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
     let mut task = Task {
         db: db.clone(),
         chain,
@@ -330,7 +386,10 @@ pub async fn spawn(
         waker,
         events: events.clone(),
         running: HashMap::new(),
+        starting: HashMap::new(),
         unsaved: vec![],
+        storing: false,
+        done_tx,
     };
     let open = repo::open_paid_sessions(&db)
         .await
@@ -363,25 +422,36 @@ pub async fn spawn(
         };
         task.running.insert(p.room_id, Running { info, tracker });
     }
-    tokio::spawn(task.run(rx));
+    tokio::spawn(task.run(rx, done_rx));
     Ok(PaidHandle { tx, events, db })
 }
 
 impl Task {
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Command>,
+        mut done_rx: mpsc::UnboundedReceiver<Done>,
+    ) {
+        let mut retry_at: Option<Instant> = None;
         loop {
+            if self.unsaved.is_empty() || self.storing {
+                retry_at = None;
+            } else if retry_at.is_none() {
+                retry_at = Some(Instant::now() + END_RETRY);
+            }
             let deadline = self
                 .running
                 .values()
                 .filter_map(|r| r.tracker.next_deadline())
-                .chain((!self.unsaved.is_empty()).then(|| Instant::now() + END_RETRY))
+                .chain(retry_at)
                 .min()
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 cmd = rx.recv() => match cmd {
-                    Some(cmd) => self.handle(cmd).await,
+                    Some(cmd) => self.handle(cmd),
                     None => return,
                 },
+                Some(done) = done_rx.recv() => self.on_done(done),
                 _ = tokio::time::sleep_until(deadline.into()) => {}
             }
             let now = Instant::now();
@@ -391,9 +461,12 @@ impl Task {
                 .filter_map(|(room, r)| r.tracker.poll(now).map(|reason| (room.clone(), reason)))
                 .collect();
             for (room, reason) in ended {
-                self.end(&room, reason).await;
+                self.end(&room, reason);
             }
-            self.store_unsaved().await;
+            if retry_at.is_some_and(|t| t <= now) {
+                retry_at = None;
+                self.store_unsaved();
+            }
         }
     }
 
@@ -413,7 +486,7 @@ impl Task {
         }
     }
 
-    async fn handle(&mut self, cmd: Command) {
+    fn handle(&mut self, cmd: Command) {
         match cmd {
             Command::Start {
                 room,
@@ -421,9 +494,7 @@ impl Task {
                 tutor,
                 language,
                 reply,
-            } => {
-                let _ = reply.send(self.start(room, student, tutor, language).await);
-            }
+            } => self.start(room, (student, tutor, language), reply),
             Command::Presence {
                 room,
                 who,
@@ -449,7 +520,7 @@ impl Task {
                     None => false,
                 };
                 if let Some(reason) = ended {
-                    self.end(&room, reason).await;
+                    self.end(&room, reason);
                 }
                 if let Some(reply) = reply {
                     let _ = reply.send(known);
@@ -461,62 +532,86 @@ impl Task {
         }
     }
 
-    async fn start(
+    /// Starts tracking `room`'s paid session `key` (student, tutor, language): answered at once
+    /// when it runs (or the room is busy), else checked on chain and stored beside the task,
+    /// which answers `reply` when that is done ([`Done::Started`]).
+    fn start(
         &mut self,
         room: String,
-        student: Address,
-        tutor: Address,
-        language: u8,
-    ) -> Result<PaidInfo, PaidError> {
+        key: (Address, Address, u8),
+        reply: oneshot::Sender<Result<PaidInfo, PaidError>>,
+    ) {
+        let (student, tutor, language) = key;
         if let Some(r) = self.running.get(&room) {
-            if r.info.student == student && r.info.tutor == tutor && r.info.language == language {
-                return Ok(r.info.clone()); // a resend: already tracked
-            }
-            // Replacing it would leave the running one unsettled: one paid session per room.
-            return Err(PaidError::RoomBusy);
+            let _ = reply.send(
+                if r.info.student == student && r.info.tutor == tutor && r.info.language == language
+                {
+                    Ok(r.info.clone()) // a resend: already tracked
+                } else {
+                    // Replacing it would leave the running one unsettled: one paid session per room.
+                    Err(PaidError::RoomBusy)
+                },
+            );
+            return;
         }
-        let active = self
-            .chain
-            .active_session(tutor)
-            .await
-            .map_err(|e| PaidError::ChainUnavailable(e.to_string()))?
-            .filter(|a| a.student == student)
-            .ok_or(PaidError::NotOnChain)?;
-        let new = NewPaidSession {
-            room_id: room.clone(),
-            student,
-            tutor,
-            language,
-            chain_session_id: Some(active.session_id),
-        };
-        let id = match repo::start_paid_session(&self.db, &new, Utc::now()).await {
-            Ok(id) => id,
-            Err(RepoError::TutorBusy) => return Err(PaidError::TutorBusy),
-            Err(e) => return Err(PaidError::Unavailable(e.to_string())),
-        };
-        let info = PaidInfo {
-            id,
-            room: room.clone(),
-            student,
-            tutor,
-            language,
-            chain_session_id: active.session_id,
-            rate_per_second: active.rate_per_second,
-            started_at: active.start_time,
-        };
-        info!(room = %room, id = %id, tutor = %tutor, "paid session started");
-        let _ = self.events.send(PaidEvent::Started(info.clone()));
-        self.running.insert(
-            room,
-            Running {
-                info: info.clone(),
-                tracker: PaidSessionTracker::new(self.policy, Instant::now()),
+        if let Some(s) = self.starting.get_mut(&room) {
+            if s.key == key {
+                s.waiters.push(reply);
+            } else {
+                let _ = reply.send(Err(PaidError::RoomBusy));
+            }
+            return;
+        }
+        self.starting.insert(
+            room.clone(),
+            Starting {
+                key,
+                waiters: vec![reply],
             },
         );
-        Ok(info)
+        let (chain, db, done) = (self.chain.clone(), self.db.clone(), self.done_tx.clone());
+        tokio::spawn(async move {
+            let result = check_and_store(&chain, &db, &room, key).await;
+            let _ = done.send(Done::Started { room, result });
+        });
     }
 
-    async fn end(&mut self, room: &str, reason: EndReason) {
+    fn on_done(&mut self, done: Done) {
+        match done {
+            Done::Started { room, result } => {
+                let Some(starting) = self.starting.remove(&room) else {
+                    return;
+                };
+                if let Ok(info) = &result {
+                    info!(room = %room, id = %info.id, tutor = %info.tutor, "paid session started");
+                    let _ = self.events.send(PaidEvent::Started(info.clone()));
+                    self.running.insert(
+                        room,
+                        Running {
+                            info: info.clone(),
+                            tracker: PaidSessionTracker::new(self.policy, Instant::now()),
+                        },
+                    );
+                }
+                for w in starting.waiters {
+                    let _ = w.send(result.clone());
+                }
+            }
+            Done::Stored { stored, failed } => {
+                self.storing = false;
+                for e in stored {
+                    self.waker.notify_one();
+                    let _ = self.events.send(PaidEvent::Ended(e));
+                }
+                for e in &failed {
+                    warn!(id = %e.id, "paid session end not stored yet (retrying)");
+                }
+                self.unsaved.extend(failed);
+            }
+        }
+    }
+
+    fn end(&mut self, room: &str, reason: EndReason) {
         let Some(r) = self.running.remove(room) else {
             return;
         };
@@ -526,23 +621,70 @@ impl Task {
             id: r.info.id,
             reason,
         });
-        self.store_unsaved().await;
+        self.store_unsaved();
     }
 
-    async fn store_unsaved(&mut self) {
-        let mut still = Vec::new();
-        for e in std::mem::take(&mut self.unsaved) {
-            match repo::end_paid_session(&self.db, e.id, e.reason, Utc::now()).await {
-                Ok(_) => {
-                    self.waker.notify_one();
-                    let _ = self.events.send(PaidEvent::Ended(e));
-                }
-                Err(err) => {
-                    warn!(id = %e.id, "paid session end not stored yet (retrying): {err}");
-                    still.push(e);
+    /// Stores the ends not stored yet, beside the task (one batch at a time); what fails comes
+    /// back to `unsaved` and is retried after [`END_RETRY`].
+    fn store_unsaved(&mut self) {
+        if self.storing || self.unsaved.is_empty() {
+            return;
+        }
+        self.storing = true;
+        let batch = std::mem::take(&mut self.unsaved);
+        let (db, done) = (self.db.clone(), self.done_tx.clone());
+        tokio::spawn(async move {
+            let mut stored = Vec::new();
+            let mut failed = Vec::new();
+            for e in batch {
+                match repo::end_paid_session(&db, e.id, e.reason, Utc::now()).await {
+                    Ok(_) => stored.push(e),
+                    Err(err) => {
+                        warn!(id = %e.id, "paid session end not stored: {err}");
+                        failed.push(e);
+                    }
                 }
             }
-        }
-        self.unsaved = still;
+            let _ = done.send(Done::Stored { stored, failed });
+        });
     }
+}
+
+/// Checks on chain that `tutor` has an active session with `student` (within [`CHAIN_TIMEOUT`])
+/// and stores the new paid session. Errors: [`PaidError::ChainUnavailable`],
+/// [`PaidError::NotOnChain`], [`PaidError::TutorBusy`], [`PaidError::Unavailable`].
+async fn check_and_store(
+    chain: &ChainClient,
+    db: &Db,
+    room: &str,
+    (student, tutor, language): (Address, Address, u8),
+) -> Result<PaidInfo, PaidError> {
+    let active = tokio::time::timeout(CHAIN_TIMEOUT, chain.active_session(tutor))
+        .await
+        .map_err(|_| PaidError::ChainUnavailable("no answer in time".into()))?
+        .map_err(|e| PaidError::ChainUnavailable(e.to_string()))?
+        .filter(|a| a.student == student)
+        .ok_or(PaidError::NotOnChain)?;
+    let new = NewPaidSession {
+        room_id: room.to_owned(),
+        student,
+        tutor,
+        language,
+        chain_session_id: Some(active.session_id),
+    };
+    let id = match repo::start_paid_session(db, &new, Utc::now()).await {
+        Ok(id) => id,
+        Err(RepoError::TutorBusy) => return Err(PaidError::TutorBusy),
+        Err(e) => return Err(PaidError::Unavailable(e.to_string())),
+    };
+    Ok(PaidInfo {
+        id,
+        room: room.to_owned(),
+        student,
+        tutor,
+        language,
+        chain_session_id: active.session_id,
+        rate_per_second: active.rate_per_second,
+        started_at: active.start_time,
+    })
 }

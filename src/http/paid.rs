@@ -74,9 +74,7 @@ pub(crate) fn api_error(e: PaidError) -> ApiError {
         },
         PaidError::BadAddress(_) => ApiError::BadRequest(e.to_string()),
         PaidError::ChainUnavailable(_) | PaidError::Unavailable(_) | PaidError::Stopped => {
-            // The chain's or the database's own text stays in the log.
-            tracing::warn!(error = %e, "paid sessions unavailable");
-            ApiError::Unavailable("paid sessions are unavailable right now; retry later".into())
+            ApiError::Unavailable(e.client_message())
         }
     }
 }

@@ -651,7 +651,7 @@ async fn handle(
                             j.paid_announced = Some(info.id);
                             paid_session_msg(&info)
                         }
-                        Err(e) => ServerMessage::error(paid_error_code(&e), e.to_string()),
+                        Err(e) => ServerMessage::error(paid_error_code(&e), e.client_message()),
                     }
                 }
             },
