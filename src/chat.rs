@@ -8,8 +8,10 @@ use confab_protocol::chat::{ChatClientMessage, ChatMessage, ChatServerMessage};
 use confab_sfu::{ParticipantId, RoomId, SfuHandle};
 use confab_store::{
     ChatText, ClientMsgId, Db, InsertOutcome, InvalidInput, MessageType, NewMessage, RateLimit,
-    RateLimiter, StoreError, StoredMessage, Uuid,
+    RateLimited, RateLimiter, StoreError, StoredMessage, Uuid,
 };
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// The DataChannel label chat uses.
@@ -24,7 +26,13 @@ const HISTORY_PART_BYTES: usize = 32 * 1024;
 pub struct ChatService {
     db: Db,
     sfu: SfuHandle,
+    /// One budget per user (token subject) for every chat operation — send, edit, delete,
+    /// history — across all the user's sockets ([`RateLimit::CHAT`]).
+    limiters: Arc<Mutex<HashMap<String, RateLimiter>>>,
 }
+
+/// Most users with a chat budget kept; past it, full (idle) budgets are forgotten (no loss).
+const MAX_CHAT_BUDGETS: usize = 10_000;
 
 /// One participant's chat state, owned by its session.
 pub struct ChatParticipant {
@@ -36,7 +44,6 @@ pub struct ChatParticipant {
     pub user_id: String,
     /// Display name.
     pub user_name: String,
-    limiter: RateLimiter,
 }
 
 impl ChatParticipant {
@@ -52,7 +59,6 @@ impl ChatParticipant {
             participant,
             user_id,
             user_name,
-            limiter: RateLimiter::new(RateLimit::CHAT, Instant::now()),
         }
     }
 }
@@ -120,7 +126,38 @@ fn json(m: &ChatServerMessage) -> String {
 impl ChatService {
     /// A chat service over `db`, relaying through `sfu`.
     pub fn new(db: Db, sfu: SfuHandle) -> Self {
-        Self { db, sfu }
+        Self {
+            db,
+            sfu,
+            limiters: Arc::default(),
+        }
+    }
+
+    /// Takes one chat operation from `user`'s budget at `now`. Errors: how long until the next
+    /// one is allowed.
+    fn acquire(&self, user: &str, now: Instant) -> Result<(), RateLimited> {
+        let mut all = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+        if all.len() >= MAX_CHAT_BUDGETS && !all.contains_key(user) {
+            all.retain(|_, l| l.available(now) < RateLimit::CHAT.burst);
+        }
+        all.entry(user.to_owned())
+            .or_insert_with(|| RateLimiter::new(RateLimit::CHAT, now))
+            .try_acquire(now)
+    }
+
+    /// Refuses a chat operation past `p`'s budget with `rate_limited`; `true` when refused.
+    async fn limited(&self, p: &ChatParticipant, client_msg_id: Option<String>) -> bool {
+        match self.acquire(&p.user_id, Instant::now()) {
+            Ok(()) => false,
+            Err(limited) => {
+                let msg = format!(
+                    "too many chat actions; retry in {} ms",
+                    limited.retry_after.as_millis()
+                );
+                self.error(p, "rate_limited", msg, client_msg_id).await;
+                true
+            }
+        }
     }
 
     /// The database (for REST history).
@@ -288,14 +325,8 @@ impl ChatService {
                             .await
                     }
                 };
-                if let Err(limited) = p.limiter.try_acquire(Instant::now()) {
-                    let msg = format!(
-                        "too many messages; retry in {} ms",
-                        limited.retry_after.as_millis()
-                    );
-                    return self
-                        .error(p, "rate_limited", msg, Some(client_msg_id))
-                        .await;
+                if self.limited(p, Some(client_msg_id.clone())).await {
+                    return;
                 }
                 let new = NewMessage {
                     room_id: p.room.to_string(),
@@ -341,6 +372,9 @@ impl ChatService {
                 }
             }
             ChatClientMessage::Edit { id, text } => {
+                if self.limited(p, None).await {
+                    return;
+                }
                 let Ok(id) = Uuid::parse_str(&id) else {
                     return self
                         .error(p, "bad_request", "id is not a message id".into(), None)
@@ -372,6 +406,9 @@ impl ChatService {
                 }
             }
             ChatClientMessage::Delete { id } => {
+                if self.limited(p, None).await {
+                    return;
+                }
                 let Ok(uuid) = Uuid::parse_str(&id) else {
                     return self
                         .error(p, "bad_request", "id is not a message id".into(), None)
@@ -395,6 +432,9 @@ impl ChatService {
                 }
             }
             ChatClientMessage::History { before, limit } => {
+                if self.limited(p, None).await {
+                    return;
+                }
                 let before = match before.as_deref().map(Uuid::parse_str) {
                     Some(Ok(u)) => Some(u),
                     Some(Err(_)) => {

@@ -252,6 +252,47 @@ async fn conversation(app: TestApp) {
         }
     }
     assert!(limited >= 4, "{limited} refused");
+    // The budget is one for every chat operation: history, edit and delete floods are refused
+    // the same way (before touching the database: the ids below do not exist).
+    let other = uuid::Uuid::new_v4().to_string();
+    let floods = [
+        ChatClientMessage::History {
+            before: None,
+            limit: Some(5),
+        },
+        ChatClientMessage::Edit {
+            id: other.clone(),
+            text: "x".into(),
+        },
+        ChatClientMessage::Delete { id: other },
+    ];
+    for m in &floods {
+        for _ in 0..5 {
+            c.chat_send(m).await.unwrap();
+        }
+        let mut refused = 0;
+        for _ in 0..5 {
+            match c
+                .wait_chat(WAIT, |m| {
+                    matches!(
+                        m,
+                        ChatServerMessage::Error { .. } | ChatServerMessage::History { .. }
+                    )
+                })
+                .await
+            {
+                Some(ChatServerMessage::Error { code, .. }) if code == "rate_limited" => {
+                    refused += 1
+                }
+                Some(_) => {}
+                None => panic!("every {m:?} is answered"),
+            }
+        }
+        assert!(
+            refused >= 3,
+            "{m:?} past the budget: {refused} of 5 refused"
+        );
+    }
     for c in [a, b, c] {
         c.leave().await;
     }
