@@ -28,8 +28,22 @@ pub struct ChatService {
     sfu: SfuHandle,
     /// One budget per user (token subject) for every chat operation — send, edit, delete,
     /// history — across all the user's sockets ([`RateLimit::CHAT`]).
-    limiters: Arc<Mutex<HashMap<String, RateLimiter>>>,
+    limiters: Budgets,
+    /// Join and leave lines per room ([`SYSTEM_LINES`]): past it they are skipped, so churn
+    /// cannot fill a room's history or its participants' chat channels.
+    system_lines: Budgets,
 }
+
+/// Token buckets by key (a user, a room).
+type Budgets = Arc<Mutex<HashMap<String, RateLimiter>>>;
+
+/// Join and leave lines a room's chat gets: 20 at once (a study group arriving), then one
+/// every 3 s.
+pub const SYSTEM_LINES: RateLimit = RateLimit {
+    messages: 20,
+    per: std::time::Duration::from_secs(60),
+    burst: 20,
+};
 
 /// Most users with a chat budget kept; past it, full (idle) budgets are forgotten (no loss).
 const MAX_CHAT_BUDGETS: usize = 10_000;
@@ -130,24 +144,30 @@ impl ChatService {
             db,
             sfu,
             limiters: Arc::default(),
+            system_lines: Arc::default(),
         }
     }
 
-    /// Takes one chat operation from `user`'s budget at `now`. Errors: how long until the next
-    /// one is allowed.
-    fn acquire(&self, user: &str, now: Instant) -> Result<(), RateLimited> {
-        let mut all = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
-        if all.len() >= MAX_CHAT_BUDGETS && !all.contains_key(user) {
-            all.retain(|_, l| l.available(now) < RateLimit::CHAT.burst);
+    /// Takes one event from `key`'s bucket in `budgets` (shaped `limit`) at `now`. Errors: how
+    /// long until the next one is allowed.
+    fn acquire(
+        budgets: &Budgets,
+        limit: RateLimit,
+        key: &str,
+        now: Instant,
+    ) -> Result<(), RateLimited> {
+        let mut all = budgets.lock().unwrap_or_else(|p| p.into_inner());
+        if all.len() >= MAX_CHAT_BUDGETS && !all.contains_key(key) {
+            all.retain(|_, l| l.available(now) < limit.burst);
         }
-        all.entry(user.to_owned())
-            .or_insert_with(|| RateLimiter::new(RateLimit::CHAT, now))
+        all.entry(key.to_owned())
+            .or_insert_with(|| RateLimiter::new(limit, now))
             .try_acquire(now)
     }
 
     /// Refuses a chat operation past `p`'s budget with `rate_limited`; `true` when refused.
     async fn limited(&self, p: &ChatParticipant, client_msg_id: Option<String>) -> bool {
-        match self.acquire(&p.user_id, Instant::now()) {
+        match Self::acquire(&self.limiters, RateLimit::CHAT, &p.user_id, Instant::now()) {
             Ok(()) => false,
             Err(limited) => {
                 let msg = format!(
@@ -270,6 +290,17 @@ impl ChatService {
     }
 
     async fn system_in(&self, room: RoomId, user_name: String, text: String) {
+        if Self::acquire(
+            &self.system_lines,
+            SYSTEM_LINES,
+            room.as_str(),
+            Instant::now(),
+        )
+        .is_err()
+        {
+            tracing::debug!(%room, "join/leave line skipped: the room churns");
+            return;
+        }
         let Ok(text) = ChatText::parse(text) else {
             return;
         };

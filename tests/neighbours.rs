@@ -63,6 +63,7 @@ async fn ping_while(c: &mut Client, stop: Arc<AtomicBool>) -> (u128, u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_neighbours_mute_flood_and_track_churn_cannot_remove_or_starve_the_others() {
     let app = spawn_app(16).await;
+    let t0 = Instant::now();
     let room = format!("neighbours-{}", uuid::Uuid::new_v4().simple());
     let mut victims = Vec::new();
     for name in ["vic1", "vic2"] {
@@ -242,6 +243,23 @@ async fn a_neighbours_mute_flood_and_track_churn_cannot_remove_or_starve_the_oth
             "the victim's socket still answers"
         );
     }
+    // The churn's join and leave lines are throttled per room (20 at once, then one per 3 s):
+    // they cannot fill the room's history.
+    let history = app
+        .get_json(&format!("/api/rooms/{room}/messages?limit=200"), "vic1")
+        .await;
+    let lines = history["messages"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter(|m| m["message_type"] == "system")
+        .count();
+    println!("{lines} join/leave lines in the room's history");
+    assert!(
+        (10..=20 + t0.elapsed().as_secs() as usize / 3 + 2).contains(&lines),
+        "{lines} join/leave lines for {} joins and leaves",
+        2 * rounds + 5
+    );
     assert_eq!(
         app.metric("confab_participants").await,
         2.0,
