@@ -1312,3 +1312,104 @@ fn a_lost_packet_is_sent_again_from_the_tracks_cache_once_per_holdoff_and_never_
     // Ada, who lost nothing, was sent nothing twice.
     assert_eq!(net.received("ada", "bob").behind, 0);
 }
+
+/// A deterministic xorshift64 generator for junk datagrams.
+struct Junk(u64);
+
+impl Junk {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+
+    /// One hostile datagram that looks like what a transport demultiplexes (RFC 7983): a STUN
+    /// message, a DTLS record (handshake, application data carrying SCTP), SRTP or SRTCP, each
+    /// with a length field that lies; or plain noise.
+    fn datagram(&mut self) -> Vec<u8> {
+        let len = (self.next() % 1400) as usize + 1;
+        let mut d = self.bytes(len);
+        let lie = (self.next() as u16).to_be_bytes();
+        match self.next() % 6 {
+            // STUN: type, a length beyond the datagram, the magic cookie, attributes of any size.
+            0 if d.len() >= 20 => {
+                d[0] = 0x00;
+                d[1] = 0x01;
+                d[2..4].copy_from_slice(&lie);
+                d[4..8].copy_from_slice(&0x2112_A442u32.to_be_bytes());
+            }
+            // DTLS 1.2 record: content type 20–23, version, epoch and sequence, a lying length.
+            1 if d.len() >= 13 => {
+                d[0] = 20 + (self.next() % 4) as u8;
+                d[1] = 0xfe;
+                d[2] = 0xfd;
+                d[11..13].copy_from_slice(&lie);
+            }
+            // SRTP: version 2, the extension bit with a lying extension length.
+            2 if d.len() >= 16 => {
+                d[0] = 0x90 | (d[0] & 0x0f);
+                d[1] &= 0x7f;
+                d[14..16].copy_from_slice(&lie);
+            }
+            // SRTCP: version 2, a payload type 200–206, a lying length in words.
+            3 if d.len() >= 8 => {
+                d[0] = 0x80 | (d[0] & 0x1f);
+                d[1] = 200 + (self.next() % 7) as u8;
+                d[2..4].copy_from_slice(&lie);
+            }
+            _ => {}
+        }
+        d
+    }
+}
+
+#[test]
+fn hostile_datagrams_on_a_participants_valid_route_hurt_nobody_else() {
+    let mut net = Net::new();
+    net.join("ada", None);
+    net.join("bob", None);
+    net.join("cy", None);
+    net.run(Duration::from_secs(2));
+    // Cy's own routes (learnt from his real ICE checks) now carry 10 s of junk, 20 datagrams
+    // each 10 ms step on each transport.
+    let server: SocketAddr = SERVER.parse().unwrap();
+    let routes = [net.client("cy").pub_addr, net.client("cy").sub_addr];
+    let mut junk = Junk(0x9e37_79b9_7f4a_7c15);
+    net.mark();
+    let window = Duration::from_secs(10);
+    let end = net.now + window;
+    let mut sent = 0u64;
+    while net.now < end {
+        for from in routes {
+            for _ in 0..20 {
+                let d = junk.datagram();
+                net.core.handle_datagram(
+                    udp_tuple(server, from),
+                    bytes::BytesMut::from(&d[..]),
+                    net.now,
+                );
+                sent += 1;
+            }
+        }
+        net.run(STEP);
+    }
+    println!(
+        "{sent} junk datagrams; cy closed: {:?}; cy still receives: {}",
+        net.client("cy").closed,
+        net.received("cy", "ada").packets - net.received("cy", "ada").marked
+    );
+    assert!(sent >= 39_000, "{sent} junk datagrams");
+    assert_eq!(
+        net.metric(|m| &m.participant_panics),
+        0,
+        "no junk made the core panic"
+    );
+    for (to, from) in [("ada", "bob"), ("bob", "ada")] {
+        net.assert_flowing(to, from, window, Duration::from_millis(50));
+    }
+}
