@@ -208,6 +208,7 @@ pub async fn run(
                             confab_sfu::CloseReason::TransportFailed => (ErrorCode::TransportFailed, "a transport failed (no ICE consent for 30 s, or ICE/DTLS never completed)"),
                             confab_sfu::CloseReason::ConnectTimeout => (ErrorCode::ConnectTimeout, "your publisher transport did not connect in time after joining; rejoin"),
                             confab_sfu::CloseReason::InternalError => (ErrorCode::Internal, "the server failed handling your connection; rejoin"),
+                            confab_sfu::CloseReason::DataChannelBacklog => (ErrorCode::Internal, "your DataChannel stopped acknowledging what the server sent; rejoin"),
                             _ => (ErrorCode::Internal, "the server could not deliver events to this participant fast enough"),
                         };
                         send(&mut session, &ServerMessage::error(code, why)).await;

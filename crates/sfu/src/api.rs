@@ -246,6 +246,10 @@ pub enum CloseReason {
     /// Its publisher transport never connected (ICE and DTLS up) within the connect timeout of
     /// its join ([`MediaConfig::connect_timeout`]): a place in a room held by nobody is freed.
     ConnectTimeout,
+    /// A DataChannel of this participant stopped acknowledging what the server sends: more
+    /// than [`crate::DATA_CHANNEL_MAX_BUFFERED`] bytes waited unacknowledged (SCTP). Its
+    /// own link or client is stuck; the server's memory does not grow for it.
+    DataChannelBacklog,
 }
 
 /// An event for one participant's signaling session.

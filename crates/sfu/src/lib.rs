@@ -52,7 +52,7 @@ mod uplink;
 mod worker;
 
 pub use crate::core::{Core, Transmit};
-pub use crate::room::LocalCandidates;
+pub use crate::room::{LocalCandidates, DATA_CHANNEL_MAX_BUFFERED};
 pub use crate::speakers::ActiveSpeaker;
 pub use api::{
     Attachment, CloseReason, HostAction, JoinInfo, MediaConfig, MediaInterface, ParticipantInfo,

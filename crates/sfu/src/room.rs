@@ -433,6 +433,11 @@ pub(crate) enum DownTrackState {
 /// forwarding starts on a keyframe asked for at the connection, as without holding.
 pub const EARLY_RTP_PACKETS: usize = 384;
 
+/// Bytes a participant's DataChannel may hold unacknowledged (sent by the server, not yet
+/// acknowledged by the peer's SCTP) before the participant is removed with
+/// [`CloseReason::DataChannelBacklog`]: 1 MiB, about 250 chat messages of the largest size.
+pub const DATA_CHANNEL_MAX_BUFFERED: u32 = 1024 * 1024;
+
 pub(crate) struct Participant {
     pub id: ParticipantId,
     pub name: String,
@@ -547,11 +552,21 @@ impl Participant {
 
     /// Sends `text` on the publisher transport's DataChannel `label`, if it is open (a message
     /// for a channel that is not open is dropped: chat is acknowledged end to end by the caller).
+    /// A channel holding more than [`DATA_CHANNEL_MAX_BUFFERED`] bytes its peer has not
+    /// acknowledged removes the participant ([`CloseReason::DataChannelBacklog`]): its link or
+    /// client is stuck, and what is sent to it would only grow in memory.
     pub fn send_text(&mut self, label: &str, text: String, now: Instant) {
         let Some(&(id, _)) = self.channels.iter().find(|(_, l)| l == label) else {
             return;
         };
         if let Some(mut dc) = self.publisher.pc.data_channel(id) {
+            if dc.outstanding_bytes() + text.len() > DATA_CHANNEL_MAX_BUFFERED as usize {
+                if self.closing.is_none() {
+                    warn!(participant = %self.id, label, "a DataChannel stopped draining: removing participant");
+                }
+                self.closing.get_or_insert(CloseReason::DataChannelBacklog);
+                return;
+            }
             if let Err(e) = dc.send_text(now, text) {
                 debug!(participant = %self.id, "data channel send: {e}");
             }

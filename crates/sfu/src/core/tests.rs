@@ -159,6 +159,9 @@ struct Net {
     /// RTP packets lost on their way from the core: (client address, SSRC, sequence number),
     /// each dropped once (its retransmission passes).
     lose: Vec<(SocketAddr, u32, u16)>,
+    /// Client addresses whose DTLS application data (SCTP: DataChannel messages and their
+    /// acknowledgements) never reaches the core.
+    mute_sctp: Vec<SocketAddr>,
 }
 
 impl Net {
@@ -191,6 +194,7 @@ impl Net {
             cut: Vec::new(),
             nat: HashMap::new(),
             lose: Vec::new(),
+            mute_sctp: Vec::new(),
         }
     }
 
@@ -404,9 +408,11 @@ impl Net {
                     }
                     let from = self.nat.get(&addr).copied().unwrap_or(addr);
                     let cut = self.cut.contains(&from);
+                    let mute_sctp = self.mute_sctp.contains(&from);
                     for m in out {
                         moved = true;
-                        if cut {
+                        // DTLS application data: content type 23 (RFC 6347 section 4.1).
+                        if cut || (mute_sctp && m.message.first() == Some(&23)) {
                             continue;
                         }
                         self.core.handle_datagram(
@@ -1412,4 +1418,83 @@ fn hostile_datagrams_on_a_participants_valid_route_hurt_nobody_else() {
     for (to, from) in [("ada", "bob"), ("bob", "ada")] {
         net.assert_flowing(to, from, window, Duration::from_millis(50));
     }
+}
+
+#[test]
+fn a_data_channel_that_stops_acknowledging_removes_its_participant_and_nobody_else() {
+    let mut net = Net::new();
+    net.join("ada", None);
+    net.join("bob", None);
+    // Cy opens a `chat` DataChannel on his publisher transport (a renegotiation).
+    net.join("cy", None);
+    let cy = net.client("cy").id;
+    let now = net.now;
+    let c = net.client_mut("cy");
+    c.publisher
+        .create_data_channel("chat", None)
+        .expect("data channel");
+    let offer = c.publisher.create_offer(None).expect("offer");
+    c.publisher
+        .set_local_description(now, offer.clone())
+        .expect("set local offer");
+    let answer = net
+        .core
+        .publish_offer(cy, offer.sdp, vec![], now)
+        .expect("answer");
+    net.client_mut("cy")
+        .publisher
+        .set_remote_description(now, RTCSessionDescription::answer(answer).unwrap())
+        .expect("set remote answer");
+    net.run(Duration::from_secs(2));
+    assert!(
+        saw(
+            net.client("cy"),
+            |e| matches!(e, SfuEvent::DataChannelOpen { label } if label == "chat")
+        ),
+        "the channel opened"
+    );
+    // A light chat flows while Cy acknowledges.
+    for i in 0..50 {
+        net.core
+            .send_data(cy, "chat", format!("hello {i}"), net.now);
+    }
+    net.run(Duration::from_secs(1));
+    // As long as Cy acknowledges, even 2 MB at 400 kB/s is no backlog.
+    let big = "x".repeat(4000);
+    for _ in 0..50 {
+        for _ in 0..10 {
+            net.core.send_data(cy, "chat", big.clone(), net.now);
+        }
+        net.run(STEP * 10);
+    }
+    assert_eq!(net.client("cy").closed, None, "a draining channel stays");
+    // Then Cy's acknowledgements stop reaching the server while messages keep coming.
+    let pub_addr = net.client("cy").pub_addr;
+    net.mute_sctp.push(pub_addr);
+    let mut sent = 0;
+    while net.client("cy").closed.is_none() && sent < 2000 {
+        for _ in 0..10 {
+            net.core.send_data(cy, "chat", big.clone(), net.now);
+            sent += 1;
+        }
+        net.run(STEP * 10);
+    }
+    println!("Cy removed after {sent} messages of 4000 bytes");
+    assert_eq!(
+        net.client("cy").closed,
+        Some(crate::api::CloseReason::DataChannelBacklog),
+        "removed once {} bytes waited",
+        crate::room::DATA_CHANNEL_MAX_BUFFERED
+    );
+    assert!(
+        sent as u32 * 4000 <= 2 * crate::room::DATA_CHANNEL_MAX_BUFFERED,
+        "{sent} messages sent before"
+    );
+    let cy = net.clients.iter().position(|c| c.name == "cy").unwrap();
+    net.clients.remove(cy);
+    net.run(Duration::from_secs(1));
+    net.mark();
+    net.run(Duration::from_secs(2));
+    net.assert_flowing("ada", "bob", Duration::from_secs(2), STEP);
+    net.assert_flowing("bob", "ada", Duration::from_secs(2), STEP);
 }
