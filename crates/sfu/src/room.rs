@@ -438,6 +438,9 @@ pub const EARLY_RTP_PACKETS: usize = 384;
 /// [`CloseReason::DataChannelBacklog`]: 1 MiB, about 250 chat messages of the largest size.
 pub const DATA_CHANNEL_MAX_BUFFERED: u32 = 1024 * 1024;
 
+/// DataChannels one participant may have open (one per label); any more are closed as they open.
+pub const MAX_DATA_CHANNELS: usize = 4;
+
 pub(crate) struct Participant {
     pub id: ParticipantId,
     pub name: String,

@@ -1365,7 +1365,18 @@ fn on_pc_event(
                 .data_channel(id)
                 .map(|dc| dc.label().to_owned());
             if let Some(label) = label {
-                if !p.channels.iter().any(|(c, _)| *c == id) {
+                let known = p.channels.iter().any(|(c, _)| *c == id);
+                // One channel per label (a second `chat` would replay the history again) and a
+                // few labels: more is a client hurting the server, and is closed.
+                let extra = p.channels.iter().any(|(_, l)| *l == label)
+                    || p.channels.len() >= crate::room::MAX_DATA_CHANNELS;
+                if !known && extra {
+                    debug!(participant = %p.id, "a DataChannel too many: closed");
+                    if let Some(mut dc) = p.publisher.pc.data_channel(id) {
+                        let _ = dc.close();
+                    }
+                    p.publisher.dirty = true;
+                } else if !known {
                     p.channels.push((id, label.clone()));
                     p.send(SfuEvent::DataChannelOpen { label });
                 }

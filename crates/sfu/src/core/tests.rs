@@ -1453,6 +1453,30 @@ fn a_data_channel_that_stops_acknowledging_removes_its_participant_and_nobody_el
         ),
         "the channel opened"
     );
+    // Cy opens more: a second `chat` and then as many labels as he likes. One per label and
+    // four in all are kept; the rest are closed as they open (a second `chat` would have the
+    // history replayed again).
+    for label in ["chat", "a", "b", "c", "d", "e", "chat"] {
+        net.client_mut("cy")
+            .publisher
+            .create_data_channel(label, None)
+            .expect("data channel");
+        net.run(Duration::from_millis(200));
+    }
+    let opened: Vec<String> = net
+        .client("cy")
+        .seen
+        .iter()
+        .filter_map(|e| match e {
+            SfuEvent::DataChannelOpen { label } => Some(label.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        opened,
+        ["chat", "a", "b", "c"],
+        "one per label, four in all"
+    );
     // A light chat flows while Cy acknowledges.
     for i in 0..50 {
         net.core
