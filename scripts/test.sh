@@ -34,6 +34,9 @@ echo "test.sh: building (target dir $CARGO_TARGET_DIR)"
 cargo build --workspace --tests --bins --quiet
 
 echo "test.sh: Rust tests"
+# The fuzz targets run 2 s each from one fixed seed here, so a submission is judged on the
+# same inputs every time; `scripts/fuzz.sh` explores with fresh seeds.
+export FUZZ_SEED="${FUZZ_SEED:-20261130}"
 cargo test --workspace --quiet 2>&1 | tee "$CARGO_TARGET_DIR/rust-tests.log" | grep -Ev '^\s*$' 
 rust_status=${PIPESTATUS[0]}
 if [ "$rust_status" -ne 0 ]; then

@@ -662,7 +662,8 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, (ErrorCode, Str
     match serde_json::from_str::<ClientMessage>(text) {
         Ok(m) => Ok(m),
         Err(e) => {
-            const KNOWN: [&str; 22] = [
+            // Every `ClientMessage` tag (`tests/fuzz_signaling.rs` checks the list).
+            const KNOWN: [&str; 23] = [
                 "join",
                 "resume",
                 "restart_ice",
@@ -670,6 +671,7 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, (ErrorCode, Str
                 "subscribe_answer",
                 "candidate",
                 "mute",
+                "track_settings",
                 "session_started",
                 "end_session",
                 "leave",

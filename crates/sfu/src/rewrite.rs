@@ -328,7 +328,10 @@ impl RtpRewriter {
             return;
         }
         let mut any_dropped = false;
-        let mut mid_len_changed = false;
+        // The leg's mid cannot be written in place (another length, or the publisher's packet
+        // carries the extension more than once): every copy goes, the leg's mid is set once.
+        let mut mid_rewrite = false;
+        let mut mid_seen = false;
         for ext in header.extensions.iter_mut() {
             let to = self.ext_map[ext.id as usize];
             // Id 0 is never a valid extension id (RFC 8285 section 4.2): it marks a drop.
@@ -339,20 +342,21 @@ impl RtpRewriter {
             }
             if let Some((mid_id, mid)) = &self.mid_ext {
                 if *mid_id == to {
-                    if ext.payload.len() == mid.len() {
+                    if ext.payload.len() == mid.len() && !mid_seen {
                         ext.payload = mid.clone();
                     } else {
-                        mid_len_changed = true;
+                        mid_rewrite = true;
                     }
+                    mid_seen = true;
                 }
             }
         }
         if any_dropped {
             header.extensions.retain(|e| e.id != 0);
         }
-        if mid_len_changed {
+        if mid_rewrite {
             if let Some((mid_id, mid)) = self.mid_ext.clone() {
-                let _ = header.del_extension(mid_id);
+                header.extensions.retain(|e| e.id != mid_id);
                 let _ = header.set_extension(mid_id, mid);
             }
         }

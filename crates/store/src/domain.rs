@@ -142,12 +142,17 @@ impl ClientMsgId {
     /// Parses a client's message id.
     ///
     /// # Errors
-    /// [`InvalidInput::BadClientMsgId`] if empty or longer than [`Self::MAX_CHARS`] characters.
+    /// [`InvalidInput::BadClientMsgId`] if empty or longer than [`Self::MAX_CHARS`] characters;
+    /// [`InvalidInput::ControlCharacter`] for any control character (PostgreSQL refuses NUL in
+    /// text, and an id needs none).
     pub fn parse(id: impl Into<String>) -> Result<ClientMsgId, InvalidInput> {
         let id = id.into();
         let len = id.chars().count();
         if len == 0 || len > Self::MAX_CHARS {
             return Err(InvalidInput::BadClientMsgId { len });
+        }
+        if let Some(c) = id.chars().find(|c| c.is_control()) {
+            return Err(InvalidInput::ControlCharacter(u32::from(c)));
         }
         Ok(ClientMsgId(id))
     }
@@ -186,6 +191,10 @@ mod tests {
         assert_eq!(
             ChatText::parse("c1\u{85}"),
             Err(InvalidInput::ControlCharacter(0x85))
+        );
+        assert_eq!(
+            ClientMsgId::parse("id\u{0}1"),
+            Err(InvalidInput::ControlCharacter(0))
         );
         assert!(ChatText::parse("two\nlines\tand a tab").is_ok());
     }
