@@ -59,6 +59,6 @@ pub use api::{
     ParticipantSnapshot, PublishTrack, ResumeInfo, RoomEvent, RoomSnapshot, SfuError, SfuEvent,
     SfuHandle, SfuMetrics, SubscribedTrack, TrackInfo, TrackSettings, TransportSnapshot,
 };
-pub use mailbox::{mailbox, EventReceiver, EventSender};
 pub use ids::{MediaKind, ParticipantId, RoomId, RoomIdError, TrackId, TrackSource, TransportRole};
+pub use mailbox::{mailbox, EventReceiver, EventSender};
 pub use worker::{spawn_media_worker, ROOM_EVENTS};
