@@ -38,6 +38,9 @@ impl Application {
     /// thread. Errors: invalid settings, a port in use, an unreadable secret.
     pub async fn build(args: ServeArgs) -> anyhow::Result<Self> {
         args.validate()?;
+        // `confab_tasks_alive` counts the tasks of this runtime, each HTTP worker's and the
+        // media thread's.
+        crate::http::metrics::register_runtime();
         let ice = args.ice_servers()?;
         let secret = load_token_secret(&args.data_dir)?;
         std::fs::create_dir_all(&args.data_dir)?;
@@ -157,6 +160,8 @@ impl Application {
         let client_addrs = web::Data::new(crate::limits::ClientAddrs::default());
         let front_addrs = client_addrs.clone().into_inner();
         let server = HttpServer::new(move || {
+            // Runs on each HTTP worker, in its runtime.
+            crate::http::metrics::register_runtime();
             App::new()
                 .app_data(data.clone())
                 .app_data(client_addrs.clone())
@@ -282,6 +287,7 @@ fn start_media_thread(
                 }
             };
             rt.block_on(async move {
+                crate::http::metrics::register_runtime();
                 match spawn_media_worker(config) {
                     Ok((handle, events, task)) => {
                         let _ = tx.send(Ok((handle, events)));

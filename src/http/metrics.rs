@@ -7,6 +7,11 @@
 //! memory are read from `/proc/self` at scrape time (Linux; absent elsewhere), so a load
 //! generator on another machine can compute server CPU per forwarded packet too.
 //!
+//! Four gauges are for leak hunting (`confab-bench soak` compares them before and after rooms
+//! churned): `confab_tasks_alive` (tokio tasks of every runtime of the process, see
+//! [`register_runtime`]), `confab_open_fds` (`/proc/self/fd`, read at scrape time),
+//! `confab_routes` and `confab_subscriber_mlines` (set by the media core off the packet path).
+//!
 //! With paid sessions on, the settlement outbox's backlog is exported as gauges: the worker
 //! measures it after each pass and the scrape reads that last measurement ([`BacklogReader`]),
 //! so a scrape never queries the database. An alert on `confab_settlements_overdue > 0` or on
@@ -25,6 +30,46 @@ use prometheus::proto::{
     Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
 };
 use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+use std::thread::ThreadId;
+
+/// The tokio runtimes whose tasks `confab_tasks_alive` adds up, one per thread that runs one
+/// (each of confab's runtimes is single-threaded: main, each HTTP worker, media).
+static RUNTIMES: Mutex<Vec<(ThreadId, tokio::runtime::Handle)>> = Mutex::new(Vec::new());
+
+/// Registers the runtime of the calling thread (if it runs one, and once per thread) for
+/// `confab_tasks_alive`. Called where each runtime starts (`src/app.rs`): the main runtime, each
+/// HTTP worker's (the app factory runs on the worker) and the media thread's.
+pub fn register_runtime() {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let me = std::thread::current().id();
+    let mut all = RUNTIMES.lock().unwrap_or_else(|e| e.into_inner());
+    if !all.iter().any(|(t, _)| *t == me) {
+        all.push((me, handle));
+    }
+}
+
+/// Tokio tasks alive now in every registered runtime (`RuntimeMetrics::num_alive_tasks`:
+/// spawned and not yet completed, idle or not). Tasks an HTTP worker runs with `spawn_local`
+/// (actix's `rt::spawn`: one per signaling session) live in its `LocalSet`, which tokio does not
+/// count: `confab_signaling_sockets` counts those sessions.
+pub fn tasks_alive() -> u64 {
+    RUNTIMES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|(_, h)| h.metrics().num_alive_tasks() as u64)
+        .sum()
+}
+
+/// File descriptors this process has open now (entries of `/proc/self/fd`, less the one the
+/// listing itself holds open); `None` where there is no `/proc` (not Linux).
+pub fn open_fds() -> Option<u64> {
+    let n = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+    Some(n.saturating_sub(1))
+}
 
 /// Content type of the text exposition format.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -199,6 +244,21 @@ pub fn families(m: &SfuMetrics) -> Vec<MetricFamily> {
             "Participants connected now.",
             get(&m.participants) as f64,
         ),
+        gauge(
+            "confab_routes",
+            "ICE routes (5-tuples) in the media core's route table now.",
+            get(&m.routes) as f64,
+        ),
+        gauge(
+            "confab_subscriber_mlines",
+            "m-lines of every participant's latest subscribe offer, summed over participants.",
+            get(&m.subscriber_mlines) as f64,
+        ),
+        gauge(
+            "confab_tasks_alive",
+            "Tokio tasks alive now in the server's runtimes (main, HTTP workers, media; not the HTTP workers' spawn_local tasks).",
+            tasks_alive() as f64,
+        ),
     ];
     let drops: [(&str, &AtomicU64); 8] = [
         ("keyframe_wait", &m.drops_keyframe_wait),
@@ -229,6 +289,13 @@ pub fn families(m: &SfuMetrics) -> Vec<MetricFamily> {
     );
     out.push(f);
     out.push(processing_histogram(m));
+    if let Some(fds) = open_fds() {
+        out.push(gauge(
+            "confab_open_fds",
+            "File descriptors the server process has open now (/proc/self/fd).",
+            fds as f64,
+        ));
+    }
     if let Some((cpu_s, rss)) = process_usage() {
         out.push(counter_f64(
             "process_cpu_seconds_total",
@@ -441,6 +508,44 @@ mod tests {
             text.contains("confab_packet_processing_seconds_count 7"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_leak_hunting_gauges_show_routes_mlines_tasks_and_fds() {
+        let m = SfuMetrics::default();
+        m.routes.store(4, Ordering::Relaxed);
+        m.subscriber_mlines.store(6, Ordering::Relaxed);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            register_runtime();
+            register_runtime();
+            let before = tasks_alive();
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(async move {
+                let _ = rx.await;
+            });
+            assert_eq!(
+                tasks_alive(),
+                before + 1,
+                "the spawned task is counted once"
+            );
+            let text = encode(&families(&m));
+            assert!(text.contains("confab_routes 4"), "{text}");
+            assert!(text.contains("confab_subscriber_mlines 6"), "{text}");
+            assert!(text.contains("confab_tasks_alive "), "{text}");
+            assert!(text.contains("confab_open_fds "), "{text}");
+            let _ = tx.send(());
+            task.await.unwrap();
+            assert_eq!(
+                tasks_alive(),
+                before,
+                "a finished task is no longer counted"
+            );
+        });
+        assert!(open_fds().unwrap() >= 3, "stdin, stdout, stderr at least");
     }
 
     fn encode(families: &[MetricFamily]) -> String {

@@ -7,7 +7,8 @@
 
 use async_trait::async_trait;
 use confab_client::{Client, ClientOptions, RemoteTrackStats, SyntheticTrack};
-use confab_protocol::Source;
+use confab_protocol::chat::{ChatClientMessage, ChatServerMessage};
+use confab_protocol::{ClientMessage, Source};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +55,22 @@ pub trait Participant: Send {
     fn steps(&self) -> JoinSteps {
         JoinSteps::default()
     }
+    /// Tells the room that `source` is muted or not (signaling only: like a browser's disabled
+    /// track, the synthetic sender keeps sending). `Ok(false)`: the driver cannot.
+    async fn mute(&mut self, _source: Source, _muted: bool) -> Result<bool, DriverError> {
+        Ok(false)
+    }
+    /// Sends a chat message (`client_msg_id` unique in the room) on the chat DataChannel.
+    /// `Ok(false)`: the channel is not open yet (never waits for it), or the driver has no chat.
+    async fn chat(&mut self, _client_msg_id: &str, _text: &str) -> Result<bool, DriverError> {
+        Ok(false)
+    }
+    /// Takes whatever signaling events and chat messages arrived, without waiting (their queues
+    /// are bounded and would otherwise fill), and returns how many were acks of this
+    /// participant's own chat messages.
+    async fn drain(&mut self) -> u64 {
+        0
+    }
     /// Stops publishing and leaves.
     async fn leave(self: Box<Self>);
 }
@@ -76,12 +93,24 @@ const LOOPBACK_SOURCES: u8 = 16;
 impl ConfabDriver {
     /// A driver for the server at `base` (`http://host:port`, no trailing slash).
     pub fn new(base: &str) -> Self {
+        Self::with_keep_alive(base, true)
+    }
+
+    /// [`ConfabDriver::new`]; with `keep_alive` false its token requests keep no idle HTTP
+    /// connection open to the server (a soak compares the server's open file descriptors
+    /// before and after, and 16 idle keep-alive connections would be 16 of them).
+    pub fn with_keep_alive(base: &str, keep_alive: bool) -> Self {
         // reqwest's rustls has no provider of its own in this workspace: ring, once per process.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("http client");
+        let builder = || {
+            let b = reqwest::Client::builder().timeout(Duration::from_secs(10));
+            if keep_alive {
+                b
+            } else {
+                b.pool_max_idle_per_host(0)
+            }
+        };
+        let http = builder().build().expect("http client");
         let loopback = reqwest::Url::parse(base)
             .ok()
             .and_then(|u| {
@@ -92,8 +121,7 @@ impl ConfabDriver {
         let loopback_clients = if loopback {
             (0..LOOPBACK_SOURCES)
                 .filter_map(|k| {
-                    reqwest::Client::builder()
-                        .timeout(Duration::from_secs(10))
+                    builder()
                         .local_address(std::net::IpAddr::from([127, 0, 0, 2 + k]))
                         .build()
                         .ok()
@@ -194,6 +222,40 @@ impl Participant for ConfabParticipant {
     }
     fn steps(&self) -> JoinSteps {
         self.1
+    }
+    async fn mute(&mut self, source: Source, muted: bool) -> Result<bool, DriverError> {
+        self.0.send(&ClientMessage::Mute { source, muted }).await?;
+        Ok(true)
+    }
+    async fn chat(&mut self, client_msg_id: &str, text: &str) -> Result<bool, DriverError> {
+        // Already open, or not now: a zero timeout polls once.
+        if self.0.chat_ready(Duration::ZERO).await.is_err() {
+            return Ok(false);
+        }
+        self.0
+            .chat_send(&ChatClientMessage::Send {
+                client_msg_id: client_msg_id.to_owned(),
+                text: text.to_owned(),
+            })
+            .await?;
+        Ok(true)
+    }
+    async fn drain(&mut self) -> u64 {
+        // Bounded: at most what the two queues hold (4096 each).
+        for _ in 0..4096 {
+            if self.0.next_event(Duration::ZERO).await.is_none() {
+                break;
+            }
+        }
+        let mut acks = 0;
+        for _ in 0..4096 {
+            match self.0.wait_chat(Duration::ZERO, |_| true).await {
+                Some(ChatServerMessage::Ack { .. }) => acks += 1,
+                Some(_) => {}
+                None => break,
+            }
+        }
+        acks
     }
     async fn leave(self: Box<Self>) {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.0.leave()).await;

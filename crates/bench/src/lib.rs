@@ -12,8 +12,13 @@
 //! statistics (loss, order, latency, join time). The generator's own CPU is not the server's:
 //! on a small machine the generator is usually what limits the load (see docs/performance.md).
 //!
+//! A **soak** ([`soak::bench_soak`]) keeps rooms churning (joins, leaves, mute toggles, chat)
+//! for a set time, lets them empty, and checks that the server's memory, file descriptors,
+//! tasks, routes, subscriber m-lines, rooms and participants came back to where they started.
+//!
 //! Signaling is behind [`driver::Driver`], so a WHIP/WHEP driver can measure other servers.
-//! Outputs: a table on stdout, `report.json`, and `chart.svg` (latency and CPU against load).
+//! Outputs: a table on stdout, `report.json`, and `chart.svg` (latency and CPU against load);
+//! a soak writes `soak.json`.
 
 #![warn(missing_docs)]
 
@@ -23,6 +28,7 @@ pub mod progress;
 pub mod report;
 pub mod run;
 pub mod server;
+pub mod soak;
 
 use driver::{ConfabDriver, Driver};
 use progress::Progress;

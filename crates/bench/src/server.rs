@@ -264,6 +264,12 @@ pub fn proc_usage(pid: u32) -> Option<(f64, u64)> {
     ))
 }
 
+/// Open file descriptors of process `pid` (entries of `/proc/<pid>/fd`; needs the same user or
+/// root).
+pub fn proc_fds(pid: u32) -> Option<u64> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
+}
+
 /// Name of the server's media worker thread (`src/app.rs`).
 const MEDIA_THREAD: &str = "confab-media";
 
@@ -372,8 +378,9 @@ mod tests {
     }
 
     #[test]
-    fn this_process_has_cpu_time_and_memory() {
+    fn this_process_has_cpu_time_memory_and_open_files() {
         let (cpu, rss) = proc_usage(std::process::id()).expect("/proc readable");
         assert!(cpu >= 0.0 && rss > 0);
+        assert!(proc_fds(std::process::id()).expect("/proc/<pid>/fd readable") >= 3);
     }
 }

@@ -502,6 +502,14 @@ pub struct SfuMetrics {
     pub rooms: AtomicU64,
     /// Participants connected now.
     pub participants: AtomicU64,
+    /// ICE routes held now: entries (5-tuples) in the core's route table
+    /// ([`crate::routing::RouteTable::len`]). A gauge, in routes; the core sets it on its timer
+    /// ticks, when it learns a route and when a participant leaves (never per media packet).
+    pub routes: AtomicU64,
+    /// m-lines held now by subscriber transports: the `m=` sections of every participant's
+    /// latest subscribe offer, summed over participants. A gauge, in m-lines; the core updates
+    /// it when an offer is made and when a participant leaves.
+    pub subscriber_mlines: AtomicU64,
     /// Sum of per-datagram processing time, ns (receive to last resulting send).
     pub processing_ns: AtomicU64,
     /// Datagrams whose processing time is in `processing_ns`.

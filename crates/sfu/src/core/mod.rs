@@ -50,6 +50,52 @@ pub const DEFAULT_RESUME_GRACE: std::time::Duration = std::time::Duration::from_
 /// lets neither UDP nor TCP through) stops holding a place in its room.
 pub const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
+/// How often the timer refreshes the `routes` and `subscriber_mlines` gauges at most, besides
+/// the updates on commands and leaves.
+const GAUGE_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The m-lines of every participant's latest subscribe offer (`SfuMetrics::subscriber_mlines`),
+/// recounted for a participant only when it has made a new offer since the last count.
+#[derive(Default)]
+struct MlineCount {
+    /// Per participant: `(offers sent when counted, m-lines of that offer)`.
+    per: HashMap<ParticipantId, (u64, u64)>,
+    /// Sum of the m-lines over `per`.
+    total: u64,
+}
+
+impl MlineCount {
+    /// Counts `p`'s subscriber m-lines again if it made an offer since the last count.
+    fn note(&mut self, p: &crate::room::Participant) {
+        let Some(sub) = p.subscriber.as_ref() else {
+            self.forget(p.id);
+            return;
+        };
+        if self
+            .per
+            .get(&p.id)
+            .is_some_and(|(seen, _)| *seen == p.offers_sent)
+        {
+            return;
+        }
+        let n = sub.pc.local_description().map_or(0, |d| {
+            d.sdp.lines().filter(|l| l.starts_with("m=")).count() as u64
+        });
+        let old = self
+            .per
+            .insert(p.id, (p.offers_sent, n))
+            .map_or(0, |(_, n)| n);
+        self.total = self.total.saturating_sub(old) + n;
+    }
+
+    /// Drops a participant that left.
+    fn forget(&mut self, pid: ParticipantId) {
+        if let Some((_, n)) = self.per.remove(&pid) {
+            self.total = self.total.saturating_sub(n);
+        }
+    }
+}
+
 /// A datagram for the I/O shell to send.
 #[derive(Debug)]
 pub struct Transmit {
@@ -89,6 +135,10 @@ pub struct Core {
     /// Datagrams produced and not yet taken by [`Core::poll_transmit`].
     transmits: VecDeque<Transmit>,
     last_sweep: Instant,
+    /// Subscriber m-lines per participant, for the `subscriber_mlines` gauge.
+    mlines: MlineCount,
+    /// When the timer last refreshed the gauges ([`GAUGE_REFRESH`]).
+    gauges_at: Instant,
     /// Test hook: the next datagram of this participant panics inside the guarded region.
     #[cfg(test)]
     pub(crate) panic_on_datagram_of: Option<ParticipantId>,
@@ -132,6 +182,8 @@ impl Core {
             room_events,
             transmits: VecDeque::new(),
             last_sweep: now,
+            mlines: MlineCount::default(),
+            gauges_at: now,
             #[cfg(test)]
             panic_on_datagram_of: None,
         }
@@ -238,6 +290,11 @@ impl Core {
         let update = t.paths.on_datagram(tuple, heard, now);
         if let Some(gone) = update.evicted {
             self.routes.forget(&gone);
+            // A path eviction (rare), not every packet.
+            self.metrics.routes.store(
+                self.routes.len() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
         let switched = update.switched_to.inspect(|to| {
             SfuMetrics::inc(&self.metrics.ice_path_switches);
@@ -355,6 +412,7 @@ impl Core {
                 if !self.routes.learn(tuple, key, now) {
                     return None;
                 }
+                self.publish_routes();
                 Some((
                     key,
                     Heard::Check {
@@ -467,6 +525,18 @@ impl Core {
         }
         for room_id in changed {
             self.after_room_change(&room_id, now);
+        }
+        // Offers made on the datagram path (a publisher's track arriving) are counted here, at
+        // most once per GAUGE_REFRESH: a walk over every participant, off the packet path.
+        if sweep || now >= self.gauges_at + GAUGE_REFRESH {
+            self.gauges_at = now;
+            for room in self.rooms.values() {
+                for p in &room.participants {
+                    self.mlines.note(p);
+                }
+            }
+            self.publish_mlines();
+            self.publish_routes();
         }
     }
 
@@ -956,6 +1026,9 @@ impl Core {
         }
         self.routes.forget_participant(pid);
         self.ufrags.retain(|_, k| k.participant != pid);
+        self.mlines.forget(pid);
+        self.publish_routes();
+        self.publish_mlines();
         self.after_room_change(&room_id, now);
     }
 
@@ -1017,6 +1090,14 @@ impl Core {
         };
         sync_ufrags(room, &mut self.ufrags);
         flush(room, &mut self.transmits);
+        // Commands end here: count the subscribe offers they made (a look-up per participant of
+        // this room; the SDP is read only for a participant whose offer is new).
+        for p in &room.participants {
+            self.mlines.note(p);
+        }
+        self.metrics
+            .subscriber_mlines
+            .store(self.mlines.total, std::sync::atomic::Ordering::Relaxed);
         let closing: Vec<(ParticipantId, CloseReason)> = room
             .participants
             .iter()
@@ -1080,6 +1161,9 @@ impl Core {
         };
         self.routes.forget_participant(pid);
         self.ufrags.retain(|_, k| k.participant != pid);
+        self.mlines.forget(pid);
+        self.publish_routes();
+        self.publish_mlines();
         if let Some(room) = self.rooms.get_mut(&room_id) {
             let before = room.participants.len();
             room.participants.retain(|p| p.id != pid);
@@ -1096,6 +1180,21 @@ impl Core {
             room: room_id.clone(),
             participant: pid,
         });
+    }
+
+    /// Sets the `routes` gauge from the route table (a relaxed store).
+    fn publish_routes(&self) {
+        self.metrics.routes.store(
+            self.routes.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// Sets the `subscriber_mlines` gauge from the running count (a relaxed store).
+    fn publish_mlines(&self) {
+        self.metrics
+            .subscriber_mlines
+            .store(self.mlines.total, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Closes every participant (`Closed(Shutdown)` on each queue) and every room.
