@@ -156,6 +156,10 @@ pub struct SoakSample {
     pub phase: String,
     /// Resident memory of the server process, KiB.
     pub rss_kib: Option<u64>,
+    /// Its anonymous part (`RssAnon`: heap, stacks; not code paged in from the binary), KiB;
+    /// local servers only, not judged (it tells allocator growth from code paged in).
+    #[serde(default)]
+    pub rss_anon_kib: Option<u64>,
     /// File descriptors the server process has open.
     pub open_fds: Option<u64>,
     /// Tokio tasks alive in the server (`confab_tasks_alive`).
@@ -640,6 +644,7 @@ async fn read(
         phase: phase.to_owned(),
         // Local: VmRSS from /proc/<pid>/status; remote: process_resident_memory_bytes.
         rss_kib: s.rss_bytes.map(|b| b / 1024),
+        rss_anon_kib: pid.and_then(rss_anon_kib),
         open_fds: match pid {
             Some(pid) => proc_fds(pid),
             None => m("confab_open_fds"),
@@ -652,6 +657,18 @@ async fn read(
         signaling_sockets: m("confab_signaling_sockets"),
         clients,
     }
+}
+
+/// `RssAnon` of process `pid`, KiB.
+fn rss_anon_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("RssAnon:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// The verdicts on `end`: memory and file descriptors against `warm` when there is one (the
@@ -709,6 +726,7 @@ fn peak_of(samples: &[SoakSample]) -> SoakSample {
         t_s: samples.last().map_or(0.0, |s| s.t_s),
         phase: "peak".into(),
         rss_kib: max(|s| s.rss_kib),
+        rss_anon_kib: max(|s| s.rss_anon_kib),
         open_fds: max(|s| s.open_fds),
         tasks_alive: max(|s| s.tasks_alive),
         routes: max(|s| s.routes),
@@ -1088,6 +1106,18 @@ pub fn table(r: &SoakReport) -> String {
             o(c.limit),
             c.status,
             c.rule
+        ));
+    }
+    if r.start.rss_anon_kib.is_some() {
+        s.push_str(&format!(
+            "{:<18} {:>10} {:>10} {:>10} {:>10} {:>10}  {:<6} not judged (RssAnon: heap and stacks, without code paged in)\n",
+            "rss_anon_kib",
+            o(r.start.rss_anon_kib),
+            o(r.warm.as_ref().and_then(|w| w.rss_anon_kib)),
+            o(r.peak.rss_anon_kib),
+            o(r.end.rss_anon_kib),
+            "-",
+            "info"
         ));
     }
     let a = &r.activity;
