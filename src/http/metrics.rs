@@ -260,11 +260,12 @@ pub fn families(m: &SfuMetrics) -> Vec<MetricFamily> {
             tasks_alive() as f64,
         ),
     ];
-    let drops: [(&str, &AtomicU64); 8] = [
+    let drops: [(&str, &AtomicU64); 9] = [
         ("keyframe_wait", &m.drops_keyframe_wait),
         ("unmapped_payload_type", &m.drops_unmapped_pt),
         ("socket_full", &m.drops_socket_full),
         ("unroutable", &m.drops_unroutable),
+        ("unheard_destination", &m.drops_unheard_destination),
         ("write_error", &m.drops_write_error),
         ("not_connected", &m.drops_not_connected),
         ("tcp_queue_full", &m.drops_tcp_queue_full),

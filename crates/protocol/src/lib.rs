@@ -656,54 +656,85 @@ pub fn reply_text(m: &ServerMessage, request_id: Option<&serde_json::Value>) -> 
     }
 }
 
+impl ClientMessage {
+    /// Every client message's wire `type`, as [`ClientMessage::type_name`] gives them.
+    pub const TYPES: [&'static str; 23] = [
+        "join",
+        "resume",
+        "restart_ice",
+        "publish_offer",
+        "subscribe_answer",
+        "candidate",
+        "mute",
+        "track_settings",
+        "session_started",
+        "end_session",
+        "leave",
+        "ping",
+        "watch_presence",
+        "call_invite",
+        "call_accept",
+        "call_reject",
+        "call_cancel",
+        "call_hangup",
+        "match_start",
+        "match_stop",
+        "host_mute",
+        "host_remove",
+        "host_lock",
+    ];
+
+    /// This message's wire `type` (the serde tag; `tests/fuzz_signaling.rs` checks that they
+    /// agree and that [`ClientMessage::TYPES`] holds each).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ClientMessage::Join { .. } => "join",
+            ClientMessage::PublishOffer { .. } => "publish_offer",
+            ClientMessage::SubscribeAnswer { .. } => "subscribe_answer",
+            ClientMessage::Candidate { .. } => "candidate",
+            ClientMessage::Mute { .. } => "mute",
+            ClientMessage::TrackSettings { .. } => "track_settings",
+            ClientMessage::SessionStarted { .. } => "session_started",
+            ClientMessage::EndSession => "end_session",
+            ClientMessage::Resume { .. } => "resume",
+            ClientMessage::RestartIce { .. } => "restart_ice",
+            ClientMessage::Leave => "leave",
+            ClientMessage::WatchPresence => "watch_presence",
+            ClientMessage::CallInvite { .. } => "call_invite",
+            ClientMessage::CallAccept { .. } => "call_accept",
+            ClientMessage::CallReject { .. } => "call_reject",
+            ClientMessage::CallCancel { .. } => "call_cancel",
+            ClientMessage::CallHangup { .. } => "call_hangup",
+            ClientMessage::HostMute { .. } => "host_mute",
+            ClientMessage::HostRemove { .. } => "host_remove",
+            ClientMessage::HostLock { .. } => "host_lock",
+            ClientMessage::MatchStart => "match_start",
+            ClientMessage::MatchStop => "match_stop",
+            ClientMessage::Ping { .. } => "ping",
+        }
+    }
+}
+
 /// Parses one text frame. Distinguishes an unknown `type` (valid JSON object with a `type` we do
 /// not know) from malformed JSON.
 pub fn parse_client_message(text: &str) -> Result<ClientMessage, (ErrorCode, String)> {
     match serde_json::from_str::<ClientMessage>(text) {
         Ok(m) => Ok(m),
-        Err(e) => {
-            // Every `ClientMessage` tag (`tests/fuzz_signaling.rs` checks the list).
-            const KNOWN: [&str; 23] = [
-                "join",
-                "resume",
-                "restart_ice",
-                "publish_offer",
-                "subscribe_answer",
-                "candidate",
-                "mute",
-                "track_settings",
-                "session_started",
-                "end_session",
-                "leave",
-                "ping",
-                "watch_presence",
-                "call_invite",
-                "call_accept",
-                "call_reject",
-                "call_cancel",
-                "call_hangup",
-                "match_start",
-                "match_stop",
-                "host_mute",
-                "host_remove",
-                "host_lock",
-            ];
-            match serde_json::from_str::<serde_json::Value>(text) {
-                Ok(serde_json::Value::Object(o)) => match o.get("type").and_then(|t| t.as_str()) {
-                    Some(t) if !KNOWN.contains(&t) => Err((
-                        ErrorCode::UnknownType,
-                        format!("unknown message type {t:?}"),
-                    )),
-                    Some(_) => Err((ErrorCode::BadJson, format!("invalid message: {e}"))),
-                    None => Err((
-                        ErrorCode::BadJson,
-                        "a message needs a string \"type\"".into(),
-                    )),
-                },
-                Ok(_) => Err((ErrorCode::BadJson, "a message is a JSON object".into())),
-                Err(e) => Err((ErrorCode::BadJson, format!("not JSON: {e}"))),
-            }
-        }
+        Err(e) => match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(serde_json::Value::Object(o)) => match o.get("type").and_then(|t| t.as_str()) {
+                Some(t) if !ClientMessage::TYPES.contains(&t) => Err((
+                    ErrorCode::UnknownType,
+                    format!("unknown message type {t:?}"),
+                )),
+                Some(_) => Err((ErrorCode::BadJson, format!("invalid message: {e}"))),
+                None => Err((
+                    ErrorCode::BadJson,
+                    "a message needs a string \"type\"".into(),
+                )),
+            },
+            Ok(_) => Err((ErrorCode::BadJson, "a message is a JSON object".into())),
+            Err(e) => Err((ErrorCode::BadJson, format!("not JSON: {e}"))),
+        },
     }
 }
 

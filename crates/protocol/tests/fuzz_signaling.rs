@@ -35,62 +35,13 @@ const DICT: &[&[u8]] = &[
     b":",
 ];
 
-/// The wire tag of each client message (exhaustive: a new variant must be added here, and
-/// then to [`client_message`]).
+/// The wire tag of each client message.
 fn tag(m: &ClientMessage) -> &'static str {
-    match m {
-        ClientMessage::Join { .. } => "join",
-        ClientMessage::PublishOffer { .. } => "publish_offer",
-        ClientMessage::SubscribeAnswer { .. } => "subscribe_answer",
-        ClientMessage::Candidate { .. } => "candidate",
-        ClientMessage::Mute { .. } => "mute",
-        ClientMessage::TrackSettings { .. } => "track_settings",
-        ClientMessage::SessionStarted { .. } => "session_started",
-        ClientMessage::EndSession => "end_session",
-        ClientMessage::Resume { .. } => "resume",
-        ClientMessage::RestartIce { .. } => "restart_ice",
-        ClientMessage::Leave => "leave",
-        ClientMessage::WatchPresence => "watch_presence",
-        ClientMessage::CallInvite { .. } => "call_invite",
-        ClientMessage::CallAccept { .. } => "call_accept",
-        ClientMessage::CallReject { .. } => "call_reject",
-        ClientMessage::CallCancel { .. } => "call_cancel",
-        ClientMessage::CallHangup { .. } => "call_hangup",
-        ClientMessage::HostMute { .. } => "host_mute",
-        ClientMessage::HostRemove { .. } => "host_remove",
-        ClientMessage::HostLock { .. } => "host_lock",
-        ClientMessage::MatchStart => "match_start",
-        ClientMessage::MatchStop => "match_stop",
-        ClientMessage::Ping { .. } => "ping",
-    }
+    m.type_name()
 }
 
 /// Every tag [`tag`] gives.
-const TAGS: [&str; 23] = [
-    "join",
-    "publish_offer",
-    "subscribe_answer",
-    "candidate",
-    "mute",
-    "track_settings",
-    "session_started",
-    "end_session",
-    "resume",
-    "restart_ice",
-    "leave",
-    "watch_presence",
-    "call_invite",
-    "call_accept",
-    "call_reject",
-    "call_cancel",
-    "call_hangup",
-    "host_mute",
-    "host_remove",
-    "host_lock",
-    "match_start",
-    "match_stop",
-    "ping",
-];
+const TAGS: [&str; 23] = ClientMessage::TYPES;
 
 /// The error code the protocol documents for a rejected text frame (`docs/protocol.md`):
 /// `unknown_type` for a JSON object whose string `type` names no client message, `bad_json`

@@ -444,6 +444,10 @@ pub struct SfuMetrics {
     pub drops_socket_full: AtomicU64,
     /// Datagrams from an unknown address that were not a STUN request we issued.
     pub drops_unroutable: AtomicU64,
+    /// STUN that `rtc` addressed to a 5-tuple the peer was never heard on (a candidate address
+    /// the client only named): an ICE-lite server answers checks and sends none (RFC 8445
+    /// section 2.5), so the server never sends to an address that did not first reach it.
+    pub drops_unheard_destination: AtomicU64,
     /// Frames dropped because an ICE-TCP connection's write queue was full (a slow TCP peer
     /// loses its own packets; nobody else waits).
     pub drops_tcp_queue_full: AtomicU64,

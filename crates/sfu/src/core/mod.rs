@@ -344,7 +344,7 @@ impl Core {
         // Common case: flush this room in place, without cloning its id and looking it up again
         // (an allocation and two string hashes per datagram). Rare case (someone is closing):
         // the full after_room_change.
-        flush(room, &mut self.transmits);
+        flush(room, &mut self.transmits, &self.metrics);
         if room.participants.iter().any(|p| p.closing.is_some()) {
             let room_id = room.id.clone();
             self.after_room_change(&room_id, now);
@@ -517,7 +517,7 @@ impl Core {
                 room.next_layer_tick = now + crate::room::LAYER_TICK;
                 room.select_layers(now);
             }
-            flush(room, &mut self.transmits);
+            flush(room, &mut self.transmits, &self.metrics);
             if room.participants.is_empty() || room.participants.iter().any(|p| p.closing.is_some())
             {
                 changed.push(room.id.clone());
@@ -1089,7 +1089,7 @@ impl Core {
             return;
         };
         sync_ufrags(room, &mut self.ufrags);
-        flush(room, &mut self.transmits);
+        flush(room, &mut self.transmits, &self.metrics);
         // Commands end here: count the subscribe offers they made (a look-up per participant of
         // this room; the SDP is read only for a participant whose offer is new).
         for p in &room.participants {
@@ -1536,7 +1536,7 @@ fn sync_ufrags(room: &mut Room, table: &mut HashMap<String, TransportKey>) {
 }
 
 /// Queues every dirty transport's pending datagrams as [`Transmit`]s.
-fn flush(room: &mut Room, out: &mut VecDeque<Transmit>) {
+fn flush(room: &mut Room, out: &mut VecDeque<Transmit>, metrics: &SfuMetrics) {
     for p in &mut room.participants {
         let downtracks = &p.downtracks;
         for t in std::iter::once(&mut p.publisher).chain(p.subscriber.as_mut()) {
@@ -1560,6 +1560,20 @@ fn flush(room: &mut Room, out: &mut VecDeque<Transmit>) {
                         msg.transport.transport_protocol,
                     ),
                 };
+                // `rtc`'s agent also sends checks to the client's candidates (lite or not). A
+                // lite server only answers (RFC 8445 section 2.5): STUN goes only where a check
+                // came from, never to an address the client merely named (which could be
+                // anyone's: a reflection the client aims at a third party).
+                if stun
+                    && !t.paths.paths().any(|p| {
+                        p.local_addr == local
+                            && p.peer_addr == remote
+                            && p.transport_protocol == protocol
+                    })
+                {
+                    SfuMetrics::inc(&metrics.drops_unheard_destination);
+                    continue;
+                }
                 // Only ICE-TCP writers read it (UDP has no queue to reorder), and only a
                 // subscriber transport sends RTP (a publisher transport is receive-only).
                 let video = protocol == TransportProtocol::TCP

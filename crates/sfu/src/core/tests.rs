@@ -162,6 +162,8 @@ struct Net {
     /// Client addresses whose DTLS application data (SCTP: DataChannel messages and their
     /// acknowledgements) never reaches the core.
     mute_sctp: Vec<SocketAddr>,
+    /// Every address the core sent a datagram to that no client listens on.
+    strays: Vec<SocketAddr>,
 }
 
 impl Net {
@@ -195,6 +197,7 @@ impl Net {
             nat: HashMap::new(),
             lose: Vec::new(),
             mute_sctp: Vec::new(),
+            strays: Vec::new(),
         }
     }
 
@@ -350,6 +353,9 @@ impl Net {
                     .map(|(from, _)| *from)
                     .unwrap_or(t.remote);
                 let now = self.now;
+                if self.pc_at(remote).is_none() {
+                    self.strays.push(remote);
+                }
                 if let Some(pc) = self.pc_at(remote) {
                     let _ = pc.handle_read(TaggedBytesMut {
                         now,
@@ -1521,4 +1527,54 @@ fn a_data_channel_that_stops_acknowledging_removes_its_participant_and_nobody_el
     net.run(Duration::from_secs(2));
     net.assert_flowing("ada", "bob", Duration::from_secs(2), STEP);
     net.assert_flowing("bob", "ada", Duration::from_secs(2), STEP);
+}
+
+#[test]
+fn candidates_a_client_names_are_never_sent_to_before_that_address_is_heard_from() {
+    let mut net = Net::ada_and_bob();
+    // Cy's subscribe answer says he is ICE-lite too, which makes the server's agent the
+    // controlling one (RFC 8445 section 6.1.1: both lite, the offerer controls), and `rtc`'s
+    // then checks every candidate he names. He names addresses that are not his (a victim the
+    // server would be aimed at); nothing may reach them.
+    net.join_with("cy", None, true);
+    net.run(Duration::from_secs(1));
+    let (cy, answer) = {
+        let c = net.client_mut("cy");
+        (c.id, c.held.take().expect("Cy's held answer"))
+    };
+    let lite = answer.replacen("\r\nt=0 0\r\n", "\r\nt=0 0\r\na=ice-lite\r\n", 1);
+    assert_ne!(lite, answer, "the answer has a session section to mark");
+    let now = net.now;
+    net.core.subscribe_answer(cy, lite, now).expect("answer");
+    let victims: Vec<SocketAddr> = (1..=4)
+        .map(|i| format!("203.0.113.{i}:9{i}00").parse().unwrap())
+        .collect();
+    for (i, v) in victims.iter().enumerate() {
+        for role in [TransportRole::Publisher, TransportRole::Subscriber] {
+            let cand = format!(
+                "candidate:{i} 1 udp {} {} {} typ host",
+                2_130_706_431 - i as u32,
+                v.ip(),
+                v.port()
+            );
+            let now = net.now;
+            net.core
+                .add_candidate(cy, role, cand, Some("0".into()), Some(0), now)
+                .unwrap();
+        }
+    }
+    net.mark();
+    net.run(Duration::from_secs(10));
+    let to_victims = net.strays.iter().filter(|a| victims.contains(a)).count();
+    println!(
+        "datagrams to named-only addresses: {to_victims}; dropped as unheard: {}",
+        net.metric(|m| &m.drops_unheard_destination)
+    );
+    assert_eq!(
+        to_victims, 0,
+        "the core sent datagrams to addresses Cy only named"
+    );
+    for (to, from) in [("ada", "bob"), ("bob", "ada")] {
+        net.assert_flowing(to, from, Duration::from_secs(10), Duration::from_millis(50));
+    }
 }
