@@ -4,15 +4,13 @@
 //! signaling in another room keeps answering `ping` within 1 s and the paid-session status of
 //! any room still answers.
 
-#[path = "../crates/settlement/tests/common/mod.rs"]
-#[allow(clippy::all)]
-mod chainkit;
 mod common;
+mod paid_common;
 
-use chainkit::chain::{Chain, SPANISH, STUDENT, TUTOR};
-use common::{drop_pg_database, fresh_pg_database, spawn_app_with, CuttableProxy};
-use confab_client::Client;
+use common::{drop_pg_database, fresh_pg_database, CuttableProxy};
 use confab_protocol::{ClientMessage, ErrorCode, ServerMessage};
+use paid_common::chainkit::chain::{Chain, STUDENT};
+use paid_common::{addr, join_as, paid_app, rpc_addr, session_started};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -66,39 +64,20 @@ impl HangingProxy {
     }
 }
 
-fn addr(i: usize) -> String {
-    chainkit::address(i).to_checksum(None)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_chain_and_a_database_outage_do_not_stall_other_rooms() {
-    std::env::set_var("CONFAB_WALLET_KEY", chainkit::KEYS[0]);
-    std::env::set_var("CONFAB_API_SECRET", "test-api-secret-0123456789abcdef");
     let chain = Chain::deploy().await;
     chain.start_session().await;
-    let rpc: SocketAddr = chain
-        .anvil
-        .url
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
-    let rpc_proxy = HangingProxy::start(rpc).await;
+    let rpc_proxy = HangingProxy::start(rpc_addr(&chain)).await;
     let pg: SocketAddr = "127.0.0.1:5432".parse().unwrap();
     let db_proxy = CuttableProxy::start(pg).await;
     let (db_url, db_name) = fresh_pg_database(Some(db_proxy.addr)).await;
     let rpc_url = format!("http://{}", rpc_proxy.addr);
-    let dao = chain.dao.to_checksum(None);
-    let app = spawn_app_with(move |a| {
-        a.database_url = Some(db_url);
-        a.chain_rpc_url = Some(rpc_url);
-        a.contract_address = Some(dao);
-    })
-    .await;
+    let app = paid_app(&chain, Some(rpc_url), |a| a.database_url = Some(db_url)).await;
     let join = |sub: String, room: &str| {
-        let token = app.tokens.mint(&sub, "someone", 600, None);
-        let url = format!("ws://{}/ws?token={token}", app.addr);
         let room = room.to_owned();
-        async move { Client::join(&url, &room, "someone").await.expect("join") }
+        let app = &app;
+        async move { join_as(app, &sub, "someone", &room).await }
     };
     let paid_room = format!("paid-{}", uuid::Uuid::new_v4().simple());
     let other_room = format!("other-{}", uuid::Uuid::new_v4().simple());
@@ -112,13 +91,7 @@ async fn a_hung_chain_and_a_database_outage_do_not_stall_other_rooms() {
     rpc_proxy.hang();
     db_proxy.cut().await;
     let reported = Instant::now();
-    student
-        .send(&ClientMessage::SessionStarted {
-            tutor: addr(TUTOR),
-            language: SPANISH,
-        })
-        .await
-        .unwrap();
+    student.send(&session_started()).await.unwrap();
 
     // Meanwhile the other room's sockets answer at once, and so does the status route.
     let http = common::http();

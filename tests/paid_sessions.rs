@@ -7,38 +7,22 @@
 //! `/metrics`) without losing or doubling it; so does a crash of the server between the outbox row
 //! and the receipt. LangDAO's `/api/webrtc-events` work.
 
-#[path = "../crates/settlement/tests/common/mod.rs"]
-#[allow(clippy::all)]
-mod chainkit;
 mod common;
+mod paid_common;
 
-use chainkit::chain::{Chain, SPANISH, STUDENT, TUTOR};
-use common::{spawn_app_with, CuttableProxy, TestApp};
+use common::{CuttableProxy, TestApp};
 use confab_client::Client;
 use confab_protocol::{ClientMessage, ServerMessage};
 use confab_settlement::{Address, U256};
+use paid_common::chainkit::{
+    self,
+    chain::{Chain, SPANISH, STUDENT, TUTOR},
+};
+use paid_common::{addr, init_env, report_started, room, API_SECRET, WAIT};
 use std::time::{Duration, Instant};
 
-const WAIT: Duration = Duration::from_secs(30);
-const API_SECRET: &str = "test-api-secret-0123456789abcdef";
-
-fn init_env() {
-    // The backend wallet is anvil's account 0 (the contract owner); the same for every test.
-    std::env::set_var("CONFAB_WALLET_KEY", chainkit::KEYS[0]);
-    std::env::set_var("CONFAB_API_SECRET", API_SECRET);
-}
-
-fn addr(i: usize) -> String {
-    chainkit::address(i).to_checksum(None)
-}
-
 async fn app_for(chain: &Chain, rpc: Option<String>, grace_s: u64, heartbeat_s: u64) -> TestApp {
-    init_env();
-    let rpc = rpc.unwrap_or_else(|| chain.anvil.url.clone());
-    let dao = chain.dao.to_checksum(None);
-    spawn_app_with(move |a| {
-        a.chain_rpc_url = Some(rpc);
-        a.contract_address = Some(dao);
+    paid_common::paid_app(chain, rpc, |a| {
         a.paid_grace_s = grace_s;
         a.paid_heartbeat_timeout_s = heartbeat_s;
         a.settlement_retry_ms = 200;
@@ -47,36 +31,7 @@ async fn app_for(chain: &Chain, rpc: Option<String>, grace_s: u64, heartbeat_s: 
 }
 
 async fn join(app: &TestApp, room: &str, who: usize) -> Client {
-    let token = app
-        .tokens
-        .mint(&addr(who), &format!("user{who}"), 600, None);
-    let url = format!("ws://{}/ws?token={token}", app.addr);
-    Client::join(&url, room, &format!("user{who}"))
-        .await
-        .expect("join")
-}
-
-/// The student reports the on-chain session; the server checks `activeSessions(tutor)`.
-async fn report_started(student: &mut Client) -> String {
-    student
-        .send(&ClientMessage::SessionStarted {
-            tutor: addr(TUTOR),
-            language: SPANISH,
-        })
-        .await
-        .unwrap();
-    match student
-        .wait_event(WAIT, |e| {
-            matches!(
-                e,
-                ServerMessage::PaidSession { .. } | ServerMessage::Error { .. }
-            )
-        })
-        .await
-    {
-        Some(ServerMessage::PaidSession { session }) => session.id,
-        other => panic!("expected paid_session, got {other:?}"),
-    }
+    paid_common::join_as(app, &addr(who), &format!("user{who}"), room).await
 }
 
 async fn status(app: &TestApp, room: &str) -> serde_json::Value {
@@ -101,16 +56,7 @@ async fn settled(app: &TestApp, room: &str, within: Duration) -> serde_json::Val
 }
 
 async fn session_ended_events(chain: &Chain) -> usize {
-    use alloy::providers::Provider;
-    use alloy::sol_types::SolEvent;
-    let topic = confab_settlement::bindings::LangDAO::SessionEnded::SIGNATURE_HASH;
-    let filter = serde_json::json!({"address": chain.dao, "fromBlock": "0x0", "toBlock": "latest", "topics": [topic]});
-    let logs: Vec<serde_json::Value> = chain
-        .student
-        .raw_request("eth_getLogs".into(), [filter])
-        .await
-        .unwrap();
-    logs.len()
+    session_ended_total_paid(chain).await.len()
 }
 
 /// `totalPaid` of every `SessionEnded` the contract emitted, read from the chain's logs (the event's
@@ -208,13 +154,7 @@ async fn join_bare(
 
 /// A cuttable proxy in front of the chain's JSON-RPC.
 async fn rpc_proxy(chain: &Chain) -> CuttableProxy {
-    let rpc: std::net::SocketAddr = chain
-        .anvil
-        .url
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
-    CuttableProxy::start(rpc).await
+    CuttableProxy::start(paid_common::rpc_addr(chain)).await
 }
 
 /// A fresh chain and server (grace and heartbeat timeout in s), a session started on chain, the
@@ -232,10 +172,6 @@ async fn paid_room(
     let tutor = join(&app, &room, TUTOR).await;
     let id = report_started(&mut student).await;
     (chain, app, room, student, tutor, id)
-}
-
-fn room() -> String {
-    format!("paid-{}", uuid::Uuid::new_v4().simple())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
