@@ -1,0 +1,230 @@
+//! Hostile datagrams at the server process, over real UDP: while two participants exchange
+//! audio and video, four sockets that never joined send the media port 100 000 datagrams in 20 s
+//! (random bytes, STUN binding requests with made-up credentials, DTLS records and RTP headers
+//! with lying lengths). The server drops every one as unroutable, keeps both participants' media
+//! at the rate it is sent, and keeps answering `ping`. (The core test
+//! `hostile_datagrams_on_a_participants_valid_route_hurt_nobody_else` covers junk on a
+//! participant's own, authenticated route.)
+
+mod common;
+
+use common::{av, eventually, received_from, spawn_app_with};
+use confab_client::Client;
+use confab_protocol::{ClientMessage, ServerMessage};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long the junk flows (and the window media rates are measured over).
+const ATTACK: Duration = Duration::from_secs(20);
+/// Junk datagrams per 50 ms tick, per attacking socket (4 sockets: 5000 a second in all).
+const PER_TICK: usize = 62;
+
+/// Packets `c` received so far from `participant`: (audio, video).
+fn received(c: &Client, participant: &str) -> (u64, u64) {
+    let mut out = (0, 0);
+    for t in received_from(c, participant) {
+        let n = t.stats.lock().unwrap().received;
+        if t.video {
+            out.1 += n;
+        } else {
+            out.0 += n;
+        }
+    }
+    out
+}
+
+/// xorshift64: reproducible junk without a dependency.
+struct Junk(u64);
+
+impl Junk {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+
+    /// One datagram: noise, a STUN binding request with a made-up USERNAME and
+    /// MESSAGE-INTEGRITY (RFC 8489 section 14), a DTLS record header (RFC 6347 section 4.1) or an
+    /// RTP header (RFC 3550 section 5.1), each with a length field that may lie.
+    fn datagram(&mut self) -> Vec<u8> {
+        let len = 1 + (self.next() % 1200) as usize;
+        match self.next() % 4 {
+            0 => self.bytes(len),
+            1 => {
+                let user = format!("{:08x}:{:08x}", self.next() as u32, self.next() as u32);
+                let mut attrs = Vec::new();
+                attrs.extend_from_slice(&[0x00, 0x06, 0x00, user.len() as u8]);
+                attrs.extend_from_slice(user.as_bytes());
+                while attrs.len() % 4 != 0 {
+                    attrs.push(0);
+                }
+                attrs.extend_from_slice(&[0x00, 0x08, 0x00, 0x14]);
+                attrs.extend(self.bytes(20));
+                let mut d = vec![0x00, 0x01];
+                let claimed = if self.next() % 4 == 0 {
+                    self.next() as u16
+                } else {
+                    attrs.len() as u16
+                };
+                d.extend_from_slice(&claimed.to_be_bytes());
+                d.extend_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+                d.extend(self.bytes(12));
+                d.extend(attrs);
+                d
+            }
+            2 => {
+                let mut d = vec![20 + (self.next() % 4) as u8, 0xfe, 0xfd];
+                d.extend(self.bytes(8));
+                d.extend_from_slice(&(self.next() as u16).to_be_bytes());
+                d.extend(self.bytes(len));
+                d
+            }
+            _ => {
+                let mut d = vec![0x80, 96 + (self.next() % 32) as u8];
+                d.extend(self.bytes(len.max(12)));
+                d
+            }
+        }
+    }
+}
+
+/// `confab_drops_total{cause="unroutable"}` in `GET /metrics`.
+async fn unroutable(addr: std::net::SocketAddr) -> u64 {
+    let text = common::http()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("confab_drops_total{cause=\"unroutable\"} ")?
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(0.0) as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_from_strangers_at_the_media_port_is_dropped_and_hurts_no_call() {
+    // The media port, chosen here so the attackers know where to aim.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let app = spawn_app_with(|a| a.media_port = port).await;
+    let room = format!("hostile-{}", uuid::Uuid::new_v4().simple());
+    let mut calls = Vec::new();
+    for name in ["ada", "bob"] {
+        let mut c = Client::join(&app.ws_url(name), &room, name)
+            .await
+            .expect("join");
+        c.publish(&av()).await.expect("publish");
+        calls.push(c);
+    }
+    let ids: Vec<String> = calls.iter().map(|c| c.participant_id.clone()).collect();
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            let (a0, v0) = received(&calls[0], &ids[1]);
+            let (a1, v1) = received(&calls[1], &ids[0]);
+            a0.min(v0).min(a1).min(v1) >= 50
+        })
+        .await,
+        "Ada and Bob receive each other"
+    );
+
+    let unroutable0 = unroutable(app.addr).await;
+    let before = [received(&calls[0], &ids[1]), received(&calls[1], &ids[0])];
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let attackers: Vec<_> = (0..4u64)
+        .map(|i| {
+            let (stop, sent) = (Arc::clone(&stop), Arc::clone(&sent));
+            tokio::spawn(async move {
+                let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                let target = format!("127.0.0.1:{port}");
+                let mut junk = Junk(0x9e37_79b9_7f4a_7c15 ^ (i + 1));
+                let mut tick = tokio::time::interval(Duration::from_millis(50));
+                while !stop.load(Ordering::Relaxed) {
+                    tick.tick().await;
+                    for _ in 0..PER_TICK {
+                        if socket.send_to(&junk.datagram(), &target).await.is_ok() {
+                            sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+
+    // Meanwhile both keep answering ping.
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    while started.elapsed() < ATTACK {
+        for c in &mut calls {
+            let t = Instant::now();
+            c.send(&ClientMessage::Ping { ts: None }).await.unwrap();
+            let pong = c
+                .wait_event(Duration::from_secs(5), |m| {
+                    matches!(m, ServerMessage::Pong { .. })
+                })
+                .await;
+            assert!(pong.is_some(), "no pong within 5 s");
+            slowest = slowest.max(t.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for a in attackers {
+        a.await.expect("attacker task");
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = [received(&calls[0], &ids[1]), received(&calls[1], &ids[0])];
+    let sent = sent.load(Ordering::Relaxed);
+    // The last datagrams may still be in the socket's queue.
+    let mut dropped = 0;
+    for _ in 0..50 {
+        dropped = unroutable(app.addr).await - unroutable0;
+        if dropped >= sent {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "{elapsed:.1} s: {sent} junk datagrams sent, {dropped} dropped as unroutable; slowest pong {slowest:?}; packets (audio, video) before {before:?} after {after:?}"
+    );
+    assert!(
+        sent as f64 >= 0.8 * 5000.0 * ATTACK.as_secs_f64(),
+        "the junk was sent: {sent}"
+    );
+    assert!(
+        dropped as f64 >= 0.8 * sent as f64,
+        "the server read and dropped the junk (the kernel may drop some first): {dropped} of {sent}"
+    );
+    assert!(
+        slowest < Duration::from_secs(1),
+        "pong within 1 s: {slowest:?}"
+    );
+    for (who, (b, a)) in ["ada <- bob", "bob <- ada"]
+        .iter()
+        .zip(before.iter().zip(&after))
+    {
+        let audio = (a.0 - b.0) as f64 / (50.0 * elapsed);
+        let video = (a.1 - b.1) as f64 / (100.0 * elapsed);
+        assert!(
+            audio >= 0.95 && video >= 0.95,
+            "{who}: {:.1} % of the audio and {:.1} % of the video sent arrived",
+            audio * 100.0,
+            video * 100.0
+        );
+    }
+}
