@@ -140,6 +140,11 @@ impl Application {
                 crate::http::GUEST_TOKEN_RATE_PER_S,
                 crate::http::GUEST_TOKEN_BURST,
             )),
+            probe_limiter: std::sync::Arc::new(crate::limits::IpLimiter::new(
+                crate::http::health::PROBE_RATE_PER_S,
+                crate::http::health::PROBE_BURST,
+            )),
+            db: db.clone(),
             api_secret: crate::config::load_api_secret(),
             directory: Default::default(),
             max_total_participants: args.max_total_participants.max(1),

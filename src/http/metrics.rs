@@ -75,7 +75,11 @@ pub fn open_fds() -> Option<u64> {
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// `GET /metrics`.
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+pub async fn metrics(
+    req: actix_web::HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, super::ApiError> {
+    super::health::probe_budget(&req, &state)?;
     let mut families = families(state.sfu.metrics());
     families.extend(settlement_families(
         state.settlement_backlog.as_ref().map(BacklogReader::latest),
@@ -93,10 +97,12 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         "Signaling WebSockets open now.",
         state.socket_limits.open_sockets() as f64,
     ));
-    match prometheus::TextEncoder::new().encode_to_string(&families) {
-        Ok(body) => HttpResponse::Ok().content_type(CONTENT_TYPE).body(body),
-        Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
-    }
+    Ok(
+        match prometheus::TextEncoder::new().encode_to_string(&families) {
+            Ok(body) => HttpResponse::Ok().content_type(CONTENT_TYPE).body(body),
+            Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
+        },
+    )
 }
 
 /// The metric families for one scrape.

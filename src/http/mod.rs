@@ -8,11 +8,12 @@ use crate::auth::{AuthError, TokenAuthority, GUEST_TOKEN_TTL_S};
 use crate::chat::ChatService;
 
 mod calls;
+pub mod health;
 mod paid;
 pub mod rooms;
 use crate::signaling::protocol::MAX_FRAME_BYTES;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
-use confab_sfu::{SfuHandle, SfuMetrics};
+use confab_sfu::SfuHandle;
 use serde::Deserialize;
 use std::path::PathBuf;
 
@@ -51,6 +52,10 @@ pub struct AppState {
     /// `POST /api/guest-token`'s own per-IP budget ([`GUEST_TOKEN_RATE_PER_S`],
     /// [`GUEST_TOKEN_BURST`]).
     pub guest_limiter: std::sync::Arc<crate::limits::IpLimiter>,
+    /// The per-IP budget of `/healthz`, `/readyz` and `/metrics` ([`health::PROBE_BURST`]).
+    pub probe_limiter: std::sync::Arc<crate::limits::IpLimiter>,
+    /// The database, for `/readyz`.
+    pub db: confab_store::Db,
     /// Open signaling sockets per address and subject, and the join budgets.
     pub socket_limits: std::sync::Arc<crate::limits::SocketLimits>,
 }
@@ -166,7 +171,8 @@ impl From<crate::limits::LimitError> for ApiError {
 
 /// Registers every route.
 pub fn routes(cfg: &mut web::ServiceConfig, static_dir: PathBuf) {
-    cfg.route("/healthz", web::get().to(healthz))
+    cfg.route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(metrics::metrics))
         .route("/api/guests", web::post().to(guest_token))
         .route("/api/guest-token", web::post().to(guest_token))
@@ -178,15 +184,6 @@ pub fn routes(cfg: &mut web::ServiceConfig, static_dir: PathBuf) {
         .configure(calls::routes)
         .configure(rooms::routes)
         .service(actix_files::Files::new("/", static_dir).index_file("index.html"));
-}
-
-async fn healthz(state: web::Data<AppState>) -> HttpResponse {
-    let m = state.sfu.metrics();
-    HttpResponse::Ok().json(serde_json::json!({
-        "status": "ok",
-        "rooms": SfuMetrics::get(&m.rooms),
-        "participants": SfuMetrics::get(&m.participants),
-    }))
 }
 
 #[derive(Deserialize)]

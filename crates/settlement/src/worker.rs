@@ -74,6 +74,12 @@ impl BacklogReader {
     pub fn latest(&self) -> Option<Backlog> {
         *self.0.borrow()
     }
+
+    /// Whether the worker still runs (its task ended, by shutdown or panic, once this is
+    /// `false`); for readiness probes.
+    pub fn worker_running(&self) -> bool {
+        self.0.has_changed().is_ok()
+    }
 }
 
 /// Owns a chain client (the wallet's sender in this process) and a handle on the database.

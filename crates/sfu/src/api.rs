@@ -444,6 +444,9 @@ pub struct SfuMetrics {
     pub drops_socket_full: AtomicU64,
     /// Datagrams from an unknown address that were not a STUN request we issued.
     pub drops_unroutable: AtomicU64,
+    /// When the media worker's loop last ran its timers: ms since a process-wide epoch (0: never).
+    /// The loop runs them at least once a second ([`SfuMetrics::since_worker_beat`]).
+    pub worker_beat_ms: AtomicU64,
     /// STUN that `rtc` addressed to a 5-tuple the peer was never heard on (a candidate address
     /// the client only named): an ICE-lite server answers checks and sends none (RFC 8445
     /// section 2.5), so the server never sends to an address that did not first reach it.
@@ -530,7 +533,30 @@ pub const PROCESSING_BUCKETS_NS: [u64; 15] = [
     5_000_000, 10_000_000, 20_000_000, 50_000_000,
 ];
 
+/// The instant the process first asked for it: the zero of [`SfuMetrics::worker_beat_ms`].
+pub(crate) fn process_epoch() -> std::time::Instant {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(std::time::Instant::now)
+}
+
 impl SfuMetrics {
+    /// Records that the media worker's loop is turning (called from its timer branch).
+    pub(crate) fn worker_beat(&self) {
+        let ms = process_epoch().elapsed().as_millis() as u64;
+        self.worker_beat_ms.store(ms.max(1), Ordering::Relaxed);
+    }
+
+    /// How long ago the media worker's loop last turned; `None` if it never did. A live worker
+    /// turns at least once a second, so seconds here mean it is stuck (for `/healthz`).
+    pub fn since_worker_beat(&self) -> Option<std::time::Duration> {
+        let ms = self.worker_beat_ms.load(Ordering::Relaxed);
+        (ms > 0).then(|| {
+            process_epoch()
+                .elapsed()
+                .saturating_sub(std::time::Duration::from_millis(ms))
+        })
+    }
+
     pub(crate) fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }

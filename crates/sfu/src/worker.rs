@@ -261,6 +261,7 @@ impl Worker {
     ) {
         let sleep = tokio::time::sleep(IDLE_TICK);
         tokio::pin!(sleep);
+        self.metrics.worker_beat();
         loop {
             let deadline = self
                 .core
@@ -322,6 +323,7 @@ impl Worker {
                     }
                 },
                 _ = &mut sleep => {
+                    self.metrics.worker_beat();
                     self.core.handle_timeout(Instant::now());
                     self.check_drained(Instant::now());
                     self.send_all();
