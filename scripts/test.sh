@@ -5,7 +5,8 @@
 #    PostgreSQL (store tests; an already running server on 127.0.0.1:5432 is used as is),
 #    anvil and solc (npm packages under contracts/), playwright-core (tests/browser/).
 # 2. Builds every test binary once (target dir reused between runs: $CARGO_TARGET_DIR,
-#    default ~/.cache/confab/target).
+#    default ~/.cache/confab/target), then checks formatting (rustfmt), lints (clippy) and the
+#    API docs' links (rustdoc), each with warnings denied.
 # 3. Runs the Rust tests (unit, integration against real webrtc-rs peers, PostgreSQL, SQLite
 #    and anvil), the aiortc interop test (Python peers, a venv it installs), the werift interop
 #    test (Node.js peers, a client written from docs/protocol.md alone), then the browser tests
@@ -32,6 +33,14 @@ bash scripts/browser-deps.sh
 
 echo "test.sh: building (target dir $CARGO_TARGET_DIR)"
 cargo build --workspace --tests --bins --quiet
+
+echo "test.sh: lints (rustfmt, clippy and rustdoc, warnings denied)"
+if ! cargo clippy --version >/dev/null 2>&1 || ! cargo fmt --version >/dev/null 2>&1; then
+    rustup component add clippy rustfmt >/dev/null 2>&1 || true
+fi
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
 echo "test.sh: Rust tests"
 # The fuzz targets run 2 s each from one fixed seed here, so a submission is judged on the

@@ -6,7 +6,7 @@
 //! every party left on purpose → at once; a party disconnected or gone longer than the grace
 //! period; no heartbeat for the heartbeat timeout). Signaling sessions and the REST API reach it through a
 //! [`PaidHandle`]. Ending writes the session's end and its settlement row in one database
-//! transaction ([`repo::end_paid_session`]) and wakes the [`SettlementWorker`], the wallet's only
+//! transaction ([`repo::end_paid_session`]) and wakes the [`confab_settlement::SettlementWorker`], the wallet's only
 //! sender, which calls `endSession(tutor)` on chain, retrying until the chain confirms. An end the
 //! database refused is retried by this task until it is stored: nothing is lost. After a restart
 //! the running sessions are read back from the database with both parties absent, so they end

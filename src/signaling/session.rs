@@ -413,6 +413,7 @@ async fn send_with(session: &mut Session, m: &ServerMessage, rid: Option<&serde_
     let _ = tokio::time::timeout(SEND_TIMEOUT, session.text(text)).await;
 }
 
+#[allow(clippy::too_many_arguments)] // one handle per subsystem a message may reach
 async fn handle(
     m: ClientMessage,
     out: &mut Reply<'_>,

@@ -3,7 +3,7 @@
 //! webrtc-rs clients (`confab-client`) join rooms on a confab server, publish pre-built
 //! VP8-like and Opus-like RTP (no encoder: each payload carries a counter and the send time)
 //! and subscribe to everyone else. One **run** ([`run::run_level`]) ramps the joins, warms up,
-//! measures a window and leaves; a **sweep** ([`sweep`]) repeats runs at rising load until loss
+//! measures a window and leaves; a **sweep** ([`bench_sweep`]) repeats runs at rising load until loss
 //! or p99 latency passes its bound, per room size.
 //!
 //! Figures come from two sides and are never mixed up: the server's own accounting (CPU time

@@ -74,7 +74,7 @@ impl LoadSpec {
     }
 }
 
-/// A synthetic track at `kbps` and `pps` (pps raised so a payload fits [`MAX_PAYLOAD`]).
+/// A synthetic track at `kbps` and `pps` (pps raised so a payload fits `MAX_PAYLOAD`, 1100 bytes).
 pub fn synthetic(video: bool, kbps: u32, pps: u32) -> SyntheticTrack {
     let bytes_per_s = kbps as usize * 1000 / 8;
     let pps = (pps.max(1) as usize).max(bytes_per_s.div_ceil(MAX_PAYLOAD));

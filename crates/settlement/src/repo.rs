@@ -10,7 +10,7 @@
 //! ([`set_aside`]) rather than failing the whole batch.
 //!
 //! Starting and ending a paid session and finishing a settlement also write their webhook event
-//! ([`crate::webhook_events`]) into `webhook_outbox` in the same transaction, so what other backends are told
+//! (`webhook_events.rs`) into `webhook_outbox` in the same transaction, so what other backends are told
 //! is exactly what was committed.
 //!
 //! Each query is written once and run on whichever pool the `Db` holds (`on_db!`), so the SQL is what both

@@ -29,7 +29,7 @@
 //! Forwarding per packet ([`rewrite`]): SSRC, payload type, header-extension ids (by URI),
 //! sequence number and timestamp are rewritten per subscriber leg; video waits for a keyframe
 //! when a subscription starts (and asks the publisher for one, throttled to one per
-//! [`room::KEYFRAME_REQUEST_INTERVAL`] per track); subscribers' PLI/FIR are relayed upstream;
+//! `KEYFRAME_REQUEST_INTERVAL` per track); subscribers' PLI/FIR are relayed upstream;
 //! NACKs are answered per leg from the `rtc` NACK responder's send buffer.
 
 #![warn(missing_docs)]

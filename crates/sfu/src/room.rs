@@ -744,6 +744,7 @@ impl Room {
         self.participants.iter().position(|p| p.id == id)
     }
 
+    #[allow(clippy::too_many_arguments)] // each is one fact about the joining participant
     pub fn add_participant(
         &mut self,
         id: ParticipantId,

@@ -573,7 +573,7 @@ impl Db {
                         .fetch_one(&mut *tx)
                         .await?;
                     if others == 0 {
-                        (&mut *tx).enqueue_webhook(room_started).await?;
+                        (*tx).enqueue_webhook(room_started).await?;
                     }
                     sqlx::query(ADD)
                         .bind(&p.node_id)
@@ -584,7 +584,7 @@ impl Db {
                         .bind(db_time(p.joined_at))
                         .execute(&mut *tx)
                         .await?;
-                    (&mut *tx).enqueue_webhook(joined).await?;
+                    (*tx).enqueue_webhook(joined).await?;
                     tx.commit().await?;
                     Ok(others == 0)
                 }
@@ -621,14 +621,14 @@ impl Db {
                         .bind(participant)
                         .execute(&mut *tx)
                         .await?;
-                    (&mut *tx).enqueue_webhook(left).await?;
+                    (*tx).enqueue_webhook(left).await?;
                     let (rest,): (i64,) = sqlx::query_as(REST)
                         .bind(node)
                         .bind(room)
                         .fetch_one(&mut *tx)
                         .await?;
                     if rest == 0 {
-                        (&mut *tx).enqueue_webhook(room_finished).await?;
+                        (*tx).enqueue_webhook(room_finished).await?;
                     }
                     tx.commit().await?;
                     Ok(rest == 0)

@@ -68,7 +68,10 @@ async fn an_https_endpoint_is_delivered_when_its_certificate_is_trusted_and_neve
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let got = trusted.acknowledged("/hooks");
-    assert_eq!(got.keys().cloned().collect::<Vec<_>>(), [e.id.clone()]);
+    assert_eq!(
+        got.keys().cloned().collect::<Vec<_>>(),
+        std::slice::from_ref(&e.id)
+    );
     assert!(
         trusted.received().iter().all(|r| r.verified),
         "signed over TLS"

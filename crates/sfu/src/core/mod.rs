@@ -541,7 +541,7 @@ impl Core {
     }
 
     /// Joins (creating when needed) `room` as `name`; `events` is this participant's queue
-    /// ([`crate::mailbox`]: a session that stops reading for seconds closes the participant). Errors: `RoomFull`,
+    /// ([`mod@crate::mailbox`]: a session that stops reading for seconds closes the participant). Errors: `RoomFull`,
     /// `NegotiationFailed` (no peer connection could be built).
     pub fn join(
         &mut self,
