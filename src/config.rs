@@ -1,10 +1,20 @@
-//! Typed settings: command-line flags, each also an environment variable, with defaults that
-//! run on a fresh machine. `validate()` runs at start-up; secrets are `secrecy` types.
+//! Typed settings: command-line flags, each also an environment variable, over an optional TOML
+//! file (`--config`, see `confab.example.toml`), over defaults that run on a fresh machine.
+//! Precedence: flag > environment > file > default ([`resolve`]). `validate()` runs at start-up
+//! and reports every wrong value; secrets come only from the environment or files they name, are
+//! `secrecy` types, at least 32 bytes ([`secrets`]) and are never printed.
 
 use clap::{Args, Parser, Subcommand};
-use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+
+pub mod file;
+pub mod secrets;
+pub mod show;
+
+pub use file::{resolve, Origin, Resolved};
+pub use secrets::{load_api_secret, load_token_secret};
 
 /// confab: a WebRTC SFU with persisted chat and on-chain session settlement.
 #[derive(Debug, Parser)]
@@ -26,6 +36,31 @@ pub enum Command {
     Serve(ServeArgs),
     /// Mint an access token with the server's secret (for scripts and other backends).
     Token(TokenArgs),
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `confab config …`.
+#[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up
+pub enum ConfigCommand {
+    /// Load the configuration exactly as `serve` would (file, environment, flags), validate it
+    /// and print the effective settings with every secret redacted. Exit status 0: valid.
+    Check(ServeArgs),
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per event (the default).
+    #[default]
+    Human,
+    /// One JSON object per line (for a log collector).
+    Json,
+    /// `human` when the log goes to a terminal, else `json`.
+    Auto,
 }
 
 /// `confab token`.
@@ -61,9 +96,18 @@ fn parse_ttl(s: &str) -> Result<u64, String> {
         .map_err(|e| format!("not a lifetime ({e}): e.g. 7200, 30m, 2h"))
 }
 
-/// `confab serve`.
-#[derive(Debug, Args, Clone)]
+/// `confab serve`. Every field but `config` and `webhooks` (whose own fields are) is also a key of
+/// the configuration file, named as the field.
+#[derive(Debug, Args, Clone, Serialize, Deserialize)]
 pub struct ServeArgs {
+    /// TOML configuration file under the flags and the environment (see `confab.example.toml`).
+    /// Without it, flags, environment and defaults only.
+    #[arg(long, env = "CONFAB_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Log lines: `human`, `json` (one object per line) or `auto` (human on a terminal, else json).
+    #[arg(long, env = "CONFAB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
     /// HTTP address (page, REST, WebSocket signaling). Port 0 picks a free port.
     #[arg(long, env = "CONFAB_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -149,7 +193,7 @@ pub struct ServeArgs {
     #[arg(long = "ice-server", env = "CONFAB_ICE_SERVERS", value_delimiter = ',')]
     pub ice_servers: Vec<String>,
     /// File holding the TURN REST shared secret (coturn's `static-auth-secret`); the secret
-    /// may instead come from the environment variable CONFAB_TURN_SECRET. At least 16 bytes.
+    /// may instead come from the environment variable CONFAB_TURN_SECRET. At least 32 bytes.
     #[arg(long, env = "CONFAB_TURN_SECRET_FILE")]
     pub turn_secret_file: Option<PathBuf>,
     /// How long TURN credentials stay valid, seconds.
@@ -190,8 +234,10 @@ pub struct ServeArgs {
     /// How long a 1:1 call rings before it ends unanswered (`missed`), seconds.
     #[arg(long, env = "CONFAB_CALL_RING_TIMEOUT_S", default_value_t = 30)]
     pub call_ring_timeout_s: u64,
-    /// Webhooks to other backends (`docs/protocol.md`, "Webhooks").
+    /// Webhooks to other backends (`docs/protocol.md`, "Webhooks"). In the file their keys sit
+    /// beside the others (`webhook_urls = [...]`), so this table is merged apart.
     #[command(flatten)]
+    #[serde(skip)]
     pub webhooks: WebhookArgs,
 }
 
@@ -199,7 +245,7 @@ pub struct ServeArgs {
 /// environment: `CONFAB_WEBHOOK_SECRET`, else the file named by `CONFAB_WEBHOOK_SECRET_FILE`.
 /// Servers sharing one database must be given the same endpoints (each start makes its own the
 /// enabled ones).
-#[derive(Debug, Args, Clone)]
+#[derive(Debug, Args, Clone, Serialize, Deserialize)]
 pub struct WebhookArgs {
     /// A Standard Webhooks endpoint (`https://…` or `http://…`) that gets every event, signed. Repeat the flag
     /// for several; the environment variable takes a comma-separated list.
@@ -278,30 +324,107 @@ impl WebhookArgs {
     }
 }
 
-/// Why the settings are unusable.
+/// Why the settings are unusable. Messages name the setting and never quote a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// `--max-participants` out of range.
-    #[error("--max-participants must be between 2 and 100, got {0}")]
+    #[error("max_participants (--max-participants) must be between 2 and 100, got {0}")]
     MaxParticipants(usize),
     /// No static directory found.
-    #[error("browser client directory not found: {0}")]
+    #[error("static_dir (--static-dir): browser client directory not found: {0}")]
     StaticDir(String),
     /// `--resume-grace-s` out of range.
-    #[error("--resume-grace-s must be between 1 and 240, got {0}")]
+    #[error("resume_grace_s (--resume-grace-s) must be between 1 and 240, got {0}")]
     ResumeGrace(u64),
-    /// Reading or creating the secret failed.
+    /// Creating the token secret's file failed.
     #[error("token secret: {0}")]
     Secret(String),
     /// `--public-origin` is not `http(s)://host[:port]`.
-    #[error("--public-origin: {0}")]
+    #[error("public_origin (--public-origin): {0}")]
     PublicOrigin(String),
     /// `--settlement-lease-s` out of range.
-    #[error("--settlement-lease-s must be between 5 and 86400, got {0}")]
+    #[error("settlement_lease_s (--settlement-lease-s) must be between 5 and 86400, got {0}")]
     SettlementLease(u64),
     /// `--settlement-overdue-after-s` is zero.
-    #[error("--settlement-overdue-after-s must be at least 1")]
+    #[error("settlement_overdue_after_s (--settlement-overdue-after-s) must be at least 1")]
     SettlementOverdue,
+    /// `--db-max-connections` is zero.
+    #[error("db_max_connections (--db-max-connections) must be at least 1")]
+    DbMaxConnections,
+    /// The ICE servers or the TURN secret are unusable.
+    #[error("ice_servers (--ice-server): {0}")]
+    Ice(String),
+    /// The webhook settings are unusable.
+    #[error("webhooks: {0}")]
+    Webhooks(String),
+    /// The configuration file cannot be read or is not TOML.
+    #[error("configuration file {path}: {why}")]
+    File {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// A key of the configuration file that is no setting.
+    #[error("configuration file {path}: unknown key `{key}` (keys are the serve flags' names with underscores, see confab.example.toml)")]
+    UnknownKey {
+        /// The key as written.
+        key: String,
+        /// The file.
+        path: String,
+    },
+    /// A value of the configuration file of the wrong type or out of its type's range.
+    #[error("{key}: {why} (in {path})")]
+    Value {
+        /// The key.
+        key: String,
+        /// What is wrong.
+        why: String,
+        /// The file.
+        path: String,
+    },
+    /// The flags or environment could not be read as settings.
+    #[error("{0}")]
+    Flags(String),
+    /// A secret's file cannot be read.
+    #[error("{setting}: cannot read the secret file {path}: {why}")]
+    SecretFile {
+        /// The setting naming the file.
+        setting: String,
+        /// The file.
+        path: String,
+        /// The I/O error.
+        why: String,
+    },
+    /// A secret is empty, short or malformed.
+    #[error("{setting} {why}")]
+    SecretValue {
+        /// The setting it came from (variable, or variable and file).
+        setting: String,
+        /// What is wrong, never the value.
+        why: String,
+    },
+    /// Several of the above, one per line.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<ConfigError>),
+}
+
+impl ConfigError {
+    /// One error, or [`ConfigError::Several`] (panics on none: callers have at least one).
+    pub fn all(mut errors: Vec<ConfigError>) -> ConfigError {
+        match errors.len() {
+            1 => errors.remove(0),
+            _ => ConfigError::Several(errors),
+        }
+    }
+
+    /// The single errors (a [`ConfigError::Several`] opened).
+    pub fn into_list(self) -> Vec<ConfigError> {
+        match self {
+            ConfigError::Several(list) => list.into_iter().flat_map(Self::into_list).collect(),
+            one => vec![one],
+        }
+    }
 }
 
 impl ServeArgs {
@@ -315,26 +438,55 @@ impl ServeArgs {
         }
     }
 
-    /// Checks ranges and paths.
+    /// Checks ranges, paths, the ICE and webhook settings and every secret (see [`secrets`]);
+    /// the error holds one message per wrong value.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let errors = self.problems();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::all(errors))
+        }
+    }
+
+    /// Every wrong value, one error each (empty: valid).
+    pub fn problems(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
         if !(2..=100).contains(&self.max_participants) {
-            return Err(ConfigError::MaxParticipants(self.max_participants));
+            errors.push(ConfigError::MaxParticipants(self.max_participants));
         }
         if !(1..=240).contains(&self.resume_grace_s) {
-            return Err(ConfigError::ResumeGrace(self.resume_grace_s));
+            errors.push(ConfigError::ResumeGrace(self.resume_grace_s));
         }
         let dir = self.resolved_static_dir();
         if !dir.join("index.html").exists() {
-            return Err(ConfigError::StaticDir(dir.display().to_string()));
+            errors.push(ConfigError::StaticDir(dir.display().to_string()));
         }
         if !(5..=86_400).contains(&self.settlement_lease_s) {
-            return Err(ConfigError::SettlementLease(self.settlement_lease_s));
+            errors.push(ConfigError::SettlementLease(self.settlement_lease_s));
         }
         if self.settlement_overdue_after_s == 0 {
-            return Err(ConfigError::SettlementOverdue);
+            errors.push(ConfigError::SettlementOverdue);
         }
-        self.public_site()?;
-        Ok(())
+        if self.db_max_connections == 0 {
+            errors.push(ConfigError::DbMaxConnections);
+        }
+        if let Err(e) = self.public_site() {
+            errors.push(e);
+        }
+        let (_, secret_errors) = secrets::check(self);
+        let secrets_ok = secret_errors.is_empty();
+        errors.extend(secret_errors);
+        if secrets_ok {
+            // Reads the TURN and webhook secrets, judged above.
+            if let Err(e) = self.ice_servers() {
+                errors.push(ConfigError::Ice(e.to_string()));
+            }
+            if let Err(e) = self.webhooks.settings() {
+                errors.push(ConfigError::Webhooks(e.to_string()));
+            }
+        }
+        errors
     }
 
     /// `--public-origin`, parsed (None when unset or empty). Errors: not `http(s)://host[:port]`.
@@ -398,58 +550,6 @@ impl ServeArgs {
         }
         PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/static"))
     }
-}
-
-/// The shared secret other backends present (`Authorization: Bearer …`) on
-/// `POST /api/sessions` and `POST /api/webrtc-events`: `CONFAB_API_SECRET`, else
-/// `CONFAB_API_SECRET_FILE`. None: those endpoints answer 401.
-pub fn load_api_secret() -> Option<SecretString> {
-    if let Ok(s) = std::env::var("CONFAB_API_SECRET") {
-        if !s.is_empty() {
-            return Some(SecretString::from(s));
-        }
-    }
-    let path = std::env::var("CONFAB_API_SECRET_FILE").ok()?;
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|s| SecretString::from(s.trim().to_owned()))
-}
-
-/// The token secret: `CONFAB_JWT_SECRET`, else `CONFAB_JWT_SECRET_FILE`, else
-/// `<data-dir>/jwt-secret` (created with 32 random bytes, mode 0600, on first start).
-pub fn load_token_secret(data_dir: &std::path::Path) -> Result<SecretString, ConfigError> {
-    if let Ok(s) = std::env::var("CONFAB_JWT_SECRET") {
-        if s.len() < 16 {
-            return Err(ConfigError::Secret(
-                "CONFAB_JWT_SECRET must have at least 16 characters".into(),
-            ));
-        }
-        return Ok(SecretString::from(s));
-    }
-    let path = match std::env::var("CONFAB_JWT_SECRET_FILE") {
-        Ok(p) => PathBuf::from(p),
-        Err(_) => data_dir.join("jwt-secret"),
-    };
-    if let Ok(s) = std::fs::read_to_string(&path) {
-        return Ok(SecretString::from(s.trim().to_owned()));
-    }
-    std::fs::create_dir_all(data_dir).map_err(|e| ConfigError::Secret(e.to_string()))?;
-    let secret = hex::encode(rand::random::<[u8; 32]>());
-    write_private(&path, &secret)
-        .map_err(|e| ConfigError::Secret(format!("{}: {e}", path.display())))?;
-    Ok(SecretString::from(secret))
-}
-
-fn write_private(path: &std::path::Path, content: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    opts.open(path)?.write_all(content.as_bytes())
 }
 
 /// The addresses to announce when `--public-ip` is not given: every IPv4 interface address

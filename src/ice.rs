@@ -9,8 +9,8 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 
-/// Shortest TURN shared secret accepted, bytes.
-pub const MIN_TURN_SECRET: usize = 16;
+/// Shortest TURN shared secret accepted, bytes (the floor of every secret).
+pub const MIN_TURN_SECRET: usize = crate::config::secrets::MIN_SECRET_BYTES;
 
 /// One entry of `RTCConfiguration.iceServers`, as the client gets it in `joined` / `resumed`.
 pub use confab_protocol::IceServerMsg as IceServer;
@@ -131,7 +131,7 @@ mod tests {
                 "stun:stun.example.org:3478".into(),
                 "turn:turn.example.org:3478?transport=udp".into(),
             ],
-            secret("0123456789abcdef0123"),
+            secret("0123456789abcdef0123456789abcdef"),
             3600,
         )
         .unwrap();
@@ -142,7 +142,7 @@ mod tests {
         assert_eq!(list[1].username.as_deref(), Some("1003600:u-42"));
         assert_eq!(
             list[1].credential.as_deref(),
-            Some(turn_password(b"0123456789abcdef0123", "1003600:u-42").as_str())
+            Some(turn_password(b"0123456789abcdef0123456789abcdef", "1003600:u-42").as_str())
         );
         let json = serde_json::to_string(&list[0]).unwrap();
         assert!(!json.contains("username"), "{json}");

@@ -19,7 +19,7 @@ use confab::auth::TokenAuthority;
 use confab_client::Client;
 use receiver::{wait_for, Mode, Receiver};
 
-const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+const SECRET: &str = "whsec_CQxIJgKrMKe1QbSvzTVBEZckXI9Um0cdCjd4LuZ2jHs=";
 
 /// The server as a child process; killed (SIGKILL) on drop.
 struct Server {

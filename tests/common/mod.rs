@@ -88,6 +88,8 @@ pub async fn spawn_app_with_db(max_participants: usize, database_url: Option<Str
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeArgs)) -> TestApp {
     let data_dir = std::env::temp_dir().join(format!("confab-test-{}", uuid::Uuid::new_v4()));
     let mut args = ServeArgs {
+        config: None,
+        log_format: Default::default(),
         listen: "127.0.0.1:0".parse().unwrap(),
         media_port: 0,
         media_tcp_port: Some(0),
