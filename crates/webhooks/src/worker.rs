@@ -211,7 +211,29 @@ async fn post(
     match sent {
         Ok(r) if r.status().is_success() => Outcome::Delivered,
         Ok(r) => Outcome::Failed(format!("HTTP {}", r.status().as_u16())),
-        Err(e) => Outcome::Failed(describe(&e)),
+        // The URL may carry a credential (user-info, a token in the query): never in the
+        // message, which is logged and stored.
+        Err(e) => Outcome::Failed(describe(&e.without_url())),
+    }
+}
+
+/// `url` fit for a log line: user-info dropped, a query shown as `?…` (either may carry a
+/// credential).
+fn loggable(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let had_query = u.query().is_some();
+            let _ = u.set_password(None);
+            let _ = u.set_username("");
+            u.set_query(None);
+            u.set_fragment(None);
+            let mut s = u.to_string();
+            if had_query {
+                s.push_str("?…");
+            }
+            s
+        }
+        Err(_) => "<unparseable URL>".to_owned(),
     }
 }
 
@@ -236,6 +258,7 @@ async fn record(
     backoff: &Backoff,
 ) -> Result<(), StoreError> {
     let now = Utc::now();
+    let url = loggable(url);
     let applied = match &outcome {
         Outcome::Delivered => {
             db.webhook_delivered(&d.event_id, d.endpoint_id, worker, now)
@@ -273,4 +296,19 @@ async fn record(
 
 fn to_chrono(d: Duration) -> chrono::TimeDelta {
     chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_logged_url_carries_no_credentials() {
+        assert_eq!(
+            super::loggable("https://user:pw@hooks.example.org/in?token=abc"),
+            "https://hooks.example.org/in?…"
+        );
+        assert_eq!(
+            super::loggable("http://127.0.0.1:9/hook"),
+            "http://127.0.0.1:9/hook"
+        );
+    }
 }
