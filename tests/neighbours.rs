@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{av, eventually, received_from, spawn_app};
+use common::{call_of, received_av, spawn_app};
 use confab_client::{Client, SyntheticTrack};
 use confab_protocol::{ClientMessage, ErrorCode, ServerMessage, Source};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,20 +15,6 @@ use std::time::{Duration, Instant};
 
 /// How long the flood lasts (and the window media rates are measured over).
 const FLOOD: Duration = Duration::from_secs(20);
-
-/// Packets `c` received so far from `participant`: (audio, video).
-fn received(c: &Client, participant: &str) -> (u64, u64) {
-    let mut out = (0, 0);
-    for t in received_from(c, participant) {
-        let n = t.stats.lock().unwrap().received;
-        if t.video {
-            out.1 += n;
-        } else {
-            out.0 += n;
-        }
-    }
-    out
-}
 
 /// Pings every 500 ms until `stop`; returns the slowest `pong` (ms) and the mute events seen
 /// meanwhile. Any `error` or a `pong` later than 2 s fails the test.
@@ -65,24 +51,7 @@ async fn a_neighbours_mute_flood_and_track_churn_cannot_remove_or_starve_the_oth
     let app = spawn_app(16).await;
     let t0 = Instant::now();
     let room = format!("neighbours-{}", uuid::Uuid::new_v4().simple());
-    let mut victims = Vec::new();
-    for name in ["vic1", "vic2"] {
-        let mut c = Client::join(&app.ws_url(name), &room, name)
-            .await
-            .expect("join");
-        c.publish(&av()).await.expect("publish");
-        victims.push(c);
-    }
-    let ids: Vec<String> = victims.iter().map(|c| c.participant_id.clone()).collect();
-    assert!(
-        eventually(Duration::from_secs(30), || {
-            let (a0, v0) = received(&victims[0], &ids[1]);
-            let (a1, v1) = received(&victims[1], &ids[0]);
-            a0.min(v0).min(a1).min(v1) >= 50
-        })
-        .await,
-        "the victims receive each other"
-    );
+    let (victims, ids) = call_of(&app, &room, &["vic1", "vic2"]).await;
 
     // One account, three sockets, each with a microphone to toggle.
     let mut attackers = Vec::new();
@@ -98,8 +67,8 @@ async fn a_neighbours_mute_flood_and_track_churn_cannot_remove_or_starve_the_oth
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let before: Vec<(u64, u64)> = vec![
-        received(&victims[0], &ids[1]),
-        received(&victims[1], &ids[0]),
+        received_av(&victims[0], &ids[1]),
+        received_av(&victims[1], &ids[0]),
     ];
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
@@ -196,8 +165,8 @@ async fn a_neighbours_mute_flood_and_track_churn_cannot_remove_or_starve_the_oth
         f.await.expect("flooder task").leave().await;
     }
     let after: Vec<(u64, u64)> = vec![
-        received(&victims[0], &ids[1]),
-        received(&victims[1], &ids[0]),
+        received_av(&victims[0], &ids[1]),
+        received_av(&victims[1], &ids[0]),
     ];
     let refused = refused.load(Ordering::Relaxed);
     println!(

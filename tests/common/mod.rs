@@ -280,3 +280,50 @@ impl CuttableProxy {
         self.up.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// Packets `c` received so far from `participant`: (audio, video).
+pub fn received_av(c: &confab_client::Client, participant: &str) -> (u64, u64) {
+    let mut out = (0, 0);
+    for t in received_from(c, participant) {
+        let n = t.stats.lock().unwrap().received;
+        if t.video {
+            out.1 += n;
+        } else {
+            out.0 += n;
+        }
+    }
+    out
+}
+
+/// `names` join `room` on `app` and publish a camera and a microphone ([`av`]); returns once each
+/// has received 50 audio and 50 video packets from every other: the clients and their
+/// participant ids, in `names`' order.
+pub async fn call_of(
+    app: &TestApp,
+    room: &str,
+    names: &[&str],
+) -> (Vec<confab_client::Client>, Vec<String>) {
+    let mut calls = Vec::new();
+    for name in names {
+        let mut c = confab_client::Client::join(&app.ws_url(name), room, name)
+            .await
+            .expect("join");
+        c.publish(&av()).await.expect("publish");
+        calls.push(c);
+    }
+    let ids: Vec<String> = calls.iter().map(|c| c.participant_id.clone()).collect();
+    let flowing = eventually(Duration::from_secs(30), || {
+        calls.iter().enumerate().all(|(i, c)| {
+            ids.iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .all(|(_, id)| {
+                    let (a, v) = received_av(c, id);
+                    a.min(v) >= 50
+                })
+        })
+    })
+    .await;
+    assert!(flowing, "{names:?} receive each other");
+    (calls, ids)
+}
