@@ -2,7 +2,8 @@
 # The whole test suite, from a fresh Debian machine with only Rust installed.
 #
 # 1. Installs what the tests need, when missing: Node.js/npm, Chromium (browser tests),
-#    PostgreSQL (store tests; an already running server on 127.0.0.1:5432 is used as is),
+#    PostgreSQL (store tests; an already running server on 127.0.0.1:5432 is used as is), Redis
+#    (the multi-node test; likewise on 127.0.0.1:6379),
 #    anvil and solc (npm packages under contracts/), playwright-core (tests/browser/).
 # 2. Builds every test binary once (target dir reused between runs: $CARGO_TARGET_DIR,
 #    default ~/.cache/confab/target), then checks formatting (rustfmt), lints (clippy) and the
@@ -28,6 +29,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 bash scripts/ensure-postgres.sh
+bash scripts/ensure-redis.sh
 bash scripts/ensure-anvil.sh >/dev/null
 bash scripts/browser-deps.sh
 

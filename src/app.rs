@@ -111,6 +111,14 @@ impl Application {
             max_participants: args.max_participants,
         };
         let (sfu, room_events) = start_media_thread(media)?;
+        let cluster = match args.cluster()? {
+            Some(settings) => {
+                let c = crate::cluster::Cluster::connect(settings).await?;
+                c.spawn_upkeep(sfu.clone(), room_events.subscribe());
+                Some(c)
+            }
+            None => None,
+        };
 
         // Behind the front door the HTTP server listens on loopback only.
         let listener = match &front_listener {
@@ -145,6 +153,7 @@ impl Application {
                 crate::http::health::PROBE_BURST,
             )),
             db: db.clone(),
+            cluster,
             api_secret: crate::config::load_api_secret(),
             directory: Default::default(),
             max_total_participants: args.max_total_participants.max(1),

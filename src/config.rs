@@ -234,6 +234,20 @@ pub struct ServeArgs {
     /// How long a 1:1 call rings before it ends unanswered (`missed`), seconds.
     #[arg(long, env = "CONFAB_CALL_RING_TIMEOUT_S", default_value_t = 30)]
     pub call_ring_timeout_s: u64,
+    /// Redis shared by the nodes of one deployment (`redis://host:6379/0`; never logged): each
+    /// node registers itself and the rooms it hosts, and a join for a room hosted elsewhere is
+    /// answered `redirect` (`docs/protocol.md`). Unset: a single node, no Redis.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// This node's base URL as clients reach it (`https://n1.example.com`): where joins of the
+    /// rooms it hosts are redirected. Required with `--redis-url`; each node needs its own
+    /// `--node-id` too.
+    #[arg(long, env = "CONFAB_NODE_URL")]
+    pub node_url: Option<String>,
+    /// Seconds a node's and its rooms' Redis keys live without renewal (renewed every third of
+    /// it): how long the rooms of a node that died stay unavailable. 3 to 3600.
+    #[arg(long, env = "CONFAB_CLUSTER_TTL_S", default_value_t = 10)]
+    pub cluster_ttl_s: u64,
     /// Webhooks to other backends (`docs/protocol.md`, "Webhooks"). In the file their keys sit
     /// beside the others (`webhook_urls = [...]`), so this table is merged apart.
     #[command(flatten)]
@@ -357,6 +371,9 @@ pub enum ConfigError {
     /// The webhook settings are unusable.
     #[error("webhooks: {0}")]
     Webhooks(String),
+    /// `--redis-url`, `--node-url` or `--cluster-ttl-s` unusable, or Redis unreachable at start.
+    #[error("cluster: {0}")]
+    Cluster(String),
     /// The configuration file cannot be read or is not TOML.
     #[error("configuration file {path}: {why}")]
     File {
@@ -471,6 +488,9 @@ impl ServeArgs {
         if self.db_max_connections == 0 {
             errors.push(ConfigError::DbMaxConnections);
         }
+        if let Err(e) = self.cluster() {
+            errors.push(e);
+        }
         if let Err(e) = self.public_site() {
             errors.push(e);
         }
@@ -487,6 +507,53 @@ impl ServeArgs {
             }
         }
         errors
+    }
+
+    /// The cluster settings (None without `--redis-url`). Errors: no `--node-url`, a node URL
+    /// that is not `http(s)://host[:port]`, a TTL outside 3..=3600 s.
+    pub fn cluster(&self) -> Result<Option<crate::cluster::ClusterSettings>, ConfigError> {
+        let Some(redis_url) = self
+            .redis_url
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+        else {
+            return Ok(None);
+        };
+        let Some(node_url) = self
+            .node_url
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+        else {
+            return Err(ConfigError::Cluster(
+                "node_url (--node-url) is required with redis_url (--redis-url)".into(),
+            ));
+        };
+        let node_url = node_url.trim_end_matches('/');
+        let valid = url::Url::parse(node_url).is_ok_and(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some()
+                && u.path() == "/"
+                && u.query().is_none()
+        });
+        if !valid {
+            return Err(ConfigError::Cluster(format!(
+                "node_url (--node-url) must be http(s)://host[:port], got {node_url:?}"
+            )));
+        }
+        if !(3..=3600).contains(&self.cluster_ttl_s) {
+            return Err(ConfigError::Cluster(format!(
+                "cluster_ttl_s (--cluster-ttl-s) must be between 3 and 3600, got {}",
+                self.cluster_ttl_s
+            )));
+        }
+        Ok(Some(crate::cluster::ClusterSettings {
+            redis_url: redis_url.to_owned(),
+            node_id: self.webhooks.node_id.clone(),
+            node_url: node_url.to_owned(),
+            ttl_s: self.cluster_ttl_s,
+        }))
     }
 
     /// `--public-origin`, parsed (None when unset or empty). Errors: not `http(s)://host[:port]`.

@@ -32,6 +32,7 @@ pub mod app;
 pub mod auth;
 pub mod calls;
 pub mod chat;
+pub mod cluster;
 pub mod config;
 pub mod front;
 pub mod http;

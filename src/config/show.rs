@@ -14,6 +14,7 @@ const URL_KEYS: &[&str] = &[
     "chain_rpc_url",
     "webhook_urls",
     "langdao_events_url",
+    "redis_url",
 ];
 
 /// The effective configuration as TOML text.

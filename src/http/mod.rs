@@ -56,6 +56,8 @@ pub struct AppState {
     pub probe_limiter: std::sync::Arc<crate::limits::IpLimiter>,
     /// The database, for `/readyz`.
     pub db: confab_store::Db,
+    /// This node's membership of a cluster (`--redis-url`); `None` on a single node.
+    pub cluster: Option<crate::cluster::Cluster>,
     /// Open signaling sockets per address and subject, and the join budgets.
     pub socket_limits: std::sync::Arc<crate::limits::SocketLimits>,
 }
@@ -257,6 +259,7 @@ async fn websocket(
         state.calls.clone(),
         state.max_total_participants,
         slot,
+        state.cluster.clone(),
     ));
     Ok(response)
 }

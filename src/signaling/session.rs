@@ -89,6 +89,7 @@ pub async fn run(
     calls: CallService,
     max_total_participants: usize,
     slot: crate::limits::SocketSlot,
+    cluster: Option<crate::cluster::Cluster>,
 ) {
     let mut paid_events = paid.as_ref().map(|p| p.subscribe());
     // Online from now: presence and call events come on `calls_rx`.
@@ -164,6 +165,17 @@ pub async fn run(
                                 send_with(&mut session, &ServerMessage::error(ErrorCode::RateLimited, "too many mute or publish changes from your account; slow down"), rid.as_ref()).await;
                             }
                             Ok(m) => {
+                                if let (Some(c), ClientMessage::Join { room, .. }, None) = (cluster.as_ref(), &m, joined.as_ref()) {
+                                    // Another live node hosts the room: send the client there
+                                    // (rooms are never split across nodes).
+                                    let for_this_room = claims.room.as_deref().is_none_or(|r| r == room);
+                                    if let (Ok(id), true) = (RoomId::parse(room), for_this_room) {
+                                        if let crate::cluster::Placement::Elsewhere { url, .. } = c.claim(&id).await {
+                                            send_with(&mut session, &ServerMessage::Redirect { url, room: room.clone() }, rid.as_ref()).await;
+                                            continue;
+                                        }
+                                    }
+                                }
                                 let joining = joined.is_none() && matches!(m, ClientMessage::Join { .. });
                                 let mut out = Reply { session: &mut session, rid: rid.as_ref() };
                                 if let Flow::Stop = handle(m, &mut out, &ice, &sfu, &chat, paid.as_ref(), &claims, &mut joined, max_total_participants).await {

@@ -123,6 +123,9 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeArgs)) -> TestApp {
         joins_per_ip_per_min: 120,
         joins_per_user_per_min: 20,
         connect_timeout_s: 20,
+        redis_url: None,
+        node_url: None,
+        cluster_ttl_s: 10,
     };
     adjust(&mut args);
     let app = Application::build(args).await.expect("the server builds");

@@ -487,6 +487,16 @@ pub enum ServerMessage {
         #[serde(skip_serializing_if = "Option::is_none")]
         ts: Option<f64>,
     },
+    /// Answer to `join` on a node of a cluster when another node hosts the room: open a new
+    /// WebSocket to `url` (the hosting node's base URL, `http(s)://host[:port]`; the socket is
+    /// `ws(s)://host[:port]/ws`) with the same token and send the same `join` there. Nothing was
+    /// joined here.
+    Redirect {
+        /// The hosting node's base URL.
+        url: String,
+        /// The room, as joined.
+        room: String,
+    },
 }
 
 /// An online user as sent to clients.
