@@ -135,6 +135,11 @@ export class ConfabSession extends EventTarget {
     this.room = room;
     this.name = name;
     this.origin = origin || globalThis.location.origin;
+    /** The node that hosts the room, when the page's own sent us there (`redirect`); null: the
+     * page's origin. @type {string|null} */
+    this._nodeOrigin = null;
+    /** Redirects followed since the last `joined` (a loop between nodes stops at 3). */
+    this._redirects = 0;
     /** where a non-guest token comes from; see the constructor's `tokenSource` */
     this._tokenSource = tokenSource || null;
     /** @type {RTCConfiguration} */
@@ -535,8 +540,9 @@ export class ConfabSession extends EventTarget {
       return this._connectionLost(gen, /** @type {Error} */ (e));
     }
     if (gen !== this._gen) return;
-    const scheme = this.origin.startsWith('https:') ? 'wss:' : 'ws:';
-    const url = `${scheme}//${new URL(this.origin).host}/ws?token=${encodeURIComponent(token)}`;
+    const node = this._nodeOrigin || this.origin;
+    const scheme = node.startsWith('https:') ? 'wss:' : 'ws:';
+    const url = `${scheme}//${new URL(node).host}/ws?token=${encodeURIComponent(token)}`;
     const ws = new WebSocket(url);
     this._ws = ws;
     let opened = false;
@@ -799,6 +805,7 @@ export class ConfabSession extends EventTarget {
         this._emit('paid-session-ended', { id: String(msg.id || ''), reason: String(msg.reason || '') });
         return;
       case 'error': return this._onServerError(gen, msg);
+      case 'redirect': return this._onRedirect(gen, msg);
       default:
         // Presence and call events reach every socket of a user; the calls page handles them.
         if (/^(call_|presence)/.test(String(msg.type))) break;
@@ -809,6 +816,7 @@ export class ConfabSession extends EventTarget {
   /** @param {number} gen @param {any} msg */
   async _onJoined(gen, msg) {
     clearTimeout(this._timers.join);
+    this._redirects = 0;
     this._awaitingJoin = false;
     this._probe(gen, TIMING.heartbeatProbeMs); // measures the round trip the probes allow for
     this._resumeAttempt = 0;
@@ -954,6 +962,31 @@ export class ConfabSession extends EventTarget {
         this._connectionLost(gen, new Error('the server stopped answering'));
       }
     }, graceMs + 2 * Math.min(rtt, 2_000));
+  }
+
+  /**
+   * Another node of the deployment hosts the room (docs/protocol.md, `redirect`): join there,
+   * with the same token. At most 3 in a row, so two nodes that disagree cannot bounce us forever.
+   * @param {number} gen @param {any} msg
+   */
+  _onRedirect(gen, msg) {
+    if (gen !== this._gen) return;
+    let node;
+    try {
+      const u = new URL(String(msg.url));
+      if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error(u.protocol);
+      node = u.origin;
+    } catch {
+      return this._connectionLost(gen, new Error('the server sent us to an invalid address'));
+    }
+    this._redirects += 1;
+    if (this._redirects > 3) {
+      return this._connectionLost(gen, new Error('the servers keep sending us to each other'));
+    }
+    this._awaitingJoin = false;
+    clearTimeout(this._timers.join);
+    this._nodeOrigin = node;
+    this._connect();
   }
 
   /** @param {number} gen @param {any} msg */
