@@ -39,6 +39,7 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
 # A configuration file: mount one and set CONFAB_CONFIG to its path (every key is documented in
 # /app/confab.example.toml; flags and environment still win over it). Secrets come only from the
 # environment or mounted files (CONFAB_*_SECRET_FILE, CONFAB_WALLET_KEY_FILE), at least 32 bytes.
-# CONFAB_LOG_FORMAT=json for a log collector.
+# CONFAB_LOG_FORMAT=json for a log collector. Several containers as one deployment: the same
+# REDIS_URL and CONFAB_JWT_SECRET, and on each its own CONFAB_NODE_ID and CONFAB_NODE_URL.
 ENTRYPOINT ["confab"]
 CMD ["serve"]
