@@ -87,6 +87,9 @@ pub(crate) struct Transport {
     /// Has been `Connected` before: until then video for it is held from a keyframe on
     /// ([`DownTrack::early`]) instead of dropped.
     pub connected_once: bool,
+    /// Where media went when it last became `Connected`: a reconnect on the same 5-tuple (an
+    /// ICE restart on the same network) is not a new path, and its loss is the link's own.
+    pub connected_via: Option<FiveTuple>,
 }
 
 /// Most datagrams a transport holds before ICE selects a pair (a DTLS flight is 1–3 records).
@@ -161,6 +164,7 @@ impl Transport {
             nomination: None,
             congested: false,
             connected_once: false,
+            connected_via: None,
         })
     }
 }

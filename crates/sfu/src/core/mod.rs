@@ -1425,11 +1425,23 @@ fn on_pc_event(
                 (TransportRole::Subscriber, RTCPeerConnectionState::Connected)
                     if p.subscriber.as_ref().is_some_and(|s| !s.connected_once) =>
                 {
+                    if let Some(s) = p.subscriber.as_mut() {
+                        s.connected_via = s.paths.destination();
+                    }
                     let plis = room.first_connected(idx, now, metrics);
                     SfuMetrics::add(&metrics.plis_sent, plis);
                 }
                 (TransportRole::Subscriber, RTCPeerConnectionState::Connected) => {
-                    p.bandwidth.path_changed(now);
+                    // Only a reconnect on another 5-tuple (a new network, a resume from
+                    // elsewhere) forgets the measured link; an ICE restart on the same path
+                    // keeps its loss, which is the link's own.
+                    if let Some(s) = p.subscriber.as_mut() {
+                        let via = s.paths.destination();
+                        if via != s.connected_via {
+                            p.bandwidth.path_changed(now);
+                        }
+                        s.connected_via = via;
+                    }
                     let wanted: Vec<crate::ids::TrackId> = p
                         .downtracks
                         .iter()
