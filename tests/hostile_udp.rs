@@ -8,8 +8,7 @@
 
 mod common;
 
-use common::{call_of, received_av, spawn_app_with};
-use confab_protocol::{ClientMessage, ServerMessage};
+use common::{call_of, received_av, slowest_pong, spawn_app_with};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -81,24 +80,8 @@ impl Junk {
     }
 }
 
-/// `confab_drops_total{cause="unroutable"}` in `GET /metrics`.
-async fn unroutable(addr: std::net::SocketAddr) -> u64 {
-    let text = common::http()
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix("confab_drops_total{cause=\"unroutable\"} ")?
-                .parse::<f64>()
-                .ok()
-        })
-        .unwrap_or(0.0) as u64
-}
+/// The series of `confab_drops_total` that counts datagrams nobody's route matches.
+const UNROUTABLE: &str = "confab_drops_total{cause=\"unroutable\"}";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn junk_from_strangers_at_the_media_port_is_dropped_and_hurts_no_call() {
@@ -112,7 +95,7 @@ async fn junk_from_strangers_at_the_media_port_is_dropped_and_hurts_no_call() {
     let room = format!("hostile-{}", uuid::Uuid::new_v4().simple());
     let (mut calls, ids) = call_of(&app, &room, &["ada", "bob"]).await;
 
-    let unroutable0 = unroutable(app.addr).await;
+    let unroutable0 = app.metric(UNROUTABLE).await as u64;
     let before = [
         received_av(&calls[0], &ids[1]),
         received_av(&calls[1], &ids[0]),
@@ -143,17 +126,7 @@ async fn junk_from_strangers_at_the_media_port_is_dropped_and_hurts_no_call() {
     let started = Instant::now();
     let mut slowest = Duration::ZERO;
     while started.elapsed() < ATTACK {
-        for c in &mut calls {
-            let t = Instant::now();
-            c.send(&ClientMessage::Ping { ts: None }).await.unwrap();
-            let pong = c
-                .wait_event(Duration::from_secs(5), |m| {
-                    matches!(m, ServerMessage::Pong { .. })
-                })
-                .await;
-            assert!(pong.is_some(), "no pong within 5 s");
-            slowest = slowest.max(t.elapsed());
-        }
+        slowest = slowest.max(slowest_pong(&mut calls).await);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     stop.store(true, Ordering::Relaxed);
@@ -169,7 +142,7 @@ async fn junk_from_strangers_at_the_media_port_is_dropped_and_hurts_no_call() {
     // The last datagrams may still be in the socket's queue.
     let mut dropped = 0;
     for _ in 0..50 {
-        dropped = unroutable(app.addr).await - unroutable0;
+        dropped = app.metric(UNROUTABLE).await as u64 - unroutable0;
         if dropped >= sent {
             break;
         }

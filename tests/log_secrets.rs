@@ -137,23 +137,8 @@ async fn a_whole_paid_call_at_debug_level_logs_no_secret_token_or_sdp() {
     assert!(ended.is_some(), "the session ends");
     // The wallet signs endSession: wait until it is settled on chain.
     let observer = tokens.mint("observer", "observer", 60, None);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let s: serde_json::Value = http
-            .get(format!("{base}/api/rooms/{room}/paid-session"))
-            .bearer_auth(&observer)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if s["settlement"]["state"] == "settled" {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "not settled: {s}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let s = paid_common::settlement_final(&base, &observer, &room, Duration::from_secs(60)).await;
+    assert_eq!(s["settlement"]["state"], "settled", "not settled: {s}");
     student.leave().await;
     tutor.leave().await;
     // A graceful stop, so the shutdown path logs too.

@@ -8,7 +8,7 @@ mod common;
 mod paid_common;
 
 use common::{drop_pg_database, fresh_pg_database, CuttableProxy};
-use confab_protocol::{ClientMessage, ErrorCode, ServerMessage};
+use confab_protocol::{ErrorCode, ServerMessage};
 use paid_common::chainkit::chain::{Chain, STUDENT};
 use paid_common::{addr, join_as, paid_app, rpc_addr, session_started};
 use std::net::SocketAddr;
@@ -98,17 +98,7 @@ async fn a_hung_chain_and_a_database_outage_do_not_stall_other_rooms() {
     let mut slowest = Duration::ZERO;
     let mut slowest_status = Duration::ZERO;
     while reported.elapsed() < Duration::from_secs(8) {
-        for c in &mut others {
-            let t = Instant::now();
-            c.send(&ClientMessage::Ping { ts: None }).await.unwrap();
-            let pong = c
-                .wait_event(Duration::from_secs(5), |m| {
-                    matches!(m, ServerMessage::Pong { .. })
-                })
-                .await;
-            assert!(pong.is_some(), "no pong within 5 s");
-            slowest = slowest.max(t.elapsed());
-        }
+        slowest = slowest.max(common::slowest_pong(&mut others).await);
         let t = Instant::now();
         let token = app.tokens.mint("observer", "observer", 600, None);
         let status = tokio::time::timeout(

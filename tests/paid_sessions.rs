@@ -41,18 +41,8 @@ async fn status(app: &TestApp, room: &str) -> serde_json::Value {
 
 /// Polls the room's settlement until it is final; returns the status.
 async fn settled(app: &TestApp, room: &str, within: Duration) -> serde_json::Value {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let s = status(app, room).await;
-        if s["settlement"]["state"] == "settled" || s["settlement"]["state"] == "failed" {
-            return s;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not settled in time: {s}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let token = app.tokens.mint("observer", "observer", 60, None);
+    paid_common::settlement_final(&format!("http://{}", app.addr), &token, room, within).await
 }
 
 async fn session_ended_events(chain: &Chain) -> usize {
@@ -610,28 +600,12 @@ async fn a_crash_between_the_outbox_row_and_the_receipt_still_settles_exactly_on
     let mut server = start(format!("http://{}", proxy.addr));
     wait_up().await;
     let token = tokens.mint("observer", "observer", 60, None);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let s: serde_json::Value = common::http()
-            .get(format!(
-                "http://127.0.0.1:{port}/api/rooms/{room}/paid-session"
-            ))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if s["settlement"]["state"] == "settled" {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not settled after restart: {s}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let base = format!("http://127.0.0.1:{port}");
+    let s = paid_common::settlement_final(&base, &token, &room, Duration::from_secs(60)).await;
+    assert_eq!(
+        s["settlement"]["state"], "settled",
+        "not settled after restart: {s}"
+    );
     assert_eq!(
         session_ended_events(&chain).await,
         1,

@@ -330,3 +330,23 @@ pub async fn call_of(
     assert!(flowing, "{names:?} receive each other");
     (calls, ids)
 }
+
+/// One `ping` on each of `clients` in turn; returns the slowest `pong`. Panics when one takes
+/// over 5 s.
+pub async fn slowest_pong(clients: &mut [confab_client::Client]) -> Duration {
+    let mut slowest = Duration::ZERO;
+    for c in clients {
+        let t = std::time::Instant::now();
+        c.send(&confab_protocol::ClientMessage::Ping { ts: None })
+            .await
+            .unwrap();
+        let pong = c
+            .wait_event(Duration::from_secs(5), |m| {
+                matches!(m, confab_protocol::ServerMessage::Pong { .. })
+            })
+            .await;
+        assert!(pong.is_some(), "no pong within 5 s");
+        slowest = slowest.max(t.elapsed());
+    }
+    slowest
+}

@@ -94,3 +94,33 @@ pub async fn report_started(student: &mut Client) -> String {
 pub fn room() -> String {
     format!("paid-{}", uuid::Uuid::new_v4().simple())
 }
+
+/// Polls `GET {base}/api/rooms/{room}/paid-session` (with `token`) every 100 ms until its
+/// settlement is final (`settled` or `failed`); returns that status. Panics past `within`.
+pub async fn settlement_final(
+    base: &str,
+    token: &str,
+    room: &str,
+    within: Duration,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let s: serde_json::Value = crate::common::http()
+            .get(format!("{base}/api/rooms/{room}/paid-session"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if s["settlement"]["state"] == "settled" || s["settlement"]["state"] == "failed" {
+            return s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not settled in time: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
