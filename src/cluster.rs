@@ -155,6 +155,31 @@ impl Cluster {
         }
     }
 
+    /// The `redirect` answering `m` when it is a `join` of a room another live node hosts
+    /// (rooms are never split across nodes); `None` for anything else, for a room this node
+    /// takes or holds, and for a join the session refuses anyway (a bad room id, or a token for
+    /// another room than `token_room`).
+    pub async fn redirect(
+        &self,
+        m: &confab_protocol::ClientMessage,
+        token_room: Option<&str>,
+    ) -> Option<confab_protocol::ServerMessage> {
+        let confab_protocol::ClientMessage::Join { room, .. } = m else {
+            return None;
+        };
+        if token_room.is_some_and(|r| r != room) {
+            return None;
+        }
+        let id = RoomId::parse(room).ok()?;
+        match self.claim(&id).await {
+            Placement::Here => None,
+            Placement::Elsewhere { url, .. } => Some(confab_protocol::ServerMessage::Redirect {
+                url,
+                room: room.clone(),
+            }),
+        }
+    }
+
     /// Writes this node's key for one more TTL.
     async fn register(&self) -> Result<(), String> {
         let s = &self.settings;

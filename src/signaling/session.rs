@@ -165,15 +165,10 @@ pub async fn run(
                                 send_with(&mut session, &ServerMessage::error(ErrorCode::RateLimited, "too many mute or publish changes from your account; slow down"), rid.as_ref()).await;
                             }
                             Ok(m) => {
-                                if let (Some(c), ClientMessage::Join { room, .. }, None) = (cluster.as_ref(), &m, joined.as_ref()) {
-                                    // Another live node hosts the room: send the client there
-                                    // (rooms are never split across nodes).
-                                    let for_this_room = claims.room.as_deref().is_none_or(|r| r == room);
-                                    if let (Ok(id), true) = (RoomId::parse(room), for_this_room) {
-                                        if let crate::cluster::Placement::Elsewhere { url, .. } = c.claim(&id).await {
-                                            send_with(&mut session, &ServerMessage::Redirect { url, room: room.clone() }, rid.as_ref()).await;
-                                            continue;
-                                        }
+                                if let (Some(c), None) = (cluster.as_ref(), joined.as_ref()) {
+                                    if let Some(redirect) = c.redirect(&m, claims.room.as_deref()).await {
+                                        send_with(&mut session, &redirect, rid.as_ref()).await;
+                                        continue;
                                     }
                                 }
                                 let joining = joined.is_none() && matches!(m, ClientMessage::Join { .. });
