@@ -26,8 +26,11 @@ ENV CONFAB_LISTEN=0.0.0.0:8080 \
     CONFAB_STATIC_DIR=/app/static
 VOLUME /data
 USER confab
-# 8080/tcp: HTTP (page, REST, signaling WebSocket); 7882/udp: media; 7882/tcp: ICE-TCP media.
-EXPOSE 8080/tcp 7882/udp 7882/tcp
+# 8080/tcp: HTTP (page, REST, signaling WebSocket); 7882-7885/udp: media; 7882-7885/tcp: ICE-TCP
+# media. Media worker i listens on 7882 + i; four workers here (CONFAB_MEDIA_WORKERS): publish
+# 7882-7885 (or raise both the variable and the ranges for a bigger machine).
+ENV CONFAB_MEDIA_WORKERS=4
+EXPOSE 8080/tcp 7882-7885/udp 7882-7885/tcp
 # Liveness: 503 once the media worker stops turning (a dead one already ends the process). With
 # TLS on 443, set CONFAB_HEALTH_URL=https://127.0.0.1:443/healthz. Readiness (database, media,
 # settlement) is GET /readyz, for a load balancer.

@@ -11,7 +11,9 @@ use confab_settlement::{
     Address, BacklogReader, Backoff, ChainClient, ChainConfig, EndPolicy, SettlementWorker,
     WalletKey, WorkerConfig,
 };
-use confab_sfu::{spawn_media_worker, MediaConfig, MediaInterface, RoomEvent, SfuHandle};
+use confab_sfu::{
+    spawn_media_worker, MediaConfig, MediaInterface, MediaWorker, RoomEvent, SfuHandle,
+};
 use confab_store::{Db, DbOptions};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use tokio::sync::broadcast;
@@ -109,8 +111,9 @@ impl Application {
             connect_timeout: std::time::Duration::from_secs(args.connect_timeout_s.max(1)),
             interfaces,
             max_participants: args.max_participants,
+            workers: args.media_workers(),
         };
-        let (sfu, room_events) = start_media_thread(media)?;
+        let (sfu, room_events) = start_media_threads(media)?;
         let cluster = match args.cluster()? {
             Some(settings) => {
                 let c = crate::cluster::Cluster::connect(settings).await?;
@@ -281,14 +284,33 @@ async fn shutdown_signal() {
     }
 }
 
-/// Runs the media worker on a dedicated thread with its own single-threaded runtime, so media
-/// never competes with HTTP handlers for an executor.
-fn start_media_thread(
+/// Runs each media worker ([`MediaConfig::workers`]) on a dedicated thread with its own
+/// single-threaded runtime, so media never competes with HTTP handlers for an executor and each
+/// worker has a core to itself. Errors: a thread or runtime that cannot start, a port in use.
+fn start_media_threads(
     config: MediaConfig,
 ) -> std::io::Result<(SfuHandle, broadcast::Sender<RoomEvent>)> {
+    let (room_events, _) = broadcast::channel(confab_sfu::ROOM_EVENTS);
+    let mut workers = Vec::new();
+    for index in 0..config.workers.max(1) {
+        workers.push(start_media_thread(
+            config.clone(),
+            index,
+            room_events.clone(),
+        )?);
+    }
+    Ok((SfuHandle::new(workers)?, room_events))
+}
+
+/// Starts media worker `index` on a thread of its own (`confab-media-<index>`).
+fn start_media_thread(
+    config: MediaConfig,
+    index: usize,
+    room_events: broadcast::Sender<RoomEvent>,
+) -> std::io::Result<MediaWorker> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
-        .name("confab-media".into())
+        .name(format!("confab-media-{index}"))
         .spawn(move || {
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -302,15 +324,15 @@ fn start_media_thread(
             };
             rt.block_on(async move {
                 crate::http::metrics::register_runtime();
-                match spawn_media_worker(config) {
-                    Ok((handle, events, task)) => {
-                        let _ = tx.send(Ok((handle, events)));
+                match spawn_media_worker(config, index, room_events) {
+                    Ok((worker, task)) => {
+                        let _ = tx.send(Ok(worker));
                         if let Err(e) = task.await {
                             // Not a server without media pretending to be healthy: exit non-zero
                             // so the supervisor (systemd, Docker, Kubernetes) restarts it. A panic
                             // in one participant's handling never gets here (the core removes
                             // that participant); this is the worker loop itself dying.
-                            tracing::error!("media worker died: {e}; exiting");
+                            tracing::error!(worker = index, "media worker died: {e}; exiting");
                             std::process::exit(70);
                         }
                     }

@@ -135,6 +135,11 @@ pub struct ServeArgs {
     /// Most participants per room.
     #[arg(long, env = "CONFAB_MAX_PARTICIPANTS", default_value_t = 16)]
     pub max_participants: usize,
+    /// Media workers: threads that each forward the rooms placed on them (by a stable hash of
+    /// the room id), with their own sockets. Worker `i` uses the media ports + `i`, so open
+    /// that range (e.g. UDP and TCP 7882–7885 for 4). Default: one per CPU core (at most 64).
+    #[arg(long, env = "CONFAB_MEDIA_WORKERS")]
+    pub media_workers: Option<usize>,
     /// Chat and records database: `postgres://…` for PostgreSQL, else a SQLite file path
     /// (default: `<data-dir>/confab.db`).
     #[arg(long, env = "DATABASE_URL")]
@@ -338,12 +343,24 @@ impl WebhookArgs {
     }
 }
 
+/// Most media workers `--media-workers` accepts.
+pub const MAX_MEDIA_WORKERS: usize = 256;
+
+/// Most media workers the default (one per core) starts.
+pub const DEFAULT_MEDIA_WORKERS_MAX: usize = 64;
+
 /// Why the settings are unusable. Messages name the setting and never quote a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// `--max-participants` out of range.
     #[error("max_participants (--max-participants) must be between 2 and 100, got {0}")]
     MaxParticipants(usize),
+    /// `--media-workers` out of range.
+    #[error("media_workers (--media-workers) must be between 1 and {MAX_MEDIA_WORKERS}, got {0}")]
+    MediaWorkers(usize),
+    /// A media worker's port (the media port + its index) is past 65535.
+    #[error("{0} (--{1}) {2} with {3} media workers needs ports up to {4}, past 65535")]
+    MediaPortRange(&'static str, &'static str, u16, usize, usize),
     /// No static directory found.
     #[error("static_dir (--static-dir): browser client directory not found: {0}")]
     StaticDir(String),
@@ -471,6 +488,24 @@ impl ServeArgs {
         let mut errors = Vec::new();
         if !(2..=100).contains(&self.max_participants) {
             errors.push(ConfigError::MaxParticipants(self.max_participants));
+        }
+        let workers = self.media_workers();
+        if !(1..=MAX_MEDIA_WORKERS).contains(&workers) {
+            errors.push(ConfigError::MediaWorkers(workers));
+        } else {
+            let ports = [
+                ("media_port", "media-port", Some(self.media_port)),
+                ("media_tcp_port", "media-tcp-port", self.media_tcp_port),
+            ];
+            for (key, flag, port) in ports {
+                let Some(port) = port.filter(|p| *p != 0) else {
+                    continue;
+                };
+                let last = usize::from(port) + workers - 1;
+                if last > usize::from(u16::MAX) {
+                    errors.push(ConfigError::MediaPortRange(key, flag, port, workers, last));
+                }
+            }
         }
         if !(1..=240).contains(&self.resume_grace_s) {
             errors.push(ConfigError::ResumeGrace(self.resume_grace_s));
@@ -604,6 +639,16 @@ impl ServeArgs {
             Some(u) if !u.is_empty() => u.clone(),
             _ => self.data_dir.join("confab.db").display().to_string(),
         }
+    }
+
+    /// `--media-workers`, else one per CPU core the process may use (at most
+    /// [`DEFAULT_MEDIA_WORKERS_MAX`]).
+    pub fn media_workers(&self) -> usize {
+        self.media_workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(DEFAULT_MEDIA_WORKERS_MAX)
+        })
     }
 
     /// `--static-dir`, else `./static`, else the source tree's `static/`.

@@ -30,6 +30,8 @@ pub const MAX_CONNECTIONS: usize = 8192;
 pub const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
 /// A TLS handshake must complete within this.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest first ICE-TCP frame read to find its transport (a binding request is ~100 bytes).
+const MAX_FIRST_FRAME: usize = 1024;
 /// Bytes needed to tell framed STUN from anything else.
 const SNIFF_BYTES: usize = 10;
 /// STUN magic cookie (RFC 8489 section 5).
@@ -138,12 +140,46 @@ async fn handle(stream: TcpStream, remote: SocketAddr, front: &Front) {
             let Ok(local) = stream.local_addr() else {
                 return;
             };
+            // The whole first frame names the transport (and so the media worker) it is for.
+            let first = match tokio::time::timeout(SNIFF_TIMEOUT, first_frame(&stream)).await {
+                Ok(Ok(Some(frame))) => frame,
+                _ => return,
+            };
             match stream.into_std() {
-                Ok(std) => front.sfu.adopt_ice_tcp(std, local.ip(), remote).await,
+                Ok(std) => {
+                    front
+                        .sfu
+                        .adopt_ice_tcp(std, local.ip(), remote, &first[2..])
+                        .await
+                }
                 Err(e) => debug!("front door: {e}"),
             }
         }
         Kind::Other => debug!(%remote, "front door: neither TLS nor ICE-TCP; closed"),
+    }
+}
+
+/// Peeks until the connection's first RFC 4571 frame (2-byte length, then a STUN message of
+/// at most [`MAX_FIRST_FRAME`] bytes) is all queued, and returns it with its length prefix;
+/// `None` at EOF or for a longer frame.
+async fn first_frame(stream: &TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    let mut buf = vec![0u8; 2 + MAX_FIRST_FRAME];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if n >= 2 {
+            let len = usize::from(u16::from_be_bytes([buf[0], buf[1]]));
+            if len > MAX_FIRST_FRAME {
+                return Ok(None);
+            }
+            if n >= 2 + len {
+                buf.truncate(2 + len);
+                return Ok(Some(buf));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

@@ -159,6 +159,35 @@ fn each_wrong_value_is_reported_with_its_own_message() {
 }
 
 #[test]
+fn media_workers_out_of_range_or_past_the_last_port_are_refused() {
+    let s = Scratch::new();
+    let out = check(&s, &["--media-workers", "0"], &[]);
+    let all = text(&out);
+    assert!(!out.status.success(), "{all}");
+    assert!(
+        all.contains("media_workers (--media-workers) must be between 1 and 256, got 0"),
+        "{all}"
+    );
+    // Worker i listens on the media port + i: 65535 leaves no room for a second worker.
+    let out = check(
+        &s,
+        &["--media-port", "65535"],
+        &[("CONFAB_MEDIA_WORKERS", "2")],
+    );
+    let all = text(&out);
+    assert!(!out.status.success(), "{all}");
+    assert!(
+        all.contains(
+            "media_port (--media-port) 65535 with 2 media workers needs ports up to 65536, past 65535"
+        ),
+        "{all}"
+    );
+    let out = check(&s, &["--media-workers", "3"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(effective(&out, "media_workers").0, "3");
+}
+
+#[test]
 fn a_value_of_the_wrong_type_in_the_file_names_its_key() {
     let s = Scratch::new();
     let file = s.file("confab.toml", "media_port = 70000\nlisten = \"nowhere\"\n");

@@ -55,11 +55,12 @@ pub(super) async fn healthz(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     probe_budget(&req, &state)?;
-    let m = state.sfu.metrics();
+    let m = state.sfu.metrics_total();
     Ok(match media_state(m.since_worker_beat()) {
         Ok(beat) => HttpResponse::Ok().json(serde_json::json!({
             "status": "ok",
             "media_beat_ms": beat,
+            "media_workers": state.sfu.workers().len(),
             "rooms": SfuMetrics::get(&m.rooms),
             "participants": SfuMetrics::get(&m.participants),
         })),
@@ -88,7 +89,7 @@ pub(super) async fn readyz(
             READY_DB_TIMEOUT.as_millis()
         )),
     };
-    let media = media_state(state.sfu.metrics().since_worker_beat()).and_then(|_| {
+    let media = media_state(state.sfu.metrics_total().since_worker_beat()).and_then(|_| {
         if state.sfu.udp_addrs().is_empty() {
             Err("no media socket bound".into())
         } else {

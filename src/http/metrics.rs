@@ -80,7 +80,8 @@ pub async fn metrics(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, super::ApiError> {
     super::health::probe_budget(&req, &state)?;
-    let mut families = families(state.sfu.metrics());
+    let mut families = families(&state.sfu.metrics_total());
+    families.extend(worker_families(state.sfu.workers()));
     families.extend(settlement_families(
         state.settlement_backlog.as_ref().map(BacklogReader::latest),
         chrono::Utc::now(),
@@ -390,6 +391,81 @@ pub fn webhook_families(
             dropped,
         ),
     ]
+}
+
+/// Per media worker (label `worker`, its index): what tells an operator whether the rooms are
+/// spread over the workers and whether one of them is saturated. The unlabelled families above
+/// are the sums over workers; these carry a `confab_worker_` prefix so a sum over both never
+/// counts a packet twice.
+pub fn worker_families(workers: &[confab_sfu::MediaWorker]) -> Vec<MetricFamily> {
+    type Read = fn(&SfuMetrics) -> f64;
+    let series: [(&str, &str, MetricType, Read); 6] = [
+        (
+            "confab_worker_rooms",
+            "Rooms open now on this media worker.",
+            MetricType::GAUGE,
+            |m| SfuMetrics::get(&m.rooms) as f64,
+        ),
+        (
+            "confab_worker_participants",
+            "Participants now on this media worker.",
+            MetricType::GAUGE,
+            |m| SfuMetrics::get(&m.participants) as f64,
+        ),
+        (
+            "confab_worker_rtp_received_packets_total",
+            "RTP packets this media worker received from publishers.",
+            MetricType::COUNTER,
+            |m| SfuMetrics::get(&m.rtp_in) as f64,
+        ),
+        (
+            "confab_worker_rtp_forwarded_packets_total",
+            "RTP packets this media worker handed to subscriber transports.",
+            MetricType::COUNTER,
+            |m| SfuMetrics::get(&m.rtp_forwarded) as f64,
+        ),
+        (
+            "confab_worker_processing_seconds_total",
+            "Time this media worker spent on received datagrams (its busy time; a rate near 1 means its core is saturated).",
+            MetricType::COUNTER,
+            |m| SfuMetrics::get(&m.processing_ns) as f64 / 1e9,
+        ),
+        (
+            "confab_worker_beat_age_seconds",
+            "Time since this media worker's loop last turned (it turns at least once a second).",
+            MetricType::GAUGE,
+            |m| m.since_worker_beat().map_or(f64::INFINITY, |d| d.as_secs_f64()),
+        ),
+    ];
+    series
+        .into_iter()
+        .map(|(name, help, t, read)| {
+            let mut f = family(name, help, t);
+            f.set_metric(
+                workers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| {
+                        let v = read(w.metrics());
+                        let mut metric = if t == MetricType::COUNTER {
+                            let mut c = Counter::default();
+                            c.set_value(v);
+                            let mut m = Metric::default();
+                            m.set_counter(c);
+                            m
+                        } else {
+                            let mut g = Gauge::default();
+                            g.set_value(v);
+                            Metric::from_gauge(g)
+                        };
+                        metric.set_label(vec![label("worker", &i.to_string())]);
+                        metric
+                    })
+                    .collect(),
+            );
+            f
+        })
+        .collect()
 }
 
 fn processing_histogram(m: &SfuMetrics) -> MetricFamily {

@@ -452,10 +452,7 @@ async fn handle(
                 ErrorCode::InvalidName,
                 "a name has 1 to 64 printable characters",
             )),
-            Ok(_)
-                if confab_sfu::SfuMetrics::get(&sfu.metrics().participants)
-                    >= max_total_participants as u64 =>
-            {
+            Ok(_) if sfu.participants() >= max_total_participants as u64 => {
                 Some(ServerMessage::error(
                     ErrorCode::ServerFull,
                     "this server has as many participants as it takes; try again later",

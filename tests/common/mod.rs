@@ -98,6 +98,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeArgs)) -> TestApp {
         data_dir: data_dir.clone(),
         static_dir: None,
         max_participants: 16,
+        media_workers: None,
         database_url: None,
         db_max_connections: 5,
         db_acquire_timeout_ms: 1000,

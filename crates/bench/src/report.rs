@@ -100,7 +100,7 @@ pub struct RunReport {
     pub server_cpu_us_per_packet: Option<f64>,
     /// Server CPU, percent of one core.
     pub server_cpu_percent: Option<f64>,
-    /// CPU of the server's media thread alone per forwarded packet, µs (local servers).
+    /// CPU of the server's media threads alone (every worker's) per forwarded packet, µs (local servers).
     pub media_thread_cpu_us_per_packet: Option<f64>,
     /// The generator's own CPU (this process: all clients), percent of one core.
     pub generator_cpu_percent: Option<f64>,

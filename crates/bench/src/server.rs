@@ -164,7 +164,7 @@ pub struct ServerSample {
     pub cpu_us: Option<f64>,
     /// Resident memory, bytes.
     pub rss_bytes: Option<u64>,
-    /// CPU time of the server's media thread (`confab-media`) alone, µs (local servers only).
+    /// CPU time of the server's media threads (`confab-media-<i>`, every worker) alone, µs (local servers only).
     pub media_thread_cpu_us: Option<f64>,
     /// Every `/metrics` series (`name{labels}` → value); empty if the scrape failed.
     pub metrics: HashMap<String, f64>,
@@ -270,24 +270,35 @@ pub fn proc_fds(pid: u32) -> Option<u64> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
 }
 
-/// Name of the server's media worker thread (`src/app.rs`).
+/// Name prefix of the server's media worker threads (`confab-media-<i>`, `src/app.rs`).
 const MEDIA_THREAD: &str = "confab-media";
 
-/// CPU µs of the thread of process `pid` named `name` (`/proc/<pid>/task/*/comm`).
-pub fn thread_cpu_us(pid: u32, name: &str) -> Option<f64> {
+/// CPU µs of the threads of process `pid` whose name starts with `prefix`
+/// (`/proc/<pid>/task/*/comm`), summed; `None` when there is none.
+pub fn thread_cpu_us(pid: u32, prefix: &str) -> Option<f64> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = None;
     for t in tasks.flatten().take(4096) {
         let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        if comm.trim() != name {
+        if !comm.trim().starts_with(prefix) {
             continue;
         }
-        let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
-        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let ticks: u64 =
-            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        return Some(ticks as f64 / CLOCK_TICKS_PER_S * 1e6);
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = fields
+            .get(11)
+            .and_then(|u| u.parse::<u64>().ok())
+            .zip(fields.get(12).and_then(|s| s.parse::<u64>().ok()));
+        if let Some((user, system)) = ticks {
+            *total.get_or_insert(0.0) += (user + system) as f64 / CLOCK_TICKS_PER_S * 1e6;
+        }
     }
-    None
+    total
 }
 
 /// Busy CPU time of the whole machine so far, µs (`/proc/stat`: all but idle and iowait).

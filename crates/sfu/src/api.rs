@@ -13,12 +13,18 @@ use tokio::sync::{mpsc, oneshot};
 pub const COMMAND_QUEUE: usize = 1024;
 
 /// Settings of the media plane.
+///
+/// With several media workers ([`MediaConfig::workers`]), worker `i` (from 0) binds the ports
+/// `udp_port + i` and `tcp_port + i` (a fixed port range, one port per worker; 0 stays 0: each
+/// worker gets a free port of its own), and announces its own ports in its candidates.
 #[derive(Debug, Clone)]
 pub struct MediaConfig {
-    /// UDP port of every media socket (0: chosen by the OS, once per interface).
+    /// UDP port of worker 0's media sockets (0: chosen by the OS, once per interface); worker
+    /// `i` uses `udp_port + i`.
     pub udp_port: u16,
-    /// TCP port of the passive ICE-TCP listener on every interface (RFC 6544): `None` takes the
-    /// UDP socket's port number, `Some(0)` lets the OS choose.
+    /// TCP port of worker 0's passive ICE-TCP listener on every interface (RFC 6544): `None`
+    /// takes each worker's UDP port number, `Some(0)` lets the OS choose; worker `i` uses
+    /// `tcp_port + i`.
     pub tcp_port: Option<u16>,
     /// ICE-TCP arrives through another listener on this port (the one-port front door, which
     /// hands each RFC 4571 connection over with [`SfuHandle::adopt_ice_tcp`]): the worker binds
@@ -37,6 +43,44 @@ pub struct MediaConfig {
     /// up) before the participant is removed with [`CloseReason::ConnectTimeout`] (default
     /// 20 s).
     pub connect_timeout: Duration,
+    /// Media workers in the process (at least 1): each is a thread with its own sockets and
+    /// [`crate::Core`]; a room lives on one worker, chosen by [`worker_for_room`].
+    pub workers: usize,
+}
+
+impl MediaConfig {
+    /// Worker `index`'s port for a configured `port`: 0 stays 0 (the OS chooses), else
+    /// `port + index`. Errors: past 65535.
+    pub fn worker_port(port: u16, index: usize) -> std::io::Result<u16> {
+        if port == 0 {
+            return Ok(0);
+        }
+        u16::try_from(usize::from(port) + index).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("media worker {index}: port {port} + {index} is past 65535"),
+            )
+        })
+    }
+}
+
+/// The worker (index below `workers`) that hosts `room`: FNV-1a (64-bit) of the room id's
+/// bytes, modulo `workers`. Stable across processes and versions, so every node and every
+/// restart places a room on the same worker; a room is never split across workers.
+pub fn worker_for_room(room: &RoomId, workers: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in room.as_str().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % workers.max(1) as u64) as usize
+}
+
+/// The worker (index below `workers`) that handed out `participant`: worker `i` hands out
+/// `i + 1`, `i + 1 + workers`… ([`crate::Core::with_participant_ids`]). An id no worker
+/// handed out (0) names worker 0, which answers that it does not know it.
+pub fn worker_of_participant(participant: ParticipantId, workers: usize) -> usize {
+    (participant.0.saturating_sub(1) % workers.max(1) as u64) as usize
 }
 
 /// One media socket: where it binds and what it announces.
@@ -409,10 +453,39 @@ impl Default for TrackSettings {
     }
 }
 
-/// Counters of the media plane, updated by the worker with relaxed atomics (no lock on the
-/// packet path) and read by `/metrics` and the benchmark.
-#[derive(Debug, Default)]
-pub struct SfuMetrics {
+/// Defines [`SfuMetrics`]: the counters and gauges listed here (each summed by
+/// [`SfuMetrics::add_from`]) plus the worker's beat and the processing-time histogram.
+macro_rules! media_metrics {
+    ($( $(#[$doc:meta])* pub $field:ident: AtomicU64, )*) => {
+        /// Counters of the media plane, one set per media worker, updated by that worker with
+        /// relaxed atomics (no lock on the packet path) and read by `/metrics`, `/healthz` and
+        /// the benchmark (summed over workers by [`SfuHandle::metrics_total`]).
+        #[derive(Debug, Default)]
+        pub struct SfuMetrics {
+            $( $(#[$doc])* pub $field: AtomicU64, )*
+            /// When the media worker's loop last ran its timers: ms since a process-wide epoch (0: never).
+            /// The loop runs them at least once a second ([`SfuMetrics::since_worker_beat`]).
+            pub worker_beat_ms: AtomicU64,
+            /// Per-datagram processing time histogram (not cumulative): slot `i` counts datagrams that
+            /// took more than `PROCESSING_BUCKETS_NS[i - 1]` and at most `PROCESSING_BUCKETS_NS[i]` ns;
+            /// the last slot counts the slower rest. `/metrics` exports it as a Prometheus histogram.
+            pub processing_hist: [AtomicU64; PROCESSING_BUCKETS_NS.len() + 1],
+        }
+
+        impl SfuMetrics {
+            /// Adds `other`'s counters, gauges and histogram to these (relaxed reads). The
+            /// beat is not a sum: [`SfuHandle::metrics_total`] sets it to the stalest worker's.
+            pub fn add_from(&self, other: &SfuMetrics) {
+                $( Self::add(&self.$field, Self::get(&other.$field)); )*
+                for (mine, theirs) in self.processing_hist.iter().zip(&other.processing_hist) {
+                    Self::add(mine, Self::get(theirs));
+                }
+            }
+        }
+    };
+}
+
+media_metrics! {
     /// UDP datagrams received.
     pub datagrams_in: AtomicU64,
     /// UDP datagrams sent.
@@ -444,9 +517,6 @@ pub struct SfuMetrics {
     pub drops_socket_full: AtomicU64,
     /// Datagrams from an unknown address that were not a STUN request we issued.
     pub drops_unroutable: AtomicU64,
-    /// When the media worker's loop last ran its timers: ms since a process-wide epoch (0: never).
-    /// The loop runs them at least once a second ([`SfuMetrics::since_worker_beat`]).
-    pub worker_beat_ms: AtomicU64,
     /// STUN that `rtc` addressed to a 5-tuple the peer was never heard on (a candidate address
     /// the client only named): an ICE-lite server answers checks and sends none (RFC 8445
     /// section 2.5), so the server never sends to an address that did not first reach it.
@@ -521,10 +591,6 @@ pub struct SfuMetrics {
     pub processing_ns: AtomicU64,
     /// Datagrams whose processing time is in `processing_ns`.
     pub processing_samples: AtomicU64,
-    /// Per-datagram processing time histogram (not cumulative): slot `i` counts datagrams that
-    /// took more than `PROCESSING_BUCKETS_NS[i - 1]` and at most `PROCESSING_BUCKETS_NS[i]` ns;
-    /// the last slot counts the slower rest. `/metrics` exports it as a Prometheus histogram.
-    pub processing_hist: [AtomicU64; PROCESSING_BUCKETS_NS.len() + 1],
 }
 
 /// Upper bounds (ns) of [`SfuMetrics::processing_hist`]'s buckets, 1 µs to 50 ms.
@@ -661,6 +727,10 @@ pub(crate) enum Command {
         local_ip: IpAddr,
         remote: std::net::SocketAddr,
     },
+    KnowsUfrag {
+        ufrag: String,
+        reply: oneshot::Sender<Result<bool, SfuError>>,
+    },
     Shutdown,
 }
 
@@ -683,32 +753,82 @@ impl Command {
             Self::Snapshot { .. } => "snapshot",
             Self::Host { .. } => "host",
             Self::AdoptTcp { .. } => "adopt_tcp",
+            Self::KnowsUfrag { .. } => "knows_ufrag",
             Self::Shutdown => "shutdown",
         }
     }
 }
 
-/// A cheap, cloneable handle to the media worker. Every call is a command over a bounded queue
-/// ([`COMMAND_QUEUE`]); request/response calls wait for the worker's reply.
+/// One media worker as a [`SfuHandle`] reaches it: its command queue, its counters and the
+/// addresses it announces. Made by [`crate::spawn_media_worker`].
 #[derive(Clone)]
-pub struct SfuHandle {
+pub struct MediaWorker {
     pub(crate) tx: mpsc::Sender<Command>,
     pub(crate) metrics: Arc<SfuMetrics>,
-    pub(crate) udp_addrs: Arc<Vec<std::net::SocketAddr>>,
-    pub(crate) tcp_addrs: Arc<Vec<std::net::SocketAddr>>,
+    pub(crate) udp_addrs: Vec<std::net::SocketAddr>,
+    pub(crate) tcp_addrs: Vec<std::net::SocketAddr>,
+}
+
+impl MediaWorker {
+    /// This worker's counters.
+    pub fn metrics(&self) -> &Arc<SfuMetrics> {
+        &self.metrics
+    }
+}
+
+/// A cheap, cloneable handle to the media workers. Every call is a command over one worker's
+/// bounded queue ([`COMMAND_QUEUE`]); request/response calls wait for that worker's reply. A
+/// room's commands go to the worker [`worker_for_room`] names, a participant's to the worker
+/// that handed out its id ([`worker_of_participant`]).
+#[derive(Clone)]
+pub struct SfuHandle {
+    workers: Arc<[MediaWorker]>,
+    udp_addrs: Arc<Vec<std::net::SocketAddr>>,
+    tcp_addrs: Arc<Vec<std::net::SocketAddr>>,
 }
 
 impl SfuHandle {
+    /// A handle over `workers`, in index order (worker `i` must have been spawned as index `i`
+    /// of `workers.len()`). Errors: an empty list.
+    pub fn new(workers: Vec<MediaWorker>) -> std::io::Result<Self> {
+        if workers.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "no media worker",
+            ));
+        }
+        let udp_addrs = workers.iter().flat_map(|w| w.udp_addrs.clone()).collect();
+        let tcp_addrs = workers.iter().flat_map(|w| w.tcp_addrs.clone()).collect();
+        Ok(Self {
+            workers: workers.into(),
+            udp_addrs: Arc::new(udp_addrs),
+            tcp_addrs: Arc::new(tcp_addrs),
+        })
+    }
+
+    fn for_room(&self, room: &RoomId) -> &MediaWorker {
+        &self.workers[worker_for_room(room, self.workers.len())]
+    }
+
+    fn for_participant(&self, participant: ParticipantId) -> &MediaWorker {
+        &self.workers[worker_of_participant(participant, self.workers.len())]
+    }
+
     async fn call<T>(
-        &self,
+        worker: &MediaWorker,
         make: impl FnOnce(oneshot::Sender<Result<T, SfuError>>) -> Command,
     ) -> Result<T, SfuError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
+        worker
+            .tx
             .send(make(reply))
             .await
             .map_err(|_| SfuError::Stopped)?;
         rx.await.map_err(|_| SfuError::Stopped)?
+    }
+
+    async fn send(worker: &MediaWorker, command: Command) {
+        let _ = worker.tx.send(command).await;
     }
 
     /// Joins `room` as `name` on behalf of `user` (the access token's subject: only that user
@@ -721,7 +841,7 @@ impl SfuHandle {
         user: String,
         events: crate::mailbox::EventSender,
     ) -> Result<JoinInfo, SfuError> {
-        self.call(|reply| Command::Join {
+        Self::call(self.for_room(&room), |reply| Command::Join {
             room,
             name,
             user,
@@ -739,11 +859,13 @@ impl SfuHandle {
         sdp: String,
         tracks: Vec<PublishTrack>,
     ) -> Result<String, SfuError> {
-        self.call(|reply| Command::PublishOffer {
-            participant,
-            sdp,
-            tracks,
-            reply,
+        Self::call(self.for_participant(participant), |reply| {
+            Command::PublishOffer {
+                participant,
+                sdp,
+                tracks,
+                reply,
+            }
         })
         .await
     }
@@ -756,11 +878,13 @@ impl SfuHandle {
         track: TrackId,
         settings: TrackSettings,
     ) -> Result<(), SfuError> {
-        self.call(|reply| Command::TrackSettings {
-            participant,
-            track,
-            settings,
-            reply,
+        Self::call(self.for_participant(participant), |reply| {
+            Command::TrackSettings {
+                participant,
+                track,
+                settings,
+                reply,
+            }
         })
         .await
     }
@@ -772,10 +896,12 @@ impl SfuHandle {
         participant: ParticipantId,
         sdp: String,
     ) -> Result<(), SfuError> {
-        self.call(|reply| Command::SubscribeAnswer {
-            participant,
-            sdp,
-            reply,
+        Self::call(self.for_participant(participant), |reply| {
+            Command::SubscribeAnswer {
+                participant,
+                sdp,
+                reply,
+            }
         })
         .await
     }
@@ -790,39 +916,37 @@ impl SfuHandle {
         sdp_mid: Option<String>,
         sdp_mline_index: Option<u16>,
     ) -> Result<(), SfuError> {
-        self.call(|reply| Command::Candidate {
-            participant,
-            role,
-            candidate,
-            sdp_mid,
-            sdp_mline_index,
-            reply,
+        Self::call(self.for_participant(participant), |reply| {
+            Command::Candidate {
+                participant,
+                role,
+                candidate,
+                sdp_mid,
+                sdp_mline_index,
+                reply,
+            }
         })
         .await
     }
 
     /// Records the mute state of one of the participant's sources and tells the others.
     pub async fn mute(&self, participant: ParticipantId, source: TrackSource, muted: bool) {
-        let _ = self
-            .tx
-            .send(Command::Mute {
-                participant,
-                source,
-                muted,
-            })
-            .await;
+        let command = Command::Mute {
+            participant,
+            source,
+            muted,
+        };
+        Self::send(self.for_participant(participant), command).await;
     }
 
     /// Sends a text message on the participant's DataChannel `label` (if open).
     pub async fn send_data(&self, participant: ParticipantId, label: String, text: String) {
-        let _ = self
-            .tx
-            .send(Command::SendData {
-                participant,
-                label,
-                text,
-            })
-            .await;
+        let command = Command::SendData {
+            participant,
+            label,
+            text,
+        };
+        Self::send(self.for_participant(participant), command).await;
     }
 
     /// Sends a text message on the DataChannel `label` of every participant of `room` (but
@@ -834,20 +958,23 @@ impl SfuHandle {
         label: String,
         text: String,
     ) {
-        let _ = self
-            .tx
-            .send(Command::Broadcast {
-                room,
-                except,
-                label,
-                text,
-            })
-            .await;
+        let worker = self.for_room(&room);
+        let command = Command::Broadcast {
+            room,
+            except,
+            label,
+            text,
+        };
+        Self::send(worker, command).await;
     }
 
     /// Removes the participant from its room (idempotent).
     pub async fn leave(&self, participant: ParticipantId) {
-        let _ = self.tx.send(Command::Leave { participant }).await;
+        Self::send(
+            self.for_participant(participant),
+            Command::Leave { participant },
+        )
+        .await;
     }
 
     /// The participant's signaling socket is gone (not a leave): it stays in the room for the
@@ -857,13 +984,11 @@ impl SfuHandle {
     /// A detach by an attachment that is no longer current (the participant already resumed on
     /// another socket) is ignored.
     pub async fn detach(&self, participant: ParticipantId, attachment: &Attachment) {
-        let _ = self
-            .tx
-            .send(Command::Detach {
-                participant,
-                attachment: attachment.id(),
-            })
-            .await;
+        let command = Command::Detach {
+            participant,
+            attachment: attachment.id(),
+        };
+        Self::send(self.for_participant(participant), command).await;
     }
 
     /// Takes a participant over on a new socket: `token` is its [`JoinInfo::resume_token`],
@@ -878,7 +1003,7 @@ impl SfuHandle {
         user: String,
         events: crate::mailbox::EventSender,
     ) -> Result<ResumeInfo, SfuError> {
-        self.call(|reply| Command::Resume {
+        Self::call(self.for_participant(participant), |reply| Command::Resume {
             participant,
             token,
             user,
@@ -891,15 +1016,17 @@ impl SfuHandle {
     /// Offers the participant's subscriber transport again with an ICE restart (the client's
     /// subscriber went `failed`, or its network changed).
     pub async fn restart_ice(&self, participant: ParticipantId) -> Result<(), SfuError> {
-        self.call(|reply| Command::RestartIce { participant, reply })
-            .await
+        Self::call(self.for_participant(participant), |reply| {
+            Command::RestartIce { participant, reply }
+        })
+        .await
     }
 
     /// `host` (a participant the signaling layer knows holds a `host` token) acts on its room.
     /// Errors: [`SfuError::UnknownParticipant`] when either is not in a room, or the target is
     /// in another room (or is the host itself, for a removal); [`SfuError::Stopped`].
     pub async fn host(&self, host: ParticipantId, action: HostAction) -> Result<(), SfuError> {
-        self.call(|reply| Command::Host {
+        Self::call(self.for_participant(host), |reply| Command::Host {
             host,
             action,
             reply,
@@ -907,15 +1034,34 @@ impl SfuHandle {
         .await
     }
 
-    /// Every room (`room: None`) or that one room, as operators see it, by room id.
-    /// Errors: [`SfuError::Stopped`].
+    /// Every room (`room: None`, from every worker) or that one room, as operators see it, by
+    /// room id. Errors: [`SfuError::Stopped`].
     pub async fn snapshot(&self, room: Option<RoomId>) -> Result<Vec<RoomSnapshot>, SfuError> {
-        self.call(|reply| Command::Snapshot { room, reply }).await
+        if let Some(id) = room {
+            let worker = self.for_room(&id);
+            return Self::call(worker, |reply| Command::Snapshot {
+                room: Some(id),
+                reply,
+            })
+            .await;
+        }
+        let mut rooms = Vec::new();
+        for worker in self.workers.iter() {
+            rooms
+                .extend(Self::call(worker, |reply| Command::Snapshot { room: None, reply }).await?);
+        }
+        rooms.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+        Ok(rooms)
     }
 
-    /// Hands the worker an ICE-TCP connection (RFC 6544 passive, RFC 4571 framing) accepted
-    /// elsewhere: the one-port front door, after its first bytes read as framed STUN. Nothing
-    /// may have been read from `stream` (peeking is fine). `local_ip` is the address it was
+    /// Hands an ICE-TCP connection (RFC 6544 passive, RFC 4571 framing) accepted elsewhere
+    /// (the one-port front door, after its first bytes read as framed STUN) to the worker
+    /// whose transport it is for. `first_frame` is the connection's first RFC 4571 frame's
+    /// payload (a STUN binding request, peeked, not read: nothing may have been read from
+    /// `stream`); the worker is the one whose transport's local ufrag its USERNAME names (RFC
+    /// 8445 section 7.2.2). A frame that names no transport's ufrag goes to worker 0, which
+    /// treats it like any unknown check (dropped, counted in `stun_auth_failures`; the
+    /// connection closes when idle). `local_ip` is the address it was
     /// accepted on; the connection is tagged with the TCP candidate announced for it (or the
     /// first one, behind a 1:1 NAT). Subject to the worker's connection limit like its own
     /// listeners' connections.
@@ -924,33 +1070,76 @@ impl SfuHandle {
         stream: std::net::TcpStream,
         local_ip: IpAddr,
         remote: std::net::SocketAddr,
+        first_frame: &[u8],
     ) {
-        let _ = self
-            .tx
-            .send(Command::AdoptTcp {
-                stream,
-                local_ip,
-                remote,
-            })
-            .await;
+        let worker = match &*self.workers {
+            [only] => only,
+            all => {
+                let ufrag =
+                    crate::routing::BindingRequest::parse(first_frame).map(|r| r.local_ufrag);
+                let mut owner = &all[0];
+                if let Some(ufrag) = ufrag {
+                    for worker in all {
+                        let ufrag = ufrag.clone();
+                        if Self::call(worker, |reply| Command::KnowsUfrag { ufrag, reply }).await
+                            == Ok(true)
+                        {
+                            owner = worker;
+                            break;
+                        }
+                    }
+                }
+                owner
+            }
+        };
+        let command = Command::AdoptTcp {
+            stream,
+            local_ip,
+            remote,
+        };
+        Self::send(worker, command).await;
     }
 
-    /// Closes every room (participants get [`CloseReason::Shutdown`]) and stops the worker.
+    /// Closes every room (participants get [`CloseReason::Shutdown`]) and stops every worker.
     pub async fn shutdown(&self) {
-        let _ = self.tx.send(Command::Shutdown).await;
+        for worker in self.workers.iter() {
+            Self::send(worker, Command::Shutdown).await;
+        }
     }
 
-    /// The worker's counters.
-    pub fn metrics(&self) -> &Arc<SfuMetrics> {
-        &self.metrics
+    /// The media workers, in index order (for per-worker counters).
+    pub fn workers(&self) -> &[MediaWorker] {
+        &self.workers
     }
 
-    /// The announced address of each media socket (`announce ip : bound port`).
+    /// Every worker's counters added up ([`SfuMetrics::add_from`]), read now; the beat
+    /// ([`SfuMetrics::since_worker_beat`]) is the stalest worker's.
+    pub fn metrics_total(&self) -> SfuMetrics {
+        let total = SfuMetrics::default();
+        let mut stalest = u64::MAX;
+        for worker in self.workers.iter() {
+            total.add_from(&worker.metrics);
+            stalest = stalest.min(SfuMetrics::get(&worker.metrics.worker_beat_ms));
+        }
+        total.worker_beat_ms.store(stalest, Ordering::Relaxed);
+        total
+    }
+
+    /// Participants in every room of every worker now (the `participants` gauges summed).
+    pub fn participants(&self) -> u64 {
+        self.workers
+            .iter()
+            .map(|w| SfuMetrics::get(&w.metrics.participants))
+            .sum()
+    }
+
+    /// The announced address of each media socket of every worker (`announce ip : bound
+    /// port`), worker by worker.
     pub fn udp_addrs(&self) -> &[std::net::SocketAddr] {
         &self.udp_addrs
     }
 
-    /// The announced addresses of the ICE-TCP listeners (one per interface).
+    /// The announced addresses of every worker's ICE-TCP candidates (one per interface each).
     pub fn tcp_addrs(&self) -> &[std::net::SocketAddr] {
         &self.tcp_addrs
     }

@@ -9,13 +9,20 @@
 //!   contract is written at the top of `core/mod.rs`; `core/tests.rs` drives it in memory against
 //!   real `rtc` peers with simulated time.
 //! - The **media worker** ([`spawn_media_worker`], `worker.rs`) is the I/O shell: one tokio task
-//!   on its own thread owning the UDP sockets (one per announced interface, every peer on the
-//!   same port). It reads datagrams, commands and the clock, feeds the core and writes what it
-//!   produces. Nothing is shared or locked; counters are relaxed atomics.
+//!   on its own thread owning one core, its UDP sockets (one per announced interface, every peer
+//!   on the same port) and its ICE-TCP listeners. It reads datagrams, commands and the clock,
+//!   feeds the core and writes what it produces. Nothing is shared or locked; counters are
+//!   relaxed atomics.
+//! - **Several workers** (one per core by default, [`MediaConfig::workers`]) share nothing:
+//!   each has its own core, ports (worker `i` on the configured port + `i`) and counters. A
+//!   room lives on one worker ([`api::worker_for_room`], a stable hash of its id), so its
+//!   packets never cross threads; a participant's id names its worker
+//!   ([`api::worker_of_participant`]).
 //!
-//! The signaling layer talks to the worker through [`SfuHandle`] (a bounded command queue with
-//! oneshot replies) and receives per-participant [`SfuEvent`]s on a bounded queue it hands over
-//! at join. Room lifecycle ([`RoomEvent`]) goes out on a broadcast for chat and settlement.
+//! The signaling layer talks to the workers through [`SfuHandle`] (a bounded command queue per
+//! worker with oneshot replies) and receives per-participant [`SfuEvent`]s on a bounded queue it
+//! hands over at join. Room lifecycle ([`RoomEvent`]) goes out on one broadcast for chat and
+//! settlement.
 //!
 //! Routing and liveness are the core's, not `rtc`'s ([`routing`]): a 5-tuple is learnt only from
 //! a binding request that names a transport's current (random) ufrag and verifies with its
@@ -55,9 +62,10 @@ pub use crate::core::{Core, Transmit};
 pub use crate::room::{LocalCandidates, DATA_CHANNEL_MAX_BUFFERED};
 pub use crate::speakers::ActiveSpeaker;
 pub use api::{
-    Attachment, CloseReason, HostAction, JoinInfo, MediaConfig, MediaInterface, ParticipantInfo,
-    ParticipantSnapshot, PublishTrack, ResumeInfo, RoomEvent, RoomSnapshot, SfuError, SfuEvent,
-    SfuHandle, SfuMetrics, SubscribedTrack, TrackInfo, TrackSettings, TransportSnapshot,
+    Attachment, CloseReason, HostAction, JoinInfo, MediaConfig, MediaInterface, MediaWorker,
+    ParticipantInfo, ParticipantSnapshot, PublishTrack, ResumeInfo, RoomEvent, RoomSnapshot,
+    SfuError, SfuEvent, SfuHandle, SfuMetrics, SubscribedTrack, TrackInfo, TrackSettings,
+    TransportSnapshot,
 };
 pub use ids::{MediaKind, ParticipantId, RoomId, RoomIdError, TrackId, TrackSource, TransportRole};
 pub use mailbox::{mailbox, EventReceiver, EventSender};

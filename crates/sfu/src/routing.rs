@@ -470,7 +470,7 @@ impl IcePaths {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use rtc::stun::attributes::ATTR_PRIORITY;
 
@@ -498,7 +498,7 @@ mod tests {
 
     /// A binding request as a browser sends it: USERNAME, PRIORITY, maybe USE-CANDIDATE,
     /// MESSAGE-INTEGRITY with `pwd`, FINGERPRINT.
-    fn request(username: &str, pwd: &str, nominate: bool) -> Vec<u8> {
+    pub(crate) fn request(username: &str, pwd: &str, nominate: bool) -> Vec<u8> {
         let mut m = Message::new();
         let mut setters: Vec<Box<dyn Setter>> = vec![
             Box::new(BINDING_REQUEST),

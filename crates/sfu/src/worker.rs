@@ -6,7 +6,7 @@
 //! only ever loses its own packets. Nothing is shared: signaling reaches the worker through
 //! [`Command`]s and gets oneshot replies; counters are relaxed atomics.
 
-use crate::api::{Command, MediaConfig, RoomEvent, SfuHandle, SfuMetrics, COMMAND_QUEUE};
+use crate::api::{Command, MediaConfig, MediaWorker, RoomEvent, SfuMetrics, COMMAND_QUEUE};
 use crate::core::{Core, Transmit};
 use crate::room::LocalCandidates;
 use crate::routing::udp_tuple;
@@ -101,19 +101,20 @@ struct MediaSocket {
     tag: SocketAddr,
 }
 
-/// Starts the media worker on the current tokio runtime. Binds one UDP socket per configured
-/// interface (errors: the bind error). Returns the handle, the room-lifecycle broadcast and the
-/// task.
+/// Starts media worker `index` (of [`MediaConfig::workers`]) on the current tokio runtime:
+/// binds its UDP socket on every configured interface at its port
+/// ([`MediaConfig::worker_port`]) and its ICE-TCP listeners, and reports room lifecycle events
+/// on `room_events` (one broadcast shared by every worker). Returns what a [`crate::SfuHandle`] needs
+/// to reach it ([`crate::SfuHandle::new`]) and its task. Errors: a bind error, no interface.
 pub fn spawn_media_worker(
     config: MediaConfig,
-) -> std::io::Result<(
-    SfuHandle,
-    broadcast::Sender<RoomEvent>,
-    tokio::task::JoinHandle<()>,
-)> {
+    index: usize,
+    room_events: broadcast::Sender<RoomEvent>,
+) -> std::io::Result<(MediaWorker, tokio::task::JoinHandle<()>)> {
+    let udp_port = MediaConfig::worker_port(config.udp_port, index)?;
     let mut sockets = Vec::new();
     for iface in &config.interfaces {
-        let std_socket = std::net::UdpSocket::bind(SocketAddr::new(iface.bind, config.udp_port))?;
+        let std_socket = std::net::UdpSocket::bind(SocketAddr::new(iface.bind, udp_port))?;
         std_socket.set_nonblocking(true)?;
         let port = std_socket.local_addr()?.port();
         let socket = UdpSocket::from_std(std_socket)?;
@@ -129,7 +130,6 @@ pub fn spawn_media_worker(
         ));
     }
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-    let (room_events, _) = broadcast::channel(ROOM_EVENTS);
     let metrics = Arc::new(SfuMetrics::default());
     let mut listeners = Vec::new();
     let mut shared_tcp = Vec::new();
@@ -139,7 +139,10 @@ pub fn spawn_media_worker(
             continue;
         }
         let std_listener = match config.tcp_port {
-            Some(port) => std::net::TcpListener::bind(SocketAddr::new(iface.bind, port))?,
+            Some(port) => std::net::TcpListener::bind(SocketAddr::new(
+                iface.bind,
+                MediaConfig::worker_port(port, index)?,
+            ))?,
             // The UDP port's number, or (taken by another TCP socket) any free one.
             None => std::net::TcpListener::bind(SocketAddr::new(iface.bind, udp.tag.port()))
                 .or_else(|_| std::net::TcpListener::bind(SocketAddr::new(iface.bind, 0)))?,
@@ -163,7 +166,7 @@ pub fn spawn_media_worker(
         udp: udp_addrs.to_vec(),
         tcp: tcp_addrs.to_vec(),
     };
-    info!(udp = ?local.udp, tcp = ?local.tcp, "media worker listening");
+    info!(worker = index, udp = ?local.udp, tcp = ?local.tcp, "media worker listening");
     let (tcp_tx, tcp_rx) = mpsc::channel(TCP_READ_QUEUE);
     let core = Core::new(
         local,
@@ -173,7 +176,8 @@ pub fn spawn_media_worker(
         Instant::now(),
     )
     .with_resume_grace(config.resume_grace)
-    .with_connect_timeout(config.connect_timeout);
+    .with_connect_timeout(config.connect_timeout)
+    .with_participant_ids(index as u64 + 1, config.workers.max(1) as u64);
     let worker = Worker {
         sockets,
         listeners,
@@ -188,13 +192,12 @@ pub fn spawn_media_worker(
     };
     let task = tokio::spawn(worker.run(rx, tcp_rx));
     Ok((
-        SfuHandle {
+        MediaWorker {
             tx,
             metrics,
-            udp_addrs,
-            tcp_addrs,
+            udp_addrs: udp_addrs.to_vec(),
+            tcp_addrs: tcp_addrs.to_vec(),
         },
-        room_events,
         task,
     ))
 }
@@ -534,6 +537,9 @@ fn apply(core: &mut Core, cmd: Command, now: Instant) {
         Command::Snapshot { room, reply } => {
             let _ = reply.send(Ok(core.snapshot(room.as_ref())));
         }
+        Command::KnowsUfrag { ufrag, reply } => {
+            let _ = reply.send(Ok(core.knows_ufrag(&ufrag)));
+        }
         Command::AdoptTcp { .. } | Command::Shutdown => {}
     }
 }
@@ -787,5 +793,181 @@ mod tests {
         drop(urgent_tx);
         drop(video_tx);
         writer.await.unwrap();
+    }
+
+    /// Reads one RFC 4571 frame's payload from `rd` (`None`: closed, or nothing within `wait`).
+    async fn read_frame(rd: &mut tokio::net::TcpStream, wait: Duration) -> Option<Vec<u8>> {
+        let mut len = [0u8; 2];
+        let read = async {
+            rd.read_exact(&mut len).await.ok()?;
+            let mut payload = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            rd.read_exact(&mut payload).await.ok()?;
+            Some(payload)
+        };
+        tokio::time::timeout(wait, read).await.ok().flatten()
+    }
+
+    /// Two workers: a room's participant is on the worker the room hashes to, and an ICE-TCP
+    /// connection accepted elsewhere (the one-port front door) is handed to the worker whose
+    /// transport its binding request names: that worker's core answers the check on it. A
+    /// request that names no transport goes to worker 0, which drops it.
+    #[tokio::test]
+    async fn an_adopted_ice_tcp_connection_reaches_the_worker_that_owns_its_ufrag() {
+        use crate::api::{worker_for_room, worker_of_participant, MediaInterface, PublishTrack};
+        use crate::ids::{RoomId, TrackSource};
+        use tokio::io::AsyncWriteExt;
+        let config = MediaConfig {
+            udp_port: 0,
+            tcp_port: Some(0),
+            tcp_shared_port: None,
+            interfaces: vec![MediaInterface {
+                bind: "127.0.0.1".parse().unwrap(),
+                announce: "127.0.0.1".parse().unwrap(),
+            }],
+            max_participants: 16,
+            resume_grace: Duration::from_secs(20),
+            connect_timeout: Duration::from_secs(20),
+            workers: 2,
+        };
+        let (events, _keep) = broadcast::channel(ROOM_EVENTS);
+        let mut workers = Vec::new();
+        for i in 0..2 {
+            workers.push(
+                spawn_media_worker(config.clone(), i, events.clone())
+                    .unwrap()
+                    .0,
+            );
+        }
+        assert_ne!(
+            workers[0].udp_addrs, workers[1].udp_addrs,
+            "each worker has its own socket"
+        );
+        let sfu = crate::SfuHandle::new(workers).unwrap();
+        let room = (0..)
+            .map(|i| RoomId::parse(&format!("room-{i}")).unwrap())
+            .find(|r| worker_for_room(r, 2) == 1)
+            .unwrap();
+        let (tx, _rx) = crate::mailbox::mailbox();
+        let info = sfu
+            .join(room, "Ada".into(), "user-ada".into(), tx)
+            .await
+            .unwrap();
+        assert_eq!(worker_of_participant(info.participant, 2), 1);
+        assert_eq!(SfuMetrics::get(&sfu.workers()[1].metrics().participants), 1);
+        assert_eq!(SfuMetrics::get(&sfu.workers()[0].metrics().participants), 0);
+        let (_pc, offer, mid, _, _) = crate::core::tests::camera_publisher(
+            "ada",
+            "127.0.0.1:5000".parse().unwrap(),
+            None,
+            Instant::now(),
+        );
+        let answer = sfu
+            .publish_offer(
+                info.participant,
+                offer.sdp.clone(),
+                vec![PublishTrack {
+                    mid,
+                    source: TrackSource::Camera,
+                }],
+            )
+            .await
+            .unwrap();
+        let offer_sdp = offer.sdp.clone();
+        let attr = |sdp: &str, name: &str| {
+            sdp.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap()
+                .trim()
+                .to_owned()
+        };
+        let (ufrag, pwd) = (attr(&answer, "a=ice-ufrag:"), attr(&answer, "a=ice-pwd:"));
+        let peer_ufrag = attr(&offer_sdp, "a=ice-ufrag:");
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let connect = |listener: &std::net::TcpListener| {
+            let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (server_side, remote) = listener.accept().unwrap();
+            client.set_nonblocking(true).unwrap();
+            (
+                tokio::net::TcpStream::from_std(client).unwrap(),
+                server_side,
+                remote,
+            )
+        };
+        let framed = |msg: &[u8]| {
+            let mut f = (msg.len() as u16).to_be_bytes().to_vec();
+            f.extend_from_slice(msg);
+            f
+        };
+
+        let check = crate::routing::tests::request(&format!("{ufrag}:{peer_ufrag}"), &pwd, false);
+        let (mut client, server_side, remote) = connect(&listener);
+        sfu.adopt_ice_tcp(server_side, "127.0.0.1".parse().unwrap(), remote, &check)
+            .await;
+        client.write_all(&framed(&check)).await.unwrap();
+        let reply = read_frame(&mut client, Duration::from_secs(10))
+            .await
+            .expect("the owning worker answers the check");
+        assert_eq!(
+            &reply[..2],
+            &[0x01, 0x01],
+            "a binding success response (RFC 8489 section 6)"
+        );
+        assert_eq!(&reply[8..20], &check[8..20], "for our transaction");
+        assert_eq!(
+            SfuMetrics::get(&sfu.workers()[1].metrics().tcp_connections),
+            1
+        );
+        assert_eq!(
+            SfuMetrics::get(&sfu.workers()[0].metrics().tcp_connections),
+            0
+        );
+
+        let stranger = crate::routing::tests::request(&format!("nobody:{peer_ufrag}"), &pwd, false);
+        let (mut client, server_side, remote) = connect(&listener);
+        sfu.adopt_ice_tcp(server_side, "127.0.0.1".parse().unwrap(), remote, &stranger)
+            .await;
+        client.write_all(&framed(&stranger)).await.unwrap();
+        assert!(
+            read_frame(&mut client, Duration::from_secs(1))
+                .await
+                .is_none(),
+            "a check naming no transport is not answered"
+        );
+        let tcp = |i: usize| SfuMetrics::get(&sfu.workers()[i].metrics().tcp_connections);
+        assert_eq!((tcp(0), tcp(1)), (1, 1), "it went to worker 0");
+        let failures = SfuMetrics::get(&sfu.workers()[0].metrics().stun_auth_failures);
+        assert_eq!(failures, 1, "which dropped it, counted");
+        sfu.shutdown().await;
+    }
+
+    #[test]
+    fn rooms_spread_over_workers_and_participant_ids_name_theirs() {
+        use crate::api::{worker_for_room, worker_of_participant};
+        use crate::ids::{ParticipantId, RoomId};
+        let mut per_worker = [0usize; 4];
+        for i in 0..4000 {
+            let room = RoomId::parse(&format!("study-group-{i}")).unwrap();
+            let w = worker_for_room(&room, 4);
+            assert_eq!(w, worker_for_room(&room, 4), "stable");
+            per_worker[w] += 1;
+        }
+        for n in per_worker {
+            assert!((800..1200).contains(&n), "an even spread: {per_worker:?}");
+        }
+        // A fixed value: the placement never changes between builds or nodes.
+        // FNV-1a("lobby") = 0x1ccae3b6ef72f533.
+        assert_eq!(worker_for_room(&RoomId::parse("lobby").unwrap(), 16), 3);
+        assert_eq!(worker_for_room(&RoomId::parse("lobby").unwrap(), 1), 0);
+        // Worker i of n hands out i + 1, i + 1 + n, ...
+        for n in 1..5u64 {
+            for i in 0..n {
+                for k in 0..3 {
+                    let id = ParticipantId(i + 1 + k * n);
+                    assert_eq!(worker_of_participant(id, n as usize), i as usize);
+                }
+            }
+        }
+        assert_eq!(worker_of_participant(ParticipantId(0), 3), 0);
     }
 }

@@ -129,7 +129,10 @@ pub struct Core {
     /// Local ufrag → transport, for every transport's current and retired credentials: how a
     /// binding request from an unknown 5-tuple finds its transport (RFC 8445 section 7.2.2).
     ufrags: HashMap<String, TransportKey>,
+    /// The next participant id this core hands out; then `id_step` more
+    /// ([`Core::with_participant_ids`]).
     next_id: u64,
+    id_step: u64,
     metrics: Arc<SfuMetrics>,
     room_events: broadcast::Sender<RoomEvent>,
     /// Datagrams produced and not yet taken by [`Core::poll_transmit`].
@@ -178,6 +181,7 @@ impl Core {
             routes: RouteTable::default(),
             ufrags: HashMap::new(),
             next_id: 1,
+            id_step: 1,
             metrics,
             room_events,
             transmits: VecDeque::new(),
@@ -201,6 +205,23 @@ impl Core {
     pub fn with_connect_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.connect_timeout = timeout;
         self
+    }
+
+    /// Makes this core hand out participant ids `first`, `first + step`, `first + 2 * step`…
+    /// (default 1, 2, 3…): with one core per media worker, worker `i` of `n` takes `i + 1` and
+    /// step `n`, so ids stay unique in the process and name their worker
+    /// ([`crate::api::worker_of_participant`]). A `step` of 0 counts as 1.
+    pub fn with_participant_ids(mut self, first: u64, step: u64) -> Self {
+        self.next_id = first.max(1);
+        self.id_step = step.max(1);
+        self
+    }
+
+    /// Whether `ufrag` is the local ICE ufrag (current, or retired mid-restart) of one of this
+    /// core's transports: how a connection that reached the process elsewhere (the one-port
+    /// front door) finds the worker that owns its transport (RFC 8445 section 7.2.2).
+    pub fn knows_ufrag(&self, ufrag: &str) -> bool {
+        self.ufrags.contains_key(ufrag)
     }
 
     /// The next datagram to send, if any.
@@ -956,7 +977,7 @@ impl Core {
             return Err(SfuError::RoomFull { max });
         }
         let pid = ParticipantId(self.next_id);
-        self.next_id += 1;
+        self.next_id += self.id_step;
         let others = room.participants.iter().map(|p| p.info()).collect();
         if let Err(e) = room.add_participant(
             pid,
@@ -1659,4 +1680,4 @@ fn on_consent_change(key: TransportKey, state: ConsentState, metrics: &SfuMetric
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -94,6 +94,48 @@ fn client_pc(addr: SocketAddr, consent_every: Option<Duration>, now: Instant) ->
     pc
 }
 
+/// A client's publisher connection on `addr` with one VP8 camera track, its offer set as local
+/// description: (connection, offer, the track's mid, its sender, its SSRC).
+pub(crate) fn camera_publisher(
+    name: &str,
+    addr: SocketAddr,
+    consent_every: Option<Duration>,
+    now: Instant,
+) -> (
+    RTCPeerConnection,
+    RTCSessionDescription,
+    String,
+    RTCRtpSenderId,
+    u32,
+) {
+    let mut publisher = client_pc(addr, consent_every, now);
+    let ssrc = rand::random::<u32>() | 1;
+    let track = MediaStreamTrack::new(
+        format!("{name}-stream"),
+        format!("{name}-camera"),
+        format!("{name}-camera"),
+        RtpCodecKind::Video,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: vp8().rtp_codec,
+            ..Default::default()
+        }],
+    );
+    let sender = publisher.add_track(track).expect("add_track");
+    let offer = publisher.create_offer(None).expect("offer");
+    publisher
+        .set_local_description(now, offer.clone())
+        .expect("set local offer");
+    let mid = publisher
+        .rtp_transceiver(sender.into())
+        .and_then(|t| t.mid().clone())
+        .expect("a mid");
+    (publisher, offer, mid, sender, ssrc)
+}
+
 /// What a client received on one subscribed track.
 #[derive(Default, Debug, Clone)]
 struct Received {
@@ -229,31 +271,8 @@ impl Net {
                 self.now,
             )
             .expect("join");
-        let mut publisher = client_pc(pub_addr, consent_every, self.now);
-        let ssrc = rand::random::<u32>() | 1;
-        let track = MediaStreamTrack::new(
-            format!("{name}-stream"),
-            format!("{name}-camera"),
-            format!("{name}-camera"),
-            RtpCodecKind::Video,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(ssrc),
-                    ..Default::default()
-                },
-                codec: vp8().rtp_codec,
-                ..Default::default()
-            }],
-        );
-        let sender = publisher.add_track(track).expect("add_track");
-        let offer = publisher.create_offer(None).expect("offer");
-        publisher
-            .set_local_description(self.now, offer.clone())
-            .expect("set local offer");
-        let mid = publisher
-            .rtp_transceiver(sender.into())
-            .and_then(|t| t.mid().clone())
-            .expect("a mid");
+        let (mut publisher, offer, mid, sender, ssrc) =
+            camera_publisher(name, pub_addr, consent_every, self.now);
         let answer = self
             .core
             .publish_offer(
