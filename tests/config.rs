@@ -492,7 +492,11 @@ fn the_generated_token_secret_is_private_and_a_shared_secret_file_is_warned_abou
     let out = check(&s, &[], &[]);
     let all = text(&out);
     assert!(out.status.success(), "{all}");
-    assert!(all.contains("readable by group or others"), "{all}");
+    assert_eq!(
+        all.matches("readable by group or others").count(),
+        1,
+        "warned once: {all}"
+    );
     assert!(all.contains(path.to_str().unwrap()), "{all}");
     assert!(!all.contains(&secret), "{all}");
 }

@@ -85,13 +85,18 @@ fn read_file(setting: &str, path: &Path) -> Result<Found, ConfigError> {
     })
 }
 
-/// Logs a warning when `path` is readable by group or others (the path, never the content).
+/// Logs a warning when `path` is readable by group or others (the path, never the content),
+/// once per path and process (start-up reads each secret twice: to check, then to use it).
 fn warn_if_shared(path: &Path) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
+        static WARNED: std::sync::Mutex<Vec<std::path::PathBuf>> =
+            std::sync::Mutex::new(Vec::new());
         if let Ok(meta) = std::fs::metadata(path) {
-            if meta.permissions().mode() & 0o077 != 0 {
+            let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+            if meta.permissions().mode() & 0o077 != 0 && !warned.iter().any(|p| p == path) {
+                warned.push(path.to_owned());
                 tracing::warn!(
                     path = %path.display(),
                     "secret file is readable by group or others: chmod 600 it"

@@ -102,6 +102,11 @@ pub struct RunReport {
     pub server_cpu_percent: Option<f64>,
     /// CPU of the server's media threads alone (every worker's) per forwarded packet, µs (local servers).
     pub media_thread_cpu_us_per_packet: Option<f64>,
+    /// Per media worker, in index order: (forwarded packets per second, percent of the window
+    /// the worker spent on received datagrams), from `confab_worker_*{worker}` in `/metrics`.
+    /// Empty for a server without those series.
+    #[serde(default)]
+    pub media_workers: Vec<(f64, f64)>,
     /// The generator's own CPU (this process: all clients), percent of one core.
     pub generator_cpu_percent: Option<f64>,
     /// CPU used on this machine by everything but the server and the generator during the
@@ -243,6 +248,24 @@ pub fn table(report: &Report) -> String {
             },
             r.tile_width
                 .map_or("not reported".to_owned(), |w| format!("{w} px wide")),
+        ));
+    }
+    for r in &report.runs {
+        if r.media_workers.is_empty() {
+            continue;
+        }
+        let each: Vec<String> = r
+            .media_workers
+            .iter()
+            .enumerate()
+            .map(|(i, (pps, busy))| format!("#{i} {pps:.0} pkt/s, busy {busy:.0} %"))
+            .collect();
+        s.push_str(&format!(
+            "{}x{}: {} media workers: {}\n",
+            r.rooms,
+            r.participants_per_room,
+            r.media_workers.len(),
+            each.join("; ")
         ));
     }
     s.push_str("(latencies in ms; srv p99 = the server's own per-datagram processing time, ms; µs/pkt = server CPU per forwarded packet; cpu% / gen% / oth% = server / generator / everything else's CPU, % of one core)\n");

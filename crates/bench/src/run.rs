@@ -412,6 +412,19 @@ pub async fn run_level(
             (Some(a), Some(b)) if fwd > 0.0 => Some((b - a) / fwd),
             _ => None,
         },
+        media_workers: (0..)
+            .map_while(|i| {
+                let key = |name: &str| format!("{name}{{worker=\"{i}\"}}");
+                let fwd = key("confab_worker_rtp_forwarded_packets_total");
+                let busy = key("confab_worker_processing_seconds_total");
+                end.metrics.contains_key(&fwd).then(|| {
+                    (
+                        delta(&start, &end, &fwd) / window_s,
+                        delta(&start, &end, &busy) * 100.0 / window_s,
+                    )
+                })
+            })
+            .collect(),
         generator_cpu_percent: gen_cpu_us.map(|g| g / window_s / 1e4),
         other_cpu_percent: match (
             machine_start,
