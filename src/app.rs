@@ -161,6 +161,7 @@ impl Application {
             directory: Default::default(),
             max_total_participants: args.max_total_participants.max(1),
             socket_limits: crate::limits::SocketLimits::new(args.socket_limits()),
+            whip: Default::default(),
             calls: crate::calls::CallService::spawn(
                 db.clone(),
                 std::time::Duration::from_secs(args.call_ring_timeout_s.max(1)),

@@ -98,6 +98,11 @@ pub async fn metrics(
         "Signaling WebSockets open now.",
         state.socket_limits.open_sockets() as f64,
     ));
+    families.push(gauge(
+        "confab_whip_sessions",
+        "WHIP ingest sessions open now (RFC 9725).",
+        state.whip.len() as f64,
+    ));
     Ok(
         match prometheus::TextEncoder::new().encode_to_string(&families) {
             Ok(body) => HttpResponse::Ok().content_type(CONTENT_TYPE).body(body),

@@ -11,6 +11,7 @@ mod calls;
 pub mod health;
 mod paid;
 pub mod rooms;
+pub mod whip;
 use crate::signaling::protocol::MAX_FRAME_BYTES;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use confab_sfu::SfuHandle;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub cluster: Option<crate::cluster::Cluster>,
     /// Open signaling sockets per address and subject, and the join budgets.
     pub socket_limits: std::sync::Arc<crate::limits::SocketLimits>,
+    /// The WHIP ingest sessions of this node (`src/http/whip.rs`).
+    pub whip: whip::WhipSessions,
 }
 
 /// Sustained guest tokens per second one IP address may ask for (one every 2 s).
@@ -185,6 +188,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, static_dir: PathBuf) {
         .configure(auth::routes)
         .configure(calls::routes)
         .configure(rooms::routes)
+        .configure(whip::routes)
         .service(actix_files::Files::new("/", static_dir).index_file("index.html"));
 }
 

@@ -652,6 +652,7 @@ pub(crate) enum Command {
         name: String,
         user: String,
         events: crate::mailbox::EventSender,
+        subscribes: bool,
         reply: oneshot::Sender<Result<JoinInfo, SfuError>>,
     },
     PublishOffer {
@@ -846,6 +847,28 @@ impl SfuHandle {
             name,
             user,
             events,
+            subscribes: true,
+            reply,
+        })
+        .await
+    }
+
+    /// [`Self::join`] for a participant that only publishes (a WHIP ingest, RFC 9725): it
+    /// gets no subscriber transport and no subscribe offers; the others see it as anyone
+    /// else. Errors: as [`Self::join`].
+    pub async fn join_publisher(
+        &self,
+        room: RoomId,
+        name: String,
+        user: String,
+        events: crate::mailbox::EventSender,
+    ) -> Result<JoinInfo, SfuError> {
+        Self::call(self.for_room(&room), |reply| Command::Join {
+            room,
+            name,
+            user,
+            events,
+            subscribes: false,
             reply,
         })
         .await

@@ -486,6 +486,20 @@ pub(crate) struct Participant {
     /// Until its publisher transport first connects: when it is removed if that has not
     /// happened ([`crate::CloseReason::ConnectTimeout`]).
     pub connect_by: Option<Instant>,
+    /// Whether it receives the others' tracks. A publish-only participant (a WHIP ingest)
+    /// gets no downtracks and no subscriber transport; the others see it as anyone else.
+    pub subscribes: bool,
+}
+
+/// Who joins a room ([`Room::add_participant`]).
+#[derive(Debug, Clone)]
+pub struct Joining {
+    /// Display name.
+    pub name: String,
+    /// The access token's subject.
+    pub user: String,
+    /// Whether it receives the others' tracks ([`Participant::subscribes`]).
+    pub subscribes: bool,
 }
 
 impl Transport {
@@ -752,13 +766,17 @@ impl Room {
     pub fn add_participant(
         &mut self,
         id: ParticipantId,
-        name: String,
-        user: String,
+        joining: Joining,
         events: crate::mailbox::EventSender,
         local: &LocalCandidates,
         now: Instant,
         connect_by: Instant,
     ) -> Result<(), SfuError> {
+        let Joining {
+            name,
+            user,
+            subscribes,
+        } = joining;
         let publisher = Transport::new(id, TransportRole::Publisher, local, now)?;
         let info = ParticipantInfo {
             id,
@@ -789,6 +807,7 @@ impl Room {
             attachment: crate::api::Attachment::first(),
             detached_since: None,
             connect_by: Some(connect_by),
+            subscribes,
         });
         // Subscribe at once: the others' tracks are offered with `joined`, not after this
         // participant has published (which waits for its devices and its own transport).
@@ -1408,7 +1427,7 @@ impl Room {
         // Video forwarded to a transport that has not connected yet: its keyframe is asked for
         // now, with the offer, and held until the transport connects (`DownTrack::early`).
         let mut warm: Vec<TrackId> = Vec::new();
-        for p in &mut self.participants {
+        for p in self.participants.iter_mut().filter(|p| p.subscribes) {
             let mut changed = false;
             // Remove forwardings of tracks that are gone.
             let mut i = 0;

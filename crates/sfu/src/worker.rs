@@ -450,9 +450,15 @@ fn apply(core: &mut Core, cmd: Command, now: Instant) {
             name,
             user,
             events,
+            subscribes,
             reply,
         } => {
-            let _ = reply.send(core.join(room, name, user, events, now));
+            let joined = if subscribes {
+                core.join(room, name, user, events, now)
+            } else {
+                core.join_publisher(room, name, user, events, now)
+            };
+            let _ = reply.send(joined);
         }
         Command::PublishOffer {
             participant,

@@ -572,7 +572,21 @@ impl Core {
         events: crate::mailbox::EventSender,
         now: Instant,
     ) -> Result<JoinInfo, SfuError> {
-        self.join_room(room, name, user, events, now)
+        self.join_room(room, name, user, events, true, now)
+    }
+
+    /// [`Core::join`] for a participant that only publishes (a WHIP ingest, RFC 9725): it
+    /// receives nothing (no downtracks, no subscriber transport, no subscribe offers); the
+    /// others see it and its tracks like anyone else's.
+    pub fn join_publisher(
+        &mut self,
+        room: RoomId,
+        name: String,
+        user: String,
+        events: crate::mailbox::EventSender,
+        now: Instant,
+    ) -> Result<JoinInfo, SfuError> {
+        self.join_room(room, name, user, events, false, now)
     }
 
     /// Applies a publisher-transport offer; returns the SDP answer. Errors: `InvalidSdp`,
@@ -956,6 +970,7 @@ impl Core {
         name: String,
         user: String,
         events: crate::mailbox::EventSender,
+        subscribes: bool,
         now: Instant,
     ) -> Result<JoinInfo, SfuError> {
         let max = self.max_participants;
@@ -979,10 +994,14 @@ impl Core {
         let pid = ParticipantId(self.next_id);
         self.next_id += self.id_step;
         let others = room.participants.iter().map(|p| p.info()).collect();
+        let joining = crate::room::Joining {
+            name: name.clone(),
+            user,
+            subscribes,
+        };
         if let Err(e) = room.add_participant(
             pid,
-            name.clone(),
-            user,
+            joining,
             events,
             &self.local,
             now,

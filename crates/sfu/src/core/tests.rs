@@ -206,6 +206,8 @@ struct Net {
     mute_sctp: Vec<SocketAddr>,
     /// Every address the core sent a datagram to that no client listens on.
     strays: Vec<SocketAddr>,
+    /// The next [`Net::join`] only publishes ([`Core::join_publisher`]).
+    publish_only: bool,
 }
 
 impl Net {
@@ -240,6 +242,7 @@ impl Net {
             lose: Vec::new(),
             mute_sctp: Vec::new(),
             strays: Vec::new(),
+            publish_only: false,
         }
     }
 
@@ -261,16 +264,14 @@ impl Net {
         let pub_addr: SocketAddr = format!("10.0.1.{host}:5000").parse().unwrap();
         let sub_addr: SocketAddr = format!("10.0.1.{host}:5001").parse().unwrap();
         let (tx, rx) = crate::mailbox::mailbox();
-        let info = self
-            .core
-            .join(
-                self.room.clone(),
-                name.into(),
-                format!("user-{name}"),
-                tx,
-                self.now,
-            )
-            .expect("join");
+        let (room, user) = (self.room.clone(), format!("user-{name}"));
+        let info = if std::mem::take(&mut self.publish_only) {
+            self.core
+                .join_publisher(room, name.into(), user, tx, self.now)
+        } else {
+            self.core.join(room, name.into(), user, tx, self.now)
+        }
+        .expect("join");
         let (mut publisher, offer, mid, sender, ssrc) =
             camera_publisher(name, pub_addr, consent_every, self.now);
         let answer = self
@@ -1596,4 +1597,33 @@ fn candidates_a_client_names_are_never_sent_to_before_that_address_is_heard_from
     for (to, from) in [("ada", "bob"), ("bob", "ada")] {
         net.assert_flowing(to, from, Duration::from_secs(10), Duration::from_millis(50));
     }
+}
+
+#[test]
+fn a_publish_only_participant_is_seen_and_received_by_everyone_and_receives_nothing() {
+    let mut net = Net::new();
+    net.join("ada", None);
+    net.publish_only = true;
+    net.join("obs", None);
+    net.join("bob", None);
+    net.run(Duration::from_secs(2));
+    net.mark();
+    net.run(Duration::from_secs(10));
+    net.assert_flowing("ada", "obs", Duration::from_secs(10), STEP);
+    net.assert_flowing("bob", "obs", Duration::from_secs(10), STEP);
+    net.assert_flowing("ada", "bob", Duration::from_secs(10), STEP);
+    let obs = net.client("obs");
+    assert!(
+        obs.offers.is_empty(),
+        "no subscribe offer: {:?}",
+        obs.offers
+    );
+    assert!(obs.received.is_empty(), "nothing forwarded to it");
+    assert!(
+        saw(
+            net.client("ada"),
+            |e| matches!(e, SfuEvent::ParticipantJoined(p) if p.name == "obs")
+        ),
+        "the others see it join"
+    );
 }
