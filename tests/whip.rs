@@ -179,3 +179,115 @@ async fn each_refusal_has_its_status_and_nothing_reaches_the_room() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND, "gone");
 }
+
+/// A second WebRTC stack: a webrtc-rs encoder publishes a camera and a microphone through WHIP
+/// (all candidates in its offer, no DataChannel, no trickle), and a participant in the room
+/// receives both at the rate sent over 20 s; `DELETE` takes the encoder out of the room.
+#[tokio::test]
+async fn a_webrtc_rs_encoder_publishes_through_whip_at_the_rate_sent() {
+    use confab_client::{Client, ClientError};
+    use std::time::{Duration, Instant};
+    const WINDOW: Duration = Duration::from_secs(20);
+    // Ada only watches: her publisher transport never connects, so the connect timeout (20 s
+    // by default) would remove her mid-window.
+    let app = spawn_app_with(|a| a.connect_timeout_s = 120).await;
+    let room = "whip-webrtc-rs";
+    let mut ada = Client::join(&app.ws_url("ada"), room, "Ada").await.unwrap();
+    let token = app
+        .tokens
+        .mint("encoder", "Encoder", 600, Some(room.to_owned()));
+    let location = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (url, bearer, loc) = (
+        format!("http://{}/whip/{room}", app.addr),
+        token.clone(),
+        location.clone(),
+    );
+    let _encoder = Client::publish_whip(&common::av(), move |offer| async move {
+        let fail = |e: String| ClientError::WebRtc(e);
+        let r = http()
+            .post(url)
+            .header("content-type", "application/sdp")
+            .bearer_auth(bearer)
+            .body(offer)
+            .send()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        if r.status() != StatusCode::CREATED {
+            return Err(fail(format!("{}: {:?}", r.status(), r.text().await)));
+        }
+        *loc.lock().unwrap() = r.headers()["location"].to_str().unwrap().to_owned();
+        r.text().await.map_err(|e| fail(e.to_string()))
+    })
+    .await
+    .expect("published through WHIP");
+    let location = location.lock().unwrap().clone();
+    let Some(confab_protocol::ServerMessage::ParticipantJoined { participant }) = ada
+        .wait_event(Duration::from_secs(5), |m| {
+            matches!(m, confab_protocol::ServerMessage::ParticipantJoined { .. })
+        })
+        .await
+    else {
+        panic!("Ada sees the encoder join");
+    };
+    assert_eq!(participant.name, "Encoder");
+    let flowing = common::eventually(Duration::from_secs(20), || {
+        let (a, v) = common::received_av(&ada, &participant.id);
+        a.min(v) >= 50
+    })
+    .await;
+    assert!(flowing, "Ada receives the encoder");
+    // Per track: (received, highest counter) now. The encoder numbers its packets, so the
+    // counters say how many it sent; the window compares received with sent.
+    let counts = || {
+        let mut out = Vec::new();
+        for t in common::received_from(&ada, &participant.id) {
+            let st = t.stats.lock().unwrap().clone();
+            out.push((t.video, st.received, st.last.unwrap_or(0), st.max_gap_us));
+        }
+        out.sort_by_key(|c| c.0);
+        out
+    };
+    let before = counts();
+    let started = Instant::now();
+    tokio::time::sleep(WINDOW).await;
+    let after = counts();
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(
+        (before.len(), after.len()),
+        (2, 2),
+        "audio and video: {after:?}"
+    );
+    for ((video, r0, c0, _), (_, r1, c1, gap)) in before.iter().zip(&after) {
+        let (received, sent) = (r1 - r0, u64::from(c1 - c0));
+        let nominal = if *video { 100.0 } else { 50.0 } * elapsed;
+        println!(
+            "{}: {received} received of {sent} sent over {elapsed:.1} s ({:.0} % of the nominal rate sent), longest gap {} ms",
+            if *video { "video" } else { "audio" },
+            sent as f64 * 100.0 / nominal,
+            gap / 1000
+        );
+        assert!(
+            received as f64 >= 0.99 * sent as f64,
+            "{received} of {sent} packets arrived"
+        );
+        assert!(
+            sent as f64 >= 0.85 * nominal,
+            "the encoder kept sending: {sent} packets in {elapsed:.1} s"
+        );
+        assert!(*gap < 500_000, "no stall over 500 ms: {gap} µs");
+    }
+
+    let r = http()
+        .delete(format!("http://{}{location}", app.addr))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let left = ada
+        .wait_event(Duration::from_secs(5), |m| {
+            matches!(m, confab_protocol::ServerMessage::ParticipantLeft { participant_id } if *participant_id == participant.id)
+        })
+        .await;
+    assert!(left.is_some(), "the encoder left the room");
+}

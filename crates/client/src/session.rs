@@ -268,6 +268,17 @@ struct Shared {
 }
 
 impl Shared {
+    fn new(options: ClientOptions) -> Arc<Self> {
+        Arc::new(Shared {
+            publish_answer: Mutex::new(None),
+            remote: Arc::new(Mutex::new(Vec::new())),
+            subscriber: tokio::sync::Mutex::new(None),
+            offers: Default::default(),
+            options,
+            layers: Mutex::new(Vec::new()),
+        })
+    }
+
     /// Whether layer `rid` of `source` is to be sent (the server did not ask to stop it).
     fn layer_wanted(&self, source: Source, rid: &str) -> bool {
         self.layers
@@ -318,14 +329,7 @@ impl Client {
         let (mut sink, mut stream) = ws.split();
         let (out_tx, mut out_rx) = mpsc::channel::<String>(256);
         let (ev_tx, ev_rx) = mpsc::channel::<ServerMessage>(4096);
-        let shared = Arc::new(Shared {
-            publish_answer: Mutex::new(None),
-            remote: Arc::new(Mutex::new(Vec::new())),
-            subscriber: tokio::sync::Mutex::new(None),
-            offers: Default::default(),
-            options,
-            layers: Mutex::new(Vec::new()),
-        });
+        let shared = Shared::new(options);
         tokio::spawn(async move {
             while let Some(text) = out_rx.recv().await {
                 if sink.send(Message::Text(text.into())).await.is_err() {
@@ -500,6 +504,77 @@ impl Client {
         &mut self,
         tracks: &[(Source, SyntheticTrack)],
     ) -> Result<(), ClientError> {
+        let (shared, out) = (self.shared.clone(), self.out.clone());
+        self.publish_with(tracks, true, move |sdp, tracks| async move {
+            let (tx, rx) = oneshot::channel();
+            *shared.publish_answer.lock().expect("lock") = Some(tx);
+            let offer = ClientMessage::PublishOffer { sdp, tracks };
+            out.send(serde_json::to_string(&offer).expect("json"))
+                .await
+                .map_err(|_| ClientError::WebSocket("closed".into()))?;
+            tokio::time::timeout(Duration::from_secs(10), rx)
+                .await
+                .map_err(|_| ClientError::Timeout("publish_answer"))?
+                .map_err(|_| ClientError::Timeout("publish_answer"))?
+        })
+        .await
+    }
+
+    /// A client of no signaling connection, for publishing over another offer/answer
+    /// exchange ([`Client::publish_whip`]); its `participant_id` is `id`.
+    pub fn detached(id: &str, options: ClientOptions) -> Client {
+        let (out, _) = mpsc::channel(1);
+        let (_, events) = mpsc::channel(1);
+        let (stop, _) = watch::channel(false);
+        let (chat_tx, chat_rx) = mpsc::channel(1);
+        let (_, chat_open) = watch::channel(false);
+        Client {
+            participant_id: id.to_owned(),
+            joined: ServerMessage::Pong { ts: None },
+            out,
+            events,
+            shared: Shared::new(options),
+            publisher: None,
+            senders: vec![],
+            stop,
+            chat: None,
+            chat_open,
+            chat_tx,
+            chat_rx,
+        }
+    }
+
+    /// Publishes `tracks` the way a WHIP encoder does (RFC 9725): one offer with every
+    /// candidate in it (gathering complete, no trickle) and no DataChannel, handed to
+    /// `exchange`, which returns the answer (e.g. from `POST /whip/{room}`). Sends once the
+    /// transport is connected. Errors: those of `exchange`, a connection timeout.
+    pub async fn publish_whip<F, Fut>(
+        tracks: &[(Source, SyntheticTrack)],
+        exchange: F,
+    ) -> Result<Client, ClientError>
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: std::future::Future<Output = Result<String, ClientError>>,
+    {
+        let mut c = Client::detached("whip", ClientOptions::default());
+        c.publish_with(tracks, false, |sdp, _| exchange(sdp))
+            .await?;
+        Ok(c)
+    }
+
+    /// [`Client::publish`] over any offer/answer exchange: `exchange` gets the offer (all
+    /// candidates gathered) and the tracks it carries, and returns the answer. With `chat`, a
+    /// `chat` DataChannel is created before the offer, as the browser client does.
+    async fn publish_with<F, Fut>(
+        &mut self,
+        tracks: &[(Source, SyntheticTrack)],
+        chat: bool,
+        exchange: F,
+    ) -> Result<(), ClientError>
+    where
+        F: FnOnce(String, Vec<PublishTrackMsg>) -> Fut,
+        Fut: std::future::Future<Output = Result<String, ClientError>>,
+    {
         let mut pc = new_pc(None, self.shared.options).await?;
         let mut locals = Vec::new();
         for (source, spec) in tracks {
@@ -560,33 +635,35 @@ impl Client {
                 .map_err(rtc_err)?;
             locals.push((*source, *spec, track, streams));
         }
-        // The chat DataChannel, created before the first offer like the browser client does.
-        let dc = pc
-            .pc
-            .create_data_channel("chat", None)
-            .await
-            .map_err(rtc_err)?;
-        let (open_tx, open_rx) = watch::channel(false);
-        self.chat_open = open_rx;
-        let chat_tx = self.chat_tx.clone();
-        let dc2 = dc.clone();
-        tokio::spawn(async move {
-            while let Some(ev) = dc2.poll().await {
-                match ev {
-                    DataChannelEvent::OnOpen => {
-                        let _ = open_tx.send(true);
-                    }
-                    DataChannelEvent::OnMessage(msg) => {
-                        if let Ok(m) = serde_json::from_slice::<ChatServerMessage>(&msg.data) {
-                            let _ = chat_tx.try_send(m);
+        if chat {
+            // The chat DataChannel, created before the first offer like the browser client does.
+            let dc = pc
+                .pc
+                .create_data_channel("chat", None)
+                .await
+                .map_err(rtc_err)?;
+            let (open_tx, open_rx) = watch::channel(false);
+            self.chat_open = open_rx;
+            let chat_tx = self.chat_tx.clone();
+            let dc2 = dc.clone();
+            tokio::spawn(async move {
+                while let Some(ev) = dc2.poll().await {
+                    match ev {
+                        DataChannelEvent::OnOpen => {
+                            let _ = open_tx.send(true);
                         }
+                        DataChannelEvent::OnMessage(msg) => {
+                            if let Ok(m) = serde_json::from_slice::<ChatServerMessage>(&msg.data) {
+                                let _ = chat_tx.try_send(m);
+                            }
+                        }
+                        DataChannelEvent::OnClose => break,
+                        _ => {}
                     }
-                    DataChannelEvent::OnClose => break,
-                    _ => {}
                 }
-            }
-        });
-        self.chat = Some(dc);
+            });
+            self.chat = Some(dc);
+        }
         let offer = pc.pc.create_offer(None).await.map_err(rtc_err)?;
         pc.pc.set_local_description(offer).await.map_err(rtc_err)?;
         wait_gathered(&mut pc.gathered).await?;
@@ -621,17 +698,7 @@ impl Client {
                 });
             }
         }
-        let (tx, rx) = oneshot::channel();
-        *self.shared.publish_answer.lock().expect("lock") = Some(tx);
-        self.send(&ClientMessage::PublishOffer {
-            sdp,
-            tracks: msg_tracks,
-        })
-        .await?;
-        let answer = tokio::time::timeout(Duration::from_secs(10), rx)
-            .await
-            .map_err(|_| ClientError::Timeout("publish_answer"))?
-            .map_err(|_| ClientError::Timeout("publish_answer"))??;
+        let answer = exchange(sdp, msg_tracks).await?;
         pc.pc
             .set_remote_description(RTCSessionDescription::answer(answer).map_err(rtc_err)?)
             .await
