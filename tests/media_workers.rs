@@ -29,17 +29,6 @@ fn per_worker(text: &str, name: &str, worker: usize) -> f64 {
         .unwrap_or_else(|| panic!("{prefix} in /metrics"))
 }
 
-async fn metrics_text(app: &common::TestApp) -> String {
-    common::http()
-        .get(format!("http://{}/metrics", app.addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn two_workers_each_forward_their_own_room_at_the_rate_sent() {
     let app = spawn_app_with(|a| a.media_workers = Some(2)).await;
@@ -47,7 +36,7 @@ async fn two_workers_each_forward_their_own_room_at_the_rate_sent() {
     let (calls0, ids0) = call_of(&app, &rooms[0], &["ada", "bob"]).await;
     let (calls1, ids1) = call_of(&app, &rooms[1], &["cy", "dee"]).await;
 
-    let text = metrics_text(&app).await;
+    let text = app.metrics_text().await;
     for w in 0..2 {
         assert_eq!(
             per_worker(&text, "confab_worker_participants", w),
@@ -72,7 +61,7 @@ async fn two_workers_each_forward_their_own_room_at_the_rate_sent() {
     tokio::time::sleep(WINDOW).await;
     let elapsed = started.elapsed().as_secs_f64();
     let after: Vec<_> = pairs.iter().map(|(c, id)| received_av(c, id)).collect();
-    let text = metrics_text(&app).await;
+    let text = app.metrics_text().await;
     for (w, before) in forwarded0.iter().enumerate() {
         let forwarded = per_worker(&text, "confab_worker_rtp_forwarded_packets_total", w) - before;
         // Two subscribers, each receiving 50 audio + 100 video packets a second.

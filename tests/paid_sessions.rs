@@ -75,23 +75,11 @@ async fn tutor_funds(chain: &Chain) -> U256 {
         + chain.deposited(chainkit::address(TUTOR)).await
 }
 
-/// The text of `GET /metrics`.
-async fn metrics(app: &TestApp) -> String {
-    common::http()
-        .get(format!("http://{}/metrics", app.addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// Polls `/metrics` until it has `line` (a whole line, e.g. `confab_settlements_open 1`).
 async fn metrics_show(app: &TestApp, line: &str, within: Duration) {
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        let text = metrics(app).await;
+        let text = app.metrics_text().await;
         if text.lines().any(|l| l == line) {
             return;
         }
@@ -497,7 +485,8 @@ async fn a_chain_outage_delays_settlement_with_retries_and_settles_exactly_once(
     // The open settlement is visible to an operator.
     metrics_show(&app, "confab_settlements_open 1", WAIT).await;
     metrics_show(&app, "confab_settlements_set_aside 0", WAIT).await;
-    let oldest: f64 = metrics(&app)
+    let oldest: f64 = app
+        .metrics_text()
         .await
         .lines()
         .find_map(|l| l.strip_prefix("confab_settlement_oldest_open_seconds "))

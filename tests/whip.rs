@@ -37,6 +37,7 @@ async fn each_refusal_has_its_status_and_nothing_reaches_the_room() {
         r.send()
     };
     let good = || Some(token(None, Role::Participant));
+    let delete = |path: &str, token: String| http().delete(url(path)).bearer_auth(token).send();
 
     // 401: no token, a forged one.
     let r = post("lecture", "application/sdp", None, OFFER)
@@ -102,10 +103,7 @@ async fn each_refusal_has_its_status_and_nothing_reaches_the_room() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
     // 404: no such session.
-    let r = http()
-        .delete(url("/whip/lecture/0123"))
-        .bearer_auth(token(None, Role::Participant))
-        .send()
+    let r = delete("/whip/lecture/0123", token(None, Role::Participant))
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
@@ -151,17 +149,11 @@ async fn each_refusal_has_its_status_and_nothing_reaches_the_room() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.headers()["retry-after"], "10");
-    let r = http()
-        .delete(url(&location))
-        .bearer_auth(app.tokens.mint("mallory", "Mallory", 60, None))
-        .send()
+    let r = delete(&location, app.tokens.mint("mallory", "Mallory", 60, None))
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    let r = http()
-        .delete(url(&location))
-        .bearer_auth(token(None, Role::Participant))
-        .send()
+    let r = delete(&location, token(None, Role::Participant))
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
@@ -171,10 +163,7 @@ async fn each_refusal_has_its_status_and_nothing_reaches_the_room() {
         })
         .await;
     assert!(left.is_some(), "Ada sees the encoder leave");
-    let r = http()
-        .delete(url(&location))
-        .bearer_auth(token(None, Role::Participant))
-        .send()
+    let r = delete(&location, token(None, Role::Participant))
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND, "gone");

@@ -51,17 +51,23 @@ impl TestApp {
 impl TestApp {
     /// The value of an unlabelled metric in `GET /metrics` (panics when it is missing).
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = http()
+        self.metrics_text()
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in /metrics"))
+    }
+
+    /// The whole `GET /metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        http()
             .get(format!("http://{}/metrics", self.addr))
             .send()
             .await
             .expect("GET /metrics")
             .text()
             .await
-            .expect("metrics text");
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("{name} in /metrics"))
+            .expect("metrics text")
     }
 }
 

@@ -442,12 +442,23 @@ impl Client {
                 )))
             }
         };
+        Ok(Self::assemble(participant_id, first, out, events, shared))
+    }
+
+    /// A client with nothing published yet over the signaling halves `out` and `events`.
+    fn assemble(
+        participant_id: String,
+        joined: ServerMessage,
+        out: mpsc::Sender<String>,
+        events: mpsc::Receiver<ClientEvent>,
+        shared: Arc<Shared>,
+    ) -> Client {
         let (stop, _) = watch::channel(false);
         let (chat_tx, chat_rx) = mpsc::channel(4096);
         let (_, chat_open) = watch::channel(false);
-        Ok(Client {
+        Client {
             participant_id,
-            joined: first,
+            joined,
             out,
             events,
             shared,
@@ -458,7 +469,7 @@ impl Client {
             chat_open,
             chat_tx,
             chat_rx,
-        })
+        }
     }
 
     /// Sends a raw text frame (for bad-input tests).
@@ -525,23 +536,8 @@ impl Client {
     pub fn detached(id: &str, options: ClientOptions) -> Client {
         let (out, _) = mpsc::channel(1);
         let (_, events) = mpsc::channel(1);
-        let (stop, _) = watch::channel(false);
-        let (chat_tx, chat_rx) = mpsc::channel(1);
-        let (_, chat_open) = watch::channel(false);
-        Client {
-            participant_id: id.to_owned(),
-            joined: ServerMessage::Pong { ts: None },
-            out,
-            events,
-            shared: Shared::new(options),
-            publisher: None,
-            senders: vec![],
-            stop,
-            chat: None,
-            chat_open,
-            chat_tx,
-            chat_rx,
-        }
+        let joined = ServerMessage::Pong { ts: None };
+        Self::assemble(id.to_owned(), joined, out, events, Shared::new(options))
     }
 
     /// Publishes `tracks` the way a WHIP encoder does (RFC 9725): one offer with every

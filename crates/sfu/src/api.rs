@@ -842,15 +842,7 @@ impl SfuHandle {
         user: String,
         events: crate::mailbox::EventSender,
     ) -> Result<JoinInfo, SfuError> {
-        Self::call(self.for_room(&room), |reply| Command::Join {
-            room,
-            name,
-            user,
-            events,
-            subscribes: true,
-            reply,
-        })
-        .await
+        self.join_as(room, name, user, events, true).await
     }
 
     /// [`Self::join`] for a participant that only publishes (a WHIP ingest, RFC 9725): it
@@ -863,12 +855,23 @@ impl SfuHandle {
         user: String,
         events: crate::mailbox::EventSender,
     ) -> Result<JoinInfo, SfuError> {
+        self.join_as(room, name, user, events, false).await
+    }
+
+    async fn join_as(
+        &self,
+        room: RoomId,
+        name: String,
+        user: String,
+        events: crate::mailbox::EventSender,
+        subscribes: bool,
+    ) -> Result<JoinInfo, SfuError> {
         Self::call(self.for_room(&room), |reply| Command::Join {
             room,
             name,
             user,
             events,
-            subscribes: false,
+            subscribes,
             reply,
         })
         .await
