@@ -1,6 +1,6 @@
 // Loss on one subscriber's link: 3 % of the UDP datagrams the server sends to one participant are
 // dropped at random (a lossy Wi-Fi). The server answers that participant's NACKs from its send
-// history (once per packet per 200 ms), so its video keeps decoding at the sender's frame rate with
+// history (once per packet per 80 ms), so its video keeps decoding at the sender's frame rate with
 // no freeze over 500 ms, while the participant on the clean link is unaffected; and the server
 // retransmits at most 1.5 packets per packet NACKed (rtc's own generator, uncapped, was measured at
 // 60). Audio is not retransmitted (Opus has no NACK here): it loses its 3 %.

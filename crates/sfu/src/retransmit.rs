@@ -43,8 +43,11 @@ pub const MAX_RETRANSMIT_AGE: Duration = Duration::from_millis(1_000);
 /// (Chromium's `NackRequester`); on a short path that is a few ms, so without this every NACK
 /// repeated before the first retransmission lands would be answered again (DEPENDENCY-NOTES: up
 /// to 60 retransmissions per lost packet). A retransmission that is itself lost is repaired
-/// after this long.
-pub const RETRANSMIT_HOLDOFF: Duration = Duration::from_millis(200);
+/// after this long. 80 ms: below the 100 ms Chromium waits before NACKing a packet again when it
+/// knows no round-trip time (a receive-only connection never measures one), so each of its
+/// repeated NACKs for a retransmission that was lost too is answered; at 200 ms every second one
+/// was refused and such a packet froze the subscriber's video for a further 100 ms or more.
+pub const RETRANSMIT_HOLDOFF: Duration = Duration::from_millis(80);
 
 /// Retransmissions a downtrack may send in one burst before its credit (half a packet per
 /// packet forwarded) runs out.
