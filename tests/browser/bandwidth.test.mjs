@@ -26,6 +26,20 @@ const sendKbps = async (page) => {
 };
 
 /**
+ * Waits up to `ms` for `page` to send more than `kbps` of video; on a timeout the error says what
+ * it sent last (rate, frame size, what Chromium says limits it).
+ */
+async function sendsOver(page, kbps, ms, what) {
+  let seen = '';
+  await eventually(async () => {
+    const rate = await sendKbps(page);
+    const s = await page.evaluate(() => window.confab.sendStats());
+    seen = `${rate.toFixed(0)} kbit/s, ${s.frameSize}, limited by ${s.qualityLimitation}`;
+    return rate > kbps;
+  }, ms, what).catch((e) => { throw new Error(`${e.message} (last: ${seen})`); });
+}
+
+/**
  * Runs `body({ ctx, base, inside, outside })` with a server of its own, one browser in a network
  * namespace whose link (`netns.throttle(0, …)`) the test limits, and one on this machine.
  */
@@ -74,16 +88,26 @@ test(`a subscriber whose link drops to ${LIMIT_KBIT} kbit/s gets a lower layer w
         lowered = Date.now() - cut;
         console.log(`Bob's layer came down to ${await width(bob)} px ${lowered} ms after the cut`);
         // Held at the limit for 15 s: Bob's audio from Ada flows, Cy keeps the high layer.
-        const held = await measureCall([bob, ada], ['Bob', 'Ada'], { seconds: 15, windowS: 12, stepMs: 500 });
-        console.log(`at ${LIMIT_KBIT} kbit/s:\n${formatRows(held.rows)}`);
+        // Bob's decoded width at every sample: the server probes upwards now and then (the probe
+        // is the higher layer itself), so one instant may catch him on the top layer; what must
+        // hold is that he spends most of the window below it.
+        const widths = [];
+        const onTick = (_t, [fromBob]) => {
+          const w = fromBob?.rows.find((x) => x.name === 'Ada')?.frameWidth;
+          if (w !== undefined) widths.push(w);
+        };
+        const held = await measureCall([bob, ada], ['Bob', 'Ada'], { seconds: 15, windowS: 12, stepMs: 500, onTick });
+        console.log(`at ${LIMIT_KBIT} kbit/s:\n${formatRows(held.rows)}\nBob's width of Ada's video, every 0.5 s: ${widths.join(' ')}`);
         const r = held.rows.find((x) => x.receiver === 'Bob' && x.sender === 'Ada');
         assert.ok(r.audioDelivery >= 0.9, `Bob keeps Ada's audio: ${r.audioReceived}/${r.audioSent}`);
         assert.ok(r.maxAudioGapS <= 1, `Bob's longest audio gap: ${r.maxAudioGapS} s`);
+        const top = widths.filter((w) => w >= 1280).length;
+        assert.ok(widths.length >= 20 && top <= widths.length / 3,
+          `Bob spends at most a third of the limited window on the top layer: ${top} of ${widths.length} samples`);
         // Each probe for a higher layer costs a few seconds of video on a link that cannot take
         // it (the probe is the layer itself, no padding yet), so the rate here is modest
         // (measured 5.5-9.2 fps) but video never stops for good.
         assert.ok(r.fps >= 3, `Bob still decodes Ada's video: ${r.fps.toFixed(1)} fps`);
-        assert.ok((await width(bob)) < 1280, 'Bob stays below the top layer while the link is limited');
         assert.equal(await width(cy), 1280, "Cy keeps Ada's top layer");
       } finally {
         netns.throttle(0, 0);
@@ -96,7 +120,7 @@ test(`a subscriber whose link drops to ${LIMIT_KBIT} kbit/s gets a lower layer w
   });
 
 test(`a camera sent as one stream is held under a subscriber link that drops to ${LIMIT_KBIT} kbit/s, so that subscriber keeps audio and video, and is released after the limit is lifted`,
-  { timeout: 240_000, skip: why || false }, async () => {
+  { timeout: 300_000, skip: why || false }, async () => {
     await withThrottledBrowser(async ({ ctx, base, inside, outside }) => {
       const room = randomRoom('uplink');
       // No simulcast: the server has no lower layer to give Bob, only the publisher's bitrate.
@@ -106,7 +130,7 @@ test(`a camera sent as one stream is held under a subscriber link that drops to 
       await eventually(async () => (await width(bob)) > 0, 40_000, 'Bob to decode Ada');
       await bob.keyboard.press('v');
       await bob.setViewportSize({ width: 1920, height: 1080 });
-      await eventually(async () => (await sendKbps(ada)) > 600, 40_000, 'Ada to send over 600 kbit/s of video');
+      await sendsOver(ada, 600, 90_000, 'Ada to send over 600 kbit/s of video');
       const caps0 = await metric(base, 'confab_publisher_bitrate_caps_total');
 
       netns.throttle(0, LIMIT_KBIT);
@@ -115,18 +139,37 @@ test(`a camera sent as one stream is held under a subscriber link that drops to 
         await eventually(async () => (await sendKbps(ada)) < LIMIT_KBIT * 0.8, 15_000,
           `Ada's video to come under Bob's ${LIMIT_KBIT} kbit/s link`);
         console.log(`Ada's video under ${LIMIT_KBIT * 0.8} kbit/s ${Date.now() - cut} ms after the cut`);
-        const held = await measureCall([bob, ada], ['Bob', 'Ada'], { seconds: 15, windowS: 12, stepMs: 500 });
-        console.log(`at ${LIMIT_KBIT} kbit/s:\n${formatRows(held.rows)}`);
-        const r = held.rows.find((x) => x.receiver === 'Bob' && x.sender === 'Ada');
-        assert.ok(r.audioDelivery >= 0.9, `Bob keeps Ada's audio: ${r.audioReceived}/${r.audioSent}`);
-        assert.ok(r.maxAudioGapS <= 1, `Bob's longest audio gap: ${r.maxAudioGapS} s`);
-        assert.ok(r.fps >= 5, `Bob still decodes Ada's video: ${r.fps.toFixed(1)} fps`);
-        assert.ok(r.maxVideoGapS <= 2, `Bob's longest stretch without a frame: ${r.maxVideoGapS} s`);
+        // What Ada's encoder makes of the cap, every 0.5 s: frame size, frames sent, what limits it.
+        const sending = [];
+        const onTick = (_t, [, fromAda]) => {
+          if (fromAda) sending.push(`${fromAda.sent.frameSize}/${fromAda.sent.framesSent}/${fromAda.sent.qualityLimitation}`);
+        };
+        const bobFromAda = (m) => m.rows.find((x) => x.receiver === 'Bob' && x.sender === 'Ada');
+        // First the cap overshoots and Ada's encoder adapts. While the flooded bottleneck drains,
+        // Bob's estimate (and the cap after it) falls far below his link (measured: 69-77 kbit/s
+        // on the 300 kbit/s link, 2-3 s after the cut), probes raise the cap by half every 5 s
+        // from there, and Chromium sends even less than the cap: it keeps its 1280 px frames for
+        // several seconds at 2-4 fps (its encoder drops frames) before its quality scaler lowers
+        // the resolution (then 14-20 fps at 640 px, from 8-13 s after the cut). Measured over
+        // these first 10 s: 1.5-3.8 fps decoded, gaps of 1.5-3.5 s. Bob's audio must not suffer
+        // and his video must not stop for good; the frame rate is judged after.
+        const adapting = await measureCall([bob, ada], ['Bob', 'Ada'], { seconds: 10, windowS: 10, stepMs: 500, onTick });
+        sending.push('|');
+        const held = await measureCall([bob, ada], ['Bob', 'Ada'], { seconds: 13, windowS: 12, stepMs: 500, onTick });
+        console.log(`at ${LIMIT_KBIT} kbit/s, while Ada's encoder adapts:\n${formatRows(adapting.rows)}`);
+        console.log(`then:\n${formatRows(held.rows)}\nAda sends (size/frames/limit): ${sending.join(' ')}`);
+        for (const [r, maxGapS] of [[bobFromAda(adapting), 4], [bobFromAda(held), 2]]) {
+          assert.ok(r.audioDelivery >= 0.9, `Bob keeps Ada's audio: ${r.audioReceived}/${r.audioSent}`);
+          assert.ok(r.maxAudioGapS <= 1, `Bob's longest audio gap: ${r.maxAudioGapS} s`);
+          assert.ok(r.maxVideoGapS <= maxGapS, `Bob's longest stretch without a frame: ${r.maxVideoGapS} s (at most ${maxGapS} s)`);
+        }
+        const r = bobFromAda(held);
+        assert.ok(r.fps >= 5, `Bob still decodes Ada's video once her encoder has adapted: ${r.fps.toFixed(1)} fps`);
       } finally {
         netns.throttle(0, 0);
       }
       const lifted = Date.now();
-      await eventually(async () => (await sendKbps(ada)) > 600, 60_000, 'Ada to send over 600 kbit/s again');
+      await sendsOver(ada, 600, 60_000, 'Ada to send over 600 kbit/s again');
       console.log(`Ada back over 600 kbit/s ${Date.now() - lifted} ms after the limit was lifted`);
       const caps = (await metric(base, 'confab_publisher_bitrate_caps_total')) - caps0;
       assert.ok(caps > 0, `the server capped Ada with REMB: ${caps} sent`);
