@@ -183,12 +183,20 @@ impl SubscriberBandwidth {
     }
 
     /// Decides the allowance at `now`. `ranks`: the simulcast ranks on offer, ascending (empty:
-    /// no simulcast video, nothing to cap but the pause). `cost(cap)`: the video bitrate (bps)
-    /// this subscriber would receive with `cap` (`None`: as its tile sizes ask).
+    /// no simulcast video, nothing to cap but the pause). `wanted`: the highest rank its tile
+    /// sizes ask for (`None`: none). `cost(cap)`: the video bitrate (bps) this subscriber would
+    /// receive with `cap` (`None`: as its tile sizes ask).
+    ///
+    /// Whether a cap still holds layers back is decided by rank against `wanted`, never by
+    /// cost: costs are measured bitrates, and a layer the publisher paused keeps its last one,
+    /// so a middle layer can read dearer than a top layer whose encoder is starved (seen in CI:
+    /// a probe from the bottom layer judged "no cap" and sent the top layer into a 300 kbit/s
+    /// link for 5 s).
     pub fn plan(
         &mut self,
         now: Instant,
         ranks: &[u8],
+        wanted: Option<u8>,
         cost: impl Fn(Option<u8>) -> u64,
     ) -> Allowance {
         let Some(est) = self.estimate(now) else {
@@ -258,7 +266,8 @@ impl SubscriberBandwidth {
             self.backoff = PROBE_BACKOFF_MIN;
             self.last_probe = None;
         }
-        let limited = was.video_paused || was.cap.is_some_and(|c| cost(Some(c)) < cost(None));
+        let below = |c: u8| wanted.is_some_and(|w| c < w);
+        let limited = was.video_paused || was.cap.is_some_and(below);
         if !limited {
             if was != Allowance::default() {
                 self.changed = Some(now);
@@ -283,7 +292,7 @@ impl SubscriberBandwidth {
             if self
                 .allowance
                 .cap
-                .is_some_and(|c| !self.allowance.video_paused && cost(Some(c)) >= cost(None))
+                .is_some_and(|c| !self.allowance.video_paused && !below(c))
             {
                 self.allowance.cap = None;
             }
@@ -422,7 +431,7 @@ mod tests {
     fn step(b: &mut SubscriberBandwidth, now: &mut Instant, est: u64, secs: f64) -> Allowance {
         *now += Duration::from_secs_f64(secs);
         b.on_estimate(est, *now);
-        b.plan(*now, &RANKS, cost)
+        b.plan(*now, &RANKS, Some(2), cost)
     }
 
     #[test]
@@ -468,17 +477,50 @@ mod tests {
     }
 
     #[test]
+    fn a_probe_from_the_bottom_goes_one_rank_up_even_when_a_middle_layer_reads_dearer_than_the_top()
+    {
+        // The middle layer was paused at 600 kbit/s; the top one's encoder is starved to 500.
+        let stale = |cap: Option<u8>| match cap.unwrap_or(2) {
+            0 => 150_000,
+            1 => 600_000,
+            _ => 500_000,
+        };
+        let mut now = Instant::now();
+        let mut b = SubscriberBandwidth::default();
+        let mut step = |est: u64, secs: f64| {
+            now += Duration::from_secs_f64(secs);
+            b.on_estimate(est, now);
+            b.plan(now, &RANKS, Some(2), stale)
+        };
+        assert_eq!(step(2_000_000, 1.0), Allowance::default());
+        assert_eq!(step(300_000, 1.0).cap, Some(0), "the link collapsed");
+        let mut probe = None;
+        for _ in 0..20 {
+            let a = step(300_000, 0.5);
+            if a.cap != Some(0) {
+                probe = Some(a);
+                break;
+            }
+        }
+        assert_eq!(
+            probe.map(|a| a.cap),
+            Some(Some(1)),
+            "one rank up, not the top"
+        );
+    }
+
+    #[test]
     fn no_estimate_no_limit_and_a_rising_estimate_is_no_congestion() {
         let mut now = Instant::now();
         let mut b = SubscriberBandwidth::default();
-        assert_eq!(b.plan(now, &RANKS, cost), Allowance::default());
+        assert_eq!(b.plan(now, &RANKS, Some(2), cost), Allowance::default());
         // The estimate ramps up from 300 kbit/s below what is sent: not a reason to cut.
         for est in [300_000, 350_000, 420_000, 600_000] {
             assert_eq!(step(&mut b, &mut now, est, 0.5), Allowance::default());
         }
         // Gone stale: no limit either.
         now += ESTIMATE_STALE;
-        assert_eq!(b.plan(now, &RANKS, cost), Allowance::default());
+        assert_eq!(b.plan(now, &RANKS, Some(2), cost), Allowance::default());
     }
 
     #[test]

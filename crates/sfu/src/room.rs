@@ -1272,8 +1272,14 @@ impl Room {
                     })
                     .sum()
             };
+            // The highest rank an enabled downtrack's tile asks for, among the layers known.
+            let top_asked = plans
+                .iter()
+                .filter(|(d, _, _)| downtracks[*d].settings.enabled)
+                .filter_map(|(_, layers, asked)| known_at_or_below(layers, *asked).map(|l| l.rank))
+                .max();
             let before = p.bandwidth.allowance();
-            let allowed = p.bandwidth.plan(now, &ranks, cost);
+            let allowed = p.bandwidth.plan(now, &ranks, top_asked, cost);
             if allowed != before {
                 debug!(participant = %p.id, estimate = ?p.bandwidth.estimate(now), ?allowed, "subscriber bandwidth allowance");
             }
