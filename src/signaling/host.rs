@@ -42,7 +42,7 @@ pub async fn control(
             source,
         } => target(&participant_id).map(|participant| HostAction::Mute {
             participant,
-            source: super::session::source_in(source),
+            source: super::convert::source_in(source),
         }),
         ClientMessage::HostRemove { participant_id } => {
             target(&participant_id).map(|participant| HostAction::Remove { participant })

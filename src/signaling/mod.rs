@@ -1,7 +1,9 @@
 //! WebSocket signaling: the wire protocol ([`protocol`]), one task per socket ([`session`]),
-//! presence and call messages ([`lobby`]), host controls ([`host`]), and the single place where
+//! presence and call messages ([`lobby`]), host controls ([`host`]), media-plane types as wire
+//! messages (`convert`), and the single place where
 //! media-plane errors become protocol error codes.
 
+mod convert;
 pub mod host;
 pub mod lobby;
 pub mod protocol;
