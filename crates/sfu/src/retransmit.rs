@@ -20,7 +20,11 @@
 //!   packets at once);
 //! - one packet is sent again to one subscriber at most once per [`RETRANSMIT_HOLDOFF`];
 //! - a downtrack retransmits at most half as many packets as it forwards, with a burst of
-//!   [`RETRANSMIT_BURST`] ([`SentLog`]'s credit).
+//!   [`RETRANSMIT_BURST`] ([`SentLog`]'s credit);
+//! - a simulcast downtrack sends again only packets of the layer it forwards now: after a layer
+//!   switch, or while it sheds a layer its link cannot carry, the old layer's packets are
+//!   useless (the decoder starts over at the new layer's keyframe) and, NACKed by the hundred
+//!   after a link fills, would keep the bottleneck queue full in front of that keyframe.
 //!
 //! Per forwarded packet the cost is two stores (the cache slot, the log slot) and no
 //! allocation; each cache and log allocates its ring once, at its first packet.
@@ -184,6 +188,10 @@ pub enum NackAnswer {
     Resting,
     /// The downtrack's retransmission credit is spent.
     OverBudget,
+    /// A packet of a simulcast layer the downtrack no longer forwards (it switched layers, or
+    /// shed the layer on a full link): the subscriber's decoder starts over at the new layer's
+    /// keyframe, so sending it again only takes link time that keyframe needs.
+    Superseded,
 }
 
 /// The packets one downtrack sent, by outgoing sequence number (see the module docs), and its
@@ -194,6 +202,9 @@ pub struct SentLog {
     /// again, at most 2 × [`RETRANSMIT_BURST`].
     credit: u16,
     capacity: usize,
+    /// Video: packets recorded and packets NACKed for the first time since
+    /// [`Self::take_counts`] (audio logs count nothing: browsers do not NACK Opus).
+    counts: Option<(u32, u32)>,
 }
 
 impl SentLog {
@@ -203,6 +214,7 @@ impl SentLog {
             slots: Box::new([]),
             credit: 2 * RETRANSMIT_BURST,
             capacity: ring_packets(kind),
+            counts: (kind == MediaKind::Video).then_some((0, 0)),
         }
     }
 
@@ -221,6 +233,9 @@ impl SentLog {
             self.slots = vec![SentPacket::default(); self.capacity].into_boxed_slice();
         }
         self.credit = (self.credit + 1).min(2 * RETRANSMIT_BURST);
+        if let Some((sent, _)) = &mut self.counts {
+            *sent = sent.saturating_add(1);
+        }
         let n = self.slots.len();
         self.slots[usize::from(out_seq) % n] = SentPacket {
             out_seq,
@@ -245,14 +260,29 @@ impl SentLog {
     }
 
     /// The subscriber NACKed `seq` at `now`. `first_nack` is set when this is the first NACK
-    /// naming it (for `confab_rtp_nacked_packets_total`).
-    pub fn on_nack(&mut self, seq: u16, now: Instant, first_nack: &mut bool) -> NackAnswer {
+    /// naming it (for `confab_rtp_nacked_packets_total`). `forwarding`: for a simulcast
+    /// downtrack, the source SSRC (layer) it forwards now, `Some(None)` when it forwards none
+    /// (shed, or not started); `None` for a track without layers.
+    pub fn on_nack(
+        &mut self,
+        seq: u16,
+        now: Instant,
+        forwarding: Option<Option<u32>>,
+        first_nack: &mut bool,
+    ) -> NackAnswer {
         let credit = self.credit;
         let Some(p) = self.slot(seq) else {
             return NackAnswer::Unknown;
         };
         *first_nack = !p.nacked;
         p.nacked = true;
+        let p = *p;
+        if let (true, Some((_, nacked))) = (*first_nack, &mut self.counts) {
+            *nacked = nacked.saturating_add(1);
+        }
+        if forwarding.is_some_and(|layer| layer != Some(p.src_ssrc)) {
+            return NackAnswer::Superseded;
+        }
         if p.first
             .is_some_and(|at| now.saturating_duration_since(at) > MAX_RETRANSMIT_AGE)
         {
@@ -266,7 +296,14 @@ impl SentLog {
         if credit < 2 {
             return NackAnswer::OverBudget;
         }
-        NackAnswer::Resend(*p)
+        NackAnswer::Resend(p)
+    }
+
+    /// Video packets recorded, and packets NACKed for the first time, since the last call
+    /// (`(0, 0)` for audio): the subscriber's loss as its NACKs show it
+    /// ([`crate::bwe::SubscriberBandwidth::on_nacks`]).
+    pub fn take_counts(&mut self) -> (u32, u32) {
+        self.counts.as_mut().map_or((0, 0), std::mem::take)
     }
 
     /// `seq` was sent again at `now`.
@@ -352,10 +389,11 @@ impl crate::room::Room {
         let mut wanted: Vec<SentPacket> = Vec::new();
         {
             let dt = &mut self.participants[idx].downtracks[di];
+            let forwarding = dt.layer.forwarding();
             for pair in &nack.nacks {
                 for seq in pair.packet_list() {
                     let mut first = false;
-                    let answer = dt.sent.on_nack(seq, now, &mut first);
+                    let answer = dt.sent.on_nack(seq, now, forwarding, &mut first);
                     if first {
                         SfuMetrics::inc(&metrics.rtp_nacked);
                     }
@@ -365,7 +403,10 @@ impl crate::room::Room {
                             dt.sent.resent(seq, now);
                             wanted.push(p);
                         }
-                        NackAnswer::Unknown | NackAnswer::Stale | NackAnswer::Resting => {}
+                        NackAnswer::Unknown
+                        | NackAnswer::Stale
+                        | NackAnswer::Resting
+                        | NackAnswer::Superseded => {}
                         NackAnswer::OverBudget => SfuMetrics::inc(&metrics.nacks_over_budget),
                     }
                 }
@@ -479,7 +520,7 @@ mod tests {
         let mut log = log_with(1..=10, t0);
         let t1 = t0 + Duration::from_millis(20);
         let mut first = false;
-        let NackAnswer::Resend(p) = log.on_nack(5, t1, &mut first) else {
+        let NackAnswer::Resend(p) = log.on_nack(5, t1, None, &mut first) else {
             panic!("resend")
         };
         assert!(first);
@@ -490,23 +531,52 @@ mod tests {
         log.resent(5, t1);
         // NACKed again a round trip later (the retransmission is on its way): not resent.
         assert_eq!(
-            log.on_nack(5, t1 + Duration::from_millis(5), &mut first),
+            log.on_nack(5, t1 + Duration::from_millis(5), None, &mut first),
             NackAnswer::Resting
         );
         assert!(!first, "counted once");
         assert!(matches!(
-            log.on_nack(6, t1, &mut first),
+            log.on_nack(6, t1, None, &mut first),
             NackAnswer::Resend(_)
         ));
         assert_eq!(
-            log.on_nack(5, t1 + RETRANSMIT_HOLDOFF / 2, &mut first),
+            log.on_nack(5, t1 + RETRANSMIT_HOLDOFF / 2, None, &mut first),
             NackAnswer::Resting
         );
         // The retransmission was lost too: after the holdoff it is resent once more.
         assert!(matches!(
-            log.on_nack(5, t1 + RETRANSMIT_HOLDOFF, &mut first),
+            log.on_nack(5, t1 + RETRANSMIT_HOLDOFF, None, &mut first),
             NackAnswer::Resend(_)
         ));
+    }
+
+    #[test]
+    fn packets_of_a_layer_the_downtrack_left_or_shed_are_not_resent() {
+        let t0 = Instant::now();
+        // Sequence numbers 1..=10 came from layer SSRC 1 (see `log_with`).
+        let mut log = log_with(1..=10, t0);
+        let now = t0 + Duration::from_millis(20);
+        let mut first = false;
+        assert!(matches!(
+            log.on_nack(5, now, Some(Some(1)), &mut first),
+            NackAnswer::Resend(_)
+        ));
+        assert!(first);
+        // Switched to layer 2: the old layer's packets are not wanted any more.
+        assert_eq!(
+            log.on_nack(6, now, Some(Some(2)), &mut first),
+            NackAnswer::Superseded
+        );
+        assert!(first, "still counted as NACKed");
+        // Shed on a full link, waiting for a lower layer's keyframe: nothing of it is resent.
+        assert_eq!(
+            log.on_nack(7, now, Some(None), &mut first),
+            NackAnswer::Superseded
+        );
+        // Ten sent, three NACKed once each (a repeat NACK of 5 is not counted again).
+        log.on_nack(5, now, None, &mut first);
+        assert_eq!(log.take_counts(), (10, 3));
+        assert_eq!(log.take_counts(), (0, 0), "taken");
     }
 
     #[test]
@@ -519,14 +589,14 @@ mod tests {
         }
         let now = later + Duration::from_millis(200);
         let mut first = false;
-        assert_eq!(log.on_nack(5, now, &mut first), NackAnswer::Stale);
+        assert_eq!(log.on_nack(5, now, None, &mut first), NackAnswer::Stale);
         assert!(matches!(
-            log.on_nack(15, now, &mut first),
+            log.on_nack(15, now, None, &mut first),
             NackAnswer::Resend(_)
         ));
-        assert_eq!(log.on_nack(300, now, &mut first), NackAnswer::Unknown);
+        assert_eq!(log.on_nack(300, now, None, &mut first), NackAnswer::Unknown);
         assert_eq!(
-            SentLog::new(MediaKind::Audio).on_nack(1, now, &mut first),
+            SentLog::new(MediaKind::Audio).on_nack(1, now, None, &mut first),
             NackAnswer::Unknown
         );
     }
@@ -538,18 +608,21 @@ mod tests {
         let mut first = false;
         let mut sent = 0;
         for seq in 0..=499 {
-            if let NackAnswer::Resend(_) = log.on_nack(seq, t0, &mut first) {
+            if let NackAnswer::Resend(_) = log.on_nack(seq, t0, None, &mut first) {
                 log.resent(seq, t0);
                 sent += 1;
             }
         }
         assert_eq!(sent, RETRANSMIT_BURST);
-        assert_eq!(log.on_nack(499, t0, &mut first), NackAnswer::OverBudget);
+        assert_eq!(
+            log.on_nack(499, t0, None, &mut first),
+            NackAnswer::OverBudget
+        );
         // Two more forwarded packets buy one retransmission.
         log.record((1, 2000), out(500), None, t0);
         log.record((1, 2001), out(501), None, t0);
         assert!(matches!(
-            log.on_nack(499, t0, &mut first),
+            log.on_nack(499, t0, None, &mut first),
             NackAnswer::Resend(_)
         ));
     }

@@ -40,7 +40,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::broadcast;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, trace, warn};
 
 /// How long a participant whose signaling socket is gone stays, by default.
 pub const DEFAULT_RESUME_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
@@ -1325,6 +1325,7 @@ fn drive(
                         .downcast_ref::<rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate>()
                 }) {
                     if remb.bitrate.is_finite() && remb.bitrate >= 0.0 {
+                        trace!(target: "confab_sfu::bwe", participant = %room.participants[idx].id, bps = remb.bitrate as u64, "REMB");
                         room.participants[idx]
                             .bandwidth
                             .on_estimate(remb.bitrate as u64, now);
@@ -1341,6 +1342,7 @@ fn drive(
                     .flat_map(|rr| rr.reports.iter().map(|b| b.fraction_lost))
                     .max();
                 if let Some(lost) = lost {
+                    trace!(target: "confab_sfu::bwe", participant = %room.participants[idx].id, lost, "receiver report");
                     room.participants[idx]
                         .bandwidth
                         .on_loss(f64::from(lost) / 256.0, now);
@@ -1353,14 +1355,20 @@ fn drive(
                     continue;
                 }
                 SfuMetrics::inc(&metrics.keyframe_requests_in);
+                // A simulcast downtrack needs the keyframe of the layer it forwards only.
                 let target = room.participants[idx]
                     .downtracks
                     .iter()
                     .find(|d| d.track.to_string() == track_id)
-                    .map(|d| d.track.clone());
-                if let Some(track) = target {
+                    .map(|d| (d.track.clone(), d.layer.current.map(|(ssrc, _)| ssrc)));
+                if let Some((track, layer)) = target {
                     if let Some(pi) = room.index_of(track.participant) {
-                        if room.participants[pi].request_keyframe(&track.mid, now) {
+                        let publisher = &mut room.participants[pi];
+                        let sent = match layer {
+                            Some(ssrc) => publisher.request_layer_keyframe(&track.mid, ssrc, now),
+                            None => publisher.request_keyframe(&track.mid, now),
+                        };
+                        if sent {
                             SfuMetrics::inc(&metrics.plis_sent);
                         }
                     }
@@ -1429,6 +1437,7 @@ fn on_pc_event(
                             last_packet: None,
                             bytes: 0,
                             bitrate: 0,
+                            last_keyframe_request: None,
                         });
                         t.layers.sort_by_key(|l| l.rank);
                         layer_added = true;
