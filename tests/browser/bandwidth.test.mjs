@@ -1,8 +1,10 @@
 // Per-subscriber bandwidth: one subscriber's link drops to 300 kbit/s (a token bucket on the
 // server's side of its link, in its own network namespace). Its browser's receive-side estimate
 // falls (REMB), and the server sends it a lower simulcast layer of the publisher's camera within
-// 5 s; its audio keeps flowing; another subscriber on a clean link keeps the high layer; when the
-// limit is lifted, the first climbs back to the high layer.
+// 5 s; its audio keeps flowing; another subscriber on a clean link keeps the high layer (sampled
+// every second of the limited window); when the limit is lifted, the first climbs back to the
+// high layer. On a timeout the test says what each page decodes and what the publisher's
+// encoder sends per layer.
 //
 // Needs root for the namespace; without it the test is skipped and says so loudly.
 import { test } from 'node:test';
@@ -24,6 +26,20 @@ const sendKbps = async (page) => {
   await new Promise((r) => setTimeout(r, 1000));
   return ((await bytes()) - a) * 8 / 1000;
 };
+
+/** What `page` sends of its camera, per simulcast layer: size, frame rate, what limits it. */
+const sentLayers = (page) => page.evaluate(async () => {
+  const out = [];
+  (await window.confab._pub.getStats()).forEach((s) => {
+    if (s.type === 'candidate-pair' && s.nominated && s.availableOutgoingBitrate !== undefined) {
+      out.push(`estimate ${Math.round(s.availableOutgoingBitrate / 1000)} kbit/s`);
+    }
+    if (s.type === 'outbound-rtp' && s.kind === 'video') {
+      out.push(`${s.rid ?? '-'} ${s.frameWidth ?? 0}x${s.frameHeight ?? 0} ${s.framesPerSecond ?? 0} fps ${Math.round((s.targetBitrate ?? 0) / 1000)} kbit/s${s.active === false ? ' paused' : ''} (${s.qualityLimitationReason})`);
+    }
+  });
+  return out.join(', ');
+});
 
 /**
  * Waits up to `ms` for `page` to send more than `kbps` of video; on a timeout the error says what
@@ -75,16 +91,24 @@ test(`a subscriber whose link drops to ${LIMIT_KBIT} kbit/s gets a lower layer w
       await cy.keyboard.press('m');
       await bob.setViewportSize({ width: 1920, height: 1080 });
       await cy.setViewportSize({ width: 1920, height: 1080 });
-      await eventually(async () => (await width(bob)) === 1280 && (await width(cy)) === 1280, 40_000,
-        "Bob and Cy to receive Ada's 1280 px layer");
+      // Up to 90 s: Ada's send-side estimate starts near 300 kbit/s and her top layer needs
+      // about 1.9 Mbit/s for all three; on 2 cores shared with three browsers it has taken
+      // over 40 s (measured: her encoder "limited by bandwidth", top layer not yet sent).
+      await eventually(async () => (await width(bob)) === 1280 && (await width(cy)) === 1280, 90_000,
+        "Bob and Cy to receive Ada's 1280 px layer")
+        .catch(async (e) => {
+          throw new Error(`${e.message} (Bob ${await width(bob)} px, Cy ${await width(cy)} px; Ada sends ${await sentLayers(ada)})`);
+        });
 
+      const resent0 = await metric(base, 'confab_rtp_retransmitted_packets_total');
       netns.throttle(0, LIMIT_KBIT);
       const cut = Date.now();
       console.log(`link to Bob limited to ${LIMIT_KBIT} kbit/s at ${new Date(cut).toISOString()}`);
       let lowered;
       try {
         await eventually(async () => (await width(bob)) > 0 && (await width(bob)) < 1280, 5_000,
-          `Bob to get a lower layer on the ${LIMIT_KBIT} kbit/s link`);
+          `Bob to get a lower layer on the ${LIMIT_KBIT} kbit/s link`)
+          .finally(async () => console.log(`packets sent again since the cut: ${await metric(base, 'confab_rtp_retransmitted_packets_total') - resent0}; Bob ${await width(bob)} px, Cy ${await width(cy)} px; Ada sends ${await sentLayers(ada)}`));
         lowered = Date.now() - cut;
         console.log(`Bob's layer came down to ${await width(bob)} px ${lowered} ms after the cut`);
         // Held at the limit for 15 s: Bob's audio from Ada flows, Cy keeps the high layer.
@@ -96,8 +120,19 @@ test(`a subscriber whose link drops to ${LIMIT_KBIT} kbit/s gets a lower layer w
           const w = fromBob?.rows.find((x) => x.name === 'Ada')?.frameWidth;
           if (w !== undefined) widths.push(w);
         };
-        const held = await measureCall([bob, ada], ['Bob', 'Ada'], { seconds: 15, windowS: 12, stepMs: 500, onTick });
-        console.log(`at ${LIMIT_KBIT} kbit/s:\n${formatRows(held.rows)}\nBob's width of Ada's video, every 0.5 s: ${widths.join(' ')}`);
+        // Cy's width, every second of the same window.
+        const cyWidths = [];
+        let holding = true;
+        const cySampler = (async () => {
+          while (holding) {
+            cyWidths.push(await width(cy));
+            await new Promise((r) => setTimeout(r, 1000));
+          }
+        })();
+        const held = await measureCall([bob, ada], ['Bob', 'Ada'], { seconds: 15, windowS: 12, stepMs: 500, onTick })
+          .finally(() => { holding = false; });
+        await cySampler;
+        console.log(`at ${LIMIT_KBIT} kbit/s:\n${formatRows(held.rows)}\nBob's width of Ada's video, every 0.5 s: ${widths.join(' ')}\nCy's, every second: ${cyWidths.join(' ')}`);
         const r = held.rows.find((x) => x.receiver === 'Bob' && x.sender === 'Ada');
         assert.ok(r.audioDelivery >= 0.9, `Bob keeps Ada's audio: ${r.audioReceived}/${r.audioSent}`);
         assert.ok(r.maxAudioGapS <= 1, `Bob's longest audio gap: ${r.maxAudioGapS} s`);
@@ -108,7 +143,16 @@ test(`a subscriber whose link drops to ${LIMIT_KBIT} kbit/s gets a lower layer w
         // it (the probe is the layer itself, no padding yet), so the rate here is modest
         // (measured 5.5-9.2 fps) but video never stops for good.
         assert.ok(r.fps >= 3, `Bob still decodes Ada's video: ${r.fps.toFixed(1)} fps`);
-        assert.equal(await width(cy), 1280, "Cy keeps Ada's top layer");
+        // Cy's link is clean: what Bob's link does never reaches Cy's layer. Her own browser's
+        // delay-based estimate can still dip on a machine whose 2 cores three browsers share
+        // (seen once in 15 runs: 1.05 Mbit/s to 0.39 with no loss, 10 s after Bob's cut), and
+        // the server takes that estimate as it comes (for 5-8 s, until its next probe), so she
+        // must hold the top layer for at least half the window (dragged down with Bob, she would
+        // hold it for none) and be back on it at its end.
+        const cyTop = cyWidths.filter((w) => w >= 1280).length;
+        assert.ok(cyWidths.length >= 10 && cyTop >= cyWidths.length / 2,
+          `Cy keeps Ada's top layer: ${cyTop} of ${cyWidths.length} samples`);
+        await eventually(async () => (await width(cy)) === 1280, 10_000, "Cy to be on Ada's top layer");
       } finally {
         netns.throttle(0, 0);
       }
