@@ -13,8 +13,8 @@
 //!   (RTCP receiver reports, RFC 3550 section 6.4.2) or as its NACKs show it
 //!   ([`SubscriberBandwidth::on_nacks`]: retransmissions hide loss from the reports),
 //!   whichever is more. A delay-based estimator stops falling once a bottleneck's queue is
-//!   full and drops, so loss is the second signal, as in draft-ietf-rmcat-gcc section 6. Then the subscriber's cap comes down to the highest layer
-//!   rank whose cost fits in [`HEADROOM`] of the estimate (and, under loss, in what is sent now
+//!   full and drops, so loss is the second signal, as in draft-ietf-rmcat-gcc section 6.
+//!   Then the subscriber's cap comes down to the highest layer rank whose cost fits in [`HEADROOM`] of the estimate (and, under loss, in what is sent now
 //!   times one minus half the loss); when the receiver still loses more than [`LOSS_PAUSE`] of
 //!   the packets with the cap at the bottom for [`PAUSE_AFTER`] already, its video pauses.
 //!   Audio is never touched.

@@ -194,6 +194,18 @@ pub enum NackAnswer {
     Superseded,
 }
 
+/// Which of a downtrack's sent packets a NACK may still bring again ([`SentLog::on_nack`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resendable {
+    /// A track sent as one stream: any of them.
+    All,
+    /// A simulcast downtrack: only those of the layer with this source SSRC, the one it
+    /// forwards now.
+    Layer(u32),
+    /// A simulcast downtrack that forwards no layer now (it sheds one, or has not started).
+    None,
+}
+
 /// The packets one downtrack sent, by outgoing sequence number (see the module docs), and its
 /// retransmission credit.
 pub struct SentLog {
@@ -260,14 +272,13 @@ impl SentLog {
     }
 
     /// The subscriber NACKed `seq` at `now`. `first_nack` is set when this is the first NACK
-    /// naming it (for `confab_rtp_nacked_packets_total`). `forwarding`: for a simulcast
-    /// downtrack, the source SSRC (layer) it forwards now, `Some(None)` when it forwards none
-    /// (shed, or not started); `None` for a track without layers.
+    /// naming it (for `confab_rtp_nacked_packets_total`). `resendable`: which packets the
+    /// downtrack may still send again (a packet outside it is [`NackAnswer::Superseded`]).
     pub fn on_nack(
         &mut self,
         seq: u16,
         now: Instant,
-        forwarding: Option<Option<u32>>,
+        resendable: Resendable,
         first_nack: &mut bool,
     ) -> NackAnswer {
         let credit = self.credit;
@@ -280,7 +291,12 @@ impl SentLog {
         if let (true, Some((_, nacked))) = (*first_nack, &mut self.counts) {
             *nacked = nacked.saturating_add(1);
         }
-        if forwarding.is_some_and(|layer| layer != Some(p.src_ssrc)) {
+        let superseded = match resendable {
+            Resendable::All => false,
+            Resendable::Layer(ssrc) => ssrc != p.src_ssrc,
+            Resendable::None => true,
+        };
+        if superseded {
             return NackAnswer::Superseded;
         }
         if p.first
@@ -389,11 +405,11 @@ impl crate::room::Room {
         let mut wanted: Vec<SentPacket> = Vec::new();
         {
             let dt = &mut self.participants[idx].downtracks[di];
-            let forwarding = dt.layer.forwarding();
+            let resendable = dt.layer.resendable();
             for pair in &nack.nacks {
                 for seq in pair.packet_list() {
                     let mut first = false;
-                    let answer = dt.sent.on_nack(seq, now, forwarding, &mut first);
+                    let answer = dt.sent.on_nack(seq, now, resendable, &mut first);
                     if first {
                         SfuMetrics::inc(&metrics.rtp_nacked);
                     }
@@ -520,7 +536,7 @@ mod tests {
         let mut log = log_with(1..=10, t0);
         let t1 = t0 + Duration::from_millis(20);
         let mut first = false;
-        let NackAnswer::Resend(p) = log.on_nack(5, t1, None, &mut first) else {
+        let NackAnswer::Resend(p) = log.on_nack(5, t1, Resendable::All, &mut first) else {
             panic!("resend")
         };
         assert!(first);
@@ -531,21 +547,26 @@ mod tests {
         log.resent(5, t1);
         // NACKed again a round trip later (the retransmission is on its way): not resent.
         assert_eq!(
-            log.on_nack(5, t1 + Duration::from_millis(5), None, &mut first),
+            log.on_nack(
+                5,
+                t1 + Duration::from_millis(5),
+                Resendable::All,
+                &mut first
+            ),
             NackAnswer::Resting
         );
         assert!(!first, "counted once");
         assert!(matches!(
-            log.on_nack(6, t1, None, &mut first),
+            log.on_nack(6, t1, Resendable::All, &mut first),
             NackAnswer::Resend(_)
         ));
         assert_eq!(
-            log.on_nack(5, t1 + RETRANSMIT_HOLDOFF / 2, None, &mut first),
+            log.on_nack(5, t1 + RETRANSMIT_HOLDOFF / 2, Resendable::All, &mut first),
             NackAnswer::Resting
         );
         // The retransmission was lost too: after the holdoff it is resent once more.
         assert!(matches!(
-            log.on_nack(5, t1 + RETRANSMIT_HOLDOFF, None, &mut first),
+            log.on_nack(5, t1 + RETRANSMIT_HOLDOFF, Resendable::All, &mut first),
             NackAnswer::Resend(_)
         ));
     }
@@ -558,23 +579,23 @@ mod tests {
         let now = t0 + Duration::from_millis(20);
         let mut first = false;
         assert!(matches!(
-            log.on_nack(5, now, Some(Some(1)), &mut first),
+            log.on_nack(5, now, Resendable::Layer(1), &mut first),
             NackAnswer::Resend(_)
         ));
         assert!(first);
         // Switched to layer 2: the old layer's packets are not wanted any more.
         assert_eq!(
-            log.on_nack(6, now, Some(Some(2)), &mut first),
+            log.on_nack(6, now, Resendable::Layer(2), &mut first),
             NackAnswer::Superseded
         );
         assert!(first, "still counted as NACKed");
         // Shed on a full link, waiting for a lower layer's keyframe: nothing of it is resent.
         assert_eq!(
-            log.on_nack(7, now, Some(None), &mut first),
+            log.on_nack(7, now, Resendable::None, &mut first),
             NackAnswer::Superseded
         );
         // Ten sent, three NACKed once each (a repeat NACK of 5 is not counted again).
-        log.on_nack(5, now, None, &mut first);
+        log.on_nack(5, now, Resendable::All, &mut first);
         assert_eq!(log.take_counts(), (10, 3));
         assert_eq!(log.take_counts(), (0, 0), "taken");
     }
@@ -589,14 +610,20 @@ mod tests {
         }
         let now = later + Duration::from_millis(200);
         let mut first = false;
-        assert_eq!(log.on_nack(5, now, None, &mut first), NackAnswer::Stale);
+        assert_eq!(
+            log.on_nack(5, now, Resendable::All, &mut first),
+            NackAnswer::Stale
+        );
         assert!(matches!(
-            log.on_nack(15, now, None, &mut first),
+            log.on_nack(15, now, Resendable::All, &mut first),
             NackAnswer::Resend(_)
         ));
-        assert_eq!(log.on_nack(300, now, None, &mut first), NackAnswer::Unknown);
         assert_eq!(
-            SentLog::new(MediaKind::Audio).on_nack(1, now, None, &mut first),
+            log.on_nack(300, now, Resendable::All, &mut first),
+            NackAnswer::Unknown
+        );
+        assert_eq!(
+            SentLog::new(MediaKind::Audio).on_nack(1, now, Resendable::All, &mut first),
             NackAnswer::Unknown
         );
     }
@@ -608,21 +635,21 @@ mod tests {
         let mut first = false;
         let mut sent = 0;
         for seq in 0..=499 {
-            if let NackAnswer::Resend(_) = log.on_nack(seq, t0, None, &mut first) {
+            if let NackAnswer::Resend(_) = log.on_nack(seq, t0, Resendable::All, &mut first) {
                 log.resent(seq, t0);
                 sent += 1;
             }
         }
         assert_eq!(sent, RETRANSMIT_BURST);
         assert_eq!(
-            log.on_nack(499, t0, None, &mut first),
+            log.on_nack(499, t0, Resendable::All, &mut first),
             NackAnswer::OverBudget
         );
         // Two more forwarded packets buy one retransmission.
         log.record((1, 2000), out(500), None, t0);
         log.record((1, 2001), out(501), None, t0);
         assert!(matches!(
-            log.on_nack(499, t0, None, &mut first),
+            log.on_nack(499, t0, Resendable::All, &mut first),
             NackAnswer::Resend(_)
         ));
     }

@@ -14,7 +14,7 @@ use crate::codec::{is_keyframe_start, CodecFamily};
 use crate::ids::{MediaKind, ParticipantId, RoomId, TrackId, TrackSource, TransportRole};
 use crate::negotiation::NegotiationState;
 use crate::peer::{build_peer_connection, IceCredentials, AUDIO_LEVEL_URI, MID_URI};
-use crate::retransmit::{PacketCache, SentLog};
+use crate::retransmit::{PacketCache, Resendable, SentLog};
 use crate::rewrite::{RtpRewriter, Verdict};
 use crate::routing::{ConsentState, IcePaths};
 use crate::speakers::{LevelMeter, SpeakerDetector};
@@ -393,14 +393,18 @@ pub(crate) struct LayerChoice {
 }
 
 impl LayerChoice {
-    /// For [`crate::retransmit::SentLog::on_nack`]: `None` for a downtrack without simulcast
-    /// layers (no target ever chosen), else the layer's SSRC whose packets still flow to the
-    /// subscriber (`None` inside: shed, or nothing started yet).
-    pub(crate) fn forwarding(&self) -> Option<Option<u32>> {
+    /// Which of the downtrack's sent packets are still worth sending again
+    /// ([`crate::retransmit::SentLog::on_nack`]): all of them without simulcast layers (no
+    /// target ever chosen), else those of the layer still flowing to the subscriber, none while
+    /// it sheds or before it starts.
+    pub(crate) fn resendable(&self) -> Resendable {
         if self.target.is_none() && self.current.is_none() {
-            return None;
+            return Resendable::All;
         }
-        Some(self.current.filter(|_| !self.shed).map(|(ssrc, _)| ssrc))
+        match self.current {
+            Some((ssrc, _)) if !self.shed => Resendable::Layer(ssrc),
+            _ => Resendable::None,
+        }
     }
 
     /// Whether to forward a packet of layer `(ssrc, rank)`; switches to it when it is the
@@ -660,24 +664,31 @@ impl Participant {
         let Some(receiver) = p.receiver else {
             return false;
         };
-        let pli: Box<dyn rtc::rtcp::Packet> = Box::new(PictureLossIndication {
-            sender_ssrc: 0,
-            media_ssrc: ssrc,
-        });
-        match self.publisher.pc.rtp_receiver(receiver) {
-            Some(mut r) => match r.write_rtcp(now, vec![pli]) {
-                Ok(()) => {
-                    self.publisher.dirty = true;
-                    tracing::trace!(participant = %self.id, mid, ssrc, "layer PLI sent");
-                    true
-                }
-                Err(e) => {
-                    debug!(participant = %self.id, "PLI write failed: {e}");
-                    false
-                }
-            },
-            None => false,
+        self.write_plis(receiver, &[ssrc], now)
+    }
+
+    /// Writes one PLI per SSRC in `ssrcs` (RFC 4585 section 6.3.1) through the publisher
+    /// transport's `receiver`. Returns whether they went out.
+    fn write_plis(&mut self, receiver: RTCRtpReceiverId, ssrcs: &[u32], now: Instant) -> bool {
+        let plis: Vec<Box<dyn rtc::rtcp::Packet>> = ssrcs
+            .iter()
+            .map(|&media_ssrc| {
+                Box::new(PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc,
+                }) as Box<dyn rtc::rtcp::Packet>
+            })
+            .collect();
+        let Some(mut r) = self.publisher.pc.rtp_receiver(receiver) else {
+            return false;
+        };
+        if let Err(e) = r.write_rtcp(now, plis) {
+            debug!(participant = %self.id, "PLI write failed: {e}");
+            return false;
         }
+        self.publisher.dirty = true;
+        tracing::trace!(participant = %self.id, ?ssrcs, "PLI sent");
+        true
     }
 
     /// [`Self::request_keyframe`] for the track carrying `ssrc`.
@@ -738,34 +749,14 @@ impl Participant {
             let n = p.keyframe_pending.map_or(0, |(_, n)| n);
             p.keyframe_pending = Some((now, n.saturating_add(1)));
         }
-        // Simulcast: every layer's encoder is asked (a switch may be waiting on any of them;
-        // the lower layers' keyframes are small).
-        let plis: Vec<Box<dyn rtc::rtcp::Packet>> = if p.layers.is_empty() {
-            vec![Box::new(PictureLossIndication {
-                sender_ssrc: 0,
-                media_ssrc: ssrc,
-            })]
+        // Simulcast: every layer's encoder is asked (after a path switch or a reconnect any
+        // subscriber may be waiting on any of them).
+        let ssrcs: Vec<u32> = if p.layers.is_empty() {
+            vec![ssrc]
         } else {
-            p.layers
-                .iter()
-                .map(|l| {
-                    Box::new(PictureLossIndication {
-                        sender_ssrc: 0,
-                        media_ssrc: l.ssrc,
-                    }) as Box<dyn rtc::rtcp::Packet>
-                })
-                .collect()
+            p.layers.iter().map(|l| l.ssrc).collect()
         };
-        if let Some(mut r) = self.publisher.pc.rtp_receiver(receiver) {
-            if let Err(e) = r.write_rtcp(now, plis) {
-                debug!(participant = %self.id, "PLI write failed: {e}");
-                return false;
-            }
-            self.publisher.dirty = true;
-            tracing::trace!(participant = %self.id, mid = %p.mid, force, "PLI sent");
-            return true;
-        }
-        false
+        self.write_plis(receiver, &ssrcs, now)
     }
 }
 

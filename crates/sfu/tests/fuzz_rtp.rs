@@ -13,8 +13,8 @@ use confab_sfu::codec::{
     is_keyframe_start, vp8_ids, vp8_keyframe_size, vp8_write_ids, CodecFamily,
 };
 use confab_sfu::retransmit::{
-    rebuild, CachedPacket, NackAnswer, PacketCache, SentLog, SentPacket, MAX_RETRANSMIT_AGE,
-    RETRANSMIT_BURST, RETRANSMIT_HOLDOFF,
+    rebuild, CachedPacket, NackAnswer, PacketCache, Resendable, SentLog, SentPacket,
+    MAX_RETRANSMIT_AGE, RETRANSMIT_BURST, RETRANSMIT_HOLDOFF,
 };
 use confab_sfu::rewrite::{RtpRewriter, Verdict};
 use confab_sfu::MediaKind;
@@ -637,7 +637,7 @@ fn fuzz_retransmit() {
                         for k in 0..u16::from(n) {
                             let o = last_out.wrapping_sub(back).wrapping_add(k);
                             let mut first = false;
-                            let answer = log.on_nack(o, now, None, &mut first);
+                            let answer = log.on_nack(o, now, Resendable::All, &mut first);
                             let slot = &mut slots[usize::from(o) % cap];
                             let known = slot.as_mut().filter(|s| s.0 .0 == o);
                             let expected = match &known {
@@ -661,7 +661,7 @@ fn fuzz_retransmit() {
                                 NackAnswer::Stale => "stale",
                                 NackAnswer::Resting => "resting",
                                 NackAnswer::OverBudget => "over_budget",
-                                // No layer is given (`None`): never superseded.
+                                // Every packet is resendable: never superseded.
                                 NackAnswer::Superseded => unreachable!("no simulcast layer"),
                             });
                             let Some(known) = known else {
@@ -832,7 +832,7 @@ fn fuzz_rtcp_feedback() {
                     assert!(list.len() <= 17, "a NACK pair names at most 17 packets");
                     for seq in list {
                         let mut first = false;
-                        let _ = log.on_nack(seq, now, Some(Some(1)), &mut first);
+                        let _ = log.on_nack(seq, now, Resendable::Layer(1), &mut first);
                     }
                 }
             }
